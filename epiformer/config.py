@@ -1,0 +1,129 @@
+"""Model configuration: one dataclass, named presets, and the original's hyperparameter names."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot build a working network."""
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of the Epiformer network.
+
+    Field names are the original training script's, so an original checkpoint's ``param``
+    dictionary maps onto this class directly (see :meth:`from_dict`).
+    """
+
+    seq_len: int = 98_304
+    bin_size: int = 128
+    num_cnn_layer: int = 6
+    embed_size: int = 768
+    num_heads: int = 4
+    att_dropout: float = 0.4
+    dim_feedforward: int = 2048
+    enc_dropout: float = 0.4
+    num_encoder_layers: int = 8
+    crop_size: int = 64
+    ptw_dropout: float = 0.1
+    multiout_dim: int = 1
+    max_len: int = 768
+    add_positional_encoding: bool = True
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def n_bins(self) -> int:
+        """Bins leaving the convolutional tower (before cropping)."""
+        return self.seq_len // self.bin_size
+
+    @property
+    def n_output_bins(self) -> int:
+        """Bins in the model output, after cropping ``crop_size`` from each side."""
+        return self.n_bins - 2 * self.crop_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_size // self.num_heads
+
+    @property
+    def tower_channels(self) -> list[int]:
+        """Channel counts from the stem through each tower block (num_cnn_layer + 1 values)."""
+        half = self.embed_size // 2
+        base = (self.embed_size / half) ** (1.0 / self.num_cnn_layer)
+        return [int(round(half * base**i)) for i in range(self.num_cnn_layer + 1)]
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first field that makes the network impossible."""
+        positive = ["seq_len", "bin_size", "num_cnn_layer", "embed_size", "num_heads",
+                    "dim_feedforward", "num_encoder_layers", "multiout_dim", "max_len"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ["att_dropout", "enc_dropout", "ptw_dropout"]:
+            value = getattr(self, name)
+            if not 0.0 <= float(value) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        if self.bin_size != 2 ** (self.num_cnn_layer + 1):
+            raise ConfigError(
+                f"bin_size {self.bin_size} does not match num_cnn_layer {self.num_cnn_layer}: "
+                f"the stem and {self.num_cnn_layer} tower blocks each halve the length, "
+                f"so bin_size must be {2 ** (self.num_cnn_layer + 1)}")
+        if self.seq_len % self.bin_size:
+            raise ConfigError(f"seq_len {self.seq_len} is not a multiple of bin_size {self.bin_size}")
+        if self.embed_size % 2 or self.embed_size % self.num_heads:
+            raise ConfigError(f"embed_size {self.embed_size} must be even and divisible by "
+                              f"num_heads {self.num_heads}")
+        if self.n_bins > self.embed_size:
+            raise ConfigError(
+                f"seq_len/bin_size = {self.n_bins} bins exceeds embed_size {self.embed_size}: the "
+                f"relative-position table has 2*embed_size-1 rows, so bins may not exceed embed_size")
+        if self.add_positional_encoding and self.n_bins > self.max_len:
+            raise ConfigError(f"{self.n_bins} bins exceed max_len {self.max_len} of the positional encoding")
+        if self.crop_size < 0 or self.n_output_bins <= 0:
+            raise ConfigError(f"crop_size {self.crop_size} leaves no output bins out of {self.n_bins}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary with the original's hyperparameter names (plus any extra keys kept)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any]) -> "ModelConfig":
+        """Build from a dictionary such as an original checkpoint's ``param``.
+
+        Keys that are not model hyperparameters (``learning_rate``, ``batch_first``, ...) are
+        kept in ``extra`` so they survive a round trip.
+        """
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in params.items() if k in names}
+        extra = {k: v for k, v in params.items() if k not in names and k != "extra"}
+        return cls(**known, extra=extra)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The published configuration: 98,304 bp in, 640 bins of 128 bp out, 54,819,693 parameters
+    # with one output.
+    "paper": ModelConfig(),
+    # For the demo and tests: 8,192 bp in, 48 bins of 128 bp out, eight cell types; trains on a
+    # 2-core CPU in minutes.
+    "tiny": ModelConfig(seq_len=8192, embed_size=64, num_heads=4, dim_feedforward=128,
+                        num_encoder_layers=2, crop_size=8, max_len=64, multiout_dim=8),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """The named preset (``paper`` or ``tiny``), with optional field overrides."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name].replace(**overrides)

@@ -1,0 +1,33 @@
+"""Epiformer track server: model library, precompute jobs, track hub and web server."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = re.search(r'__version__ = "([^"]+)"', (here / "epiformer" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="epiformer",
+    version=version,
+    description="Chromatin accessibility per cell type from DNA: model, genome-wide tracks, track hub and server",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["epiformer*", "precompute*", "trackhub*", "server*"]),
+    install_requires=[
+        "torch>=2.4,<3",
+        "numpy>=1.24",
+        "pyfaidx>=0.8.1",
+        "pyBigWig>=0.3.22",
+        "pybedtools>=0.9",
+        "h5py>=3.8",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "test": ["pytest>=7.4"],
+    },
+    entry_points={"console_scripts": ["epiformer=epiformer.cli:main"]},
+)

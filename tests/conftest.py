@@ -1,0 +1,72 @@
+"""Shared fixtures: the reference checkpoint of the original code, small genomes, tiny models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from epiformer.config import preset
+from epiformer.model import Epiformer
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def compat_checkpoint() -> Path:
+    return DATA / "original_epiformer_small.pth.tar"
+
+
+@pytest.fixture
+def compat_io() -> dict[str, np.ndarray]:
+    with np.load(DATA / "original_epiformer_small.io.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture
+def tiny_model() -> Epiformer:
+    return Epiformer(preset("tiny")).eval()
+
+
+def write_fasta(path: Path, records: dict[str, str], width: int = 60, newline: str = "\n") -> Path:
+    with open(path, "w", newline="") as handle:
+        for name, seq in records.items():
+            handle.write(f">{name}{newline}")
+            for i in range(0, len(seq), width):
+                handle.write(seq[i: i + width] + newline)
+    return path
+
+
+def write_bigwig(path: Path, chrom_sizes: dict[str, int], values: dict[str, np.ndarray]) -> Path:
+    import pyBigWig
+
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(list(chrom_sizes.items()))
+    for chrom, vals in values.items():
+        vals = np.asarray(vals, dtype=np.float64)
+        keep = ~np.isnan(vals)
+        starts = np.flatnonzero(keep)
+        bw.addEntries([chrom] * len(starts), starts.tolist(), ends=(starts + 1).tolist(),
+                      values=vals[keep].tolist())
+    bw.close()
+    return path
+
+
+@pytest.fixture
+def small_genome(tmp_path: Path) -> dict:
+    """chr1: 'ACGTacgtNNRYKM' + 26 bases; chr2: 100 bases; conservation on chr1 with a NaN gap."""
+    rng = np.random.default_rng(1)
+    chr1 = "ACGTacgtNNRYKM" + "".join(rng.choice(list("ACGT"), 26))
+    chr2 = "".join(rng.choice(list("ACGT"), 100))
+    fasta = write_fasta(tmp_path / "genome.fa", {"chr1": chr1, "chr2": chr2}, width=7)
+    cons1 = np.linspace(0.0, 1.0, len(chr1))
+    cons1[5:8] = np.nan
+    sizes = {"chr1": len(chr1), "chr2": len(chr2)}
+    bigwig = write_bigwig(tmp_path / "cons.bw", sizes, {"chr1": cons1})
+    return {"fasta": fasta, "bigwig": bigwig, "chr1": chr1, "chr2": chr2, "cons1": cons1, "sizes": sizes}
