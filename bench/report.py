@@ -1,0 +1,33 @@
+"""Write a benchmark's results into its own section of BENCHMARKS.md, so figures always come from a run."""
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+
+def machine_description(device: torch.device) -> str:
+    """One line naming the processor or GPU, the thread count and the torch build."""
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        model = ""
+        cpuinfo = Path("/proc/cpuinfo")
+        if cpuinfo.exists():
+            match = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+            model = match.group(1).strip() if match else ""
+        hardware = f"{model or platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{hardware}; torch {torch.__version__}; Python {platform.python_version()}"
+
+
+def update_section(path: str | Path, name: str, body: str) -> None:
+    """Replace the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` (append if absent)."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + f"\n\n{block}\n"
+    path.write_text(text)
