@@ -82,20 +82,22 @@ def test_torch_file_that_is_not_a_checkpoint(tmp_path):
         load_model(path)
 
 
-def test_weights_that_do_not_match_param(tmp_path, compat_checkpoint):
+def write_with_param(compat_checkpoint, path, **changes):
+    """Save the reference checkpoint with some 'param' entries changed."""
     ckpt = torch.load(compat_checkpoint, weights_only=True)
-    ckpt["param"]["num_encoder_layers"] = 3
-    path = tmp_path / "mismatch.pth.tar"
+    ckpt["param"].update(changes)
     torch.save(ckpt, path)
+    return path
+
+
+def test_weights_that_do_not_match_param(tmp_path, compat_checkpoint):
+    path = write_with_param(compat_checkpoint, tmp_path / "mismatch.pth.tar", num_encoder_layers=3)
     with pytest.raises(CheckpointError, match=r"mismatch.pth.tar: weights do not match .*missing: trans.layers.2"):
         load_model(path)
 
 
 def test_param_that_cannot_build_a_model(tmp_path, compat_checkpoint):
-    ckpt = torch.load(compat_checkpoint, weights_only=True)
-    ckpt["param"]["bin_size"] = 100
-    path = tmp_path / "badparam.pth.tar"
-    torch.save(ckpt, path)
+    path = write_with_param(compat_checkpoint, tmp_path / "badparam.pth.tar", bin_size=100)
     with pytest.raises(CheckpointError, match="badparam.pth.tar: its 'param' does not describe a model: bin_size 100"):
         load_model(path)
 
