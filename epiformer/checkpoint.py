@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ class CheckpointError(ValueError):
 
 def _safe_globals() -> list[Any]:
     """Non-tensor types that published checkpoints may pickle (numpy scalars in metrics)."""
-    scalar = getattr(getattr(np, "_core", np.core), "multiarray").scalar
+    core = np._core if hasattr(np, "_core") else np.core
+    scalar = core.multiarray.scalar
     dtype_classes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
     return [scalar, np.dtype, *dtype_classes]
 
@@ -109,14 +111,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
 
 def code_version() -> str:
     """The package version, with the git commit when running from a checkout."""
-    head = Path(__file__).resolve().parent.parent / ".git"
     try:
-        ref = (head / "HEAD").read_text().strip()
-        if ref.startswith("ref: "):
-            ref = (head / ref[5:]).read_text().strip()
-        return f"{__version__}+g{ref[:10]}"
-    except OSError:
-        return __version__
+        commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+g{commit}" if commit else __version__
 
 
 def save_checkpoint(path: str | os.PathLike, model: Epiformer, *, genome: str | None = None,
