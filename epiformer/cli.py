@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -11,6 +12,22 @@ from . import __version__
 EPILOG_DEMO = """examples:
   epiformer demo -o demo_out
   epiformer demo -o demo_out --device cpu --seed 3
+"""
+
+EPILOG_DEMO_DATA = """examples:
+  epiformer demo-data -o demo_data
+  epiformer demo-data -o big_demo --size-mb 20 --chroms 6 --seed 7
+"""
+
+EPILOG_GENERATE = """examples:
+  # the original command line, unchanged (hg38: chr9 validation, chr8 test by default)
+  epiformer generate-datasets --target targets.txt --seqcons hg38.phastCons100way.bw \\
+      --fa hg38.fa --gsize hg38.chrom.sizes --blacklist hg38-blacklist.v2.bed \\
+      --seqlen 98304 --nchunk 1000 --binsize 128 -o datasets/brain
+  # the demo genome, 8 kb windows overlapping by half, two processes
+  epiformer generate-datasets --target demo_data/targets.txt --seqcons demo_data/conservation.bw \\
+      --fa demo_data/genome.fa --gsize demo_data/chrom.sizes --blacklist demo_data/blacklist.bed \\
+      --seqlen 8192 --stride 4096 -o demo_datasets/demo --workers 2
 """
 
 EPILOG_INSPECT = """examples:
@@ -23,6 +40,33 @@ def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
     run_demo(args.outdir, seed=args.seed, device=args.device)
+
+
+def _demo_data(args: argparse.Namespace) -> None:
+    from .demo import DemoSpec, make_demo_data
+
+    paths = make_demo_data(args.outdir, DemoSpec.scaled(args.size_mb, args.chroms, args.seed))
+    print(f"wrote the demo genome and tracks to {args.outdir}: "
+          + ", ".join(p.name for p in paths.values()) + ", one .bw and .peaks.bed per cell type")
+
+
+def _generate_datasets(args: argparse.Namespace) -> None:
+    from .datasets import DatasetParameters, generate_datasets
+
+    params = DatasetParameters(
+        fasta=args.fa, conservation=args.seqcons, chrom_sizes=args.gsize, targets=args.target,
+        blacklist=args.blacklist, bed=args.bed, seq_len=args.seqlen, bin_size=args.binsize,
+        stride=args.stride, nchunk=args.nchunk, max_n_frac=args.max_n_frac,
+        valid_chroms=_chrom_list(args.valid_chroms), test_chroms=_chrom_list(args.test_chroms))
+    manifest = generate_datasets(params, args.out, workers=args.workers, progress=not args.quiet)
+    for split, info in manifest["splits"].items():
+        print(f"{split:<5} {info['windows']:>7,} windows in {len(info['shards'])} shard(s) "
+              f"({', '.join(info['chroms'])}); {info['dropped_for_n']} dropped for unknown bases")
+    print(f"manifest: {args.out}.json")
+
+
+def _chrom_list(value: str | None) -> list[str]:
+    return [c for c in (value or "").replace(",", " ").split() if c]
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -65,13 +109,57 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = sub.add_parser("demo", help="run the offline demo",
-                          description="Write a small random genome and conservation track, build the "
-                                      "tiny model and predict one window, printing the shapes.",
+                          description="Write the demo genome and its tracks (as demo-data does), build "
+                                      "training shards from them (as generate-datasets does) and "
+                                      "predict one test window with the tiny model, printing the shapes.",
                           epilog=EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("-o", "--outdir", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     demo.set_defaults(func=_demo)
+
+    demo_data = sub.add_parser(
+        "demo-data", help="write the synthetic demo genome, tracks, targets.txt and variants",
+        description="Write a small genome whose per-cell-type accessibility is driven by real "
+                    "JASPAR motifs: genome.fa (+ .fai), chrom.sizes, conservation.bw, blacklist.bed, "
+                    "a signal bigWig and a peak BED per cell type, targets.txt, variants.vcf "
+                    "(INFO/TRUTH: disrupting or neutral) and elements.bed (what was planted).",
+        epilog=EPILOG_DEMO_DATA, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo_data.add_argument("-o", "--outdir", required=True, help="output folder")
+    demo_data.add_argument("--size-mb", type=float, default=6.0, help="total genome size in Mb (default: 6)")
+    demo_data.add_argument("--chroms", type=int, default=4, help="number of chromosomes (default: 4)")
+    demo_data.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo_data.set_defaults(func=_demo_data)
+
+    gen = sub.add_parser(
+        "generate-datasets", help="build training shards (HDF5) from a genome and bigWig tracks",
+        description="Tile the genome in windows of --seqlen (or centre one on each --bed region), "
+                    "drop windows that overlap the blacklist or hold bases other than A/C/G/T, split "
+                    "them by chromosome and write HDF5 shards of --nchunk windows per split: "
+                    "OUT.train.K.h5, OUT.valid.K.h5, OUT.test.K.h5 and the manifest OUT.json. "
+                    "Shards finished by an interrupted run with the same parameters are kept.",
+        epilog=EPILOG_GENERATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("--target", required=True, help="targets.txt (tab-separated, with a header)")
+    gen.add_argument("--seqcons", required=True, help="conservation bigWig (phastCons)")
+    gen.add_argument("--fa", required=True, help="genome FASTA (indexed if no .fai)")
+    gen.add_argument("--gsize", required=True, help="chromosome sizes (chrom<TAB>size)")
+    gen.add_argument("--blacklist", help="BED of regions to exclude (any overlap drops a window)")
+    gen.add_argument("--seqlen", type=int, default=98_304, help="window length in bp (default: 98304)")
+    gen.add_argument("--binsize", type=int, default=128, help="bin size in bp (default: 128)")
+    gen.add_argument("--nchunk", type=int, default=1000, help="windows per shard (default: 1000)")
+    gen.add_argument("-o", "--out", required=True, metavar="OUTPREFIX", help="output prefix")
+    gen.add_argument("--bed", help="regions to use instead of tiling: one window centred on each")
+    gen.add_argument("--stride", type=int, help="tiling step in bp (default: seqlen, no overlap)")
+    gen.add_argument("--valid-chroms", help="validation chromosomes, comma-separated "
+                     "(default: chr9 if present, else the second-to-last chromosome with windows)")
+    gen.add_argument("--test-chroms", help="test chromosomes, comma-separated "
+                     "(default: chr8 if present, else the last chromosome with windows)")
+    gen.add_argument("--max-n-frac", type=float, default=0.0,
+                     help="largest fraction of non-ACGT bases a window may hold (default: 0)")
+    gen.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                     help="parallel processes (default: up to 4)")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=_generate_datasets)
 
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",
                              description="Print a checkpoint's configuration, targets and metrics.",
@@ -86,14 +174,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a subcommand; user errors print one line and exit with status 2."""
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .datasets import DatasetError
     from .files import OutputError
     from .genome import GenomeError
+    from .targets import TargetsError
 
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (CheckpointError, ConfigError, GenomeError, OutputError) as err:
+    except (CheckpointError, ConfigError, DatasetError, GenomeError, OutputError, TargetsError) as err:
         print(f"epiformer {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

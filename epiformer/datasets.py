@@ -1,0 +1,500 @@
+"""Training data: genome + conservation + per-cell-type bigWigs + blacklist -> HDF5 shards.
+
+``generate_datasets`` tiles the genome (or takes given regions), drops windows on the blacklist
+or with too many unknown bases, splits them by chromosome into train/valid/test and writes
+shards of ``nchunk`` windows in parallel. ``ShardDataset`` reads them lazily for training, with
+optional reverse-complement and shift augmentation.
+
+Shard layout (``OUTPREFIX.{split}.{k}.h5``): ``sequence`` (n, seqlen) uint8 codes A=0 C=1 G=2
+T=3 other=4; ``conservation`` (n, seqlen) float16; ``targets`` (n, targets, bins) float32 (NaN
+where a bin has no data); ``labels`` (n, targets, bins) uint8 peak overlap; ``chrom``, ``start``,
+``end``, ``name`` per window (0-based half-open, ``name`` is ``chrom:start-end``); attributes
+``targets`` and ``parameters`` (JSON). ``OUTPREFIX.json`` lists the shards of every split.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .files import atomic_path
+from .genome import Genome, GenomeError, read_chrom_sizes, sequence_codes
+from .targets import PeakSet, Target, TargetsError, bin_values, read_targets
+
+SPLITS = ("train", "valid", "test")
+FORMAT = "epiformer-dataset"
+FORMAT_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """Inputs or shards that cannot be used, with a message naming the file and the problem."""
+
+
+@dataclass
+class DatasetParameters:
+    """Everything that determines the content of the shards."""
+
+    fasta: str
+    conservation: str
+    chrom_sizes: str
+    targets: str
+    blacklist: str | None = None
+    bed: str | None = None
+    seq_len: int = 98_304
+    bin_size: int = 128
+    stride: int | None = None
+    nchunk: int = 5000
+    max_n_frac: float = 0.0
+    valid_chroms: list[str] = field(default_factory=list)
+    test_chroms: list[str] = field(default_factory=list)
+
+    def digest(self) -> str:
+        """Short hash of the parameters, stored in each shard so a rerun can reuse finished ones."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _name_hint(missing: list[str], available: set[str]) -> str:
+    """Suggest the chr-prefix convention when names differ only by it."""
+    sample = missing[0]
+    alternative = sample[3:] if sample.startswith("chr") else f"chr{sample}"
+    if alternative in available:
+        return f" (it names them like {alternative!r}: the files use different chromosome naming)"
+    return ""
+
+
+def _check_bigwig_chroms(path: Path, needed: dict[str, int], what: str) -> None:
+    import pyBigWig
+
+    if not path.is_file():
+        raise DatasetError(f"{what} {path}: no such file")
+    handle = pyBigWig.open(str(path))
+    if handle is None or not handle.isBigWig():
+        raise DatasetError(f"{what} {path} cannot be opened as a bigWig")
+    chroms = handle.chroms()
+    handle.close()
+    missing = [c for c in needed if c not in chroms]
+    if missing:
+        raise DatasetError(f"{what} {path} has no chromosome {', '.join(missing[:5])}"
+                           f"{' ...' if len(missing) > 5 else ''}{_name_hint(missing, set(chroms))}")
+
+
+def read_regions(path: Path, chrom_sizes: dict[str, int]) -> list[tuple[str, int, int]]:
+    """BED regions (chrom, start, end); unknown chromosomes are an error naming the line."""
+    if not path.is_file():
+        raise DatasetError(f"BED file {path}: no such file")
+    regions = []
+    with open(path) as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            fields = line.split()
+            try:
+                chrom, start, end = fields[0], int(fields[1]), int(fields[2])
+            except (IndexError, ValueError):
+                raise DatasetError(f"{path}, line {line_no}: expected 'chrom<TAB>start<TAB>end'") from None
+            if chrom not in chrom_sizes:
+                raise DatasetError(f"{path}, line {line_no}: chromosome {chrom!r} is not in the sizes file"
+                                   f"{_name_hint([chrom], set(chrom_sizes))}")
+            if end <= start:
+                raise DatasetError(f"{path}, line {line_no}: end {end} is not after start {start}")
+            regions.append((chrom, start, end))
+    return regions
+
+
+def plan_windows(params: DatasetParameters, chrom_sizes: dict[str, int]) -> list[tuple[str, int, int]]:
+    """Windows of ``seq_len``: tiled from 0 with ``stride`` (the short last window is dropped), or
+    one centred on each ``bed`` region; windows reaching past a chromosome end are dropped."""
+    seq_len = params.seq_len
+    if params.bed:
+        windows = []
+        for chrom, start, end in read_regions(Path(params.bed), chrom_sizes):
+            lo = (start + end) // 2 - seq_len // 2
+            if 0 <= lo and lo + seq_len <= chrom_sizes[chrom]:
+                windows.append((chrom, lo, lo + seq_len))
+        return sorted(set(windows), key=lambda w: (list(chrom_sizes).index(w[0]), w[1]))
+    stride = params.stride or seq_len
+    return [(chrom, int(s), int(s) + seq_len) for chrom, size in chrom_sizes.items()
+            for s in range(0, size - seq_len + 1, stride)]
+
+
+def drop_blacklisted(windows: list[tuple[str, int, int]], blacklist: Path,
+                     chrom_sizes: dict[str, int]) -> list[tuple[str, int, int]]:
+    """Windows that overlap no blacklist interval (by even one base), using bedtools intersect."""
+    import pybedtools
+
+    if not blacklist.is_file():
+        raise DatasetError(f"blacklist {blacklist}: no such file")
+    listed = pybedtools.BedTool(str(blacklist))
+    try:
+        chroms = {iv.chrom for iv in listed}
+    except Exception as err:  # pybedtools raises several types for a malformed BED
+        raise DatasetError(f"blacklist {blacklist} is not a BED file: {err}") from None
+    if chroms and not chroms & set(chrom_sizes):
+        raise DatasetError(f"blacklist {blacklist} names none of the genome's chromosomes"
+                           f"{_name_hint(sorted(chroms), set(chrom_sizes))}")
+    if not windows or not chroms:
+        return windows
+    kept = pybedtools.BedTool([(c, s, e) for c, s, e in windows]).intersect(listed, v=True)
+    result = {(iv.chrom, iv.start, iv.end) for iv in kept}
+    pybedtools.cleanup()
+    return [w for w in windows if w in result]
+
+
+def default_split(chroms_with_windows: list[str], valid: list[str] | None,
+                  test: list[str] | None) -> tuple[list[str], list[str]]:
+    """Validation/test chromosomes: as given, else chr9/chr8 when present, else the last two."""
+    if valid is None:
+        valid = ["chr9"] if "chr9" in chroms_with_windows else chroms_with_windows[-2:-1]
+    if test is None:
+        test = ["chr8"] if "chr8" in chroms_with_windows else chroms_with_windows[-1:]
+    return list(valid), list(test)
+
+
+@dataclass
+class _ShardTask:
+    params: DatasetParameters
+    targets: list[Target]
+    split: str
+    index: int
+    windows: list[tuple[str, int, int]]
+    path: Path
+
+
+def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
+    """Compute and write one shard, a window at a time (memory stays bounded by one window);
+    return (split, file name, windows written, windows dropped for unknown bases)."""
+    import h5py
+    import pyBigWig
+
+    p = task.params
+    n_bins, n_targets, size = p.seq_len // p.bin_size, len(task.targets), len(task.windows)
+    peaks = [PeakSet(t.peak) if t.peak else None for t in task.targets]
+    signals = [pyBigWig.open(str(t.file)) for t in task.targets]
+    kept: list[tuple[str, int, int]] = []
+    try:
+        with Genome(p.fasta, p.conservation) as genome, atomic_path(task.path) as tmp, \
+                h5py.File(tmp, "w") as h5:
+            opts = {"compression": "lzf", "shuffle": True}
+            per_base = {"shape": (size, p.seq_len), "maxshape": (None, p.seq_len), "chunks": (1, p.seq_len)}
+            per_bin = {"shape": (size, n_targets, n_bins), "maxshape": (None, n_targets, n_bins),
+                       "chunks": (1, n_targets, n_bins)}
+            sequence = h5.create_dataset("sequence", dtype=np.uint8, **per_base, **opts)
+            conservation = h5.create_dataset("conservation", dtype=np.float16, **per_base, **opts)
+            targets = h5.create_dataset("targets", dtype=np.float32, **per_bin, **opts)
+            labels = h5.create_dataset("labels", dtype=np.uint8, **per_bin, **opts)
+            for chrom, start, end in task.windows:
+                codes = sequence_codes(genome.sequence(chrom, start, end))
+                if np.count_nonzero(codes == 4) > p.max_n_frac * p.seq_len:
+                    continue
+                row = len(kept)
+                sequence[row] = codes
+                conservation[row] = genome.conservation(chrom, start, end)
+                targets[row] = np.stack([
+                    bin_values(bw.values(chrom, start, end, numpy=True), p.bin_size, t.sum_stat, t.clip, t.scale)
+                    for bw, t in zip(signals, task.targets)])
+                labels[row] = np.stack([
+                    ps.labels(chrom, start, end, p.bin_size) if ps else np.zeros(n_bins, np.uint8)
+                    for ps in peaks])
+                kept.append((chrom, start, end))
+            for dataset in (sequence, conservation, targets, labels):
+                dataset.resize(len(kept), axis=0)
+            text = h5py.string_dtype()
+            h5.create_dataset("chrom", data=np.array([w[0] for w in kept], dtype=object), dtype=text)
+            h5.create_dataset("start", data=np.array([w[1] for w in kept], np.int64))
+            h5.create_dataset("end", data=np.array([w[2] for w in kept], np.int64))
+            h5.create_dataset("name", data=np.array([f"{c}:{s}-{e}" for c, s, e in kept], dtype=object),
+                              dtype=text)
+            h5.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "split": task.split,
+                             "digest": p.digest(), "parameters": json.dumps(asdict(p)),
+                             "targets": json.dumps([t.to_dict() for t in task.targets])})
+    finally:
+        for bw in signals:
+            bw.close()
+    return task.split, task.path.name, len(kept), size - len(kept)
+
+
+def _finished(path: Path, digest: str) -> int | None:
+    """Window count of a shard already written with the same parameters, else None."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            return int(h5["sequence"].shape[0]) if h5.attrs.get("digest") == digest else None
+    except (OSError, KeyError):
+        return None
+
+
+def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, workers: int = 1,
+                      progress: bool = True) -> dict:
+    """Check the inputs, plan windows and splits, write the shards and ``OUTPREFIX.json``.
+
+    Returns the manifest (shards and window counts per split). Shards already written by an
+    interrupted run with the same parameters are kept.
+    """
+    from tqdm import tqdm
+
+    chrom_sizes = read_chrom_sizes(params.chrom_sizes)
+    targets = read_targets(params.targets)
+    if params.seq_len % params.bin_size:
+        raise DatasetError(f"seqlen {params.seq_len} is not a multiple of binsize {params.bin_size}")
+    if params.nchunk < 1:
+        raise DatasetError(f"nchunk must be at least 1, got {params.nchunk}")
+    if not 0.0 <= params.max_n_frac <= 1.0:
+        raise DatasetError(f"max-n-frac must be between 0 and 1, got {params.max_n_frac}")
+    with Genome(params.fasta) as genome:
+        missing = [c for c in chrom_sizes if c not in genome.chrom_sizes]
+        if missing:
+            raise DatasetError(f"FASTA {params.fasta} has no chromosome {', '.join(missing[:5])} of the sizes "
+                               f"file {params.chrom_sizes}{_name_hint(missing, set(genome.chrom_sizes))}")
+        wrong = [f"{c} ({chrom_sizes[c]} vs {genome.chrom_sizes[c]})" for c in chrom_sizes
+                 if genome.chrom_sizes[c] != chrom_sizes[c]]
+        if wrong:
+            raise DatasetError(f"sizes file {params.chrom_sizes} disagrees with FASTA {params.fasta} on "
+                               f"{', '.join(wrong[:3])}: are they the same assembly?")
+
+    windows = plan_windows(params, chrom_sizes)
+    if params.blacklist:
+        windows = drop_blacklisted(windows, Path(params.blacklist), chrom_sizes)
+    used = {c: chrom_sizes[c] for c in dict.fromkeys(w[0] for w in windows)}
+    _check_bigwig_chroms(Path(params.conservation), used, "conservation bigWig")
+    for target in targets:
+        _check_bigwig_chroms(target.file, used, f"bigWig of target {target.identifier}")
+        if target.peak:
+            PeakSet(target.peak)
+    if not windows:
+        raise DatasetError("no window is left: every window reaches past a chromosome end or overlaps "
+                           "the blacklist (is seqlen larger than the chromosomes?)")
+    valid, test = default_split(list(used), params.valid_chroms or None, params.test_chroms or None)
+    unknown = [c for c in valid + test if c not in chrom_sizes]
+    if unknown:
+        raise DatasetError(f"split chromosome {', '.join(unknown)} is not in {params.chrom_sizes}")
+    if set(valid) & set(test):
+        raise DatasetError(f"chromosome {', '.join(sorted(set(valid) & set(test)))} is in both the "
+                           "validation and the test split")
+    params = replace(params, valid_chroms=valid, test_chroms=test)
+    split_of = {c: "valid" if c in valid else "test" if c in test else "train" for c in chrom_sizes}
+
+    outprefix = Path(outprefix)
+    outprefix.parent.mkdir(parents=True, exist_ok=True)
+    tasks: list[_ShardTask] = []
+    for split in SPLITS:
+        chosen = [w for w in windows if split_of[w[0]] == split]
+        if not chosen:
+            raise DatasetError(f"the {split} split is empty: no window on "
+                               f"{', '.join(c for c in chrom_sizes if split_of[c] == split) or 'any chromosome'}"
+                               " (choose chromosomes with --valid-chroms / --test-chroms)")
+        for k in range(0, len(chosen), params.nchunk):
+            tasks.append(_ShardTask(params, targets, split, k // params.nchunk, chosen[k: k + params.nchunk],
+                                    Path(f"{outprefix}.{split}.{k // params.nchunk}.h5")))
+
+    digest = params.digest()
+    results: list[tuple[str, str, int, int]] = []
+    todo = []
+    for task in tasks:
+        count = _finished(task.path, digest)
+        if count is None:
+            todo.append(task)
+        else:
+            results.append((task.split, task.path.name, count, len(task.windows) - count))
+    bar = tqdm(total=sum(len(t.windows) for t in tasks), unit="window", disable=not progress,
+               desc="generate-datasets", initial=sum(len(t.windows) for t in tasks if t not in todo))
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for task, result in zip(todo, pool.map(_write_shard, todo)):
+                results.append(result)
+                bar.update(len(task.windows))
+    else:
+        for task in todo:
+            results.append(_write_shard(task))
+            bar.update(len(task.windows))
+    bar.close()
+
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "parameters": asdict(params),
+                "targets": [t.to_dict() for t in targets], "splits": {}}
+    for split in SPLITS:
+        rows = sorted((r for r in results if r[0] == split), key=lambda r: int(r[1].rsplit(".", 2)[-2]))
+        manifest["splits"][split] = {
+            "chroms": [c for c in chrom_sizes if split_of[c] == split],
+            "shards": [r[1] for r in rows], "windows": sum(r[2] for r in rows),
+            "dropped_for_n": sum(r[3] for r in rows)}
+    with atomic_path(f"{outprefix}.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def read_manifest(outprefix_or_dir: str | os.PathLike) -> tuple[dict, Path]:
+    """The manifest of a dataset, from its ``OUTPREFIX`` or a folder holding exactly one."""
+    path = Path(outprefix_or_dir)
+    if path.is_dir():
+        found = sorted(path.glob("*.json"))
+        found = [f for f in found if _is_manifest(f)]
+        if len(found) != 1:
+            raise DatasetError(f"dataset folder {path} holds {len(found)} dataset manifests "
+                               "(OUTPREFIX.json); name one with its OUTPREFIX")
+        path = found[0]
+    elif path.suffix != ".json":
+        path = Path(f"{path}.json")
+    if not path.is_file():
+        raise DatasetError(f"dataset manifest {path}: no such file (run epiformer generate-datasets)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"dataset manifest {path} is not valid JSON: {err}") from None
+    if manifest.get("format") != FORMAT:
+        raise DatasetError(f"{path} is not an epiformer dataset manifest")
+    return manifest, path.parent
+
+
+def _is_manifest(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class ShardDataset:
+    """Windows of one split, read lazily from HDF5 shards; a torch ``Dataset``.
+
+    Item ``i`` is ``(x, y)``: ``x`` (4, seq_len) float32 one-hot times exp(conservation)
+    (``use_conservation=False`` leaves out the factor), ``y`` (targets, bins) float32. With
+    ``augment``, each item is reverse-complemented with probability 1/2 (sequence, conservation
+    and targets flipped together) and shifted by up to ``max_shift`` bases (sequence and
+    conservation move together, padded with N and 0; targets stay aligned to the window).
+    Random draws use torch's generator, so DataLoader worker seeding applies. Files are opened
+    on first use in each process, so DataLoader workers each hold their own handles.
+    """
+
+    def __init__(self, paths: list[str | os.PathLike], augment: bool = False, max_shift: int = 3,
+                 use_conservation: bool = True, target_index: int | None = None) -> None:
+        import h5py
+
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise DatasetError("no shard files given")
+        self.augment, self.max_shift, self.use_conservation = augment, max_shift, use_conservation
+        self.target_index = target_index
+        lengths, self.targets, self.parameters = [], None, None
+        for path in self.paths:
+            try:
+                with h5py.File(path, "r") as h5:
+                    lengths.append(int(h5["sequence"].shape[0]))
+                    targets = json.loads(h5.attrs["targets"])
+                    parameters = json.loads(h5.attrs["parameters"])
+            except (OSError, KeyError, ValueError) as err:
+                raise DatasetError(f"shard {path} cannot be read (corrupt or not a dataset shard): "
+                                   f"{str(err).splitlines()[0][:200]}") from None
+            if self.targets is None:
+                self.targets, self.parameters = targets, parameters
+            elif [t["identifier"] for t in targets] != [t["identifier"] for t in self.targets] or \
+                    parameters["seq_len"] != self.parameters["seq_len"] or \
+                    parameters["bin_size"] != self.parameters["bin_size"]:
+                raise DatasetError(f"shard {path} has other targets or window sizes than {self.paths[0]}")
+        if target_index is not None and not 0 <= target_index < len(self.targets):
+            raise DatasetError(f"target index {target_index} is out of range: the dataset has "
+                               f"{len(self.targets)} targets")
+        self._offsets = np.cumsum([0] + lengths)
+        self._handles: dict[int, object] = {}
+        self._pid = os.getpid()
+
+    @classmethod
+    def from_manifest(cls, outprefix_or_dir: str | os.PathLike, split: str, **kwargs) -> "ShardDataset":
+        """The ``split`` (train, valid or test) of a dataset written by :func:`generate_datasets`."""
+        manifest, folder = read_manifest(outprefix_or_dir)
+        if split not in SPLITS:
+            raise DatasetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        shards = manifest["splits"][split]["shards"]
+        if not shards:
+            raise DatasetError(f"the {split} split of {folder} has no shards")
+        return cls([folder / s for s in shards], **kwargs)
+
+    @property
+    def target_names(self) -> list[str]:
+        names = [t["identifier"] for t in self.targets]
+        return names if self.target_index is None else [names[self.target_index]]
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.parameters["seq_len"])
+
+    @property
+    def bin_size(self) -> int:
+        return int(self.parameters["bin_size"])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def _file(self, i: int):
+        import h5py
+
+        if self._pid != os.getpid():
+            self._handles, self._pid = {}, os.getpid()
+        if i not in self._handles:
+            self._handles[i] = h5py.File(self.paths[i], "r")
+        return self._handles[i]
+
+    def window(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """Raw (sequence codes, conservation, targets, name) of one window, without augmentation."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+        shard = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        row = index - int(self._offsets[shard])
+        h5 = self._file(shard)
+        targets = h5["targets"][row]
+        if self.target_index is not None:
+            targets = targets[self.target_index: self.target_index + 1]
+        name = h5["name"][row]
+        return (h5["sequence"][row], h5["conservation"][row].astype(np.float32), targets,
+                name.decode() if isinstance(name, bytes) else str(name))
+
+    def __getitem__(self, index: int):
+        import torch
+
+        codes, cons, targets, _ = self.window(index)
+        if self.augment:
+            codes, cons, targets = augment_window(codes, cons, targets, self.max_shift)
+        x = _ONE_HOT_CODES[codes].T
+        if self.use_conservation:
+            x = x * np.exp(cons)[None, :]
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), \
+            torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+
+
+_ONE_HOT_CODES = np.vstack([np.eye(4, dtype=np.float32), np.zeros((1, 4), np.float32)])
+_COMPLEMENT_CODES = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
+
+
+def reverse_complement_codes(codes: np.ndarray) -> np.ndarray:
+    """Reverse complement of base codes (A=0 C=1 G=2 T=3 other=4)."""
+    return _COMPLEMENT_CODES[codes[::-1]]
+
+
+def shift_window(codes: np.ndarray, cons: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Move sequence and conservation by ``shift`` bases (positive: towards higher positions),
+    filling the uncovered end with N and conservation 0."""
+    if shift == 0:
+        return codes, cons
+    out_codes = np.full_like(codes, 4)
+    out_cons = np.zeros_like(cons)
+    if shift > 0:
+        out_codes[shift:], out_cons[shift:] = codes[:-shift], cons[:-shift]
+    else:
+        out_codes[:shift], out_cons[:shift] = codes[-shift:], cons[-shift:]
+    return out_codes, out_cons
+
+
+def augment_window(codes: np.ndarray, cons: np.ndarray, targets: np.ndarray,
+                   max_shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random reverse complement (p = 1/2) and shift in [-max_shift, max_shift], drawn with torch."""
+    import torch
+
+    if max_shift:
+        shift = int(torch.randint(-max_shift, max_shift + 1, ()).item())
+        codes, cons = shift_window(codes, cons, shift)
+    if torch.rand(()).item() < 0.5:
+        codes, cons, targets = reverse_complement_codes(codes), cons[::-1], targets[..., ::-1]
+    return codes, cons, targets

@@ -1,0 +1,174 @@
+"""targets.txt (the table of tracks to learn) and turning bigWig signal and peaks into per-bin values."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SUM_STATS = ("mean", "median", "sum")
+REQUIRED_COLUMNS = ("identifier", "file", "clip", "sum_stat", "description")
+
+
+class TargetsError(ValueError):
+    """A targets table that cannot be used, with a message naming the file, line or column."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of targets.txt: a signal bigWig, how to bin it, and an optional peak BED."""
+
+    index: int
+    identifier: str
+    file: Path
+    clip: float
+    sum_stat: str
+    description: str
+    peak: Path | None = None
+    scale: float = 1.0
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "identifier": self.identifier, "file": str(self.file),
+                "clip": self.clip, "scale": self.scale, "sum_stat": self.sum_stat,
+                "description": self.description, "peak": str(self.peak) if self.peak else None}
+
+
+def _resolve(value: str, folder: Path) -> Path:
+    """A path as written, or relative to the targets file's folder when that is where it exists."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    beside = folder / path
+    return beside if beside.exists() else path
+
+
+def read_targets(path: str | os.PathLike) -> list[Target]:
+    """Read a tab-separated targets.txt with a header line.
+
+    Columns (any order): an optional ``index`` (or unnamed first column), ``identifier``,
+    ``file``, ``clip``, ``sum_stat`` (mean, median or sum), ``description``, and optional
+    ``peak`` (a BED of peaks, for per-bin labels) and ``scale`` (a multiplier applied before the
+    clip). Relative paths are taken as written or, failing that, beside targets.txt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TargetsError(f"targets file {path}: no such file")
+    lines = path.read_text().splitlines()
+    rows = [(n, line.rstrip("\r")) for n, line in enumerate(lines, 1) if line.strip()]
+    if not rows:
+        raise TargetsError(f"targets file {path} is empty")
+    header_no, header_line = rows[0]
+    header = [h.strip() for h in header_line.split("\t")]
+    if header and header[0] == "":
+        header[0] = "index"
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise TargetsError(f"{path}, line {header_no}: missing column{'s' if len(missing) > 1 else ''} "
+                           f"{', '.join(missing)} (the header has: {', '.join(header)}; columns are "
+                           f"tab-separated)")
+    targets: list[Target] = []
+    for line_no, line in rows[1:]:
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise TargetsError(f"{path}, line {line_no}: expected {len(header)} tab-separated fields "
+                               f"({', '.join(header)}), found {len(fields)}")
+        row = dict(zip(header, (f.strip() for f in fields)))
+        where = f"{path}, line {line_no}"
+        try:
+            clip = float(row["clip"])
+        except ValueError:
+            raise TargetsError(f"{where}: clip must be a number, got {row['clip']!r}") from None
+        try:
+            scale = float(row.get("scale") or 1.0)
+        except ValueError:
+            raise TargetsError(f"{where}: scale must be a number, got {row['scale']!r}") from None
+        if row["sum_stat"] not in SUM_STATS:
+            raise TargetsError(f"{where}: sum_stat must be one of {', '.join(SUM_STATS)}, "
+                               f"got {row['sum_stat']!r}")
+        if not row["identifier"]:
+            raise TargetsError(f"{where}: empty identifier")
+        if clip <= 0:
+            raise TargetsError(f"{where}: clip must be positive, got {row['clip']}")
+        peak = row.get("peak") or ""
+        targets.append(Target(
+            index=len(targets), identifier=row["identifier"], file=_resolve(row["file"], path.parent),
+            clip=clip, sum_stat=row["sum_stat"], description=row["description"],
+            peak=_resolve(peak, path.parent) if peak not in ("", ".", "NA") else None, scale=scale))
+    if not targets:
+        raise TargetsError(f"targets file {path} lists no targets below its header")
+    seen: set[str] = set()
+    for target in targets:
+        if target.identifier in seen:
+            raise TargetsError(f"{path}: identifier {target.identifier!r} appears twice")
+        seen.add(target.identifier)
+    return targets
+
+
+def bin_values(values: np.ndarray, bin_size: int, sum_stat: str, clip: float,
+               scale: float = 1.0) -> np.ndarray:
+    """Per-bin statistic of per-base values (..., L) -> (..., L / bin_size) float32.
+
+    Bases without data (NaN) are left out of the statistic; a bin with no data at all is NaN
+    (masked in training). The statistic is multiplied by ``scale`` and clipped to [0, clip].
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape[-1] % bin_size:
+        raise ValueError(f"length {values.shape[-1]} is not a multiple of bin_size {bin_size}")
+    bins = values.reshape(*values.shape[:-1], values.shape[-1] // bin_size, bin_size)
+    present = ~np.isnan(bins)
+    count = present.sum(axis=-1)
+    if sum_stat == "sum":
+        stat = np.where(present, bins, 0.0).sum(axis=-1)
+    elif sum_stat == "mean":
+        stat = np.where(present, bins, 0.0).sum(axis=-1) / np.maximum(count, 1)
+    elif sum_stat == "median":
+        stat = np.nanmedian(np.where(count[..., None] > 0, bins, 0.0), axis=-1)
+    else:
+        raise ValueError(f"sum_stat must be one of {SUM_STATS}, got {sum_stat!r}")
+    stat = np.clip(stat * scale, 0.0, clip)
+    return np.where(count > 0, stat, np.nan).astype(np.float32)
+
+
+class PeakSet:
+    """Peaks of one BED file, per chromosome, for labelling bins that overlap a peak."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise TargetsError(f"peak file {self.path}: no such file")
+        intervals: dict[str, list[tuple[int, int]]] = {}
+        with open(self.path) as handle:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip() or line.startswith(("#", "track", "browser")):
+                    continue
+                fields = line.split("\t") if "\t" in line else line.split()
+                try:
+                    chrom, start, end = fields[0], int(fields[1]), int(fields[2])
+                except (IndexError, ValueError):
+                    raise TargetsError(f"{self.path}, line {line_no}: expected 'chrom<TAB>start<TAB>end'") from None
+                if end <= start:
+                    raise TargetsError(f"{self.path}, line {line_no}: end {end} is not after start {start}")
+                intervals.setdefault(chrom, []).append((start, end))
+        self._starts: dict[str, np.ndarray] = {}
+        self._ends: dict[str, np.ndarray] = {}
+        for chrom, ivs in intervals.items():
+            arr = np.array(sorted(ivs), dtype=np.int64)
+            self._starts[chrom], self._ends[chrom] = arr[:, 0], arr[:, 1]
+
+    @property
+    def chroms(self) -> set[str]:
+        return set(self._starts)
+
+    def labels(self, chrom: str, start: int, end: int, bin_size: int) -> np.ndarray:
+        """(bins,) uint8: 1 where the bin overlaps any peak by at least one base."""
+        n_bins = (end - start) // bin_size
+        out = np.zeros(n_bins + 1, dtype=np.int32)
+        if chrom in self._starts:
+            starts, ends = self._starts[chrom], self._ends[chrom]
+            hits = np.flatnonzero((starts < end) & (ends > start))
+            first = (np.maximum(starts[hits], start) - start) // bin_size
+            last = (np.minimum(ends[hits], end) - 1 - start) // bin_size
+            np.add.at(out, first, 1)
+            np.add.at(out, last + 1, -1)
+        return (np.cumsum(out)[:n_bins] > 0).astype(np.uint8)

@@ -1,0 +1,251 @@
+"""generate-datasets on a genome small enough to check by hand, the shards, and the Dataset."""
+import json
+from dataclasses import replace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from epiformer.datasets import (DatasetError, DatasetParameters, ShardDataset, augment_window,
+                                generate_datasets, reverse_complement_codes, shift_window)
+from epiformer.genome import encode, sequence_codes
+from epiformer.targets import TargetsError
+
+from .conftest import write_bigwig, write_fasta
+
+SIZES = {"chr1": 1000, "chr2": 600, "chr3": 520, "chr4": 300}
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    seqs = {c: "".join(rng.choice(list("ACGT"), n)) for c, n in SIZES.items()}
+    seqs["chr1"] = seqs["chr1"][:300] + "N" + seqs["chr1"][301:]
+    seqs["chr2"] = seqs["chr2"][:10] + seqs["chr2"][10:20].lower() + seqs["chr2"][20:]
+    write_fasta(tmp_path / "g.fa", seqs, width=50)
+    (tmp_path / "g.sizes").write_text("".join(f"{c}\t{n}\n" for c, n in SIZES.items()))
+    a = {c: np.full(n, float(i + 1)) for i, (c, n) in enumerate(SIZES.items())}
+    a["chr1"] = np.arange(1000) / 10.0
+    a["chr2"][128:136] = np.nan
+    write_bigwig(tmp_path / "A.bw", SIZES, a)
+    write_bigwig(tmp_path / "B.bw", SIZES, {c: np.full(n, 5.0) for c, n in SIZES.items()})
+    write_bigwig(tmp_path / "cons.bw", SIZES, {c: np.full(n, 0.5) for c, n in SIZES.items()})
+    (tmp_path / "blacklist.bed").write_text("chr1\t640\t641\n")
+    (tmp_path / "B.peaks.bed").write_text("chr1\t130\t150\n")
+    (tmp_path / "targets.txt").write_text(
+        "index\tidentifier\tfile\tclip\tsum_stat\tdescription\tpeak\n"
+        "0\tA\tA.bw\t1000\tmean\ttrack A\t\n"
+        "1\tB\tB.bw\t4\tsum\ttrack B\tB.peaks.bed\n")
+    params = DatasetParameters(fasta=str(tmp_path / "g.fa"), conservation=str(tmp_path / "cons.bw"),
+                               chrom_sizes=str(tmp_path / "g.sizes"), targets=str(tmp_path / "targets.txt"),
+                               blacklist=str(tmp_path / "blacklist.bed"), seq_len=128, bin_size=16, nchunk=3)
+    return {"dir": tmp_path, "seqs": seqs, "params": params}
+
+
+def windows_of(manifest, folder, split):
+    names = []
+    for shard in manifest["splits"][split]["shards"]:
+        with h5py.File(folder / shard) as h5:
+            names += [n.decode() for n in h5["name"][:]]
+    return names
+
+
+def test_windows_filters_and_split(inputs):
+    out = inputs["dir"] / "ds" / "tiny"
+    manifest = generate_datasets(inputs["params"], out, progress=False)
+    folder = out.parent
+    assert windows_of(manifest, folder, "train") == [
+        "chr1:0-128", "chr1:128-256", "chr1:384-512", "chr1:512-640", "chr1:768-896",
+        "chr2:0-128", "chr2:128-256", "chr2:256-384", "chr2:384-512"]
+    assert windows_of(manifest, folder, "valid") == ["chr3:0-128", "chr3:128-256", "chr3:256-384", "chr3:384-512"]
+    assert windows_of(manifest, folder, "test") == ["chr4:0-128", "chr4:128-256"]
+    assert manifest["splits"]["train"]["dropped_for_n"] == 1, "chr1:256-384 holds an N"
+    assert manifest["splits"]["train"]["shards"] == [f"tiny.train.{k}.h5" for k in range(4)], \
+        "10 windows in shards of 3 before the N filter"
+    assert manifest["parameters"]["valid_chroms"] == ["chr3"] and manifest["parameters"]["test_chroms"] == ["chr4"]
+    assert json.loads((folder / "tiny.json").read_text()) == manifest
+
+
+def test_shard_contents_by_hand(inputs):
+    out = inputs["dir"] / "tiny"
+    generate_datasets(inputs["params"], out, progress=False)
+    with h5py.File(f"{out}.train.0.h5") as h5:
+        assert [n.decode() for n in h5["name"][:]] == ["chr1:0-128", "chr1:128-256"]
+        np.testing.assert_array_equal(h5["sequence"][1], sequence_codes(inputs["seqs"]["chr1"][128:256]))
+        assert h5["sequence"].dtype == np.uint8 and h5["conservation"].dtype == np.float16
+        np.testing.assert_allclose(h5["conservation"][1], 0.5)
+        targets = h5["targets"][1]
+        assert targets.shape == (2, 8) and targets.dtype == np.float32
+        np.testing.assert_allclose(targets[0], [(p + 7.5) / 10 for p in range(128, 256, 16)], rtol=1e-5)
+        np.testing.assert_allclose(targets[1], 4.0, err_msg="sum of 16 x 5 = 80, clipped to 4")
+        np.testing.assert_array_equal(h5["labels"][1][1], [1, 1, 0, 0, 0, 0, 0, 0])
+        assert not h5["labels"][1][0].any()
+        assert json.loads(h5.attrs["targets"])[1]["clip"] == 4.0
+        assert json.loads(h5.attrs["parameters"])["seq_len"] == 128
+    with h5py.File(f"{out}.train.1.h5") as h5:
+        assert list(h5["start"][:]) == [384, 512, 768] and h5["chrom"][0].decode() == "chr1"
+    with h5py.File(f"{out}.train.2.h5") as h5:
+        names = [n.decode() for n in h5["name"][:]]
+        row = names.index("chr2:128-256")
+        np.testing.assert_allclose(h5["targets"][row][0], 2.0, err_msg="NaN bases are left out of the mean")
+        row = names.index("chr2:0-128")
+        seq = "".join("ACGTN"[c] for c in h5["sequence"][row])
+        assert seq == inputs["seqs"]["chr2"][:128].upper()
+
+
+def test_given_regions_and_stride(inputs):
+    bed = inputs["dir"] / "regions.bed"
+    bed.write_text("chr1\t190\t210\nchr3\t400\t420\nchr4\t0\t10\nchr2\t100\t200\n")
+    params = inputs["params"]
+    params.bed, params.valid_chroms, params.test_chroms = str(bed), ["chr2"], ["chr3"]
+    defaults = generate_datasets(replace(params, valid_chroms=[], test_chroms=[]), inputs["dir"] / "d",
+                                 progress=False)
+    assert defaults["parameters"]["valid_chroms"] == ["chr2"], "second-to-last chromosome with windows"
+    assert defaults["parameters"]["test_chroms"] == ["chr3"], "chr4's only region reaches past its start"
+    assert params.valid_chroms == ["chr2"], "the caller's parameters are not changed"
+    manifest = generate_datasets(params, inputs["dir"] / "bed", progress=False)
+    assert windows_of(manifest, inputs["dir"], "train") == ["chr1:136-264"]
+    assert windows_of(manifest, inputs["dir"], "valid") == ["chr2:86-214"]
+    assert windows_of(manifest, inputs["dir"], "test") == ["chr3:346-474"]
+
+    params.bed, params.stride = None, 64
+    params.valid_chroms, params.test_chroms = ["chr3"], ["chr4"]
+    manifest = generate_datasets(params, inputs["dir"] / "stride", progress=False)
+    assert windows_of(manifest, inputs["dir"], "test") == ["chr4:0-128", "chr4:64-192", "chr4:128-256"]
+
+
+def test_max_n_fraction(inputs):
+    inputs["params"].max_n_frac = 0.01
+    manifest = generate_datasets(inputs["params"], inputs["dir"] / "n", progress=False)
+    assert "chr1:256-384" in windows_of(manifest, inputs["dir"], "train")
+
+
+def test_parallel_matches_serial_and_rerun_keeps_finished_shards(inputs):
+    serial = generate_datasets(inputs["params"], inputs["dir"] / "s", workers=1, progress=False)
+    parallel = generate_datasets(inputs["params"], inputs["dir"] / "p", workers=2, progress=False)
+    for split in ("train", "valid", "test"):
+        for a, b in zip(serial["splits"][split]["shards"], parallel["splits"][split]["shards"]):
+            with h5py.File(inputs["dir"] / a) as ha, h5py.File(inputs["dir"] / b) as hb:
+                for key in ("sequence", "conservation", "targets", "labels"):
+                    np.testing.assert_array_equal(ha[key][:], hb[key][:])
+    shard = inputs["dir"] / "s.train.0.h5"
+    before = shard.stat().st_mtime_ns
+    generate_datasets(inputs["params"], inputs["dir"] / "s", progress=False)
+    assert shard.stat().st_mtime_ns == before
+
+
+def test_interrupted_run_leaves_no_partial_shard(inputs, monkeypatch):
+    import epiformer.datasets as datasets
+
+    calls = []
+
+    def failing_labels(self, *args):
+        calls.append(1)
+        if len(calls) > 4:
+            raise KeyboardInterrupt
+        return np.zeros(8, np.uint8)
+
+    monkeypatch.setattr(datasets.PeakSet, "labels", failing_labels)
+    with pytest.raises(KeyboardInterrupt):
+        generate_datasets(inputs["params"], inputs["dir"] / "cut", progress=False)
+    left = sorted(p.name for p in inputs["dir"].iterdir() if p.name.startswith(("cut", ".cut")))
+    assert left == ["cut.train.0.h5"], "the finished first shard stays; the second left nothing"
+    monkeypatch.undo()
+    generate_datasets(inputs["params"], inputs["dir"] / "cut", progress=False)
+    assert len(ShardDataset.from_manifest(inputs["dir"] / "cut", "train")) == 9, "a rerun completes it"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d, p: setattr(p, "fasta", str(d / "missing.fa")), "FASTA file .*missing.fa: no such file"),
+    (lambda d, p: (d / "g.sizes").write_text("1\t1000\n"), r"FASTA .*g.fa has no chromosome 1 of the sizes file "
+                                                          r".*\(it names them like 'chr1'"),
+    (lambda d, p: (d / "g.sizes").write_text("chr1\t999\n"), r"disagrees with FASTA .* chr1 \(999 vs 1000\)"),
+    (lambda d, p: write_bigwig(d / "A.bw", {"chr1": 1000}, {"chr1": np.ones(1000)}),
+     "bigWig of target A .*A.bw has no chromosome chr2, chr3, chr4"),
+    (lambda d, p: write_bigwig(d / "cons.bw", {"1": 1000, "2": 600, "3": 520, "4": 300}, {}),
+     r"conservation bigWig .*cons.bw has no chromosome chr1.*\(it names them like '1'"),
+    (lambda d, p: (d / "A.bw").unlink(), "bigWig of target A .*A.bw: no such file"),
+    (lambda d, p: (d / "targets.txt").write_text("identifier\tfile\n"), "missing columns clip, sum_stat, description"),
+    (lambda d, p: (d / "blacklist.bed").write_text("1\t0\t10\n"), "blacklist .* names none of the genome's chromosomes"),
+    (lambda d, p: setattr(p, "test_chroms", ["chr3"]), "chr3 is in both the validation and the test split"),
+    (lambda d, p: setattr(p, "valid_chroms", ["chrX"]), "split chromosome chrX is not in"),
+    (lambda d, p: setattr(p, "seq_len", 4096), "no window is left"),
+    (lambda d, p: (d / "B.peaks.bed").write_text("chr1\tten\t20\n"), r"B.peaks.bed, line 1: expected"),
+])
+def test_bad_input_is_one_clear_error_before_any_work(inputs, change, message):
+    change(inputs["dir"], inputs["params"])
+    with pytest.raises((DatasetError, TargetsError, ValueError), match=message):
+        generate_datasets(inputs["params"], inputs["dir"] / "bad", progress=False)
+    assert not list(inputs["dir"].glob("bad*"))
+
+
+def test_empty_split(inputs):
+    (inputs["dir"] / "blacklist.bed").write_text("chr4\t0\t300\n")
+    inputs["params"].test_chroms = ["chr4"]
+    with pytest.raises(DatasetError, match="the test split is empty: no window on chr4"):
+        generate_datasets(inputs["params"], inputs["dir"] / "bad", progress=False)
+
+
+def test_dataset_reads_lazily_and_encodes(inputs):
+    generate_datasets(inputs["params"], inputs["dir"] / "tiny", progress=False)
+    train = ShardDataset.from_manifest(inputs["dir"] / "tiny", "train")
+    assert len(train) == 9 and train.target_names == ["A", "B"]
+    x, y = train[1]
+    expected = encode(inputs["seqs"]["chr1"][128:256], np.full(128, 0.5, np.float32))
+    np.testing.assert_allclose(x.numpy(), expected, rtol=1e-3)
+    assert y.shape == (2, 8)
+    single = ShardDataset.from_manifest(inputs["dir"], "train", target_index=1, use_conservation=False)
+    x1, y1 = single[1]
+    assert single.target_names == ["B"] and y1.shape == (1, 8)
+    assert set(np.unique(x1.numpy())) <= {0.0, 1.0}
+    loader = torch.utils.data.DataLoader(train, batch_size=4, num_workers=2)
+    batches = list(loader)
+    assert sum(len(b[0]) for b in batches) == 9
+    torch.testing.assert_close(batches[0][0][1], x)
+    with pytest.raises(DatasetError, match="target index 5 is out of range"):
+        ShardDataset.from_manifest(inputs["dir"], "train", target_index=5)
+
+
+def test_corrupt_shard_is_a_clear_error(inputs):
+    generate_datasets(inputs["params"], inputs["dir"] / "tiny", progress=False)
+    (inputs["dir"] / "tiny.valid.0.h5").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="shard .*tiny.valid.0.h5 cannot be read"):
+        ShardDataset.from_manifest(inputs["dir"], "valid")
+
+
+def test_reverse_complement_twice_is_identity():
+    codes = sequence_codes("ACGTNNacgtAAGC")
+    np.testing.assert_array_equal(reverse_complement_codes(reverse_complement_codes(codes)), codes)
+    np.testing.assert_array_equal(reverse_complement_codes(codes), sequence_codes("GCTTACGTNNACGT"))
+
+
+def test_augmentation_moves_sequence_conservation_and_targets_consistently():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 4, 64).astype(np.uint8)
+    cons = rng.random(64).astype(np.float32)
+    targets = rng.random((2, 4)).astype(np.float32)
+    seen = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        a_codes, a_cons, a_targets = augment_window(codes, cons, targets, max_shift=3)
+        flipped = not np.array_equal(a_targets, targets)
+        if flipped:
+            np.testing.assert_array_equal(a_targets, targets[:, ::-1])
+            a_codes, a_cons = reverse_complement_codes(a_codes), a_cons[::-1]
+        matches = [s for s in range(-3, 4)
+                   if np.array_equal((a_codes, a_cons)[0], shift_window(codes, cons, s)[0])
+                   and np.array_equal(a_cons, shift_window(codes, cons, s)[1])]
+        assert matches, "sequence and conservation moved together"
+        seen.add((flipped, matches[0]))
+    assert {f for f, _ in seen} == {True, False} and len({s for _, s in seen}) > 3
+
+
+def test_shift_pads_with_n_and_zero():
+    codes = np.array([0, 1, 2, 3], np.uint8)
+    cons = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    right = shift_window(codes, cons, 1)
+    np.testing.assert_array_equal(right[0], [4, 0, 1, 2])
+    np.testing.assert_allclose(right[1], [0.0, 0.1, 0.2, 0.3])
+    left = shift_window(codes, cons, -2)
+    np.testing.assert_array_equal(left[0], [2, 3, 4, 4])
