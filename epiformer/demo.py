@@ -118,6 +118,9 @@ class _ChromosomeBuilder:
         return start >= 0 and end <= self.size and not self.occupied[start:end].any()
 
     def _random_free(self, width: int, margin: int = 0) -> int | None:
+        """Start of a random free stretch of ``width`` with ``margin`` free on both sides, or None."""
+        if self.size - width - margin <= margin:
+            return None
         for _ in range(200):
             start = int(self.rng.integers(margin, self.size - width - margin))
             if self._free(start - margin, start + width + margin):
@@ -376,9 +379,11 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
                 records.append((b.name, pos, seq[pos - 1], seq[pos - 1] + insert, info))
         centers = np.array([e.center for e in b.elements])
         neutral = 0
-        while neutral < 40:
-            pos = int(rng.integers(20_000, b.size - 20_000))
-            if seq[pos] == "N" or b.occupied[pos] or (centers.size and np.abs(centers - pos).min() < 3_000):
+        for _ in range(20_000):
+            if neutral == 40:
+                break
+            pos = int(rng.integers(100, b.size - 100))
+            if seq[pos] == "N" or b.occupied[pos] or (centers.size and np.abs(centers - pos).min() < 2_000):
                 continue
             info = "TRUTH=neutral;MOTIF=.;CELLTYPES=."
             if neutral % 4 == 3:

@@ -70,3 +70,13 @@ def small_genome(tmp_path: Path) -> dict:
     sizes = {"chr1": len(chr1), "chr2": len(chr2)}
     bigwig = write_bigwig(tmp_path / "cons.bw", sizes, {"chr1": cons1})
     return {"fasta": fasta, "bigwig": bigwig, "chr1": chr1, "chr2": chr2, "cons1": cons1, "sizes": sizes}
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """A small demo genome (three chromosomes, 0.6 Mb), made once per test session."""
+    from epiformer.demo import DemoSpec, make_demo_data
+
+    outdir = tmp_path_factory.mktemp("demo_data")
+    make_demo_data(outdir, DemoSpec.scaled(total_mb=0.6, n_chroms=3, seed=1))
+    return outdir
