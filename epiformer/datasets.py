@@ -58,6 +58,14 @@ class DatasetParameters:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def genome_name(fasta: str | os.PathLike) -> str:
+    """The assembly name taken from the FASTA file name: hg38.fa.gz -> hg38."""
+    name = Path(fasta).name
+    for suffix in (".gz", ".bgz", ".fa", ".fasta", ".fna"):
+        name = name.removesuffix(suffix)
+    return name
+
+
 def _name_hint(missing: list[str], available: set[str]) -> str:
     """Suggest the chr-prefix convention when names differ only by it."""
     sample = missing[0]
@@ -210,6 +218,7 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
             h5.create_dataset("name", data=np.array([f"{c}:{s}-{e}" for c, s, e in kept], dtype=object),
                               dtype=text)
             h5.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "split": task.split,
+                             "genome": genome_name(p.fasta),
                              "digest": p.digest(), "parameters": json.dumps(asdict(p)),
                              "targets": json.dumps([t.to_dict() for t in task.targets])})
     finally:
@@ -314,7 +323,8 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
             bar.update(len(task.windows))
     bar.close()
 
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "parameters": asdict(params),
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "genome": genome_name(params.fasta),
+                "parameters": asdict(params),
                 "targets": [t.to_dict() for t in targets], "splits": {}}
     for split in SPLITS:
         rows = sorted((r for r in results if r[0] == split), key=lambda r: int(r[1].rsplit(".", 2)[-2]))

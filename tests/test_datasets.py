@@ -37,6 +37,9 @@ def inputs(tmp_path):
         "index\tidentifier\tfile\tclip\tsum_stat\tdescription\tpeak\n"
         "0\tA\tA.bw\t1000\tmean\ttrack A\t\n"
         "1\tB\tB.bw\t4\tsum\ttrack B\tB.peaks.bed\n")
+    (tmp_path / "targets3.txt").write_text(
+        "index\tidentifier\tfile\tclip\tscale\tsum_stat\tdescription\n"
+        "0\tA\tA.bw\t9\t2\tmedian\tA doubled, clipped at 9\n")
     params = DatasetParameters(fasta=str(tmp_path / "g.fa"), conservation=str(tmp_path / "cons.bw"),
                                chrom_sizes=str(tmp_path / "g.sizes"), targets=str(tmp_path / "targets.txt"),
                                blacklist=str(tmp_path / "blacklist.bed"), seq_len=128, bin_size=16, nchunk=3)
@@ -92,6 +95,15 @@ def test_shard_contents_by_hand(inputs):
         row = names.index("chr2:0-128")
         seq = "".join("ACGTN"[c] for c in h5["sequence"][row])
         assert seq == inputs["seqs"]["chr2"][:128].upper()
+
+
+def test_median_with_scale_and_clip(inputs):
+    params = replace(inputs["params"], targets=str(inputs["dir"] / "targets3.txt"))
+    generate_datasets(params, inputs["dir"] / "median", progress=False)
+    with h5py.File(inputs["dir"] / "median.train.0.h5") as h5:
+        expected = [min(2 * (p + 7.5) / 10, 9.0) for p in range(128, 256, 16)]
+        np.testing.assert_allclose(h5["targets"][1][0], expected, rtol=1e-5)
+        assert h5.attrs["genome"] == "g"
 
 
 def test_given_regions_and_stride(inputs):
