@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_path
-from .genome import Genome, GenomeError, read_chrom_sizes, sequence_codes
+from .genome import Genome, one_hot_codes, read_bed_intervals, read_chrom_sizes, sequence_codes
 from .targets import PeakSet, Target, TargetsError, bin_values, read_targets
 
 SPLITS = ("train", "valid", "test")
@@ -92,25 +92,13 @@ def _check_bigwig_chroms(path: Path, needed: dict[str, int], what: str) -> None:
 
 
 def read_regions(path: Path, chrom_sizes: dict[str, int]) -> list[tuple[str, int, int]]:
-    """BED regions (chrom, start, end); unknown chromosomes are an error naming the line."""
-    if not path.is_file():
-        raise DatasetError(f"BED file {path}: no such file")
+    """BED regions (chrom, start, end); a chromosome not in the sizes file is an error."""
     regions = []
-    with open(path) as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.split()
-            try:
-                chrom, start, end = fields[0], int(fields[1]), int(fields[2])
-            except (IndexError, ValueError):
-                raise DatasetError(f"{path}, line {line_no}: expected 'chrom<TAB>start<TAB>end'") from None
-            if chrom not in chrom_sizes:
-                raise DatasetError(f"{path}, line {line_no}: chromosome {chrom!r} is not in the sizes file"
-                                   f"{_name_hint([chrom], set(chrom_sizes))}")
-            if end <= start:
-                raise DatasetError(f"{path}, line {line_no}: end {end} is not after start {start}")
-            regions.append((chrom, start, end))
+    for chrom, start, end in read_bed_intervals(path, "BED file"):
+        if chrom not in chrom_sizes:
+            raise DatasetError(f"{path}: chromosome {chrom!r} is not in the sizes file"
+                               f"{_name_hint([chrom], set(chrom_sizes))}")
+        regions.append((chrom, start, end))
     return regions
 
 
@@ -467,14 +455,13 @@ class ShardDataset:
         codes, cons, targets, _ = self.window(index)
         if self.augment:
             codes, cons, targets = augment_window(codes, cons, targets, self.max_shift)
-        x = _ONE_HOT_CODES[codes].T
+        x = one_hot_codes(codes)
         if self.use_conservation:
             x = x * np.exp(cons)[None, :]
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), \
             torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
 
 
-_ONE_HOT_CODES = np.vstack([np.eye(4, dtype=np.float32), np.zeros((1, 4), np.float32)])
 _COMPLEMENT_CODES = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -36,7 +37,12 @@ def sequence_codes(seq: str | bytes) -> np.ndarray:
 
 def one_hot(seq: str | bytes) -> np.ndarray:
     """(4, L) float32 one-hot in A, C, G, T order; N, IUPAC codes and other letters are zero columns."""
-    return _ONE_HOT[sequence_codes(seq)].T.copy()
+    return one_hot_codes(sequence_codes(seq))
+
+
+def one_hot_codes(codes: np.ndarray) -> np.ndarray:
+    """(4, L) float32 one-hot of base codes from :func:`sequence_codes`."""
+    return _ONE_HOT[codes].T.copy()
 
 
 def encode(seq: str | bytes, conservation: np.ndarray | None = None) -> np.ndarray:
@@ -63,6 +69,29 @@ def reverse_complement_encoded(x: np.ndarray) -> np.ndarray:
 def reverse_track(values: np.ndarray) -> np.ndarray:
     """Reverse a per-base or per-bin track (conservation, targets) along its last axis."""
     return np.asarray(values)[..., ::-1].copy()
+
+
+def read_bed_intervals(path: str | os.PathLike, what: str = "BED file") -> Iterator[tuple[str, int, int]]:
+    """(chrom, start, end) of each line of a BED file; header, comment and blank lines are skipped.
+
+    A line without integer start/end, or with end <= start, is a :class:`GenomeError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GenomeError(f"{what} {path}: no such file")
+    with open(path) as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            fields = line.split()
+            try:
+                chrom, start, end = fields[0], int(fields[1]), int(fields[2])
+            except (IndexError, ValueError):
+                raise GenomeError(f"{path}, line {line_no}: expected 'chrom<TAB>start<TAB>end', "
+                                  f"got {line.rstrip()[:80]!r}") from None
+            if end <= start:
+                raise GenomeError(f"{path}, line {line_no}: end {end} is not after start {start}")
+            yield chrom, start, end
 
 
 def read_chrom_sizes(path: str | os.PathLike) -> dict[str, int]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .genome import read_bed_intervals
+
 SUM_STATS = ("mean", "median", "sum")
 REQUIRED_COLUMNS = ("identifier", "file", "clip", "sum_stat", "description")
 
@@ -135,21 +137,9 @@ class PeakSet:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise TargetsError(f"peak file {self.path}: no such file")
         intervals: dict[str, list[tuple[int, int]]] = {}
-        with open(self.path) as handle:
-            for line_no, line in enumerate(handle, 1):
-                if not line.strip() or line.startswith(("#", "track", "browser")):
-                    continue
-                fields = line.split("\t") if "\t" in line else line.split()
-                try:
-                    chrom, start, end = fields[0], int(fields[1]), int(fields[2])
-                except (IndexError, ValueError):
-                    raise TargetsError(f"{self.path}, line {line_no}: expected 'chrom<TAB>start<TAB>end'") from None
-                if end <= start:
-                    raise TargetsError(f"{self.path}, line {line_no}: end {end} is not after start {start}")
-                intervals.setdefault(chrom, []).append((start, end))
+        for chrom, start, end in read_bed_intervals(self.path, "peak file"):
+            intervals.setdefault(chrom, []).append((start, end))
         self._starts: dict[str, np.ndarray] = {}
         self._ends: dict[str, np.ndarray] = {}
         for chrom, ivs in intervals.items():

@@ -184,6 +184,9 @@ def test_interrupted_run_leaves_no_partial_shard(inputs, monkeypatch):
     (lambda d, p: setattr(p, "valid_chroms", ["chrX"]), "split chromosome chrX is not in"),
     (lambda d, p: setattr(p, "seq_len", 4096), "no window is left"),
     (lambda d, p: (d / "B.peaks.bed").write_text("chr1\tten\t20\n"), r"B.peaks.bed, line 1: expected"),
+    (lambda d, p: setattr(p, "bed", str(d / "targets.txt")), r"targets.txt, line 1: expected 'chrom<TAB>start"),
+    (lambda d, p: (setattr(p, "bed", str(d / "r.bed")), (d / "r.bed").write_text("chrX\t1\t9\n")),
+     "r.bed: chromosome 'chrX' is not in the sizes file"),
 ])
 def test_bad_input_is_one_clear_error_before_any_work(inputs, change, message):
     change(inputs["dir"], inputs["params"])

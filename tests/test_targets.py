@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from epiformer.genome import GenomeError
 from epiformer.targets import PeakSet, TargetsError, bin_values, read_targets
 
 HEADER = "index\tidentifier\tfile\tclip\tsum_stat\tdescription\tpeak\n"
@@ -78,7 +79,7 @@ def test_peak_labels_edges(tmp_path):
     np.testing.assert_array_equal(peaks.labels("chr1", 100, 200, 10), [1, 1, 0, 0, 0, 1, 0, 1, 0, 0])
     assert not peaks.labels("chr3", 0, 100, 10).any()
     assert peaks.chroms == {"chr1", "chr2"}
-    with pytest.raises(TargetsError, match=r"bad.bed, line 1: end 5 is not after start 10"):
+    with pytest.raises(GenomeError, match=r"bad.bed, line 1: end 5 is not after start 10"):
         PeakSet(write(tmp_path / "bad.bed", "chr1\t10\t5\n"))
-    with pytest.raises(TargetsError, match="peak file .*none.bed: no such file"):
+    with pytest.raises(GenomeError, match="peak file .*none.bed: no such file"):
         PeakSet(tmp_path / "none.bed")
