@@ -30,6 +30,17 @@ EPILOG_GENERATE = """examples:
       --seqlen 8192 --stride 4096 -o demo_datasets/demo --workers 2
 """
 
+EPILOG_TRAIN = """examples:
+  epiformer train --preset tiny -i demo_out/datasets -o runs/demo --num_epoches 4
+  epiformer train -c brain.yaml -i datasets/brain -o runs/MGC --index 4        # one target, as the original
+  torchrun --nproc_per_node=4 -m epiformer.cli train -c brain.yaml -i datasets/brain -o runs/brain
+  epiformer train -c brain.yaml -i datasets/brain -o runs/brain --resume
+"""
+
+EPILOG_EVALUATE = """examples:
+  epiformer evaluate -m runs/demo.best_corr.pth.tar -i demo_out/datasets -o runs/demo.test.tsv
+"""
+
 EPILOG_INSPECT = """examples:
   epiformer inspect MGC.model.best_loss.pth.tar
   epiformer inspect run1.best_corr.pth.tar --json
@@ -63,6 +74,41 @@ def _generate_datasets(args: argparse.Namespace) -> None:
         print(f"{split:<5} {info['windows']:>7,} windows in {len(info['shards'])} shard(s) "
               f"({', '.join(info['chroms'])}); {info['dropped_for_n']} dropped for unknown bases")
     print(f"manifest: {args.out}.json")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .train import MODEL_FIELDS, TRAIN_FIELDS, load_train_config, train
+
+    names = list(TRAIN_FIELDS) + list(MODEL_FIELDS)
+    overrides = {name: getattr(args, name) for name in names}
+    cfg = load_train_config(args.config, **overrides)
+    record = train(cfg, args.input, args.out, index=args.index, resume=args.resume, device=args.device,
+                   progress=not args.quiet)
+    if record and int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: validation Pearson R (log2) {record['valid_pearson_mean']:.3f}; checkpoints "
+              f"{args.out}.{{last,best_loss,best_corr}}.pth.tar")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .train import evaluate
+
+    rows = evaluate(args.model, args.input, split=args.split, out=args.out, device=args.device,
+                    batch_size=args.batch_size, index=args.index)
+    print(f"{'target':<10} {'pearson_log2':>12} {'poisson_loss':>12} {'bins':>9} {'nan_bins':>8}")
+    for row in rows:
+        print(f"{row['target']:<10} {row['pearson_log2']:>12.4f} {row['poisson_loss']:>12.4f} "
+              f"{row['bins']:>9,} {row['nan_bins']:>8,}")
+    if args.out:
+        print(f"wrote {args.out}")
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def _chrom_list(value: str | None) -> list[str]:
@@ -160,6 +206,42 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parallel processes (default: up to 4)")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate_datasets)
+
+    from .train import MODEL_FIELDS, TRAIN_FIELDS
+
+    tr = sub.add_parser(
+        "train", help="train a model on generate-datasets shards (one process or under torchrun)",
+        description="Train with a config file (YAML or TOML, the original's hyperparameter names) and "
+                    "command-line overrides. Under torchrun every process trains a share of each "
+                    "global batch (DistributedDataParallel; NCCL on GPUs, gloo on CPU). Writes "
+                    "OUT.last/best_loss/best_corr.pth.tar, OUT.metrics.jsonl and OUT.learning_curves.png.",
+        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("-c", "--config", help="YAML or TOML file of hyperparameters")
+    tr.add_argument("-i", "--input", required=True, metavar="DATASET",
+                    help="dataset folder or OUTPREFIX from generate-datasets")
+    tr.add_argument("-o", "--out", required=True, metavar="OUTPREFIX", help="prefix of the files written")
+    tr.add_argument("--index", type=int, help="train only this target (row of targets.txt, from 0)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUTPREFIX.last.pth.tar")
+    tr.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
+    hyper = tr.add_argument_group("hyperparameters (override the config file)")
+    for name, spec in {**TRAIN_FIELDS, **MODEL_FIELDS}.items():
+        kind = {"int": int, "float": float, "bool": _bool, "str": str}.get(str(spec.type), str)
+        hyper.add_argument(f"--{name}", type=kind, metavar=str(spec.type).upper())
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser(
+        "evaluate", help="per-target metrics of a checkpoint on the test chromosomes",
+        description="Poisson loss and Pearson R of log2(x+1) per target over every bin of a split.",
+        epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("-m", "--model", required=True, help="checkpoint (.pth.tar)")
+    ev.add_argument("-i", "--input", required=True, metavar="DATASET", help="dataset folder or OUTPREFIX")
+    ev.add_argument("--split", default="test", choices=["train", "valid", "test"], help="default: test")
+    ev.add_argument("--index", type=int, help="the target a single-output checkpoint predicts")
+    ev.add_argument("-o", "--out", help="also write the table as TSV")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=_evaluate)
 
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",
                              description="Print a checkpoint's configuration, targets and metrics.",

@@ -1,0 +1,428 @@
+"""Training: one process, or many under torchrun (DistributedDataParallel, one GPU to many nodes).
+
+    epiformer train --preset tiny -i demo_out/datasets -o runs/demo
+    torchrun --nproc_per_node=4 -m epiformer.cli train -c brain.yaml -i datasets/brain -o runs/brain
+
+Recipe: Poisson NLL (``log_input=False``) on the centre-cropped targets, AdamW, a per-step linear
+warm-up then cosine decay to ``min_lr``, gradient accumulation and clipping, bf16 autocast on
+CUDA, augmentation on training data only, validation in eval mode. Metrics per target are
+computed from sufficient statistics summed over all ranks, so they cover every bin of the split.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed as dist_utils
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import ConfigError, ModelConfig, preset
+from .datasets import DatasetError, ShardDataset, read_manifest
+from .model import Epiformer
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters (the original's names where it had them) plus the model preset."""
+
+    preset: str = "paper"
+    num_epoches: int = 20
+    learning_rate: float = 1e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 0.01
+    batch_size: int = 8
+    accum_iter: int = 1
+    warmup_epoches: float = 1.0
+    grad_clip: float = 1.0
+    if_augment: bool = True
+    max_shift: int = 3
+    if_cons: bool = True
+    sync_bn: bool = False
+    bf16: bool = True
+    num_workers: int = 2
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def model_config(self, n_targets: int) -> ModelConfig:
+        """The preset with the config's model overrides; ``multiout_dim`` follows the targets."""
+        overrides = dict(self.model)
+        if overrides.get("multiout_dim", n_targets) != n_targets:
+            raise ConfigError(f"multiout_dim {overrides['multiout_dim']} does not match the "
+                              f"{n_targets} target(s) being trained")
+        overrides["multiout_dim"] = n_targets
+        return preset(self.preset, **overrides)
+
+
+TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "model"}
+MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig) if f.name != "extra"}
+
+
+def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
+    """Read a YAML or TOML file of flat ``name: value`` pairs (training and model names mixed, as
+    in the original), then apply ``overrides`` (None values are ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path}: no such file")
+        text = path.read_text()
+        try:
+            if path.suffix == ".toml":
+                import tomllib
+
+                values = tomllib.loads(text)
+            else:
+                import yaml
+
+                values = yaml.safe_load(text) or {}
+        except Exception as err:  # the YAML and TOML parsers raise their own error types
+            raise ConfigError(f"config file {path} cannot be parsed: {str(err).splitlines()[0]}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path} must hold 'name: value' pairs")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    train: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in TRAIN_FIELDS:
+            train[key] = value
+        elif key in MODEL_FIELDS:
+            model[key] = value
+        else:
+            where = f"config file {path}" if path else "configuration"
+            raise ConfigError(f"{where}: unknown setting {key!r}")
+    cfg = TrainConfig(**train, model=model)
+    for name, spec in TRAIN_FIELDS.items():
+        value = getattr(cfg, name)
+        kind = {"int": int, "float": (int, float), "bool": bool, "str": str}[str(spec.type)]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{name} must be {str(spec.type)}, got {value!r}")
+    for name in ("num_epoches", "batch_size", "accum_iter"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.learning_rate <= 0 or cfg.min_lr < 0 or cfg.min_lr > cfg.learning_rate:
+        raise ConfigError("need 0 <= min_lr <= learning_rate and learning_rate > 0")
+    return cfg
+
+
+def poisson_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element Poisson NLL (``log_input=False``) and the mask of targets that are not NaN."""
+    mask = ~torch.isnan(target)
+    safe = torch.where(mask, target, torch.zeros_like(target))
+    loss = F.poisson_nll_loss(pred, safe, log_input=False, full=False, reduction="none")
+    return loss, mask
+
+
+class TrackMetrics:
+    """Per-target Poisson loss and Pearson R of log2(x + 1) over every bin, from sums that can
+    be added across batches and ranks."""
+
+    FIELDS = ("bins", "loss", "p", "t", "pp", "tt", "pt", "nan")
+
+    def __init__(self, n_targets: int, device: torch.device) -> None:
+        self.sums = torch.zeros(len(self.FIELDS), n_targets, dtype=torch.float64, device=device)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        loss, mask = poisson_loss(pred.float(), target.float())
+        m = mask.double()
+        p = torch.log2(pred.double().clamp_min(0) + 1) * m
+        t = torch.log2(torch.where(mask, target, torch.zeros_like(target)).double().clamp_min(0) + 1) * m
+        dims = (0, 2)
+        self.sums += torch.stack([m.sum(dims), (loss.double() * m).sum(dims), p.sum(dims), t.sum(dims),
+                                  (p * p).sum(dims), (t * t).sum(dims), (p * t).sum(dims),
+                                  (~mask).double().sum(dims)])
+
+    def compute(self, ctx: dist_utils.DistributedContext | None = None) -> dict[str, list[float]]:
+        sums = self.sums.clone()
+        if ctx is not None:
+            dist_utils.all_reduce_sum(sums, ctx)
+        n, loss, p, t, pp, tt, pt, nan = sums
+        n_safe = n.clamp_min(1)
+        cov = pt / n_safe - (p / n_safe) * (t / n_safe)
+        var_p = (pp / n_safe - (p / n_safe) ** 2).clamp_min(0)
+        var_t = (tt / n_safe - (t / n_safe) ** 2).clamp_min(0)
+        pearson = cov / torch.sqrt(var_p * var_t).clamp_min(1e-12)
+        return {"loss": (loss / n_safe).tolist(), "pearson": pearson.tolist(),
+                "bins": n.long().tolist(), "nan_bins": nan.long().tolist()}
+
+
+class IndexSampler(torch.utils.data.Sampler):
+    """Every index once, split over ranks without padding (for evaluation)."""
+
+    def __init__(self, n: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, n, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Linear warm-up from 1/warmup_steps to 1 (never 0), then cosine decay to ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def crop_targets(y: torch.Tensor, crop: int) -> torch.Tensor:
+    return y[..., crop: y.shape[-1] - crop] if crop else y
+
+
+def evaluate_loader(model: nn.Module, loader, crop: int, n_targets: int,
+                    ctx: dist_utils.DistributedContext, bf16: bool) -> dict[str, list[float]]:
+    """Metrics of ``model`` (eval mode, inference mode) over a loader, summed over ranks."""
+    model.eval()
+    metrics = TrackMetrics(n_targets, ctx.device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and ctx.device.type == "cuda")
+    with torch.inference_mode(), autocast:
+        for x, y in loader:
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            metrics.update(model(x).float(), crop_targets(y, crop))
+    return metrics.compute(ctx)
+
+
+def _check_dataset(train: ShardDataset, valid: ShardDataset, model_cfg: ModelConfig) -> None:
+    for ds, split in ((train, "train"), (valid, "valid")):
+        if len(ds) == 0:
+            raise DatasetError(f"the {split} split of the dataset has no windows")
+    if train.seq_len != model_cfg.seq_len or train.bin_size != model_cfg.bin_size:
+        raise DatasetError(f"the dataset has windows of {train.seq_len} bp in {train.bin_size} bp bins, but the "
+                           f"model expects seq_len {model_cfg.seq_len} and bin_size {model_cfg.bin_size} "
+                           "(choose another preset or regenerate the dataset)")
+
+
+def plot_learning_curves(history: list[dict], target_names: list[str], path: Path) -> None:
+    """Loss (train and validation) and validation Pearson R per target against epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_path
+
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, (ax_loss, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["valid_loss"] for h in history], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="Poisson loss", title="loss")
+    ax_loss.legend()
+    for i, name in enumerate(target_names):
+        ax_r.plot(epochs, [h["valid_pearson"][i] for h in history], ".-", lw=1, label=name)
+    ax_r.plot(epochs, [h["valid_pearson_mean"] for h in history], "k-", lw=2.5, label="mean")
+    ax_r.set(xlabel="epoch", ylabel="Pearson R, log2(x+1)", title="validation correlation")
+    ax_r.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.PathLike,
+          index: int | None = None, resume: bool = False, device: str = "auto",
+          progress: bool = True) -> dict[str, Any]:
+    """Train and write ``OUTPREFIX.{last,best_loss,best_corr}.pth.tar``, ``OUTPREFIX.metrics.jsonl``
+    and ``OUTPREFIX.learning_curves.png``; return the last epoch's metrics."""
+    from tqdm import tqdm
+
+    ctx = dist_utils.setup(device)
+    try:
+        manifest, _ = read_manifest(dataset)
+        train_ds = ShardDataset.from_manifest(dataset, "train", augment=cfg.if_augment, max_shift=cfg.max_shift,
+                                              use_conservation=cfg.if_cons, target_index=index)
+        valid_ds = ShardDataset.from_manifest(dataset, "valid", use_conservation=cfg.if_cons, target_index=index)
+        targets = train_ds.target_names
+        model_cfg = cfg.model_config(len(targets))
+        _check_dataset(train_ds, valid_ds, model_cfg)
+        if cfg.batch_size % ctx.world_size:
+            raise ConfigError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly "
+                              f"over {ctx.world_size} processes")
+        per_rank = cfg.batch_size // ctx.world_size
+        outprefix = Path(outprefix)
+        paths = {k: Path(f"{outprefix}.{k}.pth.tar") for k in ("last", "best_loss", "best_corr")}
+
+        torch.manual_seed(cfg.seed)
+        model: nn.Module = Epiformer(model_cfg, targets).to(ctx.device)
+        if cfg.sync_bn and ctx.enabled:
+            model = dist_utils.convert_sync_batchnorm(model, ctx.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
+                                                      shuffle=True, seed=cfg.seed, drop_last=True)
+        loader_opts = {"num_workers": cfg.num_workers, "pin_memory": ctx.device.type == "cuda"}
+        train_loader = torch.utils.data.DataLoader(train_ds, batch_size=per_rank, sampler=sampler,
+                                                   drop_last=True, **loader_opts)
+        valid_loader = torch.utils.data.DataLoader(
+            valid_ds, batch_size=per_rank, sampler=IndexSampler(len(valid_ds), ctx.rank, ctx.world_size),
+            **loader_opts)
+        if len(train_loader) == 0:
+            raise DatasetError(f"the train split has {len(train_ds)} windows, fewer than one batch of "
+                               f"{cfg.batch_size}")
+        steps_per_epoch = max(1, len(train_loader) // cfg.accum_iter)
+        total_steps = steps_per_epoch * cfg.num_epoches
+        warmup = max(1, round(cfg.warmup_epoches * steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, warmup, total_steps, cfg.min_lr / cfg.learning_rate))
+
+        start_epoch, history = 0, []
+        best = {"loss": math.inf, "corr": -math.inf}
+        if resume:
+            start_epoch, history, best = _resume(paths["last"], model, optimizer, scheduler, targets,
+                                                 model_cfg, ctx)
+        else:
+            torch.manual_seed(cfg.seed * 7919 + ctx.rank)
+        if ctx.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        raw_model = getattr(model, "module", model)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and ctx.device.type == "cuda")
+        genome = manifest.get("genome")
+        record: dict[str, Any] = history[-1] if history else {}
+
+        for epoch in range(start_epoch, cfg.num_epoches):
+            sampler.set_epoch(epoch)
+            model.train()
+            train_sum = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.num_epoches}", unit="batch",
+                       disable=not (progress and ctx.is_main), leave=False)
+            started = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            for i, (x, y) in enumerate(bar):
+                x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+                y = crop_targets(y, model_cfg.crop_size)
+                last_micro = (i + 1) % cfg.accum_iter == 0
+                sync = model.no_sync() if ctx.enabled and not last_micro else contextlib.nullcontext()
+                with sync:
+                    with autocast:
+                        pred = model(x)
+                    loss, mask = poisson_loss(pred.float(), y)
+                    loss = (loss * mask).sum() / mask.sum().clamp_min(1)
+                    (loss / cfg.accum_iter).backward()
+                if last_micro:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                train_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64, device=ctx.device)
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            dist_utils.all_reduce_sum(train_sum, ctx)
+            valid = evaluate_loader(model, valid_loader, model_cfg.crop_size, len(targets), ctx, cfg.bf16)
+            record = {
+                "epoch": epoch, "train_loss": float(train_sum[0] / train_sum[1].clamp_min(1)),
+                "valid_loss": float(np.mean(valid["loss"])), "valid_pearson_mean": float(np.mean(valid["pearson"])),
+                "valid_pearson": valid["pearson"], "valid_loss_per_target": valid["loss"],
+                "valid_bins": valid["bins"], "valid_nan_bins": valid["nan_bins"],
+                "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
+            }
+            history.append(record)
+            rng_states = dist_utils.gather_objects(_rng_state(), ctx)
+            if ctx.is_main:
+                improved = {"loss": record["valid_loss"] < best["loss"],
+                            "corr": record["valid_pearson_mean"] > best["corr"]}
+                if improved["loss"]:
+                    best["loss"] = record["valid_loss"]
+                if improved["corr"]:
+                    best["corr"] = record["valid_pearson_mean"]
+                state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "rng_states": rng_states, "history": history, "best": best,
+                         "train_config": dataclasses.asdict(cfg), "dataset": str(dataset)}
+                metrics = {k: record[k] for k in ("valid_loss", "valid_pearson_mean", "valid_pearson")}
+                save_checkpoint(paths["last"], raw_model, genome=genome, metrics=metrics, **state)
+                for key, name in (("loss", "best_loss"), ("corr", "best_corr")):
+                    if improved[key]:
+                        save_checkpoint(paths[name], raw_model, genome=genome, metrics=metrics, **state)
+                _write_history(Path(f"{outprefix}.metrics.jsonl"), history)
+                plot_learning_curves(history, targets, Path(f"{outprefix}.learning_curves.png"))
+                if progress:
+                    print(f"epoch {epoch + 1}/{cfg.num_epoches}: train loss {record['train_loss']:.4f}, "
+                          f"valid loss {record['valid_loss']:.4f}, valid R {record['valid_pearson_mean']:.3f} "
+                          f"({record['seconds']:.0f} s)", flush=True)
+            dist_utils.barrier(ctx)
+        return record
+    finally:
+        dist_utils.teardown(ctx)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _resume(path: Path, model: nn.Module, optimizer, scheduler, targets: list[str], model_cfg: ModelConfig,
+            ctx: dist_utils.DistributedContext) -> tuple[int, list, dict]:
+    """Restore weights, optimizer, scheduler and every rank's random state from ``last``."""
+    ckpt = read_checkpoint(path)
+    if ckpt.get("target_names") != targets:
+        raise DatasetError(f"checkpoint {path} was trained on targets {ckpt.get('target_names')}, "
+                           f"the dataset has {targets}")
+    if ModelConfig.from_dict(ckpt["param"]) != model_cfg:
+        raise ConfigError(f"checkpoint {path} has another model configuration than this run")
+    model.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    states = ckpt["rng_states"]
+    if len(states) != ctx.world_size:
+        raise ConfigError(f"checkpoint {path} was written by {len(states)} process(es); resume with the "
+                          f"same number (this run has {ctx.world_size})")
+    torch.set_rng_state(states[ctx.rank]["torch"])
+    if "cuda" in states[ctx.rank] and ctx.device.type == "cuda":
+        torch.cuda.set_rng_state(states[ctx.rank]["cuda"])
+    return ckpt["epoch"] + 1, list(ckpt["history"]), dict(ckpt["best"])
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    from .files import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+
+def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: str = "test",
+             out: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 8,
+             index: int | None = None) -> list[dict[str, Any]]:
+    """Per-target metrics of a checkpoint on one split (default: the test chromosomes); written as
+    a TSV to ``out`` when given. Returns one row per target."""
+    from .checkpoint import load_model
+    from .engine import select_device
+    from .files import atomic_path
+
+    model = load_model(checkpoint)
+    ds = ShardDataset.from_manifest(dataset, split, use_conservation=True, target_index=index)
+    if ds.target_names != model.target_names:
+        raise DatasetError(f"checkpoint {checkpoint} predicts {model.target_names} but the {split} split "
+                           f"has {ds.target_names} (use --index for a single-target checkpoint)")
+    if len(ds) == 0:
+        raise DatasetError(f"the {split} split of the dataset has no windows")
+    if ds.seq_len != model.config.seq_len or ds.bin_size != model.config.bin_size:
+        raise DatasetError(f"the dataset has {ds.seq_len} bp windows in {ds.bin_size} bp bins; checkpoint "
+                           f"{checkpoint} expects {model.config.seq_len} and {model.config.bin_size}")
+    ctx = dist_utils.DistributedContext(device=select_device(device))
+    model.to(ctx.device)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size)
+    metrics = evaluate_loader(model, loader, model.config.crop_size, len(ds.target_names), ctx, bf16=True)
+    rows = [{"target": name, "pearson_log2": metrics["pearson"][i], "poisson_loss": metrics["loss"][i],
+             "bins": metrics["bins"][i], "nan_bins": metrics["nan_bins"][i]}
+            for i, name in enumerate(ds.target_names)]
+    rows.append({"target": "mean", "pearson_log2": float(np.mean(metrics["pearson"])),
+                 "poisson_loss": float(np.mean(metrics["loss"])), "bins": int(sum(metrics["bins"])),
+                 "nan_bins": int(sum(metrics["nan_bins"]))})
+    if out is not None:
+        header = "\t".join(rows[0])
+        lines = [header] + ["\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r.values())
+                            for r in rows]
+        with atomic_path(out) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+    return rows
