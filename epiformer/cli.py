@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the offline demo",
                           description="Write the demo genome and its tracks (as demo-data does), build "
-                                      "training shards from them (as generate-datasets does) and "
-                                      "predict one test window with the tiny model, printing the shapes.",
+                                      "training shards (as generate-datasets does), train the tiny model "
+                                      "(as train does; a finished run is reused) and report its Pearson R "
+                                      "per cell type on the held-out test chromosome.",
                           epilog=EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("-o", "--outdir", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

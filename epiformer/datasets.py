@@ -24,7 +24,7 @@ import numpy as np
 
 from .files import atomic_path
 from .genome import Genome, one_hot_codes, read_bed_intervals, read_chrom_sizes, sequence_codes
-from .targets import PeakSet, Target, TargetsError, bin_values, read_targets
+from .targets import PeakSet, Target, bin_values, read_targets
 
 SPLITS = ("train", "valid", "test")
 FORMAT = "epiformer-dataset"

@@ -3,13 +3,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from epiformer.cli import main
 
 
 def test_help_lists_subcommands():
     result = subprocess.run([sys.executable, "-m", "epiformer.cli", "--help"],
                             capture_output=True, text=True, check=True)
-    for command in ("demo", "demo-data", "generate-datasets", "inspect"):
+    for command in ("demo", "demo-data", "generate-datasets", "train", "evaluate", "inspect"):
         assert command in result.stdout
 
 
@@ -22,14 +24,18 @@ def test_console_script_is_installed():
     assert result.stdout.startswith("epiformer ")
 
 
-def test_demo_prints_shapes(tmp_path, capsys):
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    """make demo's command: data, shards, a few minutes of training, held-out R >= 0.5."""
     assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "input       (1, 4, 8192)" in out
-    assert "targets     (1, 8, 64)" in out
-    assert "prediction  (1, 8, 48)" in out
-    assert (tmp_path / "demo" / "data" / "genome.fa").is_file()
-    assert (tmp_path / "demo" / "datasets" / "demo.json").is_file()
+    assert "test chromosome chr4" in out
+    runs = tmp_path / "demo" / "runs"
+    rows = [line.split("\t") for line in (runs / "demo.test_metrics.tsv").read_text().splitlines()]
+    assert rows[-1][0] == "mean" and float(rows[-1][1]) >= 0.5
+    assert (runs / "demo.learning_curves.png").is_file()
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    assert "training    reusing" in capsys.readouterr().out
 
 
 def test_inspect_original_checkpoint(compat_checkpoint, capsys):

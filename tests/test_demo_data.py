@@ -105,7 +105,7 @@ def test_disrupting_snvs_lower_the_motif_score(demo_data):
     snvs = [r for r in rows if len(r[3]) == len(r[4]) == 1]
     assert snvs
     with Genome(demo_data / "genome.fa") as genome:
-        for chrom, pos, _, ref, alt, _, _, info in snvs:
+        for chrom, pos, _, _ref, alt, _, _, info in snvs:
             motif = motifs[dict(kv.split("=") for kv in info.split(";"))["MOTIF"]]
             center = int(pos) - 1
             best_ref = best_alt = -np.inf

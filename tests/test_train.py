@@ -1,0 +1,203 @@
+"""Training: configuration, schedule, metrics, one process and torchrun, checkpoints and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from epiformer import load_model
+from epiformer.config import ConfigError
+from epiformer.datasets import DatasetError, DatasetParameters, generate_datasets
+from epiformer.train import TrackMetrics, evaluate, load_train_config, lr_factor, train
+
+SMALL = {"preset": "tiny", "seq_len": 2048, "crop_size": 2, "batch_size": 8, "num_epoches": 1,
+         "learning_rate": 2e-3, "min_lr": 1e-4, "num_workers": 0, "warmup_epoches": 0.5}
+EXACT = {**SMALL, "att_dropout": 0.0, "enc_dropout": 0.0, "ptw_dropout": 0.0, "if_augment": False}
+
+
+@pytest.fixture(scope="module")
+def dataset(demo_data, tmp_path_factory):
+    """2,048 bp windows of the small demo genome: about 190 train, 45 valid, 50 test."""
+    out = tmp_path_factory.mktemp("train_ds") / "demo"
+    d = demo_data
+    params = DatasetParameters(fasta=str(d / "genome.fa"), conservation=str(d / "conservation.bw"),
+                               chrom_sizes=str(d / "chrom.sizes"), targets=str(d / "targets.txt"),
+                               blacklist=str(d / "blacklist.bed"), seq_len=2048, nchunk=64)
+    generate_datasets(params, out, workers=2, progress=False)
+    return out
+
+
+def cli(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "epiformer.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kwargs)
+
+
+def test_config_file_names_and_overrides(tmp_path):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("preset: tiny\nnum_epoches: 3\nlearning_rate: 0.001\nembed_size: 64\nif_augment: false\n")
+    cfg = load_train_config(yaml_file, num_epoches=5, batch_size=None)
+    assert (cfg.preset, cfg.num_epoches, cfg.learning_rate, cfg.if_augment) == ("tiny", 5, 0.001, False)
+    assert cfg.model == {"embed_size": 64}
+    assert cfg.model_config(8).multiout_dim == 8
+    toml_file = tmp_path / "c.toml"
+    toml_file.write_text('preset = "tiny"\naccum_iter = 4\n')
+    assert load_train_config(toml_file).accum_iter == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown setting 'num_epochs'"):
+        load_train_config(bad)
+    with pytest.raises(ConfigError, match="batch_size must be int, got 'eight'"):
+        load_train_config(None, batch_size="eight")
+    with pytest.raises(ConfigError, match="multiout_dim 3 does not match the 8 target"):
+        load_train_config(None, preset="tiny", multiout_dim=3).model_config(8)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_train_config(tmp_path / "none.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml cannot be parsed"):
+        load_train_config(broken)
+
+
+def test_learning_rate_warms_up_from_above_zero_then_decays():
+    factors = [lr_factor(s, warmup_steps=10, total_steps=100, min_ratio=0.01) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1), "never 0 in the first epoch"
+    assert factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert lr_factor(100, 10, 100, 0.01) == pytest.approx(0.01)
+
+
+def test_metrics_match_numpy_and_mask_nan():
+    rng = np.random.default_rng(0)
+    pred = rng.gamma(1.0, 1.0, (6, 2, 10))
+    target = rng.poisson(pred + 0.5).astype(float)
+    target[0, 1, :3] = np.nan
+    metrics = TrackMetrics(2, torch.device("cpu"))
+    for lo in (0, 3):
+        metrics.update(torch.tensor(pred[lo: lo + 3]), torch.tensor(target[lo: lo + 3]))
+    out = metrics.compute()
+    for i in range(2):
+        keep = ~np.isnan(target[:, i])
+        expected = np.corrcoef(np.log2(pred[:, i][keep] + 1), np.log2(target[:, i][keep] + 1))[0, 1]
+        assert out["pearson"][i] == pytest.approx(expected, abs=1e-10)
+        poisson = pred[:, i][keep] - target[:, i][keep] * np.log(pred[:, i][keep] + 1e-8)
+        assert out["loss"][i] == pytest.approx(poisson.mean(), rel=1e-6)
+    assert out["nan_bins"] == [0, 3] and out["bins"] == [60, 57]
+
+
+def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path):
+    cfg = load_train_config(None, **{**SMALL, "num_epoches": 2})
+    record = train(cfg, dataset, tmp_path / "run", progress=False)
+    assert record["epoch"] == 1 and len(record["valid_pearson"]) == 8
+    for name in ("last", "best_loss", "best_corr"):
+        model = load_model(tmp_path / f"run.{name}.pth.tar")
+        assert model.target_names == ["HIP", "ASCT", "OPC", "OGC", "MGC", "VIP", "ITL23", "ET"]
+        assert model.genome == "genome" and model.config.seq_len == 2048
+    history = [json.loads(line) for line in (tmp_path / "run.metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert history[-1]["valid_bins"][0] > 0 and history[-1]["valid_nan_bins"] == [0] * 8
+    assert (tmp_path / "run.learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    raw = torch.load(tmp_path / "run.last.pth.tar", weights_only=True)
+    assert raw["epoch"] == 1 and "optimizer" in raw and "scheduler" in raw
+    assert raw["metrics"]["valid_pearson_mean"] == pytest.approx(record["valid_pearson_mean"])
+    rows = evaluate(tmp_path / "run.last.pth.tar", dataset, out=tmp_path / "test.tsv")
+    assert [r["target"] for r in rows][-1] == "mean" and -1 <= rows[-1]["pearson_log2"] <= 1
+    assert (tmp_path / "test.tsv").read_text().startswith("target\tpearson_log2\tpoisson_loss")
+
+
+def test_single_target_with_index(dataset, tmp_path):
+    cfg = load_train_config(None, **SMALL)
+    train(cfg, dataset, tmp_path / "mgc", index=4, progress=False)
+    model = load_model(tmp_path / "mgc.last.pth.tar")
+    assert model.target_names == ["MGC"] and model.config.multiout_dim == 1
+    with pytest.raises(DatasetError, match="use --index"):
+        evaluate(tmp_path / "mgc.last.pth.tar", dataset)
+    assert evaluate(tmp_path / "mgc.last.pth.tar", dataset, index=4)[0]["target"] == "MGC"
+
+
+@pytest.mark.parametrize("overrides, index, message", [
+    ({"seq_len": 8192}, None, "windows of 2048 bp .* the model expects seq_len 8192"),
+    ({}, 9, "target index 9 is out of range"),
+    ({"batch_size": 1000}, None, "fewer than one batch of 1000"),
+])
+def test_bad_runs_stop_with_one_message(dataset, tmp_path, overrides, index, message):
+    cfg = load_train_config(None, **{**SMALL, **overrides})
+    with pytest.raises((DatasetError, ConfigError), match=message):
+        train(cfg, dataset, tmp_path / "bad", index=index, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_corrupt_shard_and_empty_split_via_cli(dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset.parent, copy)
+    (copy / "demo.valid.0.h5").write_bytes(b"not hdf5")
+    result = cli("train", "-i", str(copy / "demo"), "-o", str(tmp_path / "r"), "--preset", "tiny",
+                 "--seq_len", "2048", "--crop_size", "2", "-q")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "shard" in result.stderr and "demo.valid.0.h5 cannot be read" in result.stderr
+    manifest = json.loads((copy / "demo.json").read_text())
+    manifest["splits"]["valid"]["shards"] = []
+    (copy / "demo.json").write_text(json.dumps(manifest))
+    result = cli("train", "-i", str(copy / "demo"), "-o", str(tmp_path / "r"), "--preset", "tiny", "-q")
+    assert result.returncode == 2 and "the valid split of" in result.stderr and "has no shards" in result.stderr
+
+
+def run_args(dataset, out, settings):
+    args = ["train", "-i", str(dataset), "-o", str(out), "-q"]
+    for key, value in settings.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process(dataset, tmp_path):
+    """Same global batch, no dropout or augmentation, batch norm synchronised across ranks."""
+    settings = {**EXACT, "sync_bn": True, "learning_rate": 5e-4}
+    single_thread = {"OMP_NUM_THREADS": "1"}
+    for name, extra in (("one", {}), ("other_seed", {"seed": 1})):
+        result = cli(*run_args(dataset, tmp_path / name, {**settings, **extra}), env=single_thread)
+        assert result.returncode == 0, result.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--master_port=29517", "-m", "epiformer.cli",
+                          *run_args(dataset, tmp_path / "two", settings)],
+                         capture_output=True, text=True, env={**os.environ, **single_thread})
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b, c = (json.loads((tmp_path / f"{n}.metrics.jsonl").read_text().splitlines()[0])
+               for n in ("one", "two", "other_seed"))
+    assert b["valid_bins"] == a["valid_bins"], "every validation bin counted once across ranks"
+    np.testing.assert_allclose(b["valid_pearson"], a["valid_pearson"], atol=1e-3)
+    np.testing.assert_allclose(b["valid_loss_per_target"], a["valid_loss_per_target"], atol=1e-3)
+    assert np.abs(np.subtract(c["valid_pearson"], a["valid_pearson"])).max() > 1e-2, \
+        "the comparison is sensitive: another data order changes the metrics"
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(dataset, tmp_path):
+    settings = {**SMALL, "num_epoches": 3}
+    full = cli(*run_args(dataset, tmp_path / "full", settings))
+    assert full.returncode == 0, full.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "epiformer.cli", *run_args(dataset, tmp_path / "cut", settings)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "cut.metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = metrics.read_text().count("\n")
+    assert 1 <= done < 3, "killed after the first epoch's checkpoint, before the end"
+    resumed = cli(*run_args(dataset, tmp_path / "cut", settings), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "full.last.pth.tar", weights_only=True)
+    b = torch.load(tmp_path / "cut.last.pth.tar", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6)
+    assert [h["valid_loss"] for h in a["history"]] == pytest.approx([h["valid_loss"] for h in b["history"]])
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary files left by the kill"
