@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,6 +149,12 @@ def test_corrupt_shard_and_empty_split_via_cli(dataset, tmp_path):
     assert result.returncode == 2 and "the valid split of" in result.stderr and "has no shards" in result.stderr
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_args(dataset, out, settings):
     args = ["train", "-i", str(dataset), "-o", str(out), "-q"]
     for key, value in settings.items():
@@ -164,7 +171,7 @@ def test_torchrun_two_processes_match_one_process(dataset, tmp_path):
         result = cli(*run_args(dataset, tmp_path / name, {**settings, **extra}), env=single_thread)
         assert result.returncode == 0, result.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_port=29517", "-m", "epiformer.cli",
+                          f"--master_port={free_port()}", "-m", "epiformer.cli",
                           *run_args(dataset, tmp_path / "two", settings)],
                          capture_output=True, text=True, env={**os.environ, **single_thread})
     assert two.returncode == 0, two.stderr[-3000:]
