@@ -41,6 +41,17 @@ EPILOG_EVALUATE = """examples:
   epiformer evaluate -m runs/demo.best_corr.pth.tar -i demo_out/datasets -o runs/demo.test.tsv
 """
 
+EPILOG_PREDICT = """examples:
+  epiformer predict -m demo_out/runs/demo.best_corr.pth.tar -d demo_out/data/genome.fa \\
+      -s demo_out/data/conservation.bw -r chr4:100,001-200,000 -o pred -t demo_out/data/targets.txt
+  # two original single-output checkpoints as one set
+  epiformer predict -m MGC=MGC.best_loss.pth.tar -m OPC=OPC.best_loss.pth.tar -d hg38.fa \\
+      -s hg38.phastCons100way.bw -r regions.bed -o pred --format tsv
+  # the original's flags: one single-output checkpoint named by row 4 of targets.txt
+  epiformer predict -m MGC.best_loss.pth.tar -t targets.txt --index 4 -d hg38.fa -s cons.bw \\
+      -r chr1:1,000,001-1,100,000 --seqlen 98304 --binsize 128 -o MGC
+"""
+
 EPILOG_INSPECT = """examples:
   epiformer inspect MGC.model.best_loss.pth.tar
   epiformer inspect run1.best_corr.pth.tar --json
@@ -100,6 +111,30 @@ def _evaluate(args: argparse.Namespace) -> None:
               f"{row['bins']:>9,} {row['nan_bins']:>8,}")
     if args.out:
         print(f"wrote {args.out}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .config import ConfigError
+    from .engine import Engine
+    from .genome import Genome
+    from .modelset import load_model_set
+    from .predict import predict_regions, read_regions_arg
+
+    models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+    cfg = models.config
+    for flag, given, actual in (("--seqlen", args.seqlen, cfg.seq_len), ("--binsize", args.binsize, cfg.bin_size)):
+        if given is not None and given != actual:
+            raise ConfigError(f"{flag} {given} does not match the model ({actual})")
+    shifts = [int(v) for v in args.shifts.split(",")] if args.shifts else [0]
+    engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
+                    reverse_complement=not args.no_rc, shifts=shifts)
+    with Genome(args.fa, args.seqcons) as genome:
+        result = predict_regions(engine, genome, read_regions_arg(args.region), args.out, args.format, args.targets)
+    print("wrote " + ", ".join(result["files"]))
+    for name, r in result["pearson"].items():
+        print(f"  {name:<10} Pearson R (log2) against observed {r:.3f}")
+    if "plot" in result:
+        print(f"plot: {result['plot']}")
 
 
 def _bool(value: str) -> bool:
@@ -244,6 +279,34 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=_evaluate)
 
+    pr = sub.add_parser(
+        "predict", help="predicted tracks for regions (bigWig, bedGraph or TSV)",
+        description="Predict every target over regions. A region no longer than one window's output is "
+                    "centred in one window (the whole output is written); a longer one is tiled with "
+                    "windows whose outputs abut. Reverse-complement ensembling is on by default.",
+        epilog=EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT",
+                    help="checkpoint; repeat for a set, NAME= names an original checkpoint's output, "
+                         "or a TSV of name, checkpoint, output index")
+    pr.add_argument("-d", "--fa", required=True, help="genome FASTA")
+    pr.add_argument("-s", "--seqcons", help="conservation bigWig (without it the factor is 1)")
+    pr.add_argument("-r", "--region", action="append", required=True,
+                    help="chr:start-end (1-based, inclusive) or a BED file; repeatable")
+    pr.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
+    pr.add_argument("-t", "--targets", help="targets.txt: names original checkpoints' outputs (with --index) "
+                                            "and adds Pearson R and a PNG against the observed tracks")
+    pr.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
+    pr.add_argument("--format", choices=["bigwig", "bedgraph", "tsv"], default="bigwig")
+    pr.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
+    pr.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
+    pr.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
+    pr.add_argument("--shifts", help="shift ensembling, comma-separated bp offsets, e.g. -2,0,2")
+    pr.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
+    pr.add_argument("--batch-size", type=int, default=4)
+    pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    pr.add_argument("--device", default="auto")
+    pr.set_defaults(func=_predict)
+
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",
                              description="Print a checkpoint's configuration, targets and metrics.",
                              epilog=EPILOG_INSPECT, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -260,13 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .datasets import DatasetError
     from .files import OutputError
     from .genome import GenomeError
+    from .modelset import ModelSetError
     from .targets import TargetsError
 
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (CheckpointError, ConfigError, DatasetError, GenomeError, OutputError, TargetsError) as err:
+    except (CheckpointError, ConfigError, DatasetError, GenomeError, ModelSetError, OutputError,
+            TargetsError) as err:
         print(f"epiformer {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,18 +1,20 @@
-"""The inference engine: the one place that turns encoded DNA into predictions.
+"""The inference engine: the one place that turns DNA into predictions.
 
-It owns the device, precision and batching; callers hand it encoded windows (or genome
-intervals) and get numpy arrays back.
+It owns the device, precision, batching, reverse-complement and shift ensembling, and the
+windows that cover a genomic region; callers hand it encoded windows or genome intervals and
+get numpy arrays back (float32, (windows, targets, output bins)).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .genome import Genome
-from .model import Epiformer
 
 
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -26,21 +28,44 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return chosen
 
 
-class Engine:
-    """Runs a model in eval mode under ``torch.inference_mode`` in batches on one device.
+@dataclass(frozen=True)
+class RegionTracks:
+    """Predicted values per target over consecutive bins starting at ``start`` (0-based)."""
 
-    ``bf16`` enables bfloat16 autocast on CUDA (ignored on CPU, where it is slower and
-    less exact). Outputs are float32 numpy arrays of shape (N, targets, output bins).
+    chrom: str
+    start: int
+    bin_size: int
+    values: np.ndarray           # (targets, bins) float32
+    target_names: list[str]
+
+    @property
+    def end(self) -> int:
+        return self.start + self.values.shape[1] * self.bin_size
+
+    def bin_starts(self) -> np.ndarray:
+        return self.start + self.bin_size * np.arange(self.values.shape[1])
+
+
+class Engine:
+    """Runs a model (an :class:`~epiformer.model.Epiformer` or a
+    :class:`~epiformer.modelset.ModelSet`) in eval mode under ``torch.inference_mode``.
+
+    ``reverse_complement`` averages each window with its reverse complement (the prediction of
+    the reverse strand flipped back); ``shifts`` (bp) averages windows moved by a few bases
+    (genome intervals only). ``bf16`` enables bfloat16 autocast on CUDA (ignored on CPU).
     """
 
-    def __init__(self, model: Epiformer, device: str | torch.device | None = "auto",
-                 batch_size: int = 4, bf16: bool = False) -> None:
+    def __init__(self, model: nn.Module, device: str | torch.device | None = "auto",
+                 batch_size: int = 4, bf16: bool = False, reverse_complement: bool = True,
+                 shifts: Sequence[int] = (0,)) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
         self.bf16 = bf16 and self.device.type == "cuda"
+        self.reverse_complement = reverse_complement
+        self.shifts = tuple(shifts) or (0,)
 
     @property
     def config(self):
@@ -48,7 +73,17 @@ class Engine:
 
     @property
     def target_names(self) -> list[str]:
-        return self.model.target_names
+        return list(self.model.target_names)
+
+    @property
+    def output_span(self) -> int:
+        """Base pairs covered by one window's output (after cropping)."""
+        return self.config.n_output_bins * self.config.bin_size
+
+    @property
+    def output_offset(self) -> int:
+        """Distance from a window's start to the start of its output."""
+        return self.config.crop_size * self.config.bin_size
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.bf16:
@@ -66,18 +101,54 @@ class Engine:
                              f"got {tuple(batch.shape)}")
         outputs = list(self._run(batch))
         if not outputs:
-            return np.zeros((0, self.config.multiout_dim, self.config.n_output_bins), np.float32)
+            return np.zeros((0, len(self.target_names), self.config.n_output_bins), np.float32)
         return np.concatenate(outputs)
 
     def _run(self, batch: torch.Tensor) -> Iterator[np.ndarray]:
         with torch.inference_mode(), self._autocast():
             for lo in range(0, batch.shape[0], self.batch_size):
                 x = batch[lo: lo + self.batch_size].to(self.device, non_blocking=True)
-                yield self.model(x).float().cpu().numpy()
+                if self.reverse_complement:
+                    both = self.model(torch.cat([x, x.flip(1, 2)])).float()
+                    forward, reverse = both[: len(x)], both[len(x):]
+                    y = (forward + reverse.flip(2)) / 2
+                else:
+                    y = self.model(x).float()
+                yield y.cpu().numpy()
 
-    def predict_intervals(self, genome: Genome, intervals: list[tuple[str, int]]) -> np.ndarray:
-        """Predictions for windows of ``seq_len`` starting at each (chrom, start) of ``genome``."""
+    def predict_intervals(self, genome: Genome, intervals: Sequence[tuple[str, int]]) -> np.ndarray:
+        """Predictions for windows of ``seq_len`` starting at each (chrom, start), averaged over
+        ``shifts`` (each shifted window read from the genome)."""
         seq_len = self.config.seq_len
-        encoded = np.stack([genome.encode(chrom, start, start + seq_len) for chrom, start in intervals]) \
-            if intervals else np.zeros((0, 4, seq_len), np.float32)
-        return self.predict(encoded)
+        total = None
+        for shift in self.shifts:
+            encoded = np.stack([genome.encode(chrom, start + shift, start + shift + seq_len)
+                                for chrom, start in intervals]) if intervals else \
+                np.zeros((0, 4, seq_len), np.float32)
+            prediction = self.predict(encoded)
+            total = prediction if total is None else total + prediction
+        return total / len(self.shifts)
+
+    def window_starts(self, start: int, end: int) -> list[int]:
+        """Window starts whose outputs cover [start, end): one window centred on a region no longer
+        than one output, else windows whose outputs abut exactly, the first output at ``start``."""
+        if end <= start:
+            raise ValueError(f"empty region {start}-{end}")
+        seq_len, span = self.config.seq_len, self.output_span
+        if end - start <= span:
+            return [(start + end) // 2 - seq_len // 2]
+        n_windows = -(-(end - start) // span)
+        return [start - self.output_offset + k * span for k in range(n_windows)]
+
+    def predict_region(self, genome: Genome, chrom: str, start: int, end: int) -> RegionTracks:
+        """Tracks over a region (0-based, half-open): the whole output of one centred window for a
+        short region, else consecutive windows' outputs covering it, trimmed to its bins."""
+        genome.check_interval(chrom, start, end)
+        starts = self.window_starts(start, end)
+        prediction = self.predict_intervals(genome, [(chrom, s) for s in starts])
+        values = np.concatenate(list(prediction), axis=1)
+        first = starts[0] + self.output_offset
+        if len(starts) > 1:
+            n_bins = -(-(end - first) // self.config.bin_size)
+            values = values[:, :n_bins]
+        return RegionTracks(chrom, first, self.config.bin_size, values, self.target_names)

@@ -71,6 +71,23 @@ def reverse_track(values: np.ndarray) -> np.ndarray:
     return np.asarray(values)[..., ::-1].copy()
 
 
+def parse_region(text: str) -> tuple[str, int, int]:
+    """``chr:start-end`` as typed in a genome browser (1-based, inclusive; commas allowed) ->
+    (chrom, start, end) 0-based half-open. ``chr:pos`` is the single base at pos."""
+    chrom, sep, span = text.strip().rpartition(":")
+    span = span.replace(",", "").replace("_", "")
+    try:
+        if not sep or not chrom:
+            raise ValueError
+        first, dash, last = span.partition("-")
+        start, end = int(first), int(last) if dash else int(first)
+    except ValueError:
+        raise GenomeError(f"region {text!r} is not chr:start-end (1-based, e.g. chr1:1,000,001-1,100,000)") from None
+    if start < 1 or end < start:
+        raise GenomeError(f"region {text!r}: need 1 <= start <= end (1-based, inclusive)")
+    return chrom, start - 1, end
+
+
 def read_bed_intervals(path: str | os.PathLike, what: str = "BED file") -> Iterator[tuple[str, int, int]]:
     """(chrom, start, end) of each line of a BED file; header, comment and blank lines are skipped.
 

@@ -1,0 +1,162 @@
+"""``epiformer predict``: regions -> predicted tracks per target, as bigWig, bedGraph or TSV,
+optionally compared with the observed tracks of a targets.txt."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .engine import Engine, RegionTracks
+from .files import atomic_path
+from .genome import Genome, GenomeError, parse_region, read_bed_intervals
+from .targets import Target, bin_values, read_targets
+
+FORMATS = ("bigwig", "bedgraph", "tsv")
+
+
+def read_regions_arg(regions: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Each item is ``chr:start-end`` (1-based, inclusive) or a BED file (0-based)."""
+    out: list[tuple[str, int, int]] = []
+    for item in regions:
+        if os.path.isfile(item):
+            out.extend(read_bed_intervals(item, "region BED"))
+        else:
+            out.append(parse_region(item))
+    if not out:
+        raise GenomeError("no region given (-r chr:start-end or a BED file)")
+    return out
+
+
+def _merge(tracks: list[RegionTracks], chrom_order: list[str]) -> list[RegionTracks]:
+    """Sort by position and drop bins already covered by an earlier region (bigWig needs no overlap)."""
+    ordered = sorted(tracks, key=lambda t: (chrom_order.index(t.chrom), t.start))
+    merged: list[RegionTracks] = []
+    for track in ordered:
+        if merged and merged[-1].chrom == track.chrom and track.start < merged[-1].end:
+            skip = -(-(merged[-1].end - track.start) // track.bin_size)
+            if skip >= track.values.shape[1]:
+                continue
+            track = RegionTracks(track.chrom, track.start + skip * track.bin_size, track.bin_size,
+                                 track.values[:, skip:], track.target_names)
+        merged.append(track)
+    return merged
+
+
+def write_tracks(tracks: list[RegionTracks], outprefix: str | os.PathLike, fmt: str,
+                 chrom_sizes: dict[str, int]) -> list[Path]:
+    """Write tracks: one bigWig or bedGraph per target (``OUTPREFIX.TARGET.bw``), or one TSV.
+
+    Bins are clipped to the chromosome; bins entirely outside it are left out.
+    """
+    import pyBigWig
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    names = tracks[0].target_names
+    rows = []
+    for t in _merge(tracks, list(chrom_sizes)):
+        size = chrom_sizes[t.chrom]
+        for j, s in enumerate(t.bin_starts().tolist()):
+            lo, hi = max(s, 0), min(s + t.bin_size, size)
+            if lo < hi:
+                rows.append((t.chrom, lo, hi, t.values[:, j]))
+    if fmt == "tsv":
+        path = Path(f"{outprefix}.tsv")
+        with atomic_path(path) as tmp, open(tmp, "w") as handle:
+            handle.write("chrom\tstart\tend\t" + "\t".join(names) + "\n")
+            handle.writelines(f"{c}\t{lo}\t{hi}\t" + "\t".join(f"{v:.5g}" for v in values) + "\n"
+                              for c, lo, hi, values in rows)
+        return [path]
+    written = []
+    for i, name in enumerate(names):
+        path = Path(f"{outprefix}.{name}.{'bw' if fmt == 'bigwig' else 'bedGraph'}")
+        with atomic_path(path) as tmp:
+            if fmt == "bedgraph":
+                tmp.write_text(f'track type=bedGraph name="{name}" description="predicted {name}"\n' +
+                               "".join(f"{c}\t{lo}\t{hi}\t{values[i]:.5g}\n" for c, lo, hi, values in rows))
+            else:
+                bw = pyBigWig.open(str(tmp), "w")
+                bw.addHeader(list(chrom_sizes.items()), maxZooms=10)
+                if rows:
+                    bw.addEntries([r[0] for r in rows], [r[1] for r in rows], ends=[r[2] for r in rows],
+                                  values=[float(r[3][i]) for r in rows])
+                bw.close()
+        written.append(path)
+    return written
+
+
+def observed_tracks(tracks: list[RegionTracks], targets: list[Target]) -> dict[str, list[np.ndarray]]:
+    """Observed values of each predicted target found in targets.txt, binned like the prediction."""
+    import pyBigWig
+
+    by_name = {t.identifier: t for t in targets}
+    observed: dict[str, list[np.ndarray]] = {}
+    for i, name in enumerate(tracks[0].target_names):
+        target = by_name.get(name)
+        if target is None:
+            continue
+        with pyBigWig.open(str(target.file)) as bw:
+            size = bw.chroms()
+            per_region = []
+            for t in tracks:
+                lo, hi = t.start, t.end
+                raw = np.full(hi - lo, np.nan, np.float32)
+                a, b = max(lo, 0), min(hi, size.get(t.chrom, 0))
+                if a < b:
+                    raw[a - lo: b - lo] = bw.values(t.chrom, a, b, numpy=True)
+                per_region.append(bin_values(raw, t.bin_size, target.sum_stat, target.clip, target.scale))
+            observed[name] = per_region
+    return observed
+
+
+def pearson_log2(predicted: np.ndarray, observed: np.ndarray) -> float:
+    keep = ~np.isnan(observed)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.corrcoef(np.log2(predicted[keep] + 1), np.log2(observed[keep] + 1))[0, 1])
+
+
+def plot_predicted_vs_observed(track: RegionTracks, observed: dict[str, list[np.ndarray]], path: Path) -> None:
+    """One panel per target: predicted and observed along the first region."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in track.target_names if n in observed]
+    fig, axes = plt.subplots(len(names), 1, figsize=(11, 1.3 * len(names) + 0.8), sharex=True, squeeze=False)
+    x = (track.bin_starts() + track.bin_size / 2) / 1e6
+    for ax, name in zip(axes[:, 0], names):
+        i = track.target_names.index(name)
+        ax.fill_between(x, observed[name][0], color="0.7", step="mid", label="observed")
+        ax.plot(x, track.values[i], color="C3", lw=1, label="predicted")
+        ax.set_ylabel(name, rotation=0, ha="right", va="center")
+    axes[0, 0].legend(loc="upper right", fontsize=8, ncol=2)
+    axes[-1, 0].set_xlabel(f"{track.chrom} position (Mb)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def predict_regions(engine: Engine, genome: Genome, regions: list[tuple[str, int, int]],
+                    outprefix: str | os.PathLike, fmt: str = "bigwig",
+                    targets_file: str | os.PathLike | None = None) -> dict:
+    """Predict every region, write the tracks; with ``targets_file`` also compare with the observed
+    tracks (Pearson R of log2(x+1) per target, and a PNG of the first region)."""
+    tracks = [engine.predict_region(genome, chrom, start, end) for chrom, start, end in regions]
+    files = write_tracks(tracks, outprefix, fmt, genome.chrom_sizes)
+    result: dict = {"files": [str(f) for f in files], "pearson": {}}
+    if targets_file:
+        observed = observed_tracks(tracks, read_targets(targets_file))
+        for name, per_region in observed.items():
+            i = tracks[0].target_names.index(name)
+            result["pearson"][name] = pearson_log2(np.concatenate([t.values[i] for t in tracks]),
+                                                   np.concatenate(per_region))
+        if observed:
+            png = Path(f"{outprefix}.predicted_vs_observed.png")
+            plot_predicted_vs_observed(tracks[0], observed, png)
+            result["plot"] = str(png)
+    return result

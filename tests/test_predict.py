@@ -1,0 +1,178 @@
+"""Model sets, reverse-complement ensembling, region tiling and `epiformer predict`."""
+import numpy as np
+import pyBigWig
+import pytest
+import torch
+
+from epiformer import load_model, save_checkpoint
+from epiformer.cli import main
+from epiformer.config import preset
+from epiformer.engine import Engine
+from epiformer.genome import Genome, GenomeError, parse_region
+from epiformer.model import Epiformer
+from epiformer.modelset import ModelSetError, load_model_set, parse_model_specs
+
+from .conftest import write_fasta
+
+
+def single_output_original(compat_checkpoint, path, output):
+    """An original-format checkpoint with one output, cut from the 3-output reference."""
+    ckpt = torch.load(compat_checkpoint, weights_only=True)
+    ckpt["param"]["multiout_dim"] = 1
+    for key in ("ptw.linear.0.weight", "ptw.linear.0.bias"):
+        ckpt["state_dict"][key] = ckpt["state_dict"][key][output: output + 1].clone()
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture
+def genome(tmp_path):
+    rng = np.random.default_rng(4)
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": "".join(rng.choice(list("ACGT"), 60_000)),
+                                            "chr2": "".join(rng.choice(list("ACGT"), 20_000))})
+    with Genome(fasta) as g:
+        yield g
+
+
+def test_region_strings_are_one_based_inclusive():
+    assert parse_region("chr1:1,000,001-1,100,000") == ("chr1", 1_000_000, 1_100_000)
+    assert parse_region("chrUn_KI270302v1:5-5") == ("chrUn_KI270302v1", 4, 5)
+    assert parse_region("chr2:10") == ("chr2", 9, 10)
+    for bad in ("chr1", "chr1:0-10", "chr1:20-10", "chr1:a-b", ":1-2"):
+        with pytest.raises(GenomeError):
+            parse_region(bad)
+
+
+def test_model_specs(tmp_path):
+    table = tmp_path / "models.tsv"
+    table.write_text("name\tcheckpoint\toutput\nMGC\tm1.pth.tar\t\nOPC\t/abs/m2.pth.tar\t2\n")
+    specs = parse_model_specs(["a.pth.tar", "VIP=b.pth.tar", str(table)])
+    assert [(s.name, s.path.name, s.output) for s in specs] == [
+        (None, "a.pth.tar", None), ("VIP", "b.pth.tar", None), ("MGC", "m1.pth.tar", None), ("OPC", "m2.pth.tar", 2)]
+    assert specs[2].path == tmp_path / "m1.pth.tar"
+    table.write_text("MGC\tm1.pth.tar\tx\n")
+    with pytest.raises(ModelSetError, match="line 1: output index must be an integer"):
+        parse_model_specs([str(table)])
+
+
+def test_two_original_single_output_checkpoints_match_each_alone(compat_checkpoint, compat_io, tmp_path):
+    a = single_output_original(compat_checkpoint, tmp_path / "a.pth.tar", 0)
+    b = single_output_original(compat_checkpoint, tmp_path / "b.pth.tar", 2)
+    pair = load_model_set([f"MGC={a}", f"OPC={b}"])
+    assert pair.target_names == ["MGC", "OPC"]
+    x = compat_io["model_input"]
+    together = Engine(pair, device="cpu").predict(x)
+    alone = [Engine(load_model_set([f"T={p}"]), device="cpu").predict(x) for p in (a, b)]
+    np.testing.assert_allclose(together[:, 0], alone[0][:, 0], atol=1e-6)
+    np.testing.assert_allclose(together[:, 1], alone[1][:, 0], atol=1e-6)
+    expected = compat_io["expected_output"]
+    no_rc = Engine(pair, device="cpu", reverse_complement=False).predict(x)
+    np.testing.assert_allclose(no_rc[:, 0], expected[:, 0], atol=1e-4)
+    np.testing.assert_allclose(no_rc[:, 1], expected[:, 2], atol=1e-4)
+
+
+def test_names_for_original_checkpoints(compat_checkpoint, tmp_path):
+    single = single_output_original(compat_checkpoint, tmp_path / "s.pth.tar", 1)
+    with pytest.raises(ModelSetError, match="carries no target names .* -m NAME="):
+        load_model_set([str(single)])
+    targets = tmp_path / "targets.txt"
+    targets.write_text("index\tidentifier\tfile\tclip\tsum_stat\tdescription\n"
+                       "0\tHIP\th.bw\t32\tmean\thip\n1\tMGC\tm.bw\t32\tmean\tmicroglia\n2\tOPC\to.bw\t32\tmean\topc\n")
+    assert load_model_set([str(single)], targets=targets, index=1).target_names == ["MGC"]
+    assert load_model_set([str(compat_checkpoint)], targets=targets).target_names == ["HIP", "MGC", "OPC"]
+    with pytest.raises(ModelSetError, match="names one output, but .* has 3"):
+        load_model_set([f"X={compat_checkpoint}"])
+
+
+def test_replicates_are_averaged_only_when_asked(compat_checkpoint, compat_io, tmp_path):
+    a = single_output_original(compat_checkpoint, tmp_path / "a.pth.tar", 0)
+    b = single_output_original(compat_checkpoint, tmp_path / "b.pth.tar", 1)
+    with pytest.raises(ModelSetError, match="'MGC' is predicted by 2 checkpoints: pass --average"):
+        load_model_set([f"MGC={a}", f"MGC={b}"])
+    averaged = load_model_set([f"MGC={a}", f"MGC={b}"], average=True)
+    assert averaged.target_names == ["MGC"]
+    out = Engine(averaged, device="cpu", reverse_complement=False).predict(compat_io["model_input"])
+    expected = compat_io["expected_output"][:, :2].mean(axis=1)
+    np.testing.assert_allclose(out[:, 0], expected, atol=1e-4)
+
+
+def test_set_members_must_share_window_geometry(compat_checkpoint, tmp_path):
+    other = save_checkpoint(tmp_path / "other.pth.tar", Epiformer(preset("tiny", seq_len=4096, multiout_dim=1), ["VIP"]))
+    single = single_output_original(compat_checkpoint, tmp_path / "s.pth.tar", 0)
+    with pytest.raises(ModelSetError, match="must share seq_len, bin_size and crop_size"):
+        load_model_set([f"HIP={single}", str(other)])
+
+
+def test_reverse_complement_ensemble_is_strand_symmetric(tiny_model):
+    x = np.random.default_rng(0).random((2, 4, 8192), dtype=np.float32)
+    engine = Engine(tiny_model, device="cpu")
+    forward = engine.predict(x)
+    reverse = engine.predict(x[:, ::-1, ::-1].copy())
+    np.testing.assert_allclose(forward, reverse[:, :, ::-1], atol=1e-5)
+    plain = Engine(tiny_model, device="cpu", reverse_complement=False).predict(x)
+    with torch.inference_mode():
+        np.testing.assert_allclose(plain, tiny_model(torch.from_numpy(x)).numpy(), atol=1e-6)
+
+
+def test_windows_tile_regions_without_gaps(tiny_model, genome):
+    engine = Engine(tiny_model, device="cpu", batch_size=3)
+    span, offset = engine.output_span, engine.output_offset
+    assert (span, offset) == (48 * 128, 8 * 128)
+    assert engine.window_starts(10_000, 10_100) == [10_050 - 4096]
+    starts = engine.window_starts(5_000, 5_000 + 3 * span + 1)
+    assert len(starts) == 4 and starts[0] + offset == 5_000
+    assert all(b - a == span for a, b in zip(starts, starts[1:]))
+    track = engine.predict_region(genome, "chr1", 5_000, 25_000)
+    assert track.start == 5_000 and track.end >= 25_000 and track.end - 25_000 < 128
+    direct = engine.predict_intervals(genome, [("chr1", s) for s in engine.window_starts(5_000, 25_000)])
+    np.testing.assert_allclose(track.values, np.concatenate(list(direct), axis=1)[:, : track.values.shape[1]])
+    short = engine.predict_region(genome, "chr2", 100, 200)
+    assert short.values.shape == (8, 48) and short.start == 150 - 4096 + offset
+
+
+def test_shift_ensemble_averages_shifted_windows(tiny_model, genome):
+    engine = Engine(tiny_model, device="cpu", shifts=(-1, 0, 1))
+    one = Engine(tiny_model, device="cpu")
+    got = engine.predict_intervals(genome, [("chr1", 20_000)])
+    expected = np.mean([one.predict_intervals(genome, [("chr1", 20_000 + s)]) for s in (-1, 0, 1)], axis=0)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_predict_command_outputs_agree(tmp_path, genome, capsys):
+    model = Epiformer(preset("tiny"), [f"CT{i}" for i in range(8)]).eval()
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", model)
+    fa = str(genome.fasta_path)
+    base = ["predict", "-m", str(ckpt), "-d", fa, "-r", "chr1:10,001-30,000", "-r", "chr2:1-100"]
+    assert main(base + ["-o", str(tmp_path / "p"), "--format", "tsv"]) == 0
+    rows = [line.split("\t") for line in (tmp_path / "p.tsv").read_text().splitlines()]
+    assert rows[0] == ["chrom", "start", "end"] + [f"CT{i}" for i in range(8)]
+    assert rows[1][:3] == ["chr1", "10000", "10128"]
+    assert main(base + ["-o", str(tmp_path / "p"), "--format", "bigwig"]) == 0
+    with pyBigWig.open(str(tmp_path / "p.CT3.bw")) as bw:
+        assert bw.chroms() == {"chr1": 60_000, "chr2": 20_000}
+        first = [r for r in rows[1:] if r[0] == "chr1"]
+        values = bw.values("chr1", 10_000, int(first[-1][2]))
+        np.testing.assert_allclose(values[::128], [float(r[6]) for r in first], rtol=1e-4)
+        chr2 = bw.intervals("chr2")
+        assert chr2[0][:2] == (0, 50), "the bin across the chromosome start is clipped to it"
+        assert all(b[0] == a[1] for a, b in zip(chr2, chr2[1:]))
+    assert main(base + ["-o", str(tmp_path / "p"), "--format", "bedgraph"]) == 0
+    assert (tmp_path / "p.CT0.bedGraph").read_text().startswith("track type=bedGraph")
+    capsys.readouterr()
+    assert main(base + ["-o", str(tmp_path / "x"), "--seqlen", "98304"]) == 2
+    assert "--seqlen 98304 does not match the model (8192)" in capsys.readouterr().err
+    assert main(["predict", "-m", str(ckpt), "-d", fa, "-r", "chr9:1-100", "-o", str(tmp_path / "x")]) == 2
+    assert "chromosome 'chr9' is not in" in capsys.readouterr().err
+
+
+def test_predict_against_observed(tmp_path, demo_data, capsys):
+    model = Epiformer(preset("tiny", multiout_dim=3), ["HIP", "MGC", "Other"]).eval()
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", model)
+    code = main(["predict", "-m", str(ckpt), "-d", str(demo_data / "genome.fa"), "-s", str(demo_data / "conservation.bw"),
+                 "-r", "chr1:20,001-40,000", "-o", str(tmp_path / "p"), "-t", str(demo_data / "targets.txt")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "HIP        Pearson R (log2) against observed" in out
+    assert "Other      Pearson" not in out, "targets not in targets.txt are not compared"
+    assert (tmp_path / "p.predicted_vs_observed.png").read_bytes()[:4] == b"\x89PNG"
+    assert load_model(ckpt).target_names == ["HIP", "MGC", "Other"]
