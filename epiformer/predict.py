@@ -93,7 +93,7 @@ def observed_tracks(tracks: list[RegionTracks], targets: list[Target]) -> dict[s
 
     by_name = {t.identifier: t for t in targets}
     observed: dict[str, list[np.ndarray]] = {}
-    for i, name in enumerate(tracks[0].target_names):
+    for name in tracks[0].target_names:
         target = by_name.get(name)
         if target is None:
             continue
