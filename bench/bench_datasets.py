@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import update_section  # noqa: E402
+from report import publish  # noqa: E402
 
 from epiformer.datasets import DatasetParameters, generate_datasets, plan_windows  # noqa: E402
 from epiformer.demo import DemoSpec, make_demo_data  # noqa: E402
@@ -109,7 +109,7 @@ def main() -> None:
             written = sum(s["windows"] for s in manifest["splits"].values())
             rows.append((f"epiformer generate-datasets, {workers} process{'es' if workers > 1 else ''}",
                          len(windows) / seconds, written))
-    table = "\n".join([
+    publish("generate-datasets", [
         f"Demo genome ({sum(DemoSpec().chrom_sizes.values()) / 1e6:.0f} Mb, 8 cell types), windows of "
         f"98,304 bp every 8,192 bp ({len(windows)} windows; the baseline runs on the first "
         f"{args.baseline_windows}). Machine: {os.cpu_count()} cores.",
@@ -118,10 +118,7 @@ def main() -> None:
         "| method | windows/s | Mb of windows/s | speed-up |",
         "| --- | ---: | ---: | ---: |",
         *(f"| {name} | {rate:.2f} | {rate * 98_304 / 1e6:.2f} | {rate / baseline:.1f}x |" for name, rate, _ in rows),
-    ])
-    print(table)
-    if args.write:
-        update_section(args.write, "generate-datasets", table)
+    ], args.write)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine_description, update_section  # noqa: E402
+from report import machine_description, publish  # noqa: E402
 
 from epiformer.config import preset  # noqa: E402
 from epiformer.engine import select_device  # noqa: E402
@@ -76,7 +76,7 @@ def main() -> None:
     precision = "bf16 autocast" if args.bf16 else "fp32"
     command = "python bench/bench_model.py" + (f" --device {args.device}" if args.device != "auto" else "") \
         + (" --bf16" if args.bf16 else "")
-    table = "\n".join([
+    publish(f"model-forward-{device.type}", [
         f"Paper configuration ({cfg.seq_len:,} bp, {model.num_parameters():,} parameters), {precision}, "
         f"median of {args.repeats} after a warm-up.",
         f"Machine: {machine_description(device)}.",
@@ -86,10 +86,7 @@ def main() -> None:
         "| transformer only, reference (s) | transformer only, fast (s) | speed-up |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
-    ])
-    print(table)
-    if args.write:
-        update_section(args.write, f"model-forward-{device.type}", table)
+    ], args.write)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import update_section  # noqa: E402
+from report import publish  # noqa: E402
 
 from epiformer.datasets import DatasetParameters, generate_datasets  # noqa: E402
 from epiformer.demo import DEMO_TRAINING, DemoSpec, make_demo_data  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> None:
             rows.append(f"| {recipe} | {settings['num_epoches']} | {minutes:.1f} | **{test[-1]['pearson_log2']:.3f}** "
                         f"| {per_type} |")
             print(rows[-1], flush=True)
-    table = "\n".join([
+    publish("training", [
         f"tiny preset, demo genome (8,192 bp windows every 4,096 bp), {os.cpu_count()} CPU cores, "
         "training from scratch; Pearson R of log2(x+1) over every bin of the held-out test chromosome.",
         "Command: `python bench/bench_train.py --write BENCHMARKS.md`",
@@ -64,10 +64,7 @@ def main() -> None:
         "| recipe | epochs | training minutes | mean test R | per cell type |",
         "| --- | ---: | ---: | ---: | --- |",
         *rows,
-    ])
-    print(table)
-    if args.write:
-        update_section(args.write, "training", table)
+    ], args.write)
 
 
 if __name__ == "__main__":

@@ -31,3 +31,11 @@ def update_section(path: str | Path, name: str, body: str) -> None:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + f"\n\n{block}\n"
     path.write_text(text)
+
+
+def publish(section: str, lines: list[str], write: str | None) -> None:
+    """Print a result block and, when ``write`` names a file, put it in that file's section."""
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        update_section(write, section, text)
