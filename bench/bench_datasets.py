@@ -113,7 +113,6 @@ def main() -> None:
         f"Demo genome ({sum(DemoSpec().chrom_sizes.values()) / 1e6:.0f} Mb, 8 cell types), windows of "
         f"98,304 bp every 8,192 bp ({len(windows)} windows; the baseline runs on the first "
         f"{args.baseline_windows}). Machine: {os.cpu_count()} cores.",
-        "Command: `python bench/bench_datasets.py --write BENCHMARKS.md`",
         "",
         "| method | windows/s | Mb of windows/s | speed-up |",
         "| --- | ---: | ---: | ---: |",

@@ -74,13 +74,10 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     precision = "bf16 autocast" if args.bf16 else "fp32"
-    command = "python bench/bench_model.py" + (f" --device {args.device}" if args.device != "auto" else "") \
-        + (" --bf16" if args.bf16 else "")
     publish(f"model-forward-{device.type}", [
         f"Paper configuration ({cfg.seq_len:,} bp, {model.num_parameters():,} parameters), {precision}, "
         f"median of {args.repeats} after a warm-up.",
         f"Machine: {machine_description(device)}.",
-        f"Command: `{command} --write BENCHMARKS.md`",
         "",
         "| batch | whole model, reference (s) | whole model, fast (s) | speed-up "
         "| transformer only, reference (s) | transformer only, fast (s) | speed-up |",

@@ -59,7 +59,6 @@ def main() -> None:
     publish("training", [
         f"tiny preset, demo genome (8,192 bp windows every 4,096 bp), {os.cpu_count()} CPU cores, "
         "training from scratch; Pearson R of log2(x+1) over every bin of the held-out test chromosome.",
-        "Command: `python bench/bench_train.py --write BENCHMARKS.md`",
         "",
         "| recipe | epochs | training minutes | mean test R | per cell type |",
         "| --- | ---: | ---: | ---: | --- |",

@@ -33,9 +33,18 @@ def update_section(path: str | Path, name: str, body: str) -> None:
     path.write_text(text)
 
 
+def command_line() -> str:
+    """This run's command, as it would be typed from the project root."""
+    import shlex
+    import sys
+
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
 def publish(section: str, lines: list[str], write: str | None) -> None:
-    """Print a result block and, when ``write`` names a file, put it in that file's section."""
-    text = "\n".join(lines)
+    """Print a result block (its lines, then the command that made it) and, when ``write``
+    names a file, put it in that file's section."""
+    text = "\n".join([*lines, "", f"Command: `{command_line()}`"])
     print(text)
     if write:
         update_section(write, section, text)
