@@ -105,6 +105,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
                              "current_valid_loss", "current_valid_corr") if k in ckpt}
     model.checkpoint_format = "epiformer" if ckpt.get("format") == FORMAT else "original"
     model.code_version = ckpt.get("code_version")
+    trained_with = (ckpt.get("train_config") or {}).get("if_cons", config.extra.get("if_cons", True))
+    model.uses_conservation = bool(trained_with)
     model.checkpoint_path = str(path)
     return model.to(device).eval()
 

@@ -128,7 +128,11 @@ def _predict(args: argparse.Namespace) -> None:
     shifts = [int(v) for v in args.shifts.split(",")] if args.shifts else [0]
     engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
                     reverse_complement=not args.no_rc, shifts=shifts)
-    with Genome(args.fa, args.seqcons) as genome:
+    conservation = args.seqcons
+    if conservation and not models.uses_conservation:
+        print("note: the model was trained without conservation (if_cons false); -s is not used")
+        conservation = None
+    with Genome(args.fa, conservation) as genome:
         result = predict_regions(engine, genome, read_regions_arg(args.region), args.out, args.format, args.targets)
     print("wrote " + ", ".join(result["files"]))
     for name, r in result["pearson"].items():

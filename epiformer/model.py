@@ -202,7 +202,9 @@ class PointwiseHead(nn.Module):
 class Epiformer(nn.Module):
     """(batch, 4, seq_len) encoded DNA -> (batch, targets, output bins) non-negative accessibility.
 
-    ``target_names`` lists what each output row is; ``config`` is the :class:`ModelConfig`.
+    ``target_names`` lists what each output row is; ``config`` is the :class:`ModelConfig`;
+    ``uses_conservation`` says whether inputs are scaled by exp(conservation) (the original's
+    ``if_cons``; checkpoints record it).
     """
 
     def __init__(self, config: ModelConfig, target_names: list[str] | None = None) -> None:
@@ -213,6 +215,7 @@ class Epiformer(nn.Module):
         if len(self.target_names) != config.multiout_dim:
             raise ValueError(f"{len(self.target_names)} target names for multiout_dim "
                              f"{config.multiout_dim}")
+        self.uses_conservation = True
         self.conv = ConvTower(config)
         self.trans = Transformer(config)
         self.ptw = PointwiseHead(config)

@@ -99,6 +99,9 @@ class ModelSet(nn.Module):
                              persistent=False)
         first = models[0].config
         for model, source in zip(models, self.sources):
+            if model.uses_conservation != models[0].uses_conservation:
+                raise ModelSetError(f"{self.sources[0]} and {source} disagree on conservation (if_cons): "
+                                    "a set must use one encoding")
             cfg = model.config
             if (cfg.seq_len, cfg.bin_size, cfg.crop_size) != (first.seq_len, first.bin_size, first.crop_size):
                 raise ModelSetError(
@@ -109,6 +112,10 @@ class ModelSet(nn.Module):
     @property
     def config(self) -> ModelConfig:
         return self.members[0].config
+
+    @property
+    def uses_conservation(self) -> bool:
+        return self.members[0].uses_conservation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = [model(x)[:, idx] for model, idx in zip(self.members, self.outputs)]

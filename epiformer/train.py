@@ -255,6 +255,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
 
         torch.manual_seed(cfg.seed)
         model: nn.Module = Epiformer(model_cfg, targets).to(ctx.device)
+        model.uses_conservation = cfg.if_cons
         if cfg.sync_bn and ctx.enabled:
             model = dist_utils.convert_sync_batchnorm(model, ctx.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -400,7 +401,8 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
     from .files import atomic_path
 
     model = load_model(checkpoint)
-    ds = ShardDataset.from_manifest(dataset, split, use_conservation=True, target_index=index)
+    ds = ShardDataset.from_manifest(dataset, split, use_conservation=model.uses_conservation,
+                                    target_index=index)
     if ds.target_names != model.target_names:
         raise DatasetError(f"checkpoint {checkpoint} predicts {model.target_names} but the {split} split "
                            f"has {ds.target_names} (use --index for a single-target checkpoint)")

@@ -113,3 +113,11 @@ def test_loads_onto_requested_device(compat_checkpoint):
     model = load_model(compat_checkpoint, device="cpu")
     assert next(model.parameters()).device.type == "cpu"
     assert np.isfinite(next(model.parameters()).detach().numpy()).all()
+
+
+def test_conservation_use_is_recorded(tmp_path, compat_checkpoint):
+    assert load_model(compat_checkpoint).uses_conservation, "the reference was trained with if_cons"
+    path = write_with_param(compat_checkpoint, tmp_path / "nocons.pth.tar", if_cons=False)
+    assert not load_model(path).uses_conservation
+    own = save_checkpoint(tmp_path / "own.pth.tar", Epiformer(preset("tiny")), train_config={"if_cons": False})
+    assert not load_model(own).uses_conservation

@@ -176,3 +176,12 @@ def test_predict_against_observed(tmp_path, demo_data, capsys):
     assert "Other      Pearson" not in out, "targets not in targets.txt are not compared"
     assert (tmp_path / "p.predicted_vs_observed.png").read_bytes()[:4] == b"\x89PNG"
     assert load_model(ckpt).target_names == ["HIP", "MGC", "Other"]
+
+
+def test_a_set_uses_one_encoding(compat_checkpoint, tmp_path):
+    with_cons = single_output_original(compat_checkpoint, tmp_path / "a.pth.tar", 0)
+    ckpt = torch.load(with_cons, weights_only=True)
+    ckpt["param"]["if_cons"] = False
+    torch.save(ckpt, tmp_path / "b.pth.tar")
+    with pytest.raises(ModelSetError, match="disagree on conservation"):
+        load_model_set([f"A={with_cons}", f"B={tmp_path / 'b.pth.tar'}"])
