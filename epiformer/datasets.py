@@ -183,20 +183,24 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
             conservation = h5.create_dataset("conservation", dtype=np.float16, **per_base, **opts)
             targets = h5.create_dataset("targets", dtype=np.float32, **per_bin, **opts)
             labels = h5.create_dataset("labels", dtype=np.uint8, **per_bin, **opts)
-            for chrom, start, end in task.windows:
-                codes = sequence_codes(genome.sequence(chrom, start, end))
-                if np.count_nonzero(codes == 4) > p.max_n_frac * p.seq_len:
-                    continue
-                row = len(kept)
-                sequence[row] = codes
-                conservation[row] = genome.conservation(chrom, start, end)
-                targets[row] = np.stack([
-                    bin_values(bw.values(chrom, start, end, numpy=True), p.bin_size, t.sum_stat, t.clip, t.scale)
-                    for bw, t in zip(signals, task.targets)])
-                labels[row] = np.stack([
-                    ps.labels(chrom, start, end, p.bin_size) if ps else np.zeros(n_bins, np.uint8)
-                    for ps in peaks])
-                kept.append((chrom, start, end))
+            for chrom, lo, hi, windows in _spans(task.windows, max(8 * p.seq_len, 1_000_000)):
+                span_codes = sequence_codes(genome.sequence(chrom, lo, hi))
+                span_cons = genome.conservation(chrom, lo, hi)
+                span_values = [bw.values(chrom, lo, hi, numpy=True) for bw in signals]
+                for start, end in windows:
+                    codes = span_codes[start - lo: end - lo]
+                    if np.count_nonzero(codes == 4) > p.max_n_frac * p.seq_len:
+                        continue
+                    row = len(kept)
+                    sequence[row] = codes
+                    conservation[row] = span_cons[start - lo: end - lo]
+                    targets[row] = np.stack([
+                        bin_values(values[start - lo: end - lo], p.bin_size, t.sum_stat, t.clip, t.scale)
+                        for values, t in zip(span_values, task.targets)])
+                    labels[row] = np.stack([
+                        ps.labels(chrom, start, end, p.bin_size) if ps else np.zeros(n_bins, np.uint8)
+                        for ps in peaks])
+                    kept.append((chrom, start, end))
             for dataset in (sequence, conservation, targets, labels):
                 dataset.resize(len(kept), axis=0)
             text = h5py.string_dtype()
@@ -213,6 +217,23 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
         for bw in signals:
             bw.close()
     return task.split, task.path.name, len(kept), size - len(kept)
+
+
+def _spans(windows: list[tuple[str, int, int]], max_span: int):
+    """Group sorted windows that overlap on one chromosome into spans read once (overlapping
+    windows share their bases): yields (chrom, span start, span end, [(start, end), ...])."""
+    group: list[tuple[int, int]] = []
+    chrom, span_end = None, 0
+    for c, start, end in windows:
+        if group and (c != chrom or start >= span_end or end - group[0][0] > max_span):
+            yield chrom, group[0][0], span_end, group
+            group = []
+        if not group:
+            chrom, span_end = c, end
+        group.append((start, end))
+        span_end = max(span_end, end)
+    if group:
+        yield chrom, group[0][0], span_end, group
 
 
 def _finished(path: Path, digest: str) -> int | None:

@@ -118,16 +118,19 @@ def bin_values(values: np.ndarray, bin_size: int, sum_stat: str, clip: float,
     if values.shape[-1] % bin_size:
         raise ValueError(f"length {values.shape[-1]} is not a multiple of bin_size {bin_size}")
     bins = values.reshape(*values.shape[:-1], values.shape[-1] // bin_size, bin_size)
+    if sum_stat not in SUM_STATS:
+        raise ValueError(f"sum_stat must be one of {SUM_STATS}, got {sum_stat!r}")
+    if not np.isnan(bins).any():
+        stat = {"sum": np.sum, "mean": np.mean, "median": np.median}[sum_stat](bins, axis=-1)
+        return np.clip(stat * scale, 0.0, clip).astype(np.float32)
     present = ~np.isnan(bins)
     count = present.sum(axis=-1)
     if sum_stat == "sum":
         stat = np.where(present, bins, 0.0).sum(axis=-1)
     elif sum_stat == "mean":
         stat = np.where(present, bins, 0.0).sum(axis=-1) / np.maximum(count, 1)
-    elif sum_stat == "median":
-        stat = np.nanmedian(np.where(count[..., None] > 0, bins, 0.0), axis=-1)
     else:
-        raise ValueError(f"sum_stat must be one of {SUM_STATS}, got {sum_stat!r}")
+        stat = np.nanmedian(np.where(count[..., None] > 0, bins, 0.0), axis=-1)
     stat = np.clip(stat * scale, 0.0, clip)
     return np.where(count > 0, stat, np.nan).astype(np.float32)
 

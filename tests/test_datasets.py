@@ -264,3 +264,13 @@ def test_shift_pads_with_n_and_zero():
     np.testing.assert_allclose(right[1], [0.0, 0.1, 0.2, 0.3])
     left = shift_window(codes, cons, -2)
     np.testing.assert_array_equal(left[0], [2, 3, 4, 4])
+
+
+def test_overlapping_windows_are_read_once_per_span():
+    from epiformer.datasets import _spans
+
+    windows = [("c1", 0, 10), ("c1", 5, 15), ("c1", 15, 25), ("c1", 100, 110), ("c2", 0, 10), ("c2", 2, 12)]
+    assert list(_spans(windows, 1000)) == [
+        ("c1", 0, 15, [(0, 10), (5, 15)]), ("c1", 15, 25, [(15, 25)]), ("c1", 100, 110, [(100, 110)]),
+        ("c2", 0, 12, [(0, 10), (2, 12)])]
+    assert [len(g) for *_, g in _spans(windows, 11)] == [1, 1, 1, 1, 1, 1]
