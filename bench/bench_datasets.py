@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import publish  # noqa: E402
 
 from epiformer.datasets import DatasetParameters, generate_datasets, plan_windows  # noqa: E402
-from epiformer.demo import DemoSpec, make_demo_data  # noqa: E402
+from epiformer.demo import DemoSpec, dataset_parameters, make_demo_data  # noqa: E402
 from epiformer.genome import read_chrom_sizes  # noqa: E402
 from epiformer.targets import read_targets  # noqa: E402
 
@@ -92,10 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = make_demo_data(tmp / "demo", DemoSpec())
-        params = DatasetParameters(
-            fasta=str(paths["fasta"]), conservation=str(paths["conservation"]),
-            chrom_sizes=str(paths["chrom_sizes"]), targets=str(paths["targets"]),
-            seq_len=98_304, stride=8_192, nchunk=100)
+        params = dataset_parameters(paths, blacklist=None, seq_len=98_304, stride=8_192, nchunk=100)
         windows = plan_windows(params, read_chrom_sizes(params.chrom_sizes))
         rows = []
         start = time.perf_counter()

@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import publish  # noqa: E402
 
-from epiformer.datasets import DatasetParameters, generate_datasets  # noqa: E402
-from epiformer.demo import DEMO_TRAINING, DemoSpec, make_demo_data  # noqa: E402
+from epiformer.datasets import generate_datasets  # noqa: E402
+from epiformer.demo import DEMO_TRAINING, DemoSpec, dataset_parameters, make_demo_data  # noqa: E402
 from epiformer.train import evaluate, load_train_config, train  # noqa: E402
 
 LONG_TRAINING = {**DEMO_TRAINING, "num_epoches": 12, "att_dropout": 0.1, "enc_dropout": 0.1,
@@ -38,10 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = make_demo_data(tmp / "data", DemoSpec())
-        params = DatasetParameters(
-            fasta=str(paths["fasta"]), conservation=str(paths["conservation"]),
-            chrom_sizes=str(paths["chrom_sizes"]), targets=str(paths["targets"]),
-            blacklist=str(paths["blacklist"]), seq_len=8192, stride=4096, nchunk=500)
+        params = dataset_parameters(paths, seq_len=8192, stride=4096, nchunk=500)
         generate_datasets(params, tmp / "ds" / "demo", workers=2, progress=False)
         for name in args.recipes:
             settings = recipes[name]

@@ -405,6 +405,16 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
     return "\n".join(lines) + "\n"
 
 
+def dataset_parameters(paths: dict[str, Path], **settings):
+    """generate-datasets parameters for the files :func:`make_demo_data` wrote (with its blacklist
+    unless ``blacklist`` is given)."""
+    from .datasets import DatasetParameters
+
+    settings = {"blacklist": str(paths["blacklist"]), **settings}
+    return DatasetParameters(fasta=str(paths["fasta"]), conservation=str(paths["conservation"]),
+                             chrom_sizes=str(paths["chrom_sizes"]), targets=str(paths["targets"]), **settings)
+
+
 DEMO_TRAINING = {"preset": "tiny", "num_epoches": 4, "batch_size": 16, "learning_rate": 2e-3,
                  "min_lr": 1e-4, "warmup_epoches": 0.5, "num_workers": 1}
 
@@ -413,7 +423,7 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
     """The demo: demo genome -> training shards -> the ``tiny`` model trained for a few minutes ->
     its per-cell-type Pearson R on the held-out test chromosome. A finished training run in
     ``outdir`` is reused. Returns the test metrics (one row per cell type, then the mean)."""
-    from .datasets import DatasetParameters, generate_datasets
+    from .datasets import generate_datasets
     from .train import evaluate, load_train_config, train
 
     outdir = Path(outdir)
@@ -422,11 +432,8 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
     paths = make_demo_data(outdir / "data", DemoSpec(seed=seed))
     print(f"demo data   {outdir / 'data'}: {sum(DemoSpec().chrom_sizes.values()):,} bp genome, "
           f"{len(CELL_TYPES)} cell types, variants.vcf")
-    params = DatasetParameters(
-        fasta=str(paths["fasta"]), conservation=str(paths["conservation"]),
-        chrom_sizes=str(paths["chrom_sizes"]), targets=str(paths["targets"]),
-        blacklist=str(paths["blacklist"]), seq_len=model_config.seq_len, bin_size=model_config.bin_size,
-        stride=model_config.seq_len // 2, nchunk=500)
+    params = dataset_parameters(paths, seq_len=model_config.seq_len, bin_size=model_config.bin_size,
+                                stride=model_config.seq_len // 2, nchunk=500)
     dataset = outdir / "datasets" / "demo"
     manifest = generate_datasets(params, dataset, workers=2, progress=False)
     print("datasets    " + ", ".join(f"{split} {info['windows']} windows ({','.join(info['chroms'])})"
