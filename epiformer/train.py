@@ -194,14 +194,14 @@ def evaluate_loader(model: nn.Module, loader, crop: int, n_targets: int,
     return metrics.compute(ctx)
 
 
-def _check_dataset(train: ShardDataset, valid: ShardDataset, model_cfg: ModelConfig) -> None:
-    for ds, split in ((train, "train"), (valid, "valid")):
-        if len(ds) == 0:
-            raise DatasetError(f"the {split} split of the dataset has no windows")
-    if train.seq_len != model_cfg.seq_len or train.bin_size != model_cfg.bin_size:
-        raise DatasetError(f"the dataset has windows of {train.seq_len} bp in {train.bin_size} bp bins, but the "
-                           f"model expects seq_len {model_cfg.seq_len} and bin_size {model_cfg.bin_size} "
-                           "(choose another preset or regenerate the dataset)")
+def check_split(ds: ShardDataset, split: str, model_cfg: ModelConfig, model_name: str = "the model") -> None:
+    """Stop with one message when a split is empty or its windows do not fit the model."""
+    if len(ds) == 0:
+        raise DatasetError(f"the {split} split of the dataset has no windows")
+    if ds.seq_len != model_cfg.seq_len or ds.bin_size != model_cfg.bin_size:
+        raise DatasetError(f"the dataset has windows of {ds.seq_len} bp in {ds.bin_size} bp bins, but "
+                           f"{model_name} expects seq_len {model_cfg.seq_len} and bin_size {model_cfg.bin_size} "
+                           "(choose another model or preset, or regenerate the dataset)")
 
 
 def plot_learning_curves(history: list[dict], target_names: list[str], path: Path) -> None:
@@ -245,7 +245,8 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
         valid_ds = ShardDataset.from_manifest(dataset, "valid", use_conservation=cfg.if_cons, target_index=index)
         targets = train_ds.target_names
         model_cfg = cfg.model_config(len(targets))
-        _check_dataset(train_ds, valid_ds, model_cfg)
+        check_split(train_ds, "train", model_cfg)
+        check_split(valid_ds, "valid", model_cfg)
         if cfg.batch_size % ctx.world_size:
             raise ConfigError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly "
                               f"over {ctx.world_size} processes")
@@ -406,11 +407,7 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
     if ds.target_names != model.target_names:
         raise DatasetError(f"checkpoint {checkpoint} predicts {model.target_names} but the {split} split "
                            f"has {ds.target_names} (use --index for a single-target checkpoint)")
-    if len(ds) == 0:
-        raise DatasetError(f"the {split} split of the dataset has no windows")
-    if ds.seq_len != model.config.seq_len or ds.bin_size != model.config.bin_size:
-        raise DatasetError(f"the dataset has {ds.seq_len} bp windows in {ds.bin_size} bp bins; checkpoint "
-                           f"{checkpoint} expects {model.config.seq_len} and {model.config.bin_size}")
+    check_split(ds, split, model.config, f"checkpoint {checkpoint}")
     ctx = dist_utils.DistributedContext(device=select_device(device))
     model.to(ctx.device)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size)

@@ -208,3 +208,14 @@ def test_killed_run_resumes_to_the_same_result(dataset, tmp_path):
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6)
     assert [h["valid_loss"] for h in a["history"]] == pytest.approx([h["valid_loss"] for h in b["history"]])
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files left by the kill"
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_window_size(dataset, tmp_path):
+    from epiformer import save_checkpoint
+    from epiformer.config import preset
+    from epiformer.model import Epiformer
+
+    names = ["HIP", "ASCT", "OPC", "OGC", "MGC", "VIP", "ITL23", "ET"]
+    ckpt = save_checkpoint(tmp_path / "big.pth.tar", Epiformer(preset("tiny"), names))
+    with pytest.raises(DatasetError, match=r"windows of 2048 bp .* checkpoint .*big.pth.tar expects seq_len 8192"):
+        evaluate(ckpt, dataset)
