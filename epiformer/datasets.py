@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_path
-from .genome import Genome, one_hot_codes, read_bed_intervals, read_chrom_sizes, sequence_codes
+from .genome import Genome, encode_codes, read_bed_intervals, read_chrom_sizes, sequence_codes
 from .targets import PeakSet, Target, bin_values, read_targets
 
 SPLITS = ("train", "valid", "test")
@@ -159,6 +159,7 @@ class _ShardTask:
     index: int
     windows: list[tuple[str, int, int]]
     path: Path
+    peaks: list[PeakSet | None]
 
 
 def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
@@ -169,7 +170,7 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
 
     p = task.params
     n_bins, n_targets, size = p.seq_len // p.bin_size, len(task.targets), len(task.windows)
-    peaks = [PeakSet(t.peak) if t.peak else None for t in task.targets]
+    peaks = task.peaks
     signals = [pyBigWig.open(str(t.file)) for t in task.targets]
     kept: list[tuple[str, int, int]] = []
     try:
@@ -282,8 +283,7 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
     _check_bigwig_chroms(Path(params.conservation), used, "conservation bigWig")
     for target in targets:
         _check_bigwig_chroms(target.file, used, f"bigWig of target {target.identifier}")
-        if target.peak:
-            PeakSet(target.peak)
+    peaks = [PeakSet(t.peak) if t.peak else None for t in targets]
     if not windows:
         raise DatasetError("no window is left: every window reaches past a chromosome end or overlaps "
                            "the blacklist (is seqlen larger than the chromosomes?)")
@@ -308,7 +308,7 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
                                " (choose chromosomes with --valid-chroms / --test-chroms)")
         for k in range(0, len(chosen), params.nchunk):
             tasks.append(_ShardTask(params, targets, split, k // params.nchunk, chosen[k: k + params.nchunk],
-                                    Path(f"{outprefix}.{split}.{k // params.nchunk}.h5")))
+                                    Path(f"{outprefix}.{split}.{k // params.nchunk}.h5"), peaks))
 
     digest = params.digest()
     results: list[tuple[str, str, int, int]] = []
@@ -476,9 +476,7 @@ class ShardDataset:
         codes, cons, targets, _ = self.window(index)
         if self.augment:
             codes, cons, targets = augment_window(codes, cons, targets, self.max_shift)
-        x = one_hot_codes(codes)
-        if self.use_conservation:
-            x = x * np.exp(cons)[None, :]
+        x = encode_codes(codes, cons if self.use_conservation else None)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), \
             torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
 

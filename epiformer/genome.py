@@ -47,7 +47,12 @@ def one_hot_codes(codes: np.ndarray) -> np.ndarray:
 
 def encode(seq: str | bytes, conservation: np.ndarray | None = None) -> np.ndarray:
     """The model input for one sequence: one-hot (4, L) times exp(conservation) per base."""
-    x = one_hot(seq)
+    return encode_codes(sequence_codes(seq), conservation)
+
+
+def encode_codes(codes: np.ndarray, conservation: np.ndarray | None = None) -> np.ndarray:
+    """The model input from base codes (:func:`sequence_codes`): one-hot times exp(conservation)."""
+    x = one_hot_codes(codes)
     if conservation is not None:
         cons = np.asarray(conservation, dtype=np.float32)
         if cons.shape != (x.shape[1],):
