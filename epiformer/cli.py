@@ -52,6 +52,25 @@ EPILOG_PREDICT = """examples:
       -r chr1:1,000,001-1,100,000 --seqlen 98304 --binsize 128 -o MGC
 """
 
+EPILOG_PRECOMPUTE = """examples:
+  # the demo genome and model (a few seconds on a CPU)
+  epiformer precompute -m demo_out/runs/demo.best_corr.pth.tar --fa demo_out/data/genome.fa \\
+      --seqcons demo_out/data/conservation.bw --blacklist demo_out/data/blacklist.bed -o demo_out/precompute
+  # hg38 with published single-output checkpoints: first the projected time, then the run
+  epiformer precompute -m MGC=MGC.best_loss.pth.tar -m OPC=OPC.best_loss.pth.tar --fa hg38.fa \\
+      --seqcons hg38.phastCons100way.bw --blacklist hg38-blacklist.v2.bed --genome hg38 -o hg38_tracks --dry-run
+  # one multi-GPU node: one shard per GPU, rank 0 merges
+  torchrun --nproc_per_node=8 -m epiformer.cli precompute -m models.tsv --fa hg38.fa \\
+      --seqcons hg38.phastCons100way.bw --genome hg38 -o hg38_tracks
+  # a job array task (SLURM: --array=0-15), then the merge once all have finished
+  epiformer precompute -m models.tsv --fa hg38.fa --seqcons cons.bw -o hg38_tracks --shard $SLURM_ARRAY_TASK_ID/16
+  epiformer precompute-merge hg38_tracks
+"""
+
+EPILOG_MERGE = """examples:
+  epiformer precompute-merge hg38_tracks
+"""
+
 EPILOG_INSPECT = """examples:
   epiformer inspect MGC.model.best_loss.pth.tar
   epiformer inspect run1.best_corr.pth.tar --json
@@ -114,17 +133,14 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .config import ConfigError
+    from .config import check_window_flags
     from .engine import Engine
     from .genome import Genome
     from .modelset import load_model_set
     from .predict import predict_regions, read_regions_arg
 
     models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
-    cfg = models.config
-    for flag, given, actual in (("--seqlen", args.seqlen, cfg.seq_len), ("--binsize", args.binsize, cfg.bin_size)):
-        if given is not None and given != actual:
-            raise ConfigError(f"{flag} {given} does not match the model ({actual})")
+    check_window_flags(models.config, args.seqlen, args.binsize)
     shifts = [int(v) for v in args.shifts.split(",")] if args.shifts else [0]
     engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
                     reverse_complement=not args.no_rc, shifts=shifts)
@@ -139,6 +155,34 @@ def _predict(args: argparse.Namespace) -> None:
         print(f"  {name:<10} Pearson R (log2) against observed {r:.3f}")
     if "plot" in result:
         print(f"plot: {result['plot']}")
+
+
+def _precompute(args: argparse.Namespace) -> None:
+    from .config import check_window_flags
+    from .genome import read_bed_intervals
+    from .modelset import load_model_set
+    from .targets import read_targets
+    from precompute import PrecomputeOptions, precompute, shard_from_text
+
+    models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+    check_window_flags(models.config, args.seqlen, args.binsize)
+    options = PrecomputeOptions(batch_size=args.batch_size, io_workers=args.io_workers, device=args.device,
+                                bf16=not args.fp32, reverse_complement=not args.no_rc,
+                                shifts=tuple(int(v) for v in args.shifts.split(",")) if args.shifts else (0,),
+                                progress=not args.quiet)
+    precompute(models, args.fa, args.seqcons, args.out, options,
+               targets=read_targets(args.targets) if args.targets else None, blacklist=args.blacklist,
+               chroms=_chrom_list(args.chroms) or None,
+               regions=list(read_bed_intervals(args.bed, "--bed")) if args.bed else None,
+               genome_name=args.genome, shard=shard_from_text(args.shard) if args.shard else None,
+               dry_run=args.dry_run)
+
+
+def _precompute_merge(args: argparse.Namespace) -> None:
+    from precompute import merge_tracks
+
+    manifest = merge_tracks(args.outdir, progress=not args.quiet)
+    print(f"wrote {len(manifest['tracks'])} bigWigs in {args.outdir}/tracks and {args.outdir}/manifest.json")
 
 
 def _bool(value: str) -> bool:
@@ -311,6 +355,51 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.set_defaults(func=_predict)
 
+    pc = sub.add_parser(
+        "precompute", help="predict every target genome-wide: one bigWig per target (sharded, resumable)",
+        description="Tile every chromosome (or --chroms, --bed) with windows whose cropped outputs abut, "
+                    "predict them in batches (bf16 on CUDA) while worker processes read the genome, "
+                    "and store results per shard in OUTDIR/shards (a killed run resumes where it "
+                    "stopped). Then merge them into OUTDIR/tracks/TARGET.bw and OUTDIR/manifest.json. "
+                    "Under torchrun each process is one shard and rank 0 merges; --shard I/N runs one "
+                    "shard (job arrays) and precompute-merge joins them. Bins in N gaps or overlapping "
+                    "the blacklist get no data.",
+        epilog=EPILOG_PRECOMPUTE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pc.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT",
+                    help="checkpoint; repeat for a set, NAME= names an original checkpoint's output, "
+                         "or a TSV of name, checkpoint, output index")
+    pc.add_argument("--fa", "-d", required=True, help="genome FASTA (indexed if no .fai)")
+    pc.add_argument("--seqcons", "-s", help="conservation bigWig (phastCons) of the same assembly")
+    pc.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+    pc.add_argument("--targets", "-t", help="targets.txt: names and describes the tracks")
+    pc.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
+    pc.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
+    pc.add_argument("--blacklist", help="BED: bins overlapping it get no data")
+    pc.add_argument("--chroms", help="only these chromosomes, comma-separated (default: all in the FASTA)")
+    pc.add_argument("--bed", help="only windows whose output overlaps these regions (BED)")
+    pc.add_argument("--genome", help="assembly name for the manifest and hub, e.g. hg38 (default: FASTA name)")
+    pc.add_argument("--shard", metavar="I/N", help="run shard I of N (0-based), e.g. $SLURM_ARRAY_TASK_ID/16")
+    pc.add_argument("--dry-run", action="store_true",
+                    help="print the number of windows and a projected run time from a short timing; write nothing")
+    pc.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: 8)")
+    pc.add_argument("--io-workers", type=int, default=2, help="processes reading the genome (default: 2)")
+    pc.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
+    pc.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
+    pc.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
+    pc.add_argument("--shifts", help="shift ensembling, comma-separated bp offsets, e.g. -2,0,2")
+    pc.add_argument("--fp32", action="store_true", help="float32 on CUDA too (default: bf16 autocast on CUDA)")
+    pc.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    pc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pc.set_defaults(func=_precompute)
+
+    merge = sub.add_parser("precompute-merge", help="merge the finished shards of a precompute folder",
+                           description="Check that every shard of OUTDIR is finished, then write one bigWig "
+                                       "per target and manifest.json (identical whatever the shard count).",
+                           epilog=EPILOG_MERGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    merge.add_argument("outdir", help="the -o folder of epiformer precompute")
+    merge.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    merge.set_defaults(func=_precompute_merge)
+
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",
                              description="Print a checkpoint's configuration, targets and metrics.",
                              epilog=EPILOG_INSPECT, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -329,13 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .genome import GenomeError
     from .modelset import ModelSetError
     from .targets import TargetsError
+    from precompute import PrecomputeError
 
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
     except (CheckpointError, ConfigError, DatasetError, GenomeError, ModelSetError, OutputError,
-            TargetsError) as err:
+            PrecomputeError, TargetsError) as err:
         print(f"epiformer {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -127,3 +127,11 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name].replace(**overrides)
+
+
+def check_window_flags(config: ModelConfig, seq_len: int | None = None, bin_size: int | None = None) -> None:
+    """Raise :class:`ConfigError` when ``--seqlen``/``--binsize`` given on a command line disagree
+    with the model (the original's flags are checked, not obeyed: the model fixes its windows)."""
+    for flag, given, actual in (("--seqlen", seq_len, config.seq_len), ("--binsize", bin_size, config.bin_size)):
+        if given is not None and given != actual:
+            raise ConfigError(f"{flag} {given} does not match the model, which takes {actual}")

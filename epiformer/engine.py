@@ -46,6 +46,16 @@ class RegionTracks:
         return self.start + self.bin_size * np.arange(self.values.shape[1])
 
 
+def encode_windows(genome: Genome, intervals: Sequence[tuple[str, int]], seq_len: int,
+                   shifts: Sequence[int] = (0,)) -> np.ndarray:
+    """Model inputs for windows of ``seq_len`` starting at each (chrom, start), once per shift:
+    (shifts, N, 4, seq_len) float32, N-padded beyond the chromosome ends."""
+    if not intervals:
+        return np.zeros((len(shifts), 0, 4, seq_len), np.float32)
+    return np.stack([np.stack([genome.encode(chrom, start + shift, start + shift + seq_len)
+                               for chrom, start in intervals]) for shift in shifts])
+
+
 class Engine:
     """Runs a model (an :class:`~epiformer.model.Epiformer` or a
     :class:`~epiformer.modelset.ModelSet`) in eval mode under ``torch.inference_mode``.
@@ -116,29 +126,34 @@ class Engine:
                     y = self.model(x).float()
                 yield y.cpu().numpy()
 
+    def predict_encoded(self, encoded: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Predictions for windows encoded once per shift, (shifts, N, 4, seq_len), averaged over
+        the shifts -> (N, targets, output bins)."""
+        total = None
+        for shifted in encoded:
+            prediction = self.predict(shifted)
+            total = prediction if total is None else total + prediction
+        return total / len(encoded)
+
     def predict_intervals(self, genome: Genome, intervals: Sequence[tuple[str, int]]) -> np.ndarray:
         """Predictions for windows of ``seq_len`` starting at each (chrom, start), averaged over
         ``shifts`` (each shifted window read from the genome)."""
-        seq_len = self.config.seq_len
-        total = None
-        for shift in self.shifts:
-            encoded = np.stack([genome.encode(chrom, start + shift, start + shift + seq_len)
-                                for chrom, start in intervals]) if intervals else \
-                np.zeros((0, 4, seq_len), np.float32)
-            prediction = self.predict(encoded)
-            total = prediction if total is None else total + prediction
-        return total / len(self.shifts)
+        return self.predict_encoded(encode_windows(genome, intervals, self.config.seq_len, self.shifts))
+
+    def tile_starts(self, start: int, end: int) -> list[int]:
+        """Starts of the windows whose outputs abut exactly and cover [start, end), the first
+        output beginning at ``start`` (the window itself begins ``output_offset`` earlier)."""
+        if end <= start:
+            raise ValueError(f"empty region {start}-{end}")
+        n_windows = -(-(end - start) // self.output_span)
+        return [start - self.output_offset + k * self.output_span for k in range(n_windows)]
 
     def window_starts(self, start: int, end: int) -> list[int]:
         """Window starts whose outputs cover [start, end): one window centred on a region no longer
-        than one output, else windows whose outputs abut exactly, the first output at ``start``."""
-        if end <= start:
-            raise ValueError(f"empty region {start}-{end}")
-        seq_len, span = self.config.seq_len, self.output_span
-        if end - start <= span:
-            return [(start + end) // 2 - seq_len // 2]
-        n_windows = -(-(end - start) // span)
-        return [start - self.output_offset + k * span for k in range(n_windows)]
+        than one output, else :meth:`tile_starts`."""
+        if 0 < end - start <= self.output_span:
+            return [(start + end) // 2 - self.config.seq_len // 2]
+        return self.tile_starts(start, end)
 
     def predict_region(self, genome: Genome, chrom: str, start: int, end: int) -> RegionTracks:
         """Tracks over a region (0-based, half-open): the whole output of one centred window for a

@@ -191,6 +191,10 @@ class Genome:
         if start >= end:
             raise GenomeError(f"interval {chrom}:{start}-{end} is empty: start must be below end")
 
+    def conservation_chroms(self) -> dict[str, int]:
+        """Chromosome sizes in the conservation bigWig (empty without one)."""
+        return dict(self._cons_chroms) if self._cons is not None else {}
+
     def sequence(self, chrom: str, start: int, end: int) -> str:
         """Bases of [start, end), case kept, N-padded where the interval leaves the chromosome."""
         self.check_interval(chrom, start, end)

@@ -29,6 +29,16 @@ def compat_io() -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
+def single_output_original(compat_checkpoint, path, output):
+    """An original-format checkpoint with one output, cut from the 3-output reference."""
+    ckpt = torch.load(compat_checkpoint, weights_only=True)
+    ckpt["param"]["multiout_dim"] = 1
+    for key in ("ptw.linear.0.weight", "ptw.linear.0.bias"):
+        ckpt["state_dict"][key] = ckpt["state_dict"][key][output: output + 1].clone()
+    torch.save(ckpt, path)
+    return path
+
+
 @pytest.fixture
 def tiny_model() -> Epiformer:
     return Epiformer(preset("tiny")).eval()

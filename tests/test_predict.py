@@ -12,17 +12,7 @@ from epiformer.genome import Genome, GenomeError, parse_region
 from epiformer.model import Epiformer
 from epiformer.modelset import ModelSetError, load_model_set, parse_model_specs
 
-from .conftest import write_fasta
-
-
-def single_output_original(compat_checkpoint, path, output):
-    """An original-format checkpoint with one output, cut from the 3-output reference."""
-    ckpt = torch.load(compat_checkpoint, weights_only=True)
-    ckpt["param"]["multiout_dim"] = 1
-    for key in ("ptw.linear.0.weight", "ptw.linear.0.bias"):
-        ckpt["state_dict"][key] = ckpt["state_dict"][key][output: output + 1].clone()
-    torch.save(ckpt, path)
-    return path
+from .conftest import single_output_original, write_fasta
 
 
 @pytest.fixture
@@ -160,7 +150,7 @@ def test_predict_command_outputs_agree(tmp_path, genome, capsys):
     assert (tmp_path / "p.CT0.bedGraph").read_text().startswith("track type=bedGraph")
     capsys.readouterr()
     assert main(base + ["-o", str(tmp_path / "x"), "--seqlen", "98304"]) == 2
-    assert "--seqlen 98304 does not match the model (8192)" in capsys.readouterr().err
+    assert "--seqlen 98304 does not match the model, which takes 8192" in capsys.readouterr().err
     assert main(["predict", "-m", str(ckpt), "-d", fa, "-r", "chr9:1-100", "-o", str(tmp_path / "x")]) == 2
     assert "chromosome 'chr9' is not in" in capsys.readouterr().err
 

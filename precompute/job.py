@@ -1,0 +1,243 @@
+"""The precompute job: model set + genome -> shard files -> one bigWig per target + manifest.json.
+
+One process runs every batch and merges. Under torchrun each process (rank) runs shard
+``rank/world_size`` on its own GPU and rank 0 merges when all are done. A scheduler job array runs
+``--shard i/N`` per task and ``epiformer precompute-merge`` afterwards.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable, Sequence
+
+from epiformer.engine import Engine
+from epiformer.genome import Genome, read_bed_intervals
+from epiformer.modelset import ModelSet
+from epiformer.targets import Target
+
+from .merge import MANIFEST, merge_tracks
+from .pipeline import BatchReader, measure_rate, run_shard
+from .plan import IntervalIndex, PrecomputeError, TilePlan, plan_tiles, shard_batches
+from .shards import ShardFile, claim_outdir, shard_path
+
+# Distinct colours (Okabe-Ito, then more), as UCSC "R,G,B"; targets take them in order.
+PALETTE = ("0,114,178", "213,94,0", "0,158,115", "204,121,167", "86,180,233", "230,159,0", "240,228,66",
+           "0,0,0", "136,34,85", "68,170,153", "153,153,51", "170,68,153", "51,34,136", "221,204,119")
+
+
+@dataclass
+class PrecomputeOptions:
+    """How to run: batching, I/O workers, device, precision and ensembling."""
+
+    batch_size: int = 8
+    io_workers: int = 2
+    device: str = "auto"
+    bf16: bool = True                   # bfloat16 autocast on CUDA (CPU runs in float32)
+    reverse_complement: bool = True
+    shifts: tuple[int, ...] = (0,)
+    progress: bool = True
+    log: Callable[[str], None] = field(default=print, repr=False)
+
+
+def shard_from_text(text: str) -> tuple[int, int]:
+    """``I/N`` (0-based I, as SLURM_ARRAY_TASK_ID with --array=0-(N-1)) -> (I, N)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
+        raise PrecomputeError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 3/10")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_stems(names: Sequence[str]) -> list[str]:
+    stems: list[str] = []
+    for name in names:
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "track"
+        while stem in stems:
+            stem += "_"
+        stems.append(stem)
+    return stems
+
+
+def describe_run(models: ModelSet, engine: Engine, genome: Genome, plan: TilePlan, genome_name: str,
+                 blacklist: Path | None, targets: Sequence[Target] | None) -> dict:
+    """run.json: what the merge and the manifest need, and the fingerprint that ties shards to a run."""
+    checkpoints = [{"file": Path(src).name, "path": str(Path(src).resolve()), "sha256": _sha256(src),
+                    "format": member.checkpoint_format, "targets": [member.target_names[i] for i in outputs]}
+                   for src, member, outputs in zip(models.sources, models.members, models.outputs)]
+    conservation = genome.conservation_path
+    fingerprint = {
+        "targets": engine.target_names,
+        "models": [(c["file"], c["sha256"]) for c in checkpoints],
+        "genome": [Path(genome.fasta_path).name, sorted(genome.chrom_sizes.items())],
+        "conservation": [conservation.name, conservation.stat().st_size] if conservation else None,
+        "blacklist": _sha256(blacklist) if blacklist else None,
+        "plan": plan.digest(),
+        "reverse_complement": engine.reverse_complement,
+        "shifts": list(engine.shifts),
+        "precision": "bf16" if engine.bf16 else "fp32",
+    }
+    fingerprint = json.loads(json.dumps(fingerprint))  # as read back from run.json (tuples -> lists)
+    described = {t.identifier: t.description for t in targets or []}
+    names = engine.target_names
+    return {
+        "fingerprint": fingerprint,
+        "fingerprint_sha256": hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest(),
+        "plan": plan.to_dict(),
+        "targets": [{"name": name, "file_stem": stem, "color": PALETTE[i % len(PALETTE)],
+                     "description": described.get(name) or f"predicted {name} accessibility"}
+                    for i, (name, stem) in enumerate(zip(names, _file_stems(names)))],
+        "genome": {"name": genome_name, "fasta": str(Path(genome.fasta_path).resolve()),
+                   "conservation": str(conservation.resolve()) if conservation else None,
+                   "blacklist": str(Path(blacklist).resolve()) if blacklist else None,
+                   "chrom_sizes": dict(genome.chrom_sizes)},
+        "models": checkpoints,
+        "model_config": models.config.to_dict(),
+        "params": {"seq_len": plan.seq_len, "bin_size": plan.bin_size, "crop_size": models.config.crop_size,
+                   "output_bins": plan.output_bins, "batch_size": plan.batch_size, "chroms": plan.chroms,
+                   "reverse_complement": engine.reverse_complement, "shifts": list(engine.shifts),
+                   "precision": fingerprint["precision"], "average": len(set(names)) < sum(map(len, models.outputs))},
+    }
+
+
+def _torchrun_shard() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when launched by torchrun with more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _check_conservation(genome: Genome, chroms: Sequence[str]) -> None:
+    cons = genome.conservation_chroms()
+    missing = [c for c in chroms if c not in cons]
+    if not missing:
+        return
+    hint = ""
+    renamed = [c for c in missing if (c[3:] if c.startswith("chr") else f"chr{c}") in cons]
+    if renamed:
+        hint = (f" (it names them differently, e.g. {renamed[0]!r} vs "
+                f"{renamed[0][3:] if renamed[0].startswith('chr') else 'chr' + renamed[0]!r})")
+    raise PrecomputeError(
+        f"conservation bigWig {genome.conservation_path} has no {', '.join(missing[:5])}"
+        f"{' ...' if len(missing) > 5 else ''} ({len(missing)} of {len(chroms)} chromosomes){hint}: "
+        "use the conservation track of this genome assembly, or leave those out with --chroms")
+
+
+def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | os.PathLike | None,
+               outdir: str | os.PathLike, options: PrecomputeOptions | None = None, *,
+               targets: Sequence[Target] | None = None, blacklist: str | os.PathLike | None = None,
+               chroms: Sequence[str] | None = None, regions: Sequence[tuple[str, int, int]] | None = None,
+               genome_name: str | None = None, shard: tuple[int, int] | None = None,
+               dry_run: bool = False) -> dict:
+    """Predict every target genome-wide and write ``outdir/tracks/*.bw`` and ``manifest.json``.
+
+    ``shard`` (i, N) runs one shard of N and leaves the merge to :func:`merge_tracks`; under
+    torchrun the rank and world size give the shard and rank 0 merges. ``dry_run`` plans, times a
+    few batches and returns the projection without writing anything.
+    """
+    options = options or PrecomputeOptions()
+    log = options.log
+    outdir = Path(outdir)
+    launched = _torchrun_shard()
+    device = options.device
+    if launched is not None:
+        if shard is not None:
+            raise PrecomputeError("--shard cannot be combined with torchrun: torchrun's ranks are the shards")
+        shard = launched[0], launched[1]
+        if device in ("auto", "cuda") and _cuda_available():
+            device = f"cuda:{launched[2]}"
+    index, n_shards = shard or (0, 1)
+    primary = index == 0 or launched is None
+    if conservation and not models.uses_conservation:
+        log("note: the model was trained without conservation (if_cons false); --seqcons is not used")
+        conservation = None
+    if models.uses_conservation and not conservation:
+        log("note: no --seqcons given; every base gets conservation 0 (factor 1), as the model never saw")
+    with Genome(fasta, conservation) as genome:
+        chosen = list(chroms) if chroms else list(genome.chrom_sizes)
+        if conservation:
+            _check_conservation(genome, chosen)
+        black = IntervalIndex(list(read_bed_intervals(blacklist, "blacklist"))) if blacklist else None
+        engine = Engine(models, device=device, batch_size=options.batch_size, bf16=options.bf16,
+                        reverse_complement=options.reverse_complement, shifts=options.shifts)
+        plan = plan_tiles(genome, engine, options.batch_size, chroms, regions, black)
+        if plan.n_windows == 0:
+            raise PrecomputeError("no window to predict: every tile is N, blacklisted or outside --bed")
+        run = describe_run(models, engine, genome, plan, genome_name or Path(fasta).name.split(".")[0],
+                           Path(blacklist) if blacklist else None, targets)
+    mine = shard_batches(plan, index, n_shards)
+    my_windows = sum(len(plan.batch_windows(b)) for b in mine)
+    if primary:
+        log(f"plan        {plan.n_windows:,} windows of {plan.seq_len:,} bp (outputs of {plan.stride:,} bp abut), "
+            f"{plan.skipped:,} tiles skipped (all N, blacklisted or outside --bed), {plan.n_batches:,} batches "
+            f"of {plan.batch_size}; {len(plan.chroms)} chromosomes")
+    log(f"shard       {index}/{n_shards}: {my_windows:,} windows on {engine.device}"
+        f"{' (bf16)' if engine.bf16 else ''}, {options.io_workers} I/O workers")
+    reader_args = {"fasta": Path(fasta), "conservation": Path(conservation) if conservation else None,
+                   "shifts": engine.shifts, "blacklist": black}
+    if dry_run:
+        reader = BatchReader(plan, mine[:21], **reader_args)
+        rate = measure_rate(engine, reader, options.io_workers)
+        projection = {"windows": plan.n_windows, "shard_windows": my_windows, "windows_per_s": rate,
+                      "bp_per_s": rate * plan.stride, "projected_s": plan.n_windows / rate,
+                      "projected_shard_s": my_windows / rate}
+        log(f"dry run     {rate:.2f} windows/s ({rate * plan.stride / 1e6:.2f} Mb/s) measured on {engine.device}: "
+            f"the whole run would take {_duration(projection['projected_s'])} on one such device"
+            + (f", this shard {_duration(projection['projected_shard_s'])}" if n_shards > 1 else ""))
+        return {"dry_run": projection, "plan": plan}
+    claim_outdir(outdir, run, n_shards)
+    with ShardFile(shard_path(outdir, index, n_shards), plan, index, n_shards, len(engine.target_names),
+                   run["fingerprint_sha256"]) as shard_file:
+        if shard_file.done.all():
+            log(f"shard       {index}/{n_shards} was already complete")
+        stats = run_shard(engine, reader_args, shard_file, options.io_workers, options.progress,
+                          label=f"shard {index}/{n_shards}")
+    if stats["windows"]:
+        log(f"predicted   {stats['windows']:,} windows in {_duration(stats['seconds'])} "
+            f"({stats['windows_per_s']:.2f} windows/s)" +
+            (f", resumed after {stats['resumed_from']:,}" if stats["resumed_from"] else ""))
+    result = {"stats": stats, "plan": plan, "shard": (index, n_shards)}
+    if launched is not None:
+        _wait_for_all_ranks()
+    if n_shards == 1 or (launched is not None and index == 0):
+        result["manifest"] = merge_tracks(outdir, progress=options.progress)
+        log(f"wrote       {len(result['manifest']['tracks'])} bigWigs in {outdir / 'tracks'}, {outdir / MANIFEST}")
+    elif launched is None:
+        log(f"when every shard is done: epiformer precompute-merge {outdir}")
+    return result
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _wait_for_all_ranks() -> None:
+    """Block until every torchrun rank has finished its shard (gloo; ranks may differ by hours)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(days=7))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
