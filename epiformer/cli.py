@@ -382,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--dry-run", action="store_true",
                     help="print the number of windows and a projected run time from a short timing; write nothing")
     pc.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: 8)")
-    pc.add_argument("--io-workers", type=int, default=2, help="processes reading the genome (default: 2)")
+    pc.add_argument("--io-workers", type=int,
+                    help="processes reading the genome (default: 2 on CUDA; 0 on CPU, where compute uses every core)")
     pc.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
     pc.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
     pc.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")

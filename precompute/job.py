@@ -35,7 +35,7 @@ class PrecomputeOptions:
     """How to run: batching, I/O workers, device, precision and ensembling."""
 
     batch_size: int = 8
-    io_workers: int = 2
+    io_workers: int | None = None       # processes reading the genome; None: 2 on CUDA, 0 on CPU
     device: str = "auto"
     bf16: bool = True                   # bfloat16 autocast on CUDA (CPU runs in float32)
     reverse_complement: bool = True
@@ -172,6 +172,7 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
         black = IntervalIndex(list(read_bed_intervals(blacklist, "blacklist"))) if blacklist else None
         engine = Engine(models, device=device, batch_size=options.batch_size, bf16=options.bf16,
                         reverse_complement=options.reverse_complement, shifts=options.shifts)
+        io_workers = options.io_workers if options.io_workers is not None else default_io_workers(engine)
         plan = plan_tiles(genome, engine, options.batch_size, chroms, regions, black)
         if plan.n_windows == 0:
             raise PrecomputeError("no window to predict: every tile is N, blacklisted or outside --bed")
@@ -184,12 +185,12 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
             f"{plan.skipped:,} tiles skipped (all N, blacklisted or outside --bed), {plan.n_batches:,} batches "
             f"of {plan.batch_size}; {len(plan.chroms)} chromosomes")
     log(f"shard       {index}/{n_shards}: {my_windows:,} windows on {engine.device}"
-        f"{' (bf16)' if engine.bf16 else ''}, {options.io_workers} I/O workers")
+        f"{' (bf16)' if engine.bf16 else ''}, {io_workers} I/O workers")
     reader_args = {"fasta": Path(fasta), "conservation": Path(conservation) if conservation else None,
                    "shifts": engine.shifts, "blacklist": black}
     if dry_run:
         reader = BatchReader(plan, mine[:21], **reader_args)
-        rate = measure_rate(engine, reader, options.io_workers)
+        rate = measure_rate(engine, reader, io_workers)
         projection = {"windows": plan.n_windows, "shard_windows": my_windows, "windows_per_s": rate,
                       "bp_per_s": rate * plan.stride, "projected_s": plan.n_windows / rate,
                       "projected_shard_s": my_windows / rate}
@@ -202,7 +203,7 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
                    run["fingerprint_sha256"]) as shard_file:
         if shard_file.done.all():
             log(f"shard       {index}/{n_shards} was already complete")
-        stats = run_shard(engine, reader_args, shard_file, options.io_workers, options.progress,
+        stats = run_shard(engine, reader_args, shard_file, io_workers, options.progress,
                           label=f"shard {index}/{n_shards}")
     if stats["windows"]:
         log(f"predicted   {stats['windows']:,} windows in {_duration(stats['seconds'])} "
@@ -217,6 +218,12 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
     elif launched is None:
         log(f"when every shard is done: epiformer precompute-merge {outdir}")
     return result
+
+
+def default_io_workers(engine: Engine) -> int:
+    """Processes reading the genome: 2 beside a GPU; none on CPU, where torch's threads already
+    use every core and readers would only compete with them."""
+    return 2 if engine.device.type == "cuda" else 0
 
 
 def _cuda_available() -> bool:

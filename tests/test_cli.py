@@ -11,7 +11,8 @@ from epiformer.cli import main
 def test_help_lists_subcommands():
     result = subprocess.run([sys.executable, "-m", "epiformer.cli", "--help"],
                             capture_output=True, text=True, check=True)
-    for command in ("demo", "demo-data", "generate-datasets", "train", "evaluate", "inspect"):
+    for command in ("demo", "demo-data", "generate-datasets", "train", "evaluate", "predict", "precompute",
+                    "precompute-merge", "inspect"):
         assert command in result.stdout
 
 
@@ -34,6 +35,10 @@ def test_demo_end_to_end(tmp_path, capsys):
     rows = [line.split("\t") for line in (runs / "demo.test_metrics.tsv").read_text().splitlines()]
     assert rows[-1][0] == "mean" and float(rows[-1][1]) >= 0.5
     assert (runs / "demo.learning_curves.png").is_file()
+    manifest = json.loads((tmp_path / "demo" / "precompute" / "manifest.json").read_text())
+    assert manifest["genome"]["name"] == "demo" and len(manifest["tracks"]) == 8
+    assert all((tmp_path / "demo" / "precompute" / t["file"]).stat().st_size == t["bytes"] for t in manifest["tracks"])
+    assert manifest["tracks"][0]["description"] != "predicted HIP accessibility", "described from targets.txt"
     assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     assert "training    reusing" in capsys.readouterr().out
 
