@@ -174,9 +174,9 @@ def main() -> None:
         "",
         "| how | devices | projected wall time |",
         "| --- | ---: | ---: |",
-        f"| one device | 1 | {duration(hg38_one)} |",
-        f"| torchrun, one 8-GPU node | 8 | {duration(hg38_one / 8)} |",
-        f"| SLURM job array, 32 tasks of one device each (+ merge) | 32 | {duration(hg38_one / 32)} |",
+        f"| one process on one such device | 1 | {duration(hg38_one)} |",
+        f"| torchrun on a node with 8 such devices | 8 | {duration(hg38_one / 8)} |",
+        f"| SLURM job array of 32 tasks, one such device each (+ merge) | 32 | {duration(hg38_one / 32)} |",
     ]
     lines = [
         f"Device: {machine_description(device)}. Demo genome, 6 Mb, 8 cell types; reverse-complement "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from epiformer.engine import Engine
+from epiformer.files import sha256_file
 from epiformer.genome import Genome, read_bed_intervals
 from epiformer.modelset import ModelSet
 from epiformer.targets import Target
@@ -52,14 +53,6 @@ def shard_from_text(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_stems(names: Sequence[str]) -> list[str]:
     stems: list[str] = []
     for name in names:
@@ -73,7 +66,7 @@ def _file_stems(names: Sequence[str]) -> list[str]:
 def describe_run(models: ModelSet, engine: Engine, genome: Genome, plan: TilePlan, genome_name: str,
                  blacklist: Path | None, targets: Sequence[Target] | None) -> dict:
     """run.json: what the merge and the manifest need, and the fingerprint that ties shards to a run."""
-    checkpoints = [{"file": Path(src).name, "path": str(Path(src).resolve()), "sha256": _sha256(src),
+    checkpoints = [{"file": Path(src).name, "path": str(Path(src).resolve()), "sha256": sha256_file(src),
                     "format": member.checkpoint_format, "targets": [member.target_names[i] for i in outputs]}
                    for src, member, outputs in zip(models.sources, models.members, models.outputs)]
     conservation = genome.conservation_path
@@ -82,7 +75,7 @@ def describe_run(models: ModelSet, engine: Engine, genome: Genome, plan: TilePla
         "models": [(c["file"], c["sha256"]) for c in checkpoints],
         "genome": [Path(genome.fasta_path).name, sorted(genome.chrom_sizes.items())],
         "conservation": [conservation.name, conservation.stat().st_size] if conservation else None,
-        "blacklist": _sha256(blacklist) if blacklist else None,
+        "blacklist": sha256_file(blacklist) if blacklist else None,
         "plan": plan.digest(),
         "reverse_complement": engine.reverse_complement,
         "shifts": list(engine.shifts),

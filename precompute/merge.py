@@ -1,7 +1,6 @@
 """Merging finished shards into one bigWig per target, and the manifest the track hub is built from."""
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from epiformer.checkpoint import code_version
-from epiformer.files import atomic_path
+from epiformer.files import atomic_path, sha256_file
 
 from .plan import PrecomputeError, TilePlan, shard_batches
 from .shards import existing_shards, read_run, read_shard_target, shard_path
@@ -90,14 +89,6 @@ def write_bigwig(path: Path, plan: TilePlan, values: np.ndarray) -> None:
         bw.close()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def merge_tracks(outdir: str | Path, progress: bool = True) -> dict:
     """Write ``tracks/NAME.bw`` for every target from the finished shards of ``outdir``, then
     ``manifest.json``. The bigWigs are identical bytes whatever the number of shards."""
@@ -112,7 +103,7 @@ def merge_tracks(outdir: str | Path, progress: bool = True) -> dict:
         path = outdir / TRACK_DIR / f"{target['file_stem']}.bw"
         write_bigwig(path, plan, gather_target(outdir, plan, n_shards, t))
         tracks.append({"name": target["name"], "description": target["description"], "color": target["color"],
-                       "file": f"{TRACK_DIR}/{path.name}", "bytes": path.stat().st_size, "sha256": _sha256(path)})
+                       "file": f"{TRACK_DIR}/{path.name}", "bytes": path.stat().st_size, "sha256": sha256_file(path)})
     manifest = {
         "format": "epiformer-precompute",
         "format_version": 1,

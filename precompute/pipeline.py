@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from epiformer.engine import Engine, encode_windows
+from epiformer.files import OutputError
 from epiformer.genome import Genome
 
 from .plan import IntervalIndex, TilePlan, empty_bins
@@ -115,6 +116,8 @@ def run_shard(engine: Engine, reader_args: dict, shard_file: ShardFile, io_worke
         thread.join()
         bar.close()
     if failure:
+        if isinstance(failure[0], OSError):
+            raise OutputError(f"cannot write {shard_file.path}: {failure[0]}") from None
         raise failure[0]
     seconds = time.perf_counter() - started
     return {"windows": windows, "resumed_from": already, "seconds": seconds,
