@@ -61,7 +61,7 @@ def claim_outdir(outdir: Path, run: dict, n_shards: int) -> None:
         old, new = previous["fingerprint"], run["fingerprint"]
         differs = ", ".join(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
         raise PrecomputeError(
-            f"{outdir} holds another precompute run's shards (its {differs} differ from this run's): "
+            f"{outdir} holds another precompute run's shards (different {differs}): "
             f"use a new output folder, or delete {outdir / SHARD_DIR} and {outdir / RUN_FILE} to start over")
     others = {count: paths for count, paths in existing_shards(outdir).items() if count != n_shards}
     if others:
