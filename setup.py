@@ -27,7 +27,7 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "test": ["pytest>=7.4"],
+        "test": ["pytest>=7.4", "py2bit>=0.3"],
     },
     entry_points={"console_scripts": ["epiformer=epiformer.cli:main"]},
 )

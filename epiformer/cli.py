@@ -71,6 +71,13 @@ EPILOG_MERGE = """examples:
   epiformer precompute-merge hg38_tracks
 """
 
+EPILOG_HUB = """examples:
+  epiformer hub demo_out/precompute -o demo_out/hub
+  # files served from a CDN or object store: absolute URLs in the hub
+  epiformer hub hg38_tracks -o hg38_hub --base-url https://data.example.org/epiformer/hg38_hub \\
+      --email me@example.org
+"""
+
 EPILOG_INSPECT = """examples:
   epiformer inspect MGC.model.best_loss.pth.tar
   epiformer inspect run1.best_corr.pth.tar --json
@@ -183,6 +190,19 @@ def _precompute_merge(args: argparse.Namespace) -> None:
 
     manifest = merge_tracks(args.outdir, progress=not args.quiet)
     print(f"wrote {len(manifest['tracks'])} bigWigs in {args.outdir}/tracks and {args.outdir}/manifest.json")
+
+
+def _hub(args: argparse.Namespace) -> None:
+    from trackhub import HubOptions, build_hub
+
+    options = HubOptions(email=args.email, base_url=args.base_url, assembly_hub=args.assembly_hub,
+                         organism=args.organism, scientific_name=args.scientific_name)
+    if args.name:
+        options.name = args.name
+    result = build_hub(args.precompute_dir, args.out, options)
+    kind = "assembly hub" if result["assembly_hub"] else "hub"
+    print(f"wrote the {kind} for {result['genome']} with {len(result['tracks'])} tracks: {result['hub']} "
+          f"(also {', '.join(f for f in result['files'] if f != 'hub.txt')})")
 
 
 def _bool(value: str) -> bool:
@@ -401,6 +421,27 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     merge.set_defaults(func=_precompute_merge)
 
+    hub = sub.add_parser(
+        "hub", help="write a UCSC/IGV track hub from a precompute folder",
+        description="Write hub.txt (single-file form, useOneFile on: the URL for UCSC and igv.js), the classic "
+                    "hub.multi.txt + genomes.txt + GENOME/trackDb.txt, description.html, the tracks (hard links "
+                    "named by content), the genome as .2bit, chrom.sizes and FASTA, and igv.js / IGV desktop "
+                    "sessions. Genomes UCSC does not host get an assembly hub.",
+        epilog=EPILOG_HUB, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hub.add_argument("precompute_dir", help="the -o folder of epiformer precompute")
+    hub.add_argument("-o", "--out", required=True, metavar="HUBDIR", help="output folder")
+    hub.add_argument("--base-url", help="absolute URL HUBDIR will be served from (default: relative URLs)")
+    hub.add_argument("--email", default="epiformer-hub@example.org", help="contact shown by UCSC")
+    hub.add_argument("--name", help="hub and track name prefix (default: epiformer)")
+    kind = hub.add_mutually_exclusive_group()
+    kind.add_argument("--assembly-hub", dest="assembly_hub", action="store_true", default=None,
+                      help="always write an assembly hub (the genome's sequence in the hub)")
+    kind.add_argument("--ucsc-genome", dest="assembly_hub", action="store_false",
+                      help="the genome is one UCSC hosts under the manifest's genome name")
+    hub.add_argument("--organism", help="organism shown by UCSC for an assembly hub")
+    hub.add_argument("--scientific-name", help="scientific name for an assembly hub")
+    hub.set_defaults(func=_hub)
+
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",
                              description="Print a checkpoint's configuration, targets and metrics.",
                              epilog=EPILOG_INSPECT, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -420,13 +461,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .modelset import ModelSetError
     from .targets import TargetsError
     from precompute import PrecomputeError
+    from trackhub import HubError
 
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
     except (CheckpointError, ConfigError, DatasetError, GenomeError, ModelSetError, OutputError,
-            PrecomputeError, TargetsError) as err:
+            HubError, PrecomputeError, TargetsError) as err:
         print(f"epiformer {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

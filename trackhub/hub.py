@@ -1,0 +1,268 @@
+"""A UCSC / IGV track hub from a precompute folder's manifest.
+
+HUBDIR/
+  hub.txt                      the hub in the single-file form (``useOneFile on``): paste its URL
+                               into UCSC, open it with igv.js; the page and the links use it
+  hub.multi.txt, genomes.txt,  the same hub in the classic three-file form
+  GENOME/trackDb.txt
+  description.html             what the tracks are: model, genome, parameters
+  tracks/TARGET.SHA8.bw        the bigWigs (hard links, else copies), named by their content so
+                               that a regenerated track gets a new URL and caches never mix versions
+  genome/GENOME.2bit, .chrom.sizes, .fa, .fa.fai
+                               the genome for assembly hubs, igv.js and IGV desktop (offline)
+  igv_session.json             igv.js browser options (reference and tracks)
+  igv_session.xml              IGV desktop session
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from epiformer.files import atomic_path
+
+from .twobit import write_twobit
+
+# Assemblies UCSC hosts (a hub for them needs no sequence); anything else becomes an assembly hub.
+UCSC_GENOMES = frozenset({"hg38", "hg19", "hg18", "hs1", "mm39", "mm10", "mm9", "rn7", "rn6", "danRer11",
+                          "dm6", "ce11", "sacCer3", "galGal6", "bosTau9", "susScr11", "rheMac10", "panTro6",
+                          "canFam6", "xenTro10"})
+SHORT_LABEL, LONG_LABEL = 17, 76
+
+
+class HubError(ValueError):
+    """A hub that cannot be built, with a message naming the file or setting."""
+
+
+@dataclass
+class HubOptions:
+    """Names, contact and where the files will be served from."""
+
+    name: str = "epiformer"
+    short_label: str = "Epiformer"
+    long_label: str = "Epiformer predicted chromatin accessibility per cell type"
+    email: str = "epiformer-hub@example.org"
+    base_url: str | None = None       # absolute URL prefix of HUBDIR; default: relative URLs
+    assembly_hub: bool | None = None  # default: for genomes UCSC does not host
+    organism: str | None = None
+    scientific_name: str | None = None
+
+
+def _label(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _track_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    return name if name[:1].isalpha() else f"t_{name}"
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    """Hard-link ``source`` to ``dest`` (replacing it), copying when the folders are on different
+    file systems."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
+def _stanza(pairs: list[tuple[str, object]], indent: str = "") -> str:
+    return "".join(f"{indent}{key} {value}\n" for key, value in pairs if value is not None) + "\n"
+
+
+def _default_position(track: Path, chrom: str, size: int, span: int = 50_000) -> str:
+    """A 50 kb view around the strongest predicted bin of the first chromosome (1-based)."""
+    import pyBigWig
+
+    with pyBigWig.open(str(track)) as bw:
+        intervals = bw.intervals(chrom) or [(0, min(size, span), 0.0)]
+    best = max(intervals, key=lambda item: item[2])
+    start = max(0, min((best[0] + best[1]) // 2 - span // 2, size - span))
+    return f"{chrom}:{start + 1}-{min(size, start + span)}"
+
+
+def _view_limit(tracks: list[Path], chrom: str) -> float:
+    """The 99.9th percentile of predicted values on the first chromosome over all tracks."""
+    import pyBigWig
+
+    values = []
+    for path in tracks:
+        with pyBigWig.open(str(path)) as bw:
+            values.extend(v for _, _, v in bw.intervals(chrom) or [])
+    return float(np.ceil(np.percentile(values, 99.9) * 10) / 10) if values else 1.0
+
+
+def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, options: HubOptions | None = None) -> dict:
+    """Write the hub of a finished precompute folder into ``hubdir``; returns what was written."""
+    from precompute import read_manifest
+
+    options = options or HubOptions()
+    precompute_dir, hubdir = Path(precompute_dir), Path(hubdir)
+    manifest = read_manifest(precompute_dir)
+    genome = manifest["genome"]
+    name = genome["name"]
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise HubError(f"genome name {name!r} in {precompute_dir}/manifest.json must be letters, digits, '_', '.' "
+                       "or '-' (rerun precompute with --genome NAME)")
+    assembly = options.assembly_hub if options.assembly_hub is not None else name not in UCSC_GENOMES
+    base = options.base_url.rstrip("/") + "/" if options.base_url else ""
+    fasta = Path(genome["fasta"])
+    if not fasta.is_file():
+        raise HubError(f"the genome FASTA the tracks were made from, {fasta}, is missing (needed for the hub's "
+                       "genome files)")
+
+    tracks = []
+    for track in manifest["tracks"]:
+        source = precompute_dir / track["file"]
+        if not source.is_file():
+            raise HubError(f"{source} (listed in {precompute_dir}/manifest.json) is missing")
+        stem = Path(track["file"]).stem
+        file = f"tracks/{stem}.{track['sha256'][:8]}.bw"
+        _link_or_copy(source, hubdir / file)
+        tracks.append({**track, "hub_file": file, "track": _track_name(f"{options.name}_{stem}")})
+    _remove_stale(hubdir / "tracks", {Path(t["hub_file"]).name for t in tracks})
+
+    genome_dir = hubdir / "genome"
+    write_twobit(fasta, genome_dir / f"{name}.2bit")
+    with atomic_path(genome_dir / f"{name}.chrom.sizes") as tmp:
+        tmp.write_text("".join(f"{c}\t{n}\n" for c, n in genome["chrom_sizes"].items()))
+    _link_or_copy(fasta, genome_dir / f"{name}.fa")
+    _link_or_copy(Path(f"{fasta}.fai"), genome_dir / f"{name}.fa.fai")
+
+    first_chrom = next(iter(genome["chrom_sizes"]))
+    sources = [hubdir / t["hub_file"] for t in tracks]
+    position = _default_position(sources[0], first_chrom, genome["chrom_sizes"][first_chrom])
+    limit = _view_limit(sources, first_chrom)
+    genome_stanza = [("genome", name)]
+    if assembly:
+        genome_stanza += [("twoBitPath", f"{base}genome/{name}.2bit"),
+                          ("chromSizes", f"{base}genome/{name}.chrom.sizes"),
+                          ("organism", options.organism or name),
+                          ("scientificName", options.scientific_name or name),
+                          ("description", _label(f"{name} (Epiformer track hub)", LONG_LABEL)),
+                          ("defaultPos", position), ("orderKey", 1)]
+    track_db = _track_db(tracks, options, base, limit)
+    hub_pairs = [("hub", options.name), ("shortLabel", _label(options.short_label, SHORT_LABEL)),
+                 ("longLabel", _label(options.long_label, LONG_LABEL))]
+    contact = [("email", options.email), ("descriptionUrl", f"{base}description.html")]
+    files = {
+        "hub.txt": _stanza(hub_pairs + [("useOneFile", "on")] + contact) + _stanza(genome_stanza) + track_db,
+        "hub.multi.txt": _stanza(hub_pairs + [("genomesFile", "genomes.txt")] + contact),
+        "genomes.txt": _stanza(genome_stanza + [("trackDb", f"{name}/trackDb.txt")]),
+        f"{name}/trackDb.txt": _track_db(tracks, options, base or "../", limit),
+        "description.html": _description(manifest, tracks, options),
+        "igv_session.json": json.dumps(_igv_js_session(name, tracks, base, position), indent=1) + "\n",
+        "igv_session.xml": _igv_desktop_session(name, tracks, base, position),
+    }
+    for relative, text in files.items():
+        with atomic_path(hubdir / relative) as tmp:
+            tmp.write_text(text)
+    return {"hub": hubdir / "hub.txt", "genome": name, "assembly_hub": assembly, "default_position": position,
+            "tracks": [t["hub_file"] for t in tracks], "files": sorted(files)}
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    for path in folder.glob("*.bw"):
+        if path.name not in keep:
+            path.unlink()
+
+
+def _track_db(tracks: list[dict], options: HubOptions, base: str, limit: float) -> str:
+    composite = _track_name(options.name)
+    overlay = _track_name(f"{options.name}_overlay")
+    groups = " ".join(f"{_track_name(t['name'])}={_track_name(t['name'])}" for t in tracks)
+    shared = [("autoScale", "group"), ("maxHeightPixels", "100:48:16"), ("viewLimits", f"0:{limit:g}"),
+              ("windowingFunction", "mean"), ("visibility", "full")]
+    text = _stanza([("track", composite), ("compositeTrack", "on"),
+                    ("shortLabel", _label(options.short_label, SHORT_LABEL)),
+                    ("longLabel", _label(options.long_label, LONG_LABEL)),
+                    ("type", "bigWig"), ("subGroup1", f"celltype Cell_type {groups}"),
+                    ("dimensions", "dimX=celltype"), ("sortOrder", "celltype=+"),
+                    ("html", f"{base}description.html"), *shared])
+    for t in tracks:
+        text += _stanza([("track", t["track"]), ("parent", f"{composite} on"),
+                         ("subGroups", f"celltype={_track_name(t['name'])}"),
+                         ("shortLabel", _label(t["name"], SHORT_LABEL)),
+                         ("longLabel", _label(f"{t['name']} predicted accessibility: {t['description']}", LONG_LABEL)),
+                         ("type", "bigWig"), ("bigDataUrl", f"{base}{t['hub_file']}"), ("color", t["color"])],
+                        indent="    ")
+    text += _stanza([("track", overlay), ("container", "multiWig"), ("aggregate", "transparentOverlay"),
+                     ("showSubtrackColorOnUi", "on"),
+                     ("shortLabel", _label(f"{options.short_label} all", SHORT_LABEL)),
+                     ("longLabel", _label(f"{options.long_label}, overlaid", LONG_LABEL)),
+                     ("type", "bigWig"), *shared[:4], ("visibility", "hide")])
+    for t in tracks:
+        text += _stanza([("track", f"{overlay}_{_track_name(t['name'])}"), ("parent", overlay),
+                         ("shortLabel", _label(t["name"], SHORT_LABEL)),
+                         ("longLabel", _label(f"{t['name']} predicted accessibility (overlay)", LONG_LABEL)),
+                         ("type", "bigWig"), ("bigDataUrl", f"{base}{t['hub_file']}"), ("color", t["color"])],
+                        indent="    ")
+    return text
+
+
+def _rgb(color: str) -> str:
+    return f"rgb({color})"
+
+
+def _igv_js_session(name: str, tracks: list[dict], base: str, position: str) -> dict:
+    return {
+        "reference": {"id": name, "name": name, "twoBitURL": f"{base}genome/{name}.2bit",
+                      "chromSizesURL": f"{base}genome/{name}.chrom.sizes"},
+        "locus": position,
+        "tracks": [{"name": t["name"], "type": "wig", "format": "bigwig", "url": f"{base}{t['hub_file']}",
+                    "color": _rgb(t["color"]), "autoscaleGroup": "epiformer", "height": 50} for t in tracks],
+    }
+
+
+def _igv_desktop_session(name: str, tracks: list[dict], base: str, position: str) -> str:
+    resources = "".join(f"    <Resource name={quoteattr(t['name'])} path={quoteattr(base + t['hub_file'])} "
+                        "type=\"bigwig\"/>\n" for t in tracks)
+    panel = "".join(f"    <Track attributeKey={quoteattr(t['name'])} autoScale=\"true\" autoscaleGroup=\"1\" "
+                    f"clazz=\"org.broad.igv.track.DataSourceTrack\" color={quoteattr(t['color'])} "
+                    f"fontSize=\"10\" id={quoteattr(base + t['hub_file'])} name={quoteattr(t['name'])} "
+                    "renderer=\"BAR_CHART\" visible=\"true\" windowFunction=\"mean\"/>\n" for t in tracks)
+    return ("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n"
+            f"<Session genome={quoteattr(base + f'genome/{name}.fa')} hasGeneTrack=\"false\" "
+            f"hasSequenceTrack=\"true\" locus={quoteattr(position)} version=\"8\">\n"
+            f"  <Resources>\n{resources}  </Resources>\n"
+            f"  <Panel height=\"{60 * len(tracks)}\" name=\"DataPanel\" width=\"1200\">\n{panel}  </Panel>\n"
+            "</Session>\n")
+
+
+def _description(manifest: dict, tracks: list[dict], options: HubOptions) -> str:
+    params = manifest["params"]
+    rows = "".join(f"<tr><td style=\"color: rgb({t['color']})\">&#9632;</td><td>{html.escape(t['name'])}</td>"
+                   f"<td>{html.escape(t['description'])}</td></tr>\n" for t in tracks)
+    models = "".join(f"<li>{html.escape(m['file'])} ({html.escape(m['format'])}; targets "
+                     f"{html.escape(', '.join(m['targets']))}; SHA-256 <code>{m['sha256'][:16]}</code>)</li>\n"
+                     for m in manifest["models"])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(options.long_label)}</title></head>
+<body>
+<h2>{html.escape(options.long_label)}</h2>
+<p>Chromatin accessibility predicted by Epiformer from DNA sequence (one-hot, scaled by conservation)
+in {params['seq_len']:,} bp windows whose central {params['output_bins'] * params['bin_size']:,} bp outputs
+abut, at {params['bin_size']} bp resolution, on genome <b>{html.escape(manifest['genome']['name'])}</b>.
+Reverse-complement ensembling {'on' if params['reverse_complement'] else 'off'};
+bins in N gaps or the blacklist have no value.</p>
+<h3>Tracks</h3>
+<table>
+{rows}</table>
+<h3>Models</h3>
+<ul>
+{models}</ul>
+<p>Made {html.escape(manifest['created'])} by epiformer {html.escape(manifest['code_version'])}.</p>
+</body></html>
+"""
+
