@@ -70,6 +70,7 @@ def check_tracks(tracks: list[dict[str, str]], resolve) -> None:
     members = [t for t in tracks if t.get("parent", "").split()[:1] == [composite["track"]]]
     assert {t["subGroups"].split("=")[1] for t in members} == set(groups)
     assert composite["autoScale"] == "group"
+    assert composite["viewLimits"].split(":")[1].isdigit(), "igv.js reads viewLimits as integers"
     lo, hi = (float(v) for v in composite["viewLimits"].split(":"))
     assert 0 == lo < hi
     default, *_ = composite["maxHeightPixels"].split(":")

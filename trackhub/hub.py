@@ -92,15 +92,16 @@ def _default_position(track: Path, chrom: str, size: int, span: int = 50_000) ->
     return f"{chrom}:{start + 1}-{min(size, start + span)}"
 
 
-def _view_limit(tracks: list[Path], chrom: str) -> float:
-    """The 99.9th percentile of predicted values on the first chromosome over all tracks."""
+def _view_limit(tracks: list[Path], chrom: str) -> int:
+    """The 99.9th percentile of predicted values on the first chromosome over all tracks, rounded up
+    to a whole number (igv.js reads viewLimits as integers)."""
     import pyBigWig
 
     values = []
     for path in tracks:
         with pyBigWig.open(str(path)) as bw:
             values.extend(v for _, _, v in bw.intervals(chrom) or [])
-    return float(np.ceil(np.percentile(values, 99.9) * 10) / 10) if values else 1.0
+    return max(1, int(np.ceil(np.percentile(values, 99.9)))) if values else 1
 
 
 def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, options: HubOptions | None = None) -> dict:
@@ -112,9 +113,9 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
     manifest = read_manifest(precompute_dir)
     genome = manifest["genome"]
     name = genome["name"]
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise HubError(f"genome name {name!r} in {precompute_dir}/manifest.json must be letters, digits, '_', '.' "
-                       "or '-' (rerun precompute with --genome NAME)")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        raise HubError(f"genome name {name!r} in {precompute_dir}/manifest.json must be letters, digits and '_' "
+                       "only, as UCSC requires (rerun precompute with --genome NAME)")
     assembly = options.assembly_hub if options.assembly_hub is not None else name not in UCSC_GENOMES
     base = options.base_url.rstrip("/") + "/" if options.base_url else ""
     fasta = Path(genome["fasta"])
@@ -178,18 +179,17 @@ def _remove_stale(folder: Path, keep: set[str]) -> None:
             path.unlink()
 
 
-def _track_db(tracks: list[dict], options: HubOptions, base: str, limit: float) -> str:
+def _track_db(tracks: list[dict], options: HubOptions, base: str, limit: int) -> str:
     composite = _track_name(options.name)
     overlay = _track_name(f"{options.name}_overlay")
     groups = " ".join(f"{_track_name(t['name'])}={_track_name(t['name'])}" for t in tracks)
-    shared = [("autoScale", "group"), ("maxHeightPixels", "100:48:16"), ("viewLimits", f"0:{limit:g}"),
+    shared = [("autoScale", "group"), ("maxHeightPixels", "100:48:16"), ("viewLimits", f"0:{limit}"),
               ("windowingFunction", "mean"), ("visibility", "full")]
     text = _stanza([("track", composite), ("compositeTrack", "on"),
                     ("shortLabel", _label(options.short_label, SHORT_LABEL)),
                     ("longLabel", _label(options.long_label, LONG_LABEL)),
                     ("type", "bigWig"), ("subGroup1", f"celltype Cell_type {groups}"),
-                    ("dimensions", "dimX=celltype"), ("sortOrder", "celltype=+"),
-                    ("html", f"{base}description.html"), *shared])
+                    ("dimensions", "dimX=celltype"), ("sortOrder", "celltype=+"), *shared])
     for t in tracks:
         text += _stanza([("track", t["track"]), ("parent", f"{composite} on"),
                          ("subGroups", f"celltype={_track_name(t['name'])}"),
