@@ -25,9 +25,11 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pyyaml>=6",
+        "flask>=3.0",
+        "gunicorn>=22",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "py2bit>=0.3"],
+        "test": ["pytest>=7.4", "py2bit>=0.3", "pybbi>=0.4"],
     },
     entry_points={"console_scripts": ["epiformer=epiformer.cli:main"]},
 )

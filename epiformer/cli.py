@@ -78,6 +78,15 @@ EPILOG_HUB = """examples:
       --email me@example.org
 """
 
+EPILOG_SERVE = """examples:
+  epiformer serve demo_out/precompute -m demo_out/runs/demo.best_corr.pth.tar
+  epiformer serve hg38_tracks -m models.tsv --fa hg38.fa --seqcons hg38.phastCons100way.bw \\
+      --host 0.0.0.0 --port 8000 --public-url https://tracks.example.org
+  # the same in production, configured by the environment
+  EPIFORMER_PRECOMPUTE_DIR=hg38_tracks EPIFORMER_MODELS=models.tsv EPIFORMER_BIND=0.0.0.0:8000 \\
+      gunicorn -c server/gunicorn.conf.py 'server:create_app()'
+"""
+
 EPILOG_INSPECT = """examples:
   epiformer inspect MGC.model.best_loss.pth.tar
   epiformer inspect run1.best_corr.pth.tar --json
@@ -203,6 +212,36 @@ def _hub(args: argparse.Namespace) -> None:
     kind = "assembly hub" if result["assembly_hub"] else "hub"
     print(f"wrote the {kind} for {result['genome']} with {len(result['tracks'])} tracks: {result['hub']} "
           f"(also {', '.join(f for f in result['files'] if f != 'hub.txt')})")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import subprocess
+    from pathlib import Path
+
+    from server import ensure_hub
+    from server.config import load_config
+    from precompute import read_manifest
+
+    overrides = {"precompute_dir": args.precompute_dir, "models": args.model, "fasta": args.fa,
+                 "conservation": args.seqcons, "targets": args.targets, "device": args.device,
+                 "bind": f"{args.host}:{args.port}", "workers": args.workers, "public_url": args.public_url,
+                 "hub_dir": args.hub_dir}
+    settings = load_config({k: v for k, v in overrides.items() if v})
+    read_manifest(settings.precompute_dir)
+    hub_dir = ensure_hub(Path(settings.precompute_dir), Path(settings.hub_dir or Path(settings.precompute_dir) / "hub"))
+    env = dict(os.environ)
+    for name, value in overrides.items():
+        if value:
+            env[f"EPIFORMER_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
+    base = args.public_url or f"http://{args.host}:{args.port}"
+    print(f"hub         {hub_dir}/hub.txt")
+    print(f"serving     {base}/  (hub {base}/hub/hub.txt, API {base}/api/openapi.json); Ctrl-C stops it")
+    conf = Path(__file__).resolve().parent.parent / "server" / "gunicorn.conf.py"
+    try:
+        subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(conf), "server:create_app()"], env=env, check=False)
+    except KeyboardInterrupt:
+        pass
+    print("stopped")
 
 
 def _bool(value: str) -> bool:
@@ -442,6 +481,26 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--scientific-name", help="scientific name for an assembly hub")
     hub.set_defaults(func=_hub)
 
+    serve = sub.add_parser(
+        "serve", help="serve the hub, tracks, genome and API (gunicorn + Flask)",
+        description="Build the hub of PRECOMPUTE_DIR when it has none (or an outdated one), then run the "
+                    "Flask app under gunicorn: the hub's files with byte ranges, the JSON API (/api/...) "
+                    "and the page. Settings may also come from EPIFORMER_* variables (server/config.py).",
+        epilog=EPILOG_SERVE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("precompute_dir", help="the -o folder of epiformer precompute")
+    serve.add_argument("-m", "--model", action="append", metavar="[NAME=]CHECKPOINT",
+                       help="model set for on-demand predictions, as in predict (default: none, files only)")
+    serve.add_argument("--fa", help="genome FASTA (default: the one precompute used)")
+    serve.add_argument("--seqcons", help="conservation bigWig (default: the one precompute used)")
+    serve.add_argument("--targets", help="targets.txt naming original checkpoints' outputs")
+    serve.add_argument("--hub-dir", help="hub folder (default: PRECOMPUTE_DIR/hub)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per GPU, or 2)")
+    serve.add_argument("--public-url", help="URL users reach the server at, for the hub links")
+    serve.add_argument("--device", help="auto, cpu or cuda (default: auto)")
+    serve.set_defaults(func=_serve)
+
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",
                              description="Print a checkpoint's configuration, targets and metrics.",
                              epilog=EPILOG_INSPECT, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -461,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .modelset import ModelSetError
     from .targets import TargetsError
     from precompute import PrecomputeError
+    from server.config import ServerConfigError
     from trackhub import HubError
 
     args = build_parser().parse_args(argv)
@@ -468,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         func(args)
     except (CheckpointError, ConfigError, DatasetError, GenomeError, ModelSetError, OutputError,
-            HubError, PrecomputeError, TargetsError) as err:
+            HubError, PrecomputeError, ServerConfigError, TargetsError) as err:
         print(f"epiformer {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

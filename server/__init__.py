@@ -1,1 +1,104 @@
-"""The Flask track server: hub and BigWig files with byte ranges, prediction API and the web page."""
+"""The Flask track server: the hub's files with byte ranges, the JSON API and the page.
+
+Production: ``gunicorn -c server/gunicorn.conf.py 'server:create_app()'`` with the settings in
+``EPIFORMER_*`` environment variables (see :mod:`server.config`); ``epiformer serve`` does the
+same for one machine.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .config import ServerConfig, ServerConfigError, load_config
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+log = logging.getLogger("epiformer.server")
+
+
+def ensure_hub(precompute_dir: Path, hub_dir: Path) -> Path:
+    """Build the hub of ``precompute_dir`` into ``hub_dir`` when it is missing or older than the
+    precompute's manifest (a regenerated run); returns ``hub_dir``."""
+    from trackhub import build_hub
+
+    hub = hub_dir / "hub.txt"
+    manifest = precompute_dir / "manifest.json"
+    if not hub.is_file() or hub.stat().st_mtime < manifest.stat().st_mtime:
+        build_hub(precompute_dir, hub_dir)
+    return hub_dir
+
+
+def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
+    """The app. ``config`` is a :class:`ServerConfig`, or settings laid over the environment's."""
+    from precompute import read_manifest
+
+    cfg = config if isinstance(config, ServerConfig) else load_config(config)
+    if not cfg.precompute_dir:
+        raise ServerConfigError("no precompute folder: set EPIFORMER_PRECOMPUTE_DIR (or precompute_dir), "
+                                "or run epiformer serve PRECOMPUTE_DIR")
+    precompute_dir = Path(cfg.precompute_dir)
+    manifest = read_manifest(precompute_dir)
+    hub_dir = ensure_hub(precompute_dir, Path(cfg.hub_dir) if cfg.hub_dir else precompute_dir / "hub")
+
+    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app.config.update(EPIFORMER=cfg, MANIFEST=manifest, HUB_DIR=str(hub_dir), MAX_CONTENT_LENGTH=cfg.max_body_bytes,
+                      JSON_SORT_KEYS=False)
+
+    from .api import api
+    from .files import files
+
+    app.register_blueprint(files)
+    app.register_blueprint(api)
+
+    @app.get("/")
+    def index() -> Response:
+        from .api import tracks_document
+
+        doc = tracks_document()
+        links = "".join(f'<li><a href="{url}">{name}</a></li>' for name, url in
+                        [("track hub (hub.txt)", doc["hub"]), ("open in UCSC", doc["links"]["ucsc"]),
+                         ("open in IGV desktop (running, batch port on)", doc["links"]["igv_desktop"]),
+                         ("IGV desktop session", doc["links"]["igv_desktop_session"]),
+                         ("igv.js session", doc["links"]["igv_js_session"]),
+                         ("API: tracks", "api/tracks"), ("API: OpenAPI document", "api/openapi.json")])
+        return Response(f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Epiformer "
+                        f"track server</title></head><body><h1>Epiformer track server</h1><p>Genome "
+                        f"{doc['genome']['name']}, {len(doc['tracks'])} predicted tracks.</p><ul>{links}</ul>"
+                        "</body></html>", mimetype="text/html")
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Response:
+        """Every HTTP error is JSON naming the problem, keeping the error's own headers
+        (Content-Range on a 416, Retry-After on a 429, Allow on a 405)."""
+        response = jsonify({"error": {"status": err.code, "message": err.description}})
+        response.status_code = err.code or 500
+        for name, value in err.get_headers():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        if request.path.startswith("/hub/"):
+            from .files import CORS_HEADERS
+
+            response.headers.update(CORS_HEADERS)
+        return response
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        if cfg.log_requests:
+            log.info(json.dumps({"method": request.method, "path": request.path, "status": response.status_code,
+                                 "bytes": response.content_length, "ms": round((time.perf_counter() - g.get(
+                                     "started", time.perf_counter())) * 1000, 1),
+                                 "remote": request.remote_addr, "range": request.headers.get("Range"),
+                                 "pid": os.getpid()}))
+        return response
+
+    return app

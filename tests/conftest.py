@@ -90,3 +90,33 @@ def demo_data(tmp_path_factory) -> Path:
     outdir = tmp_path_factory.mktemp("demo_data")
     make_demo_data(outdir, DemoSpec.scaled(total_mb=0.6, n_chroms=3, seed=1))
     return outdir
+
+
+@pytest.fixture(scope="session")
+def precomputed(tmp_path_factory, demo_data) -> Path:
+    """A precompute folder (genome "demo") of the small demo genome, made once per session with a
+    randomly initialised tiny model; its checkpoint is beside it as model.pth.tar."""
+    from epiformer import save_checkpoint
+    from epiformer.demo import CELL_TYPES
+    from epiformer.modelset import load_model_set
+    from precompute import PrecomputeOptions, precompute
+
+    torch.manual_seed(5)
+    folder = tmp_path_factory.mktemp("precomputed")
+    model = save_checkpoint(folder / "model.pth.tar", Epiformer(preset("tiny"), list(CELL_TYPES)).eval())
+    precompute(load_model_set([str(model)]), demo_data / "genome.fa", demo_data / "conservation.bw", folder / "out",
+               PrecomputeOptions(progress=False, log=lambda _: None), genome_name="demo")
+    return folder / "out"
+
+
+@pytest.fixture
+def app(precomputed, tmp_path):
+    """The server app over the session's precompute folder, with its hub built in tmp_path."""
+    from server import create_app
+
+    return create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

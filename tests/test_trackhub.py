@@ -10,15 +10,9 @@ import numpy as np
 import py2bit
 import pyBigWig
 import pytest
-import torch
 
-from epiformer import save_checkpoint
 from epiformer.cli import main
-from epiformer.config import preset
 from epiformer.demo import CELL_TYPES
-from epiformer.model import Epiformer
-from epiformer.modelset import load_model_set
-from precompute import PrecomputeOptions, precompute
 from trackhub import HubError, HubOptions, build_hub, write_twobit
 
 from .conftest import write_fasta
@@ -77,16 +71,6 @@ def check_tracks(tracks: list[dict[str, str]], resolve) -> None:
     assert int(default) >= 8
     overlay = next(t for t in tracks if t.get("container") == "multiWig")
     assert len([t for t in tracks if t.get("parent") == overlay["track"]]) == len(members)
-
-
-@pytest.fixture(scope="module")
-def precomputed(tmp_path_factory, demo_data) -> Path:
-    torch.manual_seed(5)
-    folder = tmp_path_factory.mktemp("precomputed")
-    model = save_checkpoint(folder / "m.pth.tar", Epiformer(preset("tiny"), list(CELL_TYPES)).eval())
-    precompute(load_model_set([str(model)]), demo_data / "genome.fa", demo_data / "conservation.bw", folder / "out",
-               PrecomputeOptions(progress=False, log=lambda _: None), genome_name="demo")
-    return folder / "out"
 
 
 @pytest.fixture(scope="module")

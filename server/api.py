@@ -1,0 +1,83 @@
+"""The JSON API: tracks and their ready-made browser links, the OpenAPI document, health checks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote, urljoin
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from trackhub import UCSC_GENOMES
+
+from .openapi import openapi_document
+
+api = Blueprint("api", __name__)
+
+
+def public_base() -> str:
+    """The server's URL as users reach it: the configured public_url, else the request's host."""
+    configured = current_app.config["EPIFORMER"].public_url
+    return (configured or request.host_url).rstrip("/") + "/"
+
+
+def tracks_document() -> dict:
+    """Tracks with absolute URLs, the hub and genome URLs, and links for UCSC, IGV and igv.js."""
+    manifest = current_app.config["MANIFEST"]
+    hub_dir = Path(current_app.config["HUB_DIR"])
+    session = json.loads((hub_dir / "igv_session.json").read_text())
+    hub_base = urljoin(public_base(), "hub/")
+    hub_url = urljoin(hub_base, "hub.txt")
+    genome = manifest["genome"]["name"]
+    described = {t["name"]: t for t in manifest["tracks"]}
+    tracks = [{"name": t["name"], "url": urljoin(hub_base, t["url"]), "color": t["color"],
+               "description": described.get(t["name"], {}).get("description", ""),
+               "sha256": described.get(t["name"], {}).get("sha256")} for t in session["tracks"]]
+    reference = {key: urljoin(hub_base, value) if key.endswith("URL") else value
+                 for key, value in session["reference"].items()}
+    fasta_url = urljoin(hub_base, f"genome/{genome}.fa")
+    ucsc_key = "db" if genome in UCSC_GENOMES else "genome"
+    igv_desktop = ("http://localhost:60151/load?file=" + quote(",".join(t["url"] for t in tracks), safe="")
+                   + "&genome=" + quote(fasta_url, safe="") + "&locus=" + quote(session["locus"], safe="")
+                   + "&name=" + quote(",".join(t["name"] for t in tracks), safe="") + "&merge=true")
+    return {
+        "genome": {"name": genome, "chrom_sizes": manifest["genome"]["chrom_sizes"], "fasta": fasta_url,
+                   "fasta_index": fasta_url + ".fai", "twobit": reference.get("twoBitURL"),
+                   "chrom_sizes_url": reference.get("chromSizesURL")},
+        "default_locus": session["locus"],
+        "bin_size": manifest["params"]["bin_size"],
+        "tracks": tracks,
+        "hub": hub_url,
+        "links": {
+            "ucsc": f"https://genome.ucsc.edu/cgi-bin/hgTracks?{ucsc_key}={quote(genome)}&hubUrl={quote(hub_url, safe='')}",
+            "igv_desktop": igv_desktop,
+            "igv_desktop_session": urljoin(hub_base, "igv_session.xml"),
+            "igv_js_session": urljoin(hub_base, "igv_session.json"),
+        },
+        "igv_js": {"reference": reference, "locus": session["locus"],
+                   "tracks": [{**t, "url": urljoin(hub_base, t["url"])} for t in session["tracks"]]},
+    }
+
+
+@api.get("/api/tracks")
+def tracks() -> Response:
+    return jsonify(tracks_document())
+
+
+@api.get("/api/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document(public_base()))
+
+
+@api.get("/healthz")
+def healthz() -> Response:
+    """The process is up."""
+    return jsonify({"status": "ok"})
+
+
+@api.get("/readyz")
+def readyz() -> Response:
+    """Ready to serve: the hub's files are in place."""
+    hub = Path(current_app.config["HUB_DIR"]) / "hub.txt"
+    if not hub.is_file():
+        return jsonify({"status": "not ready", "reason": f"{hub} is missing"}), 503
+    return jsonify({"status": "ready", "tracks": len(current_app.config["MANIFEST"]["tracks"])})

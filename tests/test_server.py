@@ -1,0 +1,187 @@
+"""The Flask server: hub files with byte ranges as UCSC and igv.js read them, confinement, the
+tracks API, health checks, configuration, and gunicorn serving a real remote reader."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyBigWig
+import pytest
+
+from server import create_app
+from server.config import ServerConfigError, load_config
+
+
+@pytest.fixture
+def track_path(app) -> Path:
+    return next((Path(app.config["HUB_DIR"]) / "tracks").glob("HIP.*.bw"))
+
+
+@pytest.fixture
+def track_url(track_path) -> str:
+    return f"/hub/tracks/{track_path.name}"
+
+
+def test_head_and_full_get(client, track_path, track_url):
+    head = client.head(track_url)
+    size = track_path.stat().st_size
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == size
+    assert head.headers["Accept-Ranges"] == "bytes" and head.headers["ETag"] and head.headers["Last-Modified"]
+    assert head.data == b""
+    full = client.get(track_url, headers={"Accept-Encoding": "gzip"})
+    assert full.data == track_path.read_bytes() and "Content-Encoding" not in full.headers
+
+
+@pytest.mark.parametrize("header, first, last", [("bytes=0-99", 0, 99), ("bytes=100-", 100, None),
+                                                 ("bytes=-500", -500, None), ("bytes=1000-999999999", 1000, None)])
+def test_byte_ranges(client, track_path, track_url, header, first, last):
+    data = track_path.read_bytes()
+    size = len(data)
+    response = client.get(track_url, headers={"Range": header})
+    assert response.status_code == 206
+    lo = first if first >= 0 else size + first
+    hi = last if last is not None else size - 1
+    assert response.headers["Content-Range"] == f"bytes {lo}-{hi}/{size}"
+    assert int(response.headers["Content-Length"]) == hi - lo + 1
+    assert response.data == data[lo: hi + 1]
+
+
+def test_unsatisfiable_range_and_conditional_requests(client, track_path, track_url):
+    size = track_path.stat().st_size
+    past = client.get(track_url, headers={"Range": f"bytes={size}-"})
+    assert past.status_code == 416 and past.headers["Content-Range"] == f"bytes */{size}"
+    etag = client.head(track_url).headers["ETag"]
+    assert client.get(track_url, headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_cors_for_browsers(client, track_url):
+    preflight = client.options(track_url, headers={"Origin": "http://elsewhere.example",
+                                                   "Access-Control-Request-Headers": "range"})
+    assert preflight.status_code == 204
+    response = client.get(track_url, headers={"Origin": "http://elsewhere.example", "Range": "bytes=0-9"})
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Range" in response.headers["Access-Control-Allow-Headers"]
+    exposed = response.headers["Access-Control-Expose-Headers"]
+    assert "Content-Length" in exposed and "Content-Range" in exposed
+    assert response.headers["Cache-Control"].endswith("immutable"), "content-named tracks never go stale"
+    assert client.get("/hub/hub.txt").headers["Cache-Control"] == "no-cache"
+
+
+def test_file_routes_stay_inside_the_hub(app, client, tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (Path(app.config["HUB_DIR"]) / "leak.txt").symlink_to(outside)
+    for path in ("/hub/../manifest.json", "/hub/%2e%2e/manifest.json", "/hub/..%2fmanifest.json",
+                 "/hub/%2Fetc%2Fpasswd", "/hub//etc/passwd", "/hub/leak.txt", "/hub/tracks", "/hub/nothing.bw"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert b"secret" not in response.data and b"root:" not in response.data
+    assert client.get("/hub/missing").json["error"]["status"] == 404
+
+
+def test_tracks_api_links_resolve(client):
+    doc = client.get("/api/tracks").json
+    assert doc["genome"]["name"] == "demo" and len(doc["tracks"]) == 8
+    assert doc["hub"] == "http://localhost/hub/hub.txt"
+    for url in [t["url"] for t in doc["tracks"]] + [doc["hub"], doc["genome"]["fasta"], doc["genome"]["fasta_index"],
+                                                    doc["genome"]["twobit"], doc["links"]["igv_js_session"],
+                                                    doc["links"]["igv_desktop_session"]]:
+        assert client.head(url.removeprefix("http://localhost")).status_code == 200, url
+    assert doc["links"]["ucsc"] == ("https://genome.ucsc.edu/cgi-bin/hgTracks?genome=demo&hubUrl="
+                                    "http%3A%2F%2Flocalhost%2Fhub%2Fhub.txt")
+    assert doc["links"]["igv_desktop"].startswith("http://localhost:60151/load?file=http%3A%2F%2Flocalhost%2Fhub%2F")
+    assert "&genome=http%3A%2F%2Flocalhost%2Fhub%2Fgenome%2Fdemo.fa&" in doc["links"]["igv_desktop"]
+    assert doc["igv_js"]["reference"]["twoBitURL"] == "http://localhost/hub/genome/demo.2bit"
+    index = client.get("/").data.decode()
+    assert doc["links"]["ucsc"].replace("&", "&amp;") in index or doc["links"]["ucsc"] in index
+
+
+def test_openapi_and_health(client):
+    spec = client.get("/api/openapi.json").json
+    assert spec["openapi"].startswith("3.") and "/api/tracks" in spec["paths"]
+    assert spec["servers"] == [{"url": "http://localhost/"}]
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert client.get("/readyz").json["status"] == "ready"
+
+
+def test_public_url_and_hub_rebuilt_after_a_new_precompute(precomputed, tmp_path):
+    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"),
+                      "public_url": "https://tracks.example.org/demo/", "log_requests": False})
+    doc = app.test_client().get("/api/tracks").json
+    assert doc["hub"] == "https://tracks.example.org/demo/hub/hub.txt"
+    hub = tmp_path / "hub" / "hub.txt"
+    os.utime(hub, (1, 1))
+    create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False})
+    assert hub.stat().st_mtime > 1, "a hub older than the manifest is rebuilt"
+
+
+def test_configuration_layers(tmp_path):
+    file = tmp_path / "server.toml"
+    file.write_text('precompute_dir = "/data/x"\nmax_batch = 4\nmodels = ["a.pth.tar"]\n')
+    cfg = load_config(environ={"EPIFORMER_CONFIG": str(file), "EPIFORMER_MAX_BATCH": "8",
+                               "EPIFORMER_MODELS": "MGC=a.pth.tar,OPC=b.pth.tar"})
+    assert cfg.precompute_dir == "/data/x" and cfg.max_batch == 8
+    assert cfg.models == ["MGC=a.pth.tar", "OPC=b.pth.tar"]
+    assert load_config({"max_batch": 2}, environ={"EPIFORMER_MAX_BATCH": "8"}).max_batch == 2
+    with pytest.raises(ServerConfigError, match="EPIFORMER_MAX_BATCH must be int"):
+        load_config(environ={"EPIFORMER_MAX_BATCH": "many"})
+    with pytest.raises(ServerConfigError, match="unknown setting EPIFORMER_MAX_BATCHES"):
+        load_config(environ={"EPIFORMER_MAX_BATCHES": "8"})
+    with pytest.raises(ServerConfigError, match="no precompute folder"):
+        create_app({"precompute_dir": ""})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_gunicorn_serves_a_remote_reader(precomputed, tmp_path):
+    """gunicorn with the production config; UCSC's own bigWig reader (pybbi) reads a track over HTTP."""
+    port = free_port()
+    env = {**os.environ, "EPIFORMER_PRECOMPUTE_DIR": str(precomputed), "EPIFORMER_HUB_DIR": str(tmp_path / "hub"),
+           "EPIFORMER_BIND": f"127.0.0.1:{port}", "EPIFORMER_WORKERS": "2"}
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / "server" / "gunicorn.conf.py"),
+                             "server:create_app()"], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("gunicorn did not become ready")
+        doc = json.loads(urllib.request.urlopen(f"{base}/api/tracks").read())
+        url = doc["tracks"][0]["url"]
+        local = tmp_path / "hub" / url.split("/hub/")[1]
+        script = ("import bbi, json, sys\n"
+                  "url, chrom, end = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+                  "with bbi.open(url) as f:\n"
+                  "    print(json.dumps({'chroms': f.chromsizes, 'values': f.fetch(chrom, 0, end, missing=float('nan')).tolist()}))\n")
+        remote = subprocess.run([sys.executable, "-c", script, url, "chr1", "50000"], capture_output=True,
+                                text=True, timeout=120)
+        assert remote.returncode == 0, remote.stderr
+        read = json.loads(remote.stdout)
+        with pyBigWig.open(str(local)) as bw:
+            assert read["chroms"] == bw.chroms()
+            expected = bw.values("chr1", 0, 50_000)
+        assert len(read["values"]) == len(expected)
+        assert all((a != a and b != b) or abs(a - b) < 1e-6 for a, b in zip(read["values"], expected))
+        assert any(v == v for v in read["values"])
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "Booting worker" in output and '"status": 206' in output
