@@ -52,9 +52,15 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
 
     from .api import api
     from .files import files
+    from .predictions import predictions
 
     app.register_blueprint(files)
     app.register_blueprint(api)
+    app.register_blueprint(predictions)
+    if cfg.models:
+        from .predictor import Predictor
+
+        app.config["PREDICTOR"] = Predictor(cfg, manifest)
 
     @app.get("/")
     def index() -> Response:

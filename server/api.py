@@ -80,4 +80,6 @@ def readyz() -> Response:
     hub = Path(current_app.config["HUB_DIR"]) / "hub.txt"
     if not hub.is_file():
         return jsonify({"status": "not ready", "reason": f"{hub} is missing"}), 503
-    return jsonify({"status": "ready", "tracks": len(current_app.config["MANIFEST"]["tracks"])})
+    predictor = current_app.config.get("PREDICTOR")
+    return jsonify({"status": "ready", "tracks": len(current_app.config["MANIFEST"]["tracks"]),
+                    "predictions": predictor.names if predictor else None})

@@ -15,11 +15,65 @@ TRACKS = {"type": "object", "required": ["genome", "tracks", "hub", "links", "de
           "properties": {"genome": {"type": "object"}, "default_locus": {"type": "string"},
                          "bin_size": {"type": "integer"}, "tracks": {"type": "array", "items": TRACK},
                          "hub": {"type": "string"}, "links": {"type": "object"}, "igv_js": {"type": "object"}}}
+VARIANT = {"oneOf": [
+    {"type": "string", "description": "chrom:pos:ref:alt, pos 1-based", "example": "chr1:1000:A:G"},
+    {"type": "object", "required": ["chrom", "pos", "ref", "alt"],
+     "properties": {"chrom": {"type": "string"}, "pos": {"type": "integer", "minimum": 1},
+                    "ref": {"type": "string", "description": "bases, or '' / '-' for an insertion"},
+                    "alt": {"type": "string", "description": "bases, or '' / '-' for a deletion"}}}]}
+SCORE = {"type": "object", "required": ["ref_sum", "alt_sum", "sad", "log2fc", "max_diff", "max_diff_bin"],
+         "properties": {"ref_sum": {"type": "number"}, "alt_sum": {"type": "number"},
+                        "sad": {"type": "number", "description": "alt_sum - ref_sum"},
+                        "log2fc": {"type": "number", "description": "log2((alt_sum + 1) / (ref_sum + 1))"},
+                        "max_diff": {"type": "number"},
+                        "max_diff_bin": {"type": "array", "items": {"type": "integer"},
+                                         "description": "0-based start and end of the bin of largest |alt - ref|"},
+                        "d1": {"type": "number"}, "d2": {"type": "number"}}}
+TRACK_VALUES = {"type": "object", "additionalProperties": {
+    "type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}}}
+VARIANTS_REQUEST = {"type": "object", "required": ["variants"],
+                    "properties": {"variants": {"type": "array", "items": VARIANT, "minItems": 1},
+                                   "tracks": {"type": "boolean", "default": False,
+                                              "description": "also return ref, alt and diff tracks"},
+                                   "score_bp": {"type": "integer", "minimum": 0, "default": 1024,
+                                                "description": "score the bins within this many bp of the variant"}}}
+VARIANTS_RESPONSE = {"type": "object", "required": ["targets", "results", "problems"],
+                     "properties": {"targets": {"type": "array", "items": {"type": "string"}},
+                                    "score_bp": {"type": "integer"},
+                                    "results": {"type": "array", "items": {
+                                        "type": "object", "required": ["index", "variant", "window", "scores"],
+                                        "properties": {"index": {"type": "integer"}, "variant": {"type": "object"},
+                                                       "window": {"type": "object"},
+                                                       "scores": {"type": "object", "additionalProperties": SCORE},
+                                                       "tracks": TRACK_VALUES}}},
+                                    "problems": {"type": "array", "items": {"type": "object"}}}}
+PREDICT_REQUEST = {"oneOf": [
+    {"type": "object", "required": ["region"],
+     "properties": {"region": {"type": "string", "description": "chr:start-end, 1-based inclusive, at most one "
+                                                                "window's output long"},
+                    "edits": {"type": "array", "items": VARIANT,
+                              "description": "substitutions, insertions, deletions inside the region; "
+                                             "objects take the region's chromosome"}}},
+    {"type": "object", "required": ["sequence"],
+     "properties": {"sequence": {"type": "string", "description": "A/C/G/T/N, at most seq_len; centred, N-padded"},
+                    "conservation": {"type": "array", "items": {"type": "number"},
+                                     "description": "per base; default 0 (a factor of 1)"}}}]}
+PREDICT_RESPONSE = {"type": "object", "required": ["start", "end", "bin_size", "targets", "tracks"],
+                    "properties": {"chrom": {"type": ["string", "null"]}, "start": {"type": "integer"},
+                                   "end": {"type": "integer"}, "bin_size": {"type": "integer"},
+                                   "targets": {"type": "array", "items": {"type": "string"}},
+                                   "tracks": TRACK_VALUES}}
 STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 
 
 def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: str) -> dict:
+    reasons = {"400": "malformed request", "413": "request body too large", "422": "nothing could be predicted",
+               "503": "no model set loaded", "504": "the model did not answer in time"}
+    return {code: _json({"$ref": "#/components/schemas/Error"}, reasons[code]) for code in codes}
 
 
 def openapi_document(server_url: str) -> dict:
@@ -34,10 +88,36 @@ def openapi_document(server_url: str) -> dict:
             "/api/tracks": {"get": {"summary": "Tracks, genome and hub URLs, and links for UCSC, IGV and igv.js",
                                     "operationId": "tracks",
                                     "responses": {"200": _json(TRACKS, "the tracks")}}},
+            "/api/variants": {"post": {
+                "summary": "Score variants (SNVs and indels) per target",
+                "description": "Each variant is checked against the reference and scored in a window around it: "
+                               "Σref, Σalt, SAD, log2FC and the bin of largest change per target. Variants that "
+                               "cannot be scored are listed in problems with their index.",
+                "operationId": "scoreVariants",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": VARIANTS_REQUEST}}},
+                "responses": {"200": _json(VARIANTS_RESPONSE, "scores"), **_errors("400", "413", "422", "503", "504")}}},
+            "/api/predict": {"post": {
+                "summary": "Predicted tracks for a region with edits, or for a raw sequence",
+                "description": "Edited bases keep their position's conservation; inserted and raw bases get 0 "
+                               "unless conservation is given.",
+                "operationId": "predict",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": PREDICT_REQUEST}}},
+                "responses": {"200": _json(PREDICT_RESPONSE, "tracks"), **_errors("400", "413", "422", "503", "504")}}},
+            "/api/variant-track": {"get": {
+                "summary": "One variant's ref, alt or diff track for one target as bedGraph",
+                "operationId": "variantTrack",
+                "parameters": [
+                    {"name": "variant", "in": "query", "required": True, "schema": {"type": "string"},
+                     "example": "chr1:1000:A:G"},
+                    {"name": "target", "in": "query", "schema": {"type": "string"}},
+                    {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["ref", "alt", "diff"]}}],
+                "responses": {"200": {"description": "bedGraph", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              **_errors("400", "503", "504")}}},
             "/healthz": {"get": {"summary": "The process is up", "operationId": "healthz",
                                  "responses": {"200": _json(STATUS, "up")}}},
             "/readyz": {"get": {"summary": "Ready to serve", "operationId": "readyz",
                                 "responses": {"200": _json(STATUS, "ready"), "503": _json(STATUS, "not ready")}}},
         },
-        "components": {"schemas": {"Error": ERROR, "Track": TRACK, "Tracks": TRACKS}},
+        "components": {"schemas": {"Error": ERROR, "Track": TRACK, "Tracks": TRACKS, "Variant": VARIANT,
+                                   "Score": SCORE}},
     }

@@ -1,0 +1,173 @@
+"""Variants and sequence edits: parsing, the reference check, allele windows and effect scores.
+
+A variant is scored in one window of ``seq_len`` placed around it on the genome's bin grid (its
+start a multiple of ``bin_size``, the variant in the centre bin), so variants in the same bin
+share one reference prediction and output bins line up with precomputed tracks. The alternate
+window is the reference window with the allele applied at the same start: a deletion is filled
+from the reference further right, an insertion pushes the right end out. Substituted bases keep
+their position's conservation; inserted bases get conservation 0 (a factor of 1, as for a base
+without conservation data).
+
+Scores per target, over the output bins that overlap ±``score_bp`` around the variant:
+Σref, Σalt, SAD = Σalt − Σref, log2FC = log2((Σalt+1)/(Σref+1)), the bin with the largest
+|alt − ref|, D1 = Σ|alt − ref| and D2 = √Σ(alt − ref)².
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .genome import Genome, encode_codes, sequence_codes
+
+BASES = re.compile(r"[ACGTNacgtn]+")
+
+
+class VariantError(ValueError):
+    """A variant or edit that cannot be scored, with the reason."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """``pos`` is 1-based, as in VCF; ``ref`` and ``alt`` are the alleles (upper case)."""
+
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+
+    @property
+    def start(self) -> int:
+        """0-based start of the reference allele."""
+        return self.pos - 1
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.ref)
+
+    def __str__(self) -> str:
+        return f"{self.chrom}:{self.pos}:{self.ref}:{self.alt}"
+
+    def to_dict(self) -> dict:
+        return {"chrom": self.chrom, "pos": self.pos, "ref": self.ref, "alt": self.alt}
+
+
+def make_variant(chrom: object, pos: object, ref: object, alt: object, max_indel: int = 100) -> Variant:
+    """A checked :class:`Variant`: a positive integer position and A/C/G/T/N alleles (``-`` or
+    an empty string for none, as some tools write indels)."""
+    if not isinstance(chrom, str) or not chrom:
+        raise VariantError("chrom must be a chromosome name")
+    if isinstance(pos, bool) or not isinstance(pos, (int, str)) or not str(pos).isdigit() or int(pos) < 1:
+        raise VariantError(f"pos must be a positive integer (1-based), got {pos!r}")
+    alleles = []
+    for label, allele in (("ref", ref), ("alt", alt)):
+        if not isinstance(allele, str):
+            raise VariantError(f"{label} must be a string of bases")
+        allele = "" if allele in ("-", ".") else allele
+        if allele and not BASES.fullmatch(allele):
+            raise VariantError(f"{label} {allele[:20]!r} holds letters other than A, C, G, T, N "
+                               "(symbolic and structural alleles are not scored)")
+        alleles.append(allele.upper())
+    ref_allele, alt_allele = alleles
+    if not ref_allele and not alt_allele:
+        raise VariantError("ref and alt are both empty")
+    if ref_allele == alt_allele:
+        raise VariantError(f"ref and alt are the same ({ref_allele})")
+    if max(len(ref_allele), len(alt_allele)) > max_indel + 1:
+        raise VariantError(f"alleles longer than {max_indel + 1} bases are not scored")
+    return Variant(chrom, int(pos), ref_allele, alt_allele)
+
+
+def parse_variant(text: str, max_indel: int = 100) -> Variant:
+    """``chr:pos:ref:alt``, or the same fields separated by whitespace (VCF columns CHROM POS REF
+    ALT) or by ``-`` (``chr1-1000-A-G``); commas are allowed in the position."""
+    text = text.strip()
+    separator = ":" if ":" in text else (None if any(c.isspace() for c in text) else "-")
+    fields = [f.strip() for f in text.split(separator)]
+    if len(fields) != 4:
+        raise VariantError(f"variant {text!r}: expected chrom:pos:ref:alt, e.g. chr1:1000:A:G")
+    chrom, pos, ref, alt = fields
+    return make_variant(chrom, pos.replace(",", ""), ref, alt, max_indel)
+
+
+def check_reference(genome: Genome, variant: Variant) -> None:
+    """Raise :class:`VariantError` when the chromosome or position is unknown or the genome's
+    bases differ from ``ref``."""
+    if variant.chrom not in genome.chrom_sizes:
+        hint = ""
+        other = variant.chrom[3:] if variant.chrom.startswith("chr") else f"chr{variant.chrom}"
+        if other in genome.chrom_sizes:
+            hint = f" (the genome calls it {other!r})"
+        raise VariantError(f"chromosome {variant.chrom!r} is not in the genome{hint}")
+    size = genome.chrom_sizes[variant.chrom]
+    if variant.end > size or variant.start >= size:
+        raise VariantError(f"position {variant.pos} is past the end of {variant.chrom} ({size:,} bp)")
+    found = genome.sequence(variant.chrom, variant.start, variant.end).upper()
+    if found != variant.ref:
+        raise VariantError(f"reference mismatch: the genome has {found or '(nothing)'} at {variant.chrom}:"
+                           f"{variant.pos}, the variant says {variant.ref or '(nothing)'}")
+
+
+def window_start(position: int, seq_len: int, bin_size: int) -> int:
+    """Start of the window for a 0-based position: on the bin grid, the position in the centre bin."""
+    return (position // bin_size) * bin_size - seq_len // 2
+
+
+def apply_edits(genome: Genome, chrom: str, start: int, seq_len: int,
+                edits: list[Variant]) -> tuple[np.ndarray, np.ndarray]:
+    """Base codes and conservation of the window [start, start + seq_len) with ``edits`` applied
+    (non-overlapping, any order). Returns ``seq_len`` codes and conservation values."""
+    edits = sorted(edits, key=lambda v: v.start)
+    for a, b in zip(edits, edits[1:]):
+        if b.start < a.end:
+            raise VariantError(f"edits {a} and {b} overlap")
+    grow = sum(max(0, len(v.ref) - len(v.alt)) for v in edits)
+    span_end = start + seq_len + grow
+    codes = sequence_codes(genome.sequence(chrom, start, span_end))
+    cons = genome.conservation(chrom, start, span_end)
+    pieces_codes, pieces_cons, cursor = [], [], start
+    for v in edits:
+        if v.start < start or v.end > span_end:
+            raise VariantError(f"edit {v} is outside the window {chrom}:{start + 1}-{start + seq_len}")
+        pieces_codes += [codes[cursor - start: v.start - start], sequence_codes(v.alt)]
+        substituted = cons[v.start - start: v.start - start + min(len(v.ref), len(v.alt))]
+        pieces_cons += [cons[cursor - start: v.start - start], substituted,
+                        np.zeros(max(0, len(v.alt) - len(v.ref)), np.float32)]
+        cursor = v.end
+    pieces_codes.append(codes[cursor - start:])
+    pieces_cons.append(cons[cursor - start:])
+    return np.concatenate(pieces_codes)[:seq_len], np.concatenate(pieces_cons)[:seq_len]
+
+
+def encode_edited(genome: Genome, chrom: str, start: int, seq_len: int, edits: list[Variant],
+                  use_conservation: bool = True) -> np.ndarray:
+    """Model input (4, seq_len) of a window with edits applied."""
+    codes, cons = apply_edits(genome, chrom, start, seq_len, edits)
+    return encode_codes(codes, cons if use_conservation else None)
+
+
+def score_bins(output_start: int, bin_size: int, n_bins: int, variant: Variant, score_bp: int) -> slice:
+    """Output bins overlapping [variant start − score_bp, variant end + score_bp)."""
+    lo = max(0, (variant.start - score_bp - output_start) // bin_size)
+    hi = min(n_bins, -(-(variant.end + score_bp - output_start) // bin_size))
+    if hi <= lo:
+        raise VariantError(f"variant {variant} is outside the model's output window")
+    return slice(lo, hi)
+
+
+def effect_scores(ref: np.ndarray, alt: np.ndarray, bins: slice, output_start: int, bin_size: int,
+                  names: list[str]) -> dict[str, dict]:
+    """Scores per target from ref and alt predictions (targets, bins) over ``bins``."""
+    out = {}
+    for i, name in enumerate(names):
+        r, a = ref[i, bins].astype(np.float64), alt[i, bins].astype(np.float64)
+        diff = a - r
+        top = int(np.argmax(np.abs(diff)))
+        top_start = output_start + (bins.start + top) * bin_size
+        out[name] = {"ref_sum": float(r.sum()), "alt_sum": float(a.sum()), "sad": float(a.sum() - r.sum()),
+                     "log2fc": float(np.log2((a.sum() + 1) / (r.sum() + 1))),
+                     "max_diff": float(diff[top]), "max_diff_bin": [top_start, top_start + bin_size],
+                     "d1": float(np.abs(diff).sum()), "d2": float(np.sqrt((diff ** 2).sum()))}
+    return out
+

@@ -1,0 +1,183 @@
+"""Prediction endpoints: /api/variants, /api/predict and /api/variant-track.
+
+Client mistakes are 400 (malformed request), 422 (well-formed but nothing could be scored) or
+413 (body too large), with a JSON body naming each problem; a model that does not answer in
+time is 504; a server without a model set is 503.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from epiformer.genome import GenomeError, parse_region
+from epiformer.variants import Variant, VariantError, make_variant, parse_variant
+
+from .predictor import PredictionTimeout, Predictor
+
+predictions = Blueprint("predictions", __name__)
+DEFAULT_SCORE_BP = 1024
+
+
+class ApiError(HTTPException):
+    """An error answered as JSON with a list of problems."""
+
+    def __init__(self, code: int, message: str, problems: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.problems = problems or []
+
+
+@predictions.errorhandler(ApiError)
+def api_error(err: ApiError) -> tuple[Response, int]:
+    body: dict[str, Any] = {"status": err.code, "message": err.description}
+    if err.problems:
+        body["problems"] = err.problems
+    return jsonify({"error": body}), err.code
+
+
+def predictor() -> Predictor:
+    found = current_app.config.get("PREDICTOR")
+    if found is None:
+        raise ApiError(503, "this server has no model set: start it with -m MODEL (EPIFORMER_MODELS) for predictions")
+    return found
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _int_field(body: dict, name: str, default: int, lo: int, hi: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be an integer from {lo} to {hi}")
+    return value
+
+
+def _variant(item: Any, max_indel: int) -> Variant:
+    if isinstance(item, str):
+        return parse_variant(item, max_indel)
+    if not isinstance(item, dict):
+        raise VariantError("expected an object {chrom, pos, ref, alt} or a string chrom:pos:ref:alt")
+    missing = [k for k in ("chrom", "pos", "ref", "alt") if k not in item]
+    if missing:
+        raise VariantError(f"missing {', '.join(missing)}")
+    return make_variant(item["chrom"], item["pos"], item["ref"], item["alt"], max_indel)
+
+
+def _timed(call):
+    try:
+        return call()
+    except PredictionTimeout as err:
+        raise ApiError(504, str(err)) from None
+
+
+@predictions.post("/api/variants")
+def variants() -> Response:
+    """Score one or many variants: per target Σref, Σalt, SAD, log2FC, the bin of largest change."""
+    body = json_body()
+    items = body.get("variants", [body] if "chrom" in body else None)
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "give variants: a list of {chrom, pos, ref, alt} (pos 1-based) or chrom:pos:ref:alt")
+    limit = current_app.config["EPIFORMER"].max_variants
+    if len(items) > limit:
+        raise ApiError(400, f"{len(items)} variants in one request; at most {limit}")
+    model = predictor()
+    score_bp = _int_field(body, "score_bp", DEFAULT_SCORE_BP, 0, model.n_bins * model.bin_size)
+    with_tracks = body.get("tracks", False)
+    if not isinstance(with_tracks, bool):
+        raise ApiError(400, "tracks must be true or false")
+    valid, problems = [], []
+    for index, item in enumerate(items):
+        try:
+            variant = _variant(item, max_indel=100)
+            model.check(variant)
+            valid.append((index, variant))
+        except VariantError as err:
+            problems.append({"index": index, "variant": item if isinstance(item, (str, dict)) else None,
+                             "message": str(err)})
+    if not valid:
+        raise ApiError(422, "no variant could be scored", problems)
+    results = _timed(lambda: model.score_variants([v for _, v in valid], score_bp, with_tracks))
+    for (index, _), result in zip(valid, results):
+        result["index"] = index
+    return jsonify({"targets": model.names, "score_bp": score_bp, "results": results, "problems": problems})
+
+
+@predictions.post("/api/predict")
+def predict() -> Response:
+    """Predicted tracks for a region with edits (reference and edited), or for a raw sequence."""
+    body = json_body()
+    model = predictor()
+    if "sequence" in body:
+        sequence, conservation = body["sequence"], body.get("conservation")
+        if not isinstance(sequence, str) or not sequence or any(c not in "ACGTNacgtn" for c in sequence):
+            raise ApiError(400, "sequence must be a non-empty string of A, C, G, T, N")
+        if conservation is not None and (not isinstance(conservation, list) or
+                                         not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in conservation)):
+            raise ApiError(400, "conservation must be a list of numbers, one per base")
+        try:
+            return jsonify(_timed(lambda: model.predict_sequence(sequence, conservation)))
+        except VariantError as err:
+            raise ApiError(400, str(err)) from None
+    region = body.get("region")
+    if not isinstance(region, str):
+        raise ApiError(400, "give region (chr:start-end, 1-based) with optional edits, or sequence")
+    edits_in = body.get("edits", [])
+    if not isinstance(edits_in, list):
+        raise ApiError(400, "edits must be a list of {pos, ref, alt} (chrom taken from the region)")
+    try:
+        chrom, start, end = parse_region(region)
+        if chrom not in model.genome.chrom_sizes:
+            raise VariantError(f"chromosome {chrom!r} is not in the genome")
+        if end > model.genome.chrom_sizes[chrom]:
+            raise VariantError(f"region end {end:,} is past the end of {chrom} ({model.genome.chrom_sizes[chrom]:,} bp)")
+    except (GenomeError, VariantError) as err:
+        raise ApiError(400, f"region: {err}") from None
+    edits, problems = [], []
+    for index, item in enumerate(edits_in):
+        try:
+            edit = item if isinstance(item, str) else {"chrom": chrom, **item} if isinstance(item, dict) else item
+            edits.append(_variant(edit, max_indel=model.seq_len // 4))
+        except VariantError as err:
+            problems.append({"index": index, "message": str(err)})
+    if problems:
+        raise ApiError(400, "some edits cannot be applied", problems)
+    try:
+        return jsonify(_timed(lambda: model.predict_region(chrom, start, end, edits)))
+    except VariantError as err:
+        raise ApiError(422, str(err)) from None
+
+
+@predictions.get("/api/variant-track")
+def variant_track() -> Response:
+    """One variant's ref, alt or diff track for one target, as bedGraph (IGV, UCSC custom track)."""
+    model = predictor()
+    text, kind = request.args.get("variant", ""), request.args.get("kind", "diff")
+    target = request.args.get("target", model.names[0])
+    if kind not in ("ref", "alt", "diff"):
+        raise ApiError(400, "kind must be ref, alt or diff")
+    if target not in model.names:
+        raise ApiError(400, f"target {target!r} is not one of {', '.join(model.names)}")
+    try:
+        variant = parse_variant(text)
+        model.check(variant)
+    except VariantError as err:
+        raise ApiError(400, f"variant: {err}") from None
+    result = _timed(lambda: model.score_variants([variant], DEFAULT_SCORE_BP, True))[0]
+    values = result["tracks"][kind][target]
+    start, size = result["window"]["start"], model.genome.chrom_sizes[variant.chrom]
+    lines = [f'track type=bedGraph name="{target} {kind} {variant}" description="Epiformer {kind} '
+             f'prediction, {target}, {variant}" visibility=full autoScale=on']
+    for k, value in enumerate(values):
+        lo, hi = start + k * model.bin_size, min(start + (k + 1) * model.bin_size, size)
+        if 0 <= lo < hi:
+            lines.append(f"{variant.chrom}\t{lo}\t{hi}\t{value:.5g}")
+    response = Response("\n".join(lines) + "\n", mimetype="text/plain")
+    response.headers["Content-Disposition"] = f'inline; filename="{target}.{kind}.bedGraph"'
+    return response

@@ -1,0 +1,143 @@
+"""On-demand predictions for the API: variants, edited regions and raw sequences.
+
+One :class:`Predictor` per worker process, made after the fork. Genome reads are serialised (the
+FASTA and bigWig handles are not thread-safe); forward passes go through the
+:class:`~server.batching.BatchPredictor`; reference windows are cached, so a variant query in a
+window seen before runs only its alternate allele.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+import numpy as np
+
+from epiformer.engine import Engine
+from epiformer.genome import Genome, encode_codes, sequence_codes
+from epiformer.modelset import load_model_set
+from epiformer.variants import (Variant, VariantError, check_reference, effect_scores, encode_edited,
+                                score_bins, window_start)
+
+from .batching import BatchPredictor, LRUCache
+from .config import ServerConfig
+
+
+class PredictionTimeout(RuntimeError):
+    """The model did not answer within the request timeout."""
+
+
+class Predictor:
+    """Model set + genome + batcher + reference cache."""
+
+    def __init__(self, cfg: ServerConfig, manifest: dict) -> None:
+        models = load_model_set(cfg.models, targets=cfg.targets or None)
+        self.engine = Engine(models, device=cfg.device, batch_size=cfg.max_batch, bf16=True)
+        fasta = cfg.fasta or manifest["genome"]["fasta"]
+        conservation = cfg.conservation or manifest["genome"].get("conservation")
+        self.uses_conservation = models.uses_conservation and bool(conservation)
+        self.genome = Genome(Path(fasta), Path(conservation) if self.uses_conservation else None)
+        self.batcher = BatchPredictor(self.engine, cfg.max_batch, cfg.max_delay_ms / 1000)
+        self.cache = LRUCache(cfg.cache_windows)
+        self.timeout = cfg.request_timeout_s
+        self.names = self.engine.target_names
+        config = self.engine.config
+        self.seq_len, self.bin_size = config.seq_len, config.bin_size
+        self.output_offset, self.n_bins = self.engine.output_offset, config.n_output_bins
+        self._genome_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.genome.close()
+
+    def _run(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.batcher.predict(windows, timeout=self.timeout)
+        except FutureTimeout:
+            raise PredictionTimeout(f"the model did not answer within {self.timeout:g} s") from None
+
+    def _reference(self, chrom: str, starts: list[int]) -> dict[int, np.ndarray]:
+        """Reference predictions of windows (cached), computing the missing ones in one batch."""
+        found = {s: self.cache.get((chrom, s)) for s in dict.fromkeys(starts)}
+        missing = [s for s, value in found.items() if value is None]
+        if missing:
+            with self._genome_lock:
+                inputs = [self._encode(chrom, s, []) for s in missing]
+            for s, value in zip(missing, self._run(inputs)):
+                self.cache.put((chrom, s), value)
+                found[s] = value
+        return found
+
+    def _encode(self, chrom: str, start: int, edits: list[Variant]) -> np.ndarray:
+        return encode_edited(self.genome, chrom, start, self.seq_len, edits, self.uses_conservation)
+
+    def check(self, variant: Variant) -> None:
+        with self._genome_lock:
+            check_reference(self.genome, variant)
+
+    def score_variants(self, variants: list[Variant], score_bp: int, with_tracks: bool) -> list[dict]:
+        """Scores (and optionally ref/alt/diff tracks) of reference-checked variants."""
+        starts = [window_start(v.start, self.seq_len, self.bin_size) for v in variants]
+        by_chrom: dict[str, list[int]] = {}
+        for v, s in zip(variants, starts):
+            by_chrom.setdefault(v.chrom, []).append(s)
+        references = {(c, s): value for c, group in by_chrom.items() for s, value in self._reference(c, group).items()}
+        with self._genome_lock:
+            inputs = [self._encode(v.chrom, s, [v]) for v, s in zip(variants, starts)]
+        alts = self._run(inputs)
+        results = []
+        for v, s, alt in zip(variants, starts, alts):
+            ref = references[(v.chrom, s)]
+            output_start = s + self.output_offset
+            bins = score_bins(output_start, self.bin_size, self.n_bins, v, score_bp)
+            result = {"variant": v.to_dict(), "window": {"chrom": v.chrom, "start": output_start,
+                                                         "end": output_start + self.n_bins * self.bin_size,
+                                                         "bin_size": self.bin_size,
+                                                         "score_bins": [bins.start, bins.stop]},
+                      "scores": effect_scores(ref, alt, bins, output_start, self.bin_size, self.names)}
+            if with_tracks:
+                result["tracks"] = {kind: {n: np.round(values[i], 5).tolist() for i, n in enumerate(self.names)}
+                                    for kind, values in (("ref", ref), ("alt", alt), ("diff", alt - ref))}
+            results.append(result)
+        return results
+
+    def predict_region(self, chrom: str, start: int, end: int, edits: list[Variant]) -> dict:
+        """Reference and edited predictions of the window centred on [start, end)."""
+        with self._genome_lock:
+            for edit in edits:
+                if edit.chrom != chrom or edit.start < start or edit.end > end:
+                    raise VariantError(f"edit {edit} is outside the region {chrom}:{start + 1}-{end}")
+                check_reference(self.genome, edit)
+        span = self.n_bins * self.bin_size
+        if end - start > span:
+            raise VariantError(f"the region is {end - start:,} bp; at most {span:,} bp (one window's output) "
+                               "can be predicted with edits")
+        s = window_start((start + end) // 2, self.seq_len, self.bin_size)
+        ref = self._reference(chrom, [s])[s]
+        if edits:
+            with self._genome_lock:
+                edited = self._run([self._encode(chrom, s, edits)])[0]
+        else:
+            edited = ref
+        return self._tracks(chrom, s + self.output_offset, {"reference": ref, "edited": edited})
+
+    def predict_sequence(self, sequence: str, conservation: list[float] | None) -> dict:
+        """Predictions for a raw sequence, centred in one window and N-padded to seq_len."""
+        if len(sequence) > self.seq_len:
+            raise VariantError(f"the sequence is {len(sequence):,} bp; the model takes at most {self.seq_len:,}")
+        if conservation is not None and len(conservation) != len(sequence):
+            raise VariantError(f"conservation has {len(conservation)} values for {len(sequence)} bases")
+        left = (self.seq_len - len(sequence)) // 2
+        codes = np.full(self.seq_len, 4, np.uint8)
+        codes[left: left + len(sequence)] = sequence_codes(sequence)
+        cons = np.zeros(self.seq_len, np.float32)
+        if conservation is not None and self.uses_conservation:
+            cons[left: left + len(sequence)] = np.asarray(conservation, np.float32)
+        prediction = self._run([encode_codes(codes, cons)])[0]
+        return self._tracks(None, self.output_offset - left, {"sequence": prediction})
+
+    def _tracks(self, chrom: str | None, output_start: int, predictions: dict[str, np.ndarray]) -> dict:
+        return {"chrom": chrom, "start": output_start, "end": output_start + self.n_bins * self.bin_size,
+                "bin_size": self.bin_size, "targets": self.names,
+                "tracks": {kind: {n: np.round(values[i], 5).tolist() for i, n in enumerate(self.names)}
+                           for kind, values in predictions.items()}}

@@ -1,0 +1,223 @@
+"""The prediction API: variant scores, edited regions, raw sequences, batching, the reference
+cache, timeouts and clear 4xx answers to bad requests."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from epiformer.engine import Engine
+from epiformer.genome import Genome, encode_codes
+from epiformer.modelset import load_model_set
+from epiformer.variants import VariantError, apply_edits, make_variant, parse_variant, window_start
+from server import create_app
+
+
+@pytest.fixture
+def model_app(precomputed, tmp_path):
+    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
+                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu", "max_variants": 5,
+                      "max_body_bytes": 20_000})
+    yield app
+    app.config["PREDICTOR"].close()
+
+
+@pytest.fixture
+def api(model_app):
+    return model_app.test_client()
+
+
+@pytest.fixture
+def genome(demo_data):
+    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as g:
+        yield g
+
+
+def snv(genome, chrom="chr1", pos=200_001, alt=None):
+    """An SNV at ``pos`` (1-based) that agrees with the reference (the demo genome there is not N)."""
+    ref = genome.sequence(chrom, pos - 1, pos).upper()
+    assert ref in "ACGT", f"{chrom}:{pos} is {ref}"
+    return {"chrom": chrom, "pos": pos, "ref": ref, "alt": alt or ("A" if ref != "A" else "C")}
+
+
+def test_snv_scores_match_a_direct_computation(api, model_app, genome, precomputed):
+    variant = snv(genome)
+    body = api.post("/api/variants", json={"variants": [variant], "tracks": True}).json
+    result = body["results"][0]
+    assert body["problems"] == [] and result["index"] == 0
+    engine = Engine(load_model_set([str(precomputed.parent / "model.pth.tar")]), device="cpu")
+    seq_len, bin_size = engine.config.seq_len, engine.config.bin_size
+    start = window_start(variant["pos"] - 1, seq_len, bin_size)
+    assert start % bin_size == 0 and start <= variant["pos"] - 1 - seq_len // 2 + bin_size
+    v = make_variant(**variant)
+    ref = engine.predict(genome.encode("chr1", start, start + seq_len)[None])[0]
+    codes, cons = apply_edits(genome, "chr1", start, seq_len, [v])
+    alt = engine.predict(encode_codes(codes, cons)[None])[0]
+    assert result["window"]["start"] == start + engine.output_offset
+    lo, hi = result["window"]["score_bins"]
+    for i, name in enumerate(body["targets"]):
+        scores = result["scores"][name]
+        assert scores["ref_sum"] == pytest.approx(ref[i, lo:hi].sum(), rel=1e-4)
+        assert scores["alt_sum"] == pytest.approx(alt[i, lo:hi].sum(), rel=1e-4)
+        assert scores["sad"] == pytest.approx(scores["alt_sum"] - scores["ref_sum"], abs=1e-6)
+        assert scores["log2fc"] == pytest.approx(np.log2((scores["alt_sum"] + 1) / (scores["ref_sum"] + 1)))
+        diff = np.asarray(result["tracks"]["diff"][name])
+        np.testing.assert_allclose(diff, np.round(alt[i] - ref[i], 5), atol=2e-5)
+        change = np.abs(alt[i, lo:hi] - ref[i, lo:hi])
+        assert abs(scores["max_diff"]) == pytest.approx(change.max(), abs=1e-6)
+        top = (scores["max_diff_bin"][0] - result["window"]["start"]) // bin_size
+        assert lo <= top < hi and change[top - lo] == pytest.approx(change.max(), abs=1e-6)
+
+
+def test_reference_windows_are_cached(api, model_app, genome):
+    predictor = model_app.config["PREDICTOR"]
+    first = snv(genome, pos=100_001)
+    api.post("/api/variants", json={"variants": [first]})
+    before = predictor.batcher.windows
+    same_bin = snv(genome, pos=100_002)
+    response = api.post("/api/variants", json={"variants": [same_bin, first]})
+    assert response.status_code == 200, response.json
+    assert predictor.batcher.windows - before == 2, "only the two alternate alleles ran"
+    assert predictor.cache.hits == 1, "both share the window cached by the first request"
+
+
+def test_concurrent_requests_share_batches(precomputed, tmp_path, genome):
+    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
+                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu",
+                      "max_delay_ms": 300, "max_batch": 16, "cache_windows": 0})
+    predictor = app.config["PREDICTOR"]
+    statuses = []
+
+    def query(pos):
+        statuses.append(app.test_client().post("/api/variants", json={"variants": [snv(genome, pos=pos)]}).status_code)
+
+    threads = [threading.Thread(target=query, args=(150_001 + 5_000 * i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    predictor.close()
+    assert statuses == [200] * 6
+    assert predictor.batcher.windows == 12
+    assert predictor.batcher.batches < 12, "windows of concurrent requests ran together"
+
+
+def test_indels_mismatches_and_partial_failures(api, genome):
+    chrom, pos = "chr2", 150_001
+    two = genome.sequence(chrom, pos - 1, pos + 1).upper()
+    wrong = "A" if two[0] != "A" else "C"
+    body = api.post("/api/variants", json={"variants": [
+        {"chrom": chrom, "pos": pos, "ref": two, "alt": two[0]},            # deletion
+        f"{chrom}:{pos}:{two[0]}:{two[0]}GGT",                              # insertion
+        {"chrom": chrom, "pos": pos, "ref": wrong, "alt": "G"},             # reference mismatch
+        {"chrom": "chrZ", "pos": 5, "ref": "A", "alt": "G"},
+        {"chrom": chrom, "pos": 10**9, "ref": "A", "alt": "G"}]}).json
+    assert [r["index"] for r in body["results"]] == [0, 1]
+    messages = {p["index"]: p["message"] for p in body["problems"]}
+    assert "reference mismatch: the genome has" in messages[2]
+    assert "chromosome 'chrZ' is not in the genome" in messages[3]
+    assert "past the end of chr2" in messages[4]
+    bad = api.post("/api/variants", json={"variants": [{"chrom": "1", "pos": 5, "ref": "A", "alt": "G"}]})
+    assert bad.status_code == 422 and "the genome calls it 'chr1'" in bad.json["error"]["problems"][0]["message"]
+
+
+@pytest.mark.parametrize("payload, status, message", [
+    (b"{not json", 400, "must be a JSON object"),
+    ([1, 2], 400, "must be a JSON object"),
+    ({"variants": []}, 400, "give variants"),
+    ({"variants": ["chr1:5:A:G"] * 6}, 400, "at most 5"),
+    ({"variants": ["chr1:5:A:<DEL>"]}, 422, "symbolic"),
+    ({"variants": [{"chrom": "chr1", "pos": "x", "ref": "A", "alt": "G"}]}, 422, "positive integer"),
+    ({"variants": [{"chrom": "chr1", "pos": 5}]}, 422, "missing ref, alt"),
+    ({"variants": ["chr1:5:A:G"], "score_bp": -1}, 400, "score_bp must be"),
+    ({"variants": ["chr1:5:A:G"], "tracks": "yes"}, 400, "tracks must be"),
+    ({"variants": ["x" * 30_000]}, 413, ""),
+])
+def test_bad_variant_requests_are_4xx(api, payload, status, message):
+    if isinstance(payload, bytes):
+        response = api.post("/api/variants", data=payload, content_type="application/json")
+    else:
+        response = api.post("/api/variants", json=payload)
+    assert response.status_code == status
+    assert message in str(response.json["error"])
+
+
+def test_predict_region_with_edits(api, genome):
+    chrom, pos = "chr3", 60_001
+    base = genome.sequence(chrom, pos - 1, pos).upper()
+    region = f"{chrom}:{pos - 1000}-{pos + 1000}"
+    plain = api.post("/api/predict", json={"region": region}).json
+    tracks = plain["tracks"]
+    assert plain["chrom"] == chrom and plain["end"] - plain["start"] == 48 * 128
+    assert tracks["reference"] == tracks["edited"]
+    edited = api.post("/api/predict", json={"region": region, "edits": [
+        {"pos": pos, "ref": base, "alt": "T" if base != "T" else "G"}, f"{chrom}:{pos + 50}:"
+        f"{genome.sequence(chrom, pos + 49, pos + 55).upper()}:-"]}).json
+    assert edited["start"] == plain["start"] and edited["tracks"]["reference"] == tracks["reference"]
+    assert edited["tracks"]["edited"] != tracks["reference"]
+    for payload, status, message in [
+        ({"region": region, "edits": [{"pos": pos + 5000, "ref": "A", "alt": "G"}]}, 422, "outside the region"),
+        ({"region": f"{chrom}:1-100000"}, 422, "at most 6,144 bp"),
+        ({"region": "chrQ:1-100"}, 400, "not in the genome"),
+        ({"region": "chr3:5-1"}, 400, "region"),
+        ({"region": region, "edits": [{"pos": pos, "ref": "N" * 3000, "alt": "A"}]}, 400, "cannot be applied"),
+        ({"sequence": "ACGTX"}, 400, "A, C, G, T, N"),
+        ({"sequence": "A" * 8193}, 400, "at most 8,192"),
+        ({"sequence": "ACGT", "conservation": [1, 2]}, 400, "2 values for 4 bases"),
+        ({"nothing": 1}, 400, "give region"),
+    ]:
+        response = api.post("/api/predict", json=payload)
+        assert response.status_code == status, payload
+        assert message in str(response.json["error"]), payload
+
+
+def test_predict_raw_sequence(api, genome):
+    seq = genome.sequence("chr1", 120_000, 122_000)
+    out = api.post("/api/predict", json={"sequence": seq}).json
+    assert out["chrom"] is None and len(out["tracks"]["sequence"]["HIP"]) == 48
+    assert out["start"] == 1024 - (8192 - 2000) // 2
+    with_cons = api.post("/api/predict", json={"sequence": seq, "conservation": [2.0] * len(seq)}).json
+    assert with_cons["tracks"] != out["tracks"]
+
+
+def test_variant_track_is_bedgraph_of_the_diff(api, genome):
+    variant = snv(genome, pos=230_001)
+    text = f"{variant['chrom']}:{variant['pos']}:{variant['ref']}:{variant['alt']}"
+    scored = api.post("/api/variants", json={"variants": [text], "tracks": True}).json["results"][0]
+    response = api.get(f"/api/variant-track?variant={text}&target=MGC&kind=diff")
+    lines = response.data.decode().splitlines()
+    assert response.status_code == 200 and lines[0].startswith("track type=bedGraph")
+    rows = [line.split("\t") for line in lines[1:]]
+    assert int(rows[0][1]) == scored["window"]["start"] and all(int(r[2]) - int(r[1]) == 128 for r in rows)
+    np.testing.assert_allclose([float(r[3]) for r in rows], scored["tracks"]["diff"]["MGC"], atol=1e-4)
+    assert api.get(f"/api/variant-track?variant={text}&target=NOPE").status_code == 400
+    assert api.get(f"/api/variant-track?variant={text}&kind=sum").status_code == 400
+    assert api.get("/api/variant-track?variant=chr1:5").status_code == 400
+
+
+def test_timeouts_and_servers_without_models(api, model_app, client, genome):
+    predictor = model_app.config["PREDICTOR"]
+    original = predictor.engine.predict
+
+    def slow(x):
+        time.sleep(0.5)
+        return original(x)
+
+    predictor.engine.predict = slow
+    predictor.timeout = 0.05
+    predictor.cache.capacity = 0
+    response = api.post("/api/variants", json={"variants": [snv(genome, pos=250_001)]})
+    assert response.status_code == 504 and "did not answer within" in response.json["error"]["message"]
+    no_model = client.post("/api/variants", json={"variants": ["chr1:5:A:G"]})
+    assert no_model.status_code == 503 and "no model set" in no_model.json["error"]["message"]
+
+
+def test_variant_strings():
+    assert str(parse_variant("chr1:1,000:a:g")) == "chr1:1000:A:G"
+    assert str(parse_variant("chr1 1000 AT -")) == "chr1:1000:AT:"
+    with pytest.raises(VariantError, match="the same"):
+        parse_variant("chr1:5:A:A")
+    with pytest.raises(VariantError, match="expected chrom:pos:ref:alt"):
+        parse_variant("chr1:5:A")
