@@ -1,5 +1,5 @@
 # Set-up and everyday commands. Everything is installed into .venv in this folder.
-#   make demo   install, then run the offline demo
+#   make demo   install, run the offline demo, then serve its hub, tracks and API (Ctrl-C stops it)
 #   make test   install, then run the whole test suite
 # GPU users: make TORCH_INDEX_URL=<the PyTorch wheel index for your CUDA version> demo
 # (see README.md, "GPUs").
@@ -9,6 +9,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
+PORT ?= 8000
 SYSTEM_PROGRAMS := bedtools=bedtools
 
 BIN := $(VENV)/bin
@@ -32,6 +33,7 @@ $(STAMP): setup.py constraints.txt Makefile scripts/system-deps.sh
 
 demo: install
 	$(BIN)/epiformer demo -o demo_out
+	$(BIN)/epiformer serve demo_out/precompute -m demo_out/runs/demo.best_corr.pth.tar --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

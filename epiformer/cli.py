@@ -215,6 +215,7 @@ def _hub(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    import signal
     import subprocess
     from pathlib import Path
 
@@ -237,10 +238,15 @@ def _serve(args: argparse.Namespace) -> None:
     print(f"hub         {hub_dir}/hub.txt")
     print(f"serving     {base}/  (hub {base}/hub/hub.txt, API {base}/api/openapi.json); Ctrl-C stops it")
     conf = Path(__file__).resolve().parent.parent / "server" / "gunicorn.conf.py"
-    try:
-        subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(conf), "server:create_app()"], env=env, check=False)
-    except KeyboardInterrupt:
-        pass
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf), "server:create_app()"], env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        """Ctrl-C reaches gunicorn from the terminal too; a signal sent to this process only is passed on."""
+        proc.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    proc.wait()
     print("stopped")
 
 

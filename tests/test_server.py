@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -185,3 +186,38 @@ def test_gunicorn_serves_a_remote_reader(precomputed, tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     assert "Booting worker" in output and '"status": 206' in output
+
+
+@pytest.mark.slow
+def test_serve_command_answers_and_stops_on_ctrl_c(precomputed, tmp_path):
+    """epiformer serve: hub built, gunicorn workers load the model after the fork, Ctrl-C stops it."""
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "epiformer.cli", "serve", str(precomputed), "--hub-dir",
+                             str(tmp_path / "hub"), "-m", str(precomputed.parent / "model.pth.tar"), "--port",
+                             str(port), "--workers", "1", "--device", "cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
+                    ready = json.loads(response.read())
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server did not become ready")
+        assert ready["predictions"][0] == "HIP"
+        request = urllib.request.Request(f"{base}/api/variants", data=json.dumps(
+            {"variants": ["chr1:5:A:G"]}).encode(), headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert refused.value.code == 422
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, output
+    assert f"serving     {base}/" in output and output.rstrip().endswith("stopped")
+    assert "Traceback" not in output
