@@ -8,6 +8,7 @@ window seen before runs only its alternate allele.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
@@ -28,7 +29,8 @@ class PredictionTimeout(RuntimeError):
 
 
 class Predictor:
-    """Model set + genome + batcher + reference cache."""
+    """Model set + genome + batcher + reference cache (with requests for a window being computed
+    waiting for that computation instead of repeating it)."""
 
     def __init__(self, cfg: ServerConfig, manifest: dict) -> None:
         models = load_model_set(cfg.models, targets=cfg.targets or None)
@@ -45,6 +47,8 @@ class Predictor:
         self.seq_len, self.bin_size = config.seq_len, config.bin_size
         self.output_offset, self.n_bins = self.engine.output_offset, config.n_output_bins
         self._genome_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: dict[tuple[str, int], Future] = {}
 
     def close(self) -> None:
         self.batcher.close()
@@ -57,16 +61,39 @@ class Predictor:
             raise PredictionTimeout(f"the model did not answer within {self.timeout:g} s") from None
 
     def _reference(self, chrom: str, starts: list[int]) -> dict[int, np.ndarray]:
-        """Reference predictions of windows (cached), computing the missing ones in one batch."""
-        found = {s: self.cache.get((chrom, s)) for s in dict.fromkeys(starts)}
-        missing = [s for s, value in found.items() if value is None]
-        if missing:
-            with self._genome_lock:
-                inputs = [self._encode(chrom, s, []) for s in missing]
-            for s, value in zip(missing, self._run(inputs)):
-                self.cache.put((chrom, s), value)
+        """Reference predictions of windows: from the cache, from a request already computing them,
+        or computed here in one batch (and shared with requests that ask meanwhile)."""
+        found: dict[int, np.ndarray | Future] = {}
+        mine: list[int] = []
+        with self._pending_lock:
+            for s in dict.fromkeys(starts):
+                value = self.cache.get((chrom, s))
+                if value is None:
+                    value = self._pending.get((chrom, s))
+                if value is None:
+                    value = self._pending[(chrom, s)] = Future()
+                    mine.append(s)
                 found[s] = value
-        return found
+        if mine:
+            try:
+                with self._genome_lock:
+                    inputs = [self._encode(chrom, s, []) for s in mine]
+                for s, value in zip(mine, self._run(inputs)):
+                    self.cache.put((chrom, s), value)
+                    found[s].set_result(value)
+            except BaseException as err:
+                for s in mine:
+                    if not found[s].done():
+                        found[s].set_exception(err)
+                raise
+            finally:
+                with self._pending_lock:
+                    for s in mine:
+                        self._pending.pop((chrom, s), None)
+        try:
+            return {s: v.result(self.timeout) if isinstance(v, Future) else v for s, v in found.items()}
+        except FutureTimeout:
+            raise PredictionTimeout(f"the model did not answer within {self.timeout:g} s") from None
 
     def _encode(self, chrom: str, start: int, edits: list[Variant]) -> np.ndarray:
         return encode_edited(self.genome, chrom, start, self.seq_len, edits, self.uses_conservation)

@@ -1,0 +1,269 @@
+"""Track server throughput on loopback: bigWig range requests through gunicorn against nginx, and
+variant queries one by one against concurrent, with and without the reference-window cache.
+
+    python bench/bench_server.py                         # print the tables
+    python bench/bench_server.py --write BENCHMARKS.md
+
+Set-up (in a temporary folder): a 1 Mb demo genome, a randomly initialised tiny model (speed
+does not depend on the weights), its precompute and hub. Needs nginx and wrk (Debian packages
+nginx-light and wrk; installed with apt-get when run as root, as the project's set-up does).
+
+* Files: wrk with 64 connections for ``--seconds`` requests random 64 KB byte ranges of one
+  file of the hub (the genome FASTA: the demo's bigWigs are smaller than 64 KB), first from gunicorn (the production config: 2 workers x 8 threads), then from nginx
+  (2 worker processes) serving the same folder.
+* Variants: gunicorn with one worker and the model; each query is one SNV. "One by one" is a
+  single client waiting for each answer; "concurrent" is 16 clients at once. Variants come four
+  to a 128 bp bin, so with the cache (512 windows) a bin's reference window runs once and later
+  variants run only their alternate allele; without it (0 windows) every query runs both.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine_description, publish  # noqa: E402
+
+from epiformer.checkpoint import save_checkpoint  # noqa: E402
+from epiformer.config import preset  # noqa: E402
+from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
+from epiformer.genome import Genome  # noqa: E402
+from epiformer.model import Epiformer  # noqa: E402
+from epiformer.modelset import load_model_set  # noqa: E402
+from precompute import PrecomputeOptions, precompute  # noqa: E402
+from trackhub import build_hub  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RANGE_SCRIPT = """
+math.randomseed(1)
+request = function()
+  local first = math.random(0, {last_start})
+  return wrk.format("GET", "{path}", {{["Range"] = "bytes=" .. first .. "-" .. (first + 65535)}})
+end
+"""
+NGINX_CONF = """
+{user}
+daemon off;
+worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location /hub/ {{ alias {hub}/; }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
+    env = {**os.environ, **env, "EPIFORMER_BIND": f"127.0.0.1:{port}", "EPIFORMER_LOG_REQUESTS": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "server" / "gunicorn.conf.py"),
+                             "server:create_app()"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_ready(f"http://127.0.0.1:{port}/readyz")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def wrk(url: str, script: Path, seconds: int) -> dict:
+    """Requests/s and latency percentiles from wrk (64 connections, 2 threads)."""
+    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50%"), "p99": ms("99%"),
+            "errors": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def query_variants(port: int, variants: list[str], clients: int) -> dict:
+    """Send each variant as one /api/variants request from ``clients`` threads; rates and latencies."""
+    latencies: list[float] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+    queue = list(reversed(variants))
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                if not queue:
+                    break
+                variant = queue.pop()
+            started = time.perf_counter()
+            conn.request("POST", "/api/variants", body=json.dumps({"variants": [variant]}),
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            with lock:
+                latencies.append(time.perf_counter() - started)
+                statuses.append(response.status)
+        conn.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {"qps": len(variants) / seconds, "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+            "non_200": sum(s != 200 for s in statuses)}
+
+
+def variant_list(fasta: Path, count: int, seed: int) -> list[str]:
+    """``count`` SNVs, four to a 128 bp bin, at random A/C/G/T positions of the first chromosome."""
+    rng = np.random.default_rng(seed)
+    out = []
+    with Genome(fasta) as genome:
+        chrom = next(iter(genome.chrom_sizes))
+        size = genome.chrom_sizes[chrom]
+        while len(out) < count:
+            bin_start = int(rng.integers(10_000, size - 10_000)) // 128 * 128
+            for offset in rng.choice(128, 4, replace=False):
+                base = genome.sequence(chrom, bin_start + int(offset), bin_start + int(offset) + 1).upper()
+                if base in "ACGT":
+                    alt = "ACGT"[("ACGT".index(base) + 1) % 4]
+                    out.append(f"{chrom}:{bin_start + int(offset) + 1}:{base}:{alt}")
+    return out[:count]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run (default: 10)")
+    parser.add_argument("--variants", type=int, default=96, help="variant queries per run (default: 96)")
+    parser.add_argument("--write", metavar="BENCHMARKS.md")
+    args = parser.parse_args()
+    subprocess.run([str(ROOT / "scripts" / "system-deps.sh"), "nginx=nginx-light", "wrk=wrk"], check=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths = make_demo_data(tmp / "demo", DemoSpec.scaled(total_mb=1.0, n_chroms=2, seed=2))
+        torch.manual_seed(0)
+        model = save_checkpoint(tmp / "model.pth.tar", Epiformer(preset("tiny"), list(CELL_TYPES)).eval())
+        precompute(load_model_set([str(model)]), paths["fasta"], paths["conservation"], tmp / "pre",
+                   PrecomputeOptions(progress=False, log=lambda _: None), genome_name="demo")
+        hub = tmp / "hub"
+        build_hub(tmp / "pre", hub)
+        served = hub / "genome" / "demo.fa"
+        served_kb = served.stat().st_size / 1e3
+        path = "/hub/genome/demo.fa"
+        script = tmp / "ranges.lua"
+        script.write_text(RANGE_SCRIPT.format(last_start=served.stat().st_size - 65536, path=path))
+
+        files = {}
+        base_env = {"EPIFORMER_PRECOMPUTE_DIR": str(tmp / "pre"), "EPIFORMER_HUB_DIR": str(hub)}
+        port = free_port()
+        server = start_gunicorn({**base_env, "EPIFORMER_WORKERS": "2"}, port)
+        try:
+            files["gunicorn (2 workers x 8 threads)"] = wrk(f"http://127.0.0.1:{port}{path}", script, args.seconds)
+        finally:
+            stop(server)
+        nginx_port = free_port()
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (tmp / sub).mkdir()
+        # nginx's workers run as the invoking user, so they can read the (private) temporary folder
+        user = "user root;" if os.geteuid() == 0 else ""
+        (tmp / "nginx.conf").write_text(NGINX_CONF.format(user=user, tmp=tmp, port=nginx_port, hub=hub))
+        nginx = subprocess.Popen([shutil.which("nginx"), "-c", str(tmp / "nginx.conf"), "-p", str(tmp)],
+                                 start_new_session=True, stderr=subprocess.DEVNULL)
+        try:
+            try:
+                wait_ready(f"http://127.0.0.1:{nginx_port}/hub/hub.txt", seconds=20)
+            except RuntimeError:
+                raise RuntimeError("nginx did not start: " + (tmp / "nginx.error.log").read_text()[-2000:]) from None
+            files["nginx (2 worker processes)"] = wrk(f"http://127.0.0.1:{nginx_port}{path}", script, args.seconds)
+        finally:
+            stop(nginx)
+
+        queries = {}
+        for cache in (512, 0):
+            env = {**base_env, "EPIFORMER_WORKERS": "1", "EPIFORMER_MODELS": str(model), "EPIFORMER_DEVICE": "cpu",
+                   "EPIFORMER_CACHE_WINDOWS": str(cache), "EPIFORMER_THREADS": "16"}
+            for clients in (1, 16):
+                server = start_gunicorn(env, port)
+                try:
+                    variants = variant_list(paths["fasta"], args.variants, seed=clients)
+                    query_variants(port, variant_list(paths["fasta"], 4, seed=99), 1)
+                    queries[(cache, clients)] = query_variants(port, variants, clients)
+                finally:
+                    stop(server)
+
+    gunicorn_rps = next(iter(files.values()))["rps"]
+    lines = [
+        f"Machine: {machine_description(torch.device('cpu'))}, {os.cpu_count()} cores; loopback; wrk and the "
+        "servers share the cores.",
+        "",
+        f"Random 64 KB byte ranges of the hub's genome FASTA ({served_kb:,.0f} kB; the demo's bigWigs are smaller than "
+        f"64 KB), 64 connections, "
+        f"{args.seconds} s each:",
+        "",
+        "| server | requests/s | p50 ms | p99 ms | non-2xx | vs gunicorn |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *(f"| {name} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | "
+          f"{r['rps'] / gunicorn_rps:.2f}x |" for name, r in files.items()),
+        "",
+        f"Variant queries (one SNV each, tiny model, CPU, one gunicorn worker), {args.variants} per run:",
+        "",
+        "| reference cache | clients | queries/s | p50 ms | p99 ms | non-200 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *(f"| {'512 windows' if cache else 'off'} | {clients} | {r['qps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+          f"{r['non_200']} |" for (cache, clients), r in queries.items()),
+    ]
+    publish("server", lines, args.write)
+
+
+if __name__ == "__main__":
+    main()
