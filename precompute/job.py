@@ -157,7 +157,8 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
         log("note: the model was trained without conservation (if_cons false); --seqcons is not used")
         conservation = None
     if models.uses_conservation and not conservation:
-        log("note: no --seqcons given; every base gets conservation 0 (factor 1), as the model never saw")
+        log("note: no --seqcons given: every base gets conservation 0 (a factor of 1), although the model "
+            "was trained with conservation")
     with Genome(fasta, conservation) as genome:
         chosen = list(chroms) if chroms else list(genome.chrom_sizes)
         if conservation:
