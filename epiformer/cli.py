@@ -87,6 +87,13 @@ EPILOG_SERVE = """examples:
       gunicorn -c server/gunicorn.conf.py 'server:create_app()'
 """
 
+EPILOG_SCORE = """examples:
+  epiformer score-variants -m demo_out/runs/demo.best_corr.pth.tar --fa demo_out/data/genome.fa \\
+      --seqcons demo_out/data/conservation.bw --vcf demo_out/data/variants.vcf -o demo_out/variants
+  epiformer score-variants -m MGC=MGC.best_loss.pth.tar -m OPC=OPC.best_loss.pth.tar --fa hg38.fa \\
+      --seqcons hg38.phastCons100way.bw --vcf gwas.vcf.gz -o gwas_scores --on-mismatch swap
+"""
+
 EPILOG_INSPECT = """examples:
   epiformer inspect MGC.model.best_loss.pth.tar
   epiformer inspect run1.best_corr.pth.tar --json
@@ -248,6 +255,26 @@ def _serve(args: argparse.Namespace) -> None:
         signal.signal(signum, forward)
     proc.wait()
     print("stopped")
+
+
+def _score_variants(args: argparse.Namespace) -> None:
+    from .engine import Engine
+    from .genome import Genome
+    from .modelset import load_model_set
+    from .scoring import ScoreOptions, score_variant_file
+
+    models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+    shifts = [int(v) for v in args.shifts.split(",")] if args.shifts else [0]
+    engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
+                    reverse_complement=not args.no_rc, shifts=shifts)
+    options = ScoreOptions(score_bp=args.score_bp, on_mismatch=args.on_mismatch, max_indel=args.max_indel,
+                           progress=not args.quiet)
+    conservation = args.seqcons if models.uses_conservation else None
+    with Genome(args.fa, conservation) as genome:
+        result = score_variant_file(engine, genome, args.vcf, args.out, options, sources=models.sources)
+    print(f"scored {result['scored']:,} variants, skipped {result['skipped']:,} (reasons in {args.out}.skipped.tsv)"
+          + (f"; resumed {result['resumed_parts']} finished part(s)" if result["resumed_parts"] else ""))
+    print("wrote " + ", ".join(str(p) for p in result["files"]))
 
 
 def _bool(value: str) -> bool:
@@ -507,6 +534,36 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     serve.set_defaults(func=_serve)
 
+    sv = sub.add_parser(
+        "score-variants", help="effect scores of the variants of a VCF or TSV, per target",
+        description="Score every variant (SNVs and indels; multi-allelic records split) in a window around it: "
+                    "per target the sums of the reference and alternate predictions over the bins within "
+                    "--score-bp, SAD, log2FC, the bin of largest change, D1 and D2. Writes OUT.tsv, OUT.h5, "
+                    "OUT.skipped.tsv (line and reason of every variant not scored) and, for a VCF, OUT.vcf with "
+                    "INFO fields. Work is saved in OUT.parts as it goes; rerunning resumes.",
+        epilog=EPILOG_SCORE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sv.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT",
+                    help="checkpoint; repeat for a set, as in predict")
+    sv.add_argument("--fa", "-d", required=True, help="genome FASTA")
+    sv.add_argument("--seqcons", "-s", help="conservation bigWig")
+    sv.add_argument("--vcf", required=True, help="VCF (.vcf or .vcf.gz) or TSV (chrom, pos, ref, alt[, id])")
+    sv.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
+    sv.add_argument("--targets", "-t", help="targets.txt naming original checkpoints' outputs")
+    sv.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
+    sv.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
+    sv.add_argument("--score-bp", type=int, default=1024, help="score the bins within this many bp (default: 1024)")
+    sv.add_argument("--on-mismatch", choices=["skip", "swap", "score"], default="skip",
+                    help="a REF that differs from the genome: skip it, swap REF/ALT when ALT is the genome's "
+                         "base, or score ALT over the genome's bases (default: skip)")
+    sv.add_argument("--max-indel", type=int, default=100, help="longest indel scored, in bp (default: 100)")
+    sv.add_argument("--batch-size", type=int, default=8)
+    sv.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
+    sv.add_argument("--shifts", help="shift ensembling, comma-separated bp offsets")
+    sv.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    sv.add_argument("--device", default="auto")
+    sv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sv.set_defaults(func=_score_variants)
+
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",
                              description="Print a checkpoint's configuration, targets and metrics.",
                              epilog=EPILOG_INSPECT, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -525,6 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .genome import GenomeError
     from .modelset import ModelSetError
     from .targets import TargetsError
+    from .variants import VariantError
+    from .vcf import VcfError
     from precompute import PrecomputeError
     from server.config import ServerConfigError
     from trackhub import HubError
@@ -534,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         func(args)
     except (CheckpointError, ConfigError, DatasetError, GenomeError, ModelSetError, OutputError,
-            HubError, PrecomputeError, ServerConfigError, TargetsError) as err:
+            HubError, PrecomputeError, ServerConfigError, TargetsError, VariantError, VcfError) as err:
         print(f"epiformer {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

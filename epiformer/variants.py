@@ -156,18 +156,28 @@ def score_bins(output_start: int, bin_size: int, n_bins: int, variant: Variant, 
     return slice(lo, hi)
 
 
+SCORE_FIELDS = ("ref_sum", "alt_sum", "sad", "log2fc", "max_diff", "max_diff_start", "d1", "d2")
+
+
+def score_arrays(ref: np.ndarray, alt: np.ndarray, bins: slice, output_start: int, bin_size: int) -> np.ndarray:
+    """(targets, len(SCORE_FIELDS)) scores from ref and alt predictions (targets, bins) over ``bins``:
+    the one place scores are computed, for the CLI and the server alike."""
+    r, a = ref[:, bins].astype(np.float64), alt[:, bins].astype(np.float64)
+    diff = a - r
+    top = np.argmax(np.abs(diff), axis=1)
+    rows = np.arange(len(r))
+    ref_sum, alt_sum = r.sum(axis=1), a.sum(axis=1)
+    return np.stack([ref_sum, alt_sum, alt_sum - ref_sum, np.log2((alt_sum + 1) / (ref_sum + 1)), diff[rows, top],
+                     output_start + (bins.start + top) * bin_size, np.abs(diff).sum(axis=1),
+                     np.sqrt((diff ** 2).sum(axis=1))], axis=1)
+
+
 def effect_scores(ref: np.ndarray, alt: np.ndarray, bins: slice, output_start: int, bin_size: int,
                   names: list[str]) -> dict[str, dict]:
-    """Scores per target from ref and alt predictions (targets, bins) over ``bins``."""
+    """:func:`score_arrays` as a dict per target (``max_diff_bin`` as [start, end])."""
     out = {}
-    for i, name in enumerate(names):
-        r, a = ref[i, bins].astype(np.float64), alt[i, bins].astype(np.float64)
-        diff = a - r
-        top = int(np.argmax(np.abs(diff)))
-        top_start = output_start + (bins.start + top) * bin_size
-        out[name] = {"ref_sum": float(r.sum()), "alt_sum": float(a.sum()), "sad": float(a.sum() - r.sum()),
-                     "log2fc": float(np.log2((a.sum() + 1) / (r.sum() + 1))),
-                     "max_diff": float(diff[top]), "max_diff_bin": [top_start, top_start + bin_size],
-                     "d1": float(np.abs(diff).sum()), "d2": float(np.sqrt((diff ** 2).sum()))}
+    for name, row in zip(names, score_arrays(ref, alt, bins, output_start, bin_size)):
+        scores = {field: float(value) for field, value in zip(SCORE_FIELDS, row)}
+        start = int(scores.pop("max_diff_start"))
+        out[name] = {**scores, "max_diff_bin": [start, start + bin_size]}
     return out
-

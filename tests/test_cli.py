@@ -3,16 +3,18 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from epiformer.cli import main
+from epiformer.demo import variant_auroc
 
 
 def test_help_lists_subcommands():
     result = subprocess.run([sys.executable, "-m", "epiformer.cli", "--help"],
                             capture_output=True, text=True, check=True)
     for command in ("demo", "demo-data", "generate-datasets", "train", "evaluate", "predict", "precompute",
-                    "precompute-merge", "inspect"):
+                    "precompute-merge", "hub", "serve", "score-variants", "inspect"):
         assert command in result.stdout
 
 
@@ -35,6 +37,16 @@ def test_demo_end_to_end(tmp_path, capsys):
     rows = [line.split("\t") for line in (runs / "demo.test_metrics.tsv").read_text().splitlines()]
     assert rows[-1][0] == "mean" and float(rows[-1][1]) >= 0.5
     assert (runs / "demo.learning_curves.png").is_file()
+    auroc = variant_auroc(tmp_path / "demo" / "variants" / "demo.tsv", tmp_path / "demo" / "data" / "variants.vcf")
+    assert auroc["mean"] >= 0.9, auroc
+    assert "|SAD| ranks motif-disrupting above neutral variants with AUROC" in out
+    rows = [line.split("\t") for line in (tmp_path / "demo" / "variants" / "demo.tsv").read_text().splitlines()]
+    truth = {line.split("\t")[2]: line.split("\t")[7] for line in
+             (tmp_path / "demo" / "data" / "variants.vcf").read_text().splitlines() if not line.startswith("#")}
+    deletions = [r for r in rows[1:] if len(r[3]) > len(r[4]) and "TRUTH=disrupting" in truth[r[0]]]
+    lowered = [np.mean([float(r[rows[0].index(f"{cell}.sad")]) for cell in
+                        truth[r[0]].split("CELLTYPES=")[1].split(",")]) < 0 for r in deletions]
+    assert len(deletions) >= 10 and np.mean(lowered) >= 0.7, "deleting a motif lowers predicted accessibility"
     manifest = json.loads((tmp_path / "demo" / "precompute" / "manifest.json").read_text())
     assert manifest["genome"]["name"] == "demo" and len(manifest["tracks"]) == 8
     assert all((tmp_path / "demo" / "precompute" / t["file"]).stat().st_size == t["bytes"] for t in manifest["tracks"])

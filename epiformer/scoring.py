@@ -1,0 +1,271 @@
+"""``epiformer score-variants``: a VCF or TSV of variants -> effect scores per target.
+
+The input is read in chunks of consecutive records; each finished chunk is written at once to
+``OUTPREFIX.parts/part-NNNNNN.npz`` (under a temporary name, then renamed), so memory stays
+bounded and a stopped run resumes with the first unfinished chunk. When every chunk is done, the
+parts are joined, one part at a time, into ``OUTPREFIX.tsv``, ``OUTPREFIX.h5``, the input VCF
+annotated with INFO fields (``OUTPREFIX.vcf``) and ``OUTPREFIX.skipped.tsv``.
+
+Variants in the same 128 bp bin share one window and one reference prediction (kept in an LRU
+cache across chunks, which a position-sorted file makes effective); scores come from
+:func:`epiformer.variants.score_arrays`, as the server's /api/variants.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from .engine import Engine
+from .files import atomic_path, sha256_file
+from .genome import Genome
+from .variants import (SCORE_FIELDS, Variant, VariantError, check_reference, encode_edited, score_arrays, score_bins,
+                       window_start)
+from .vcf import Skipped, VariantRecord, VcfError, read_variants
+
+MISMATCH_MODES = ("skip", "swap", "score")
+
+
+@dataclass
+class ScoreOptions:
+    """How to score: the window around each variant, reference mismatches, indel length, chunking."""
+
+    score_bp: int = 1024
+    on_mismatch: str = "skip"       # skip the variant, swap ref/alt when alt is the reference, or score it anyway
+    max_indel: int = 100
+    chunk: int = 512                # input records per part file
+    cache_windows: int = 256
+    progress: bool = True
+    log: Callable[[str], None] = field(default=print, repr=False)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def resolve_mismatch(genome: Genome, variant: Variant, mode: str) -> tuple[Variant, str]:
+    """The variant to score and its flag (``ok``, ``swapped`` or ``ref_mismatch``), or
+    :class:`VariantError` when it cannot be scored under ``mode``."""
+    try:
+        check_reference(genome, variant)
+        return variant, "ok"
+    except VariantError as err:
+        if "reference mismatch" not in str(err) or mode == "skip":
+            raise
+        found = genome.sequence(variant.chrom, variant.start, variant.end).upper()
+        if mode == "swap":
+            swapped = Variant(variant.chrom, variant.pos, variant.alt, variant.ref)
+            if len(variant.alt) == len(variant.ref) and found == variant.alt:
+                return swapped, "swapped"
+            raise VariantError(f"{err}; swapping does not help (the genome has neither allele)") from None
+        if found == variant.alt:
+            raise VariantError(f"{err}; the genome already has the alternate allele") from None
+        return Variant(variant.chrom, variant.pos, found, variant.alt), "ref_mismatch"
+
+
+class _ReferenceCache:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple[str, int]) -> np.ndarray | None:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[str, int], value: np.ndarray) -> None:
+        self.items[key] = value
+        while len(self.items) > self.capacity:
+            self.items.popitem(last=False)
+
+
+def score_chunk(engine: Engine, genome: Genome, entries: list[VariantRecord | Skipped], options: ScoreOptions,
+                cache: _ReferenceCache, use_conservation: bool) -> dict[str, np.ndarray]:
+    """Scores of one chunk's variants (one forward pass per new reference window and per allele)."""
+    cfg = engine.config
+    rows, skipped = [], []
+    for entry in entries:
+        if isinstance(entry, Skipped):
+            skipped.append(entry)
+            continue
+        try:
+            variant, flag = resolve_mismatch(genome, entry.variant, options.on_mismatch)
+        except VariantError as err:
+            skipped.append(Skipped(entry.line, str(entry.variant), str(err)))
+            continue
+        rows.append((entry, variant, flag, window_start(variant.start, cfg.seq_len, cfg.bin_size)))
+    references = {key: cache.get(key) for key in dict.fromkeys((v.chrom, s) for _, v, _, s in rows)}
+    missing = [key for key, value in references.items() if value is None]
+    if missing:
+        computed = engine.predict(np.stack([encode_edited(genome, c, s, cfg.seq_len, [], use_conservation)
+                                            for c, s in missing]))
+        for key, value in zip(missing, computed):
+            cache.put(key, value)
+            references[key] = value
+    alts = engine.predict(np.stack([encode_edited(genome, v.chrom, s, cfg.seq_len, [v], use_conservation)
+                                    for _, v, _, s in rows])) if rows else []
+    scores = np.zeros((len(rows), len(engine.target_names), len(SCORE_FIELDS)), np.float32)
+    for i, ((_, v, _, s), alt) in enumerate(zip(rows, alts)):
+        output_start = s + engine.output_offset
+        bins = score_bins(output_start, cfg.bin_size, cfg.n_output_bins, v, options.score_bp)
+        scores[i] = score_arrays(references[(v.chrom, s)], alt, bins, output_start, cfg.bin_size)
+    return {
+        "line": np.array([e.line for e, *_ in rows], np.int64), "id": np.array([e.id for e, *_ in rows], str),
+        "chrom": np.array([v.chrom for _, v, *_ in rows], str), "pos": np.array([v.pos for _, v, *_ in rows], np.int64),
+        "ref": np.array([v.ref for _, v, *_ in rows], str), "alt": np.array([v.alt for _, v, *_ in rows], str),
+        "flag": np.array([f for *_, f, _ in rows], str), "scores": scores,
+        "input_alt": np.array([e.variant.alt for e, *_ in rows], str),
+        "skipped_line": np.array([s.line for s in skipped], np.int64),
+        "skipped_text": np.array([s.text for s in skipped], str),
+        "skipped_reason": np.array([s.reason for s in skipped], str),
+    }
+
+
+def _fingerprint(engine: Engine, genome: Genome, path: Path, options: ScoreOptions, sources: list[str]) -> dict:
+    return {"input": [path.name, sha256_file(path)], "targets": engine.target_names,
+            "models": [sha256_file(s) for s in sources], "genome": [genome.fasta_path.name, sorted(genome.chrom_sizes.items())],
+            "conservation": genome.conservation_path.name if genome.conservation_path else None,
+            "options": {k: v for k, v in asdict(options).items() if k in ("score_bp", "on_mismatch", "max_indel", "chunk")},
+            "reverse_complement": engine.reverse_complement, "shifts": list(engine.shifts)}
+
+
+def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, outprefix: str | os.PathLike,
+                       options: ScoreOptions | None = None, sources: list[str] | None = None) -> dict:
+    """Score every variant of ``path`` and write OUTPREFIX.{tsv,h5,skipped.tsv} (and .vcf for a
+    VCF input). ``sources`` are the checkpoint files (their checksums tie the parts to the run)."""
+    options = options or ScoreOptions()
+    if options.on_mismatch not in MISMATCH_MODES:
+        raise VcfError(f"--on-mismatch must be one of {', '.join(MISMATCH_MODES)}")
+    path, outprefix = Path(path), Path(outprefix)
+    if not path.is_file():
+        raise VcfError(f"variant file {path}: no such file")
+    parts = Path(f"{outprefix}.parts")
+    fingerprint = json.loads(json.dumps(_fingerprint(engine, genome, path, options, sources or [])))
+    run_file = parts / "run.json"
+    if run_file.is_file() and json.loads(run_file.read_text()) != fingerprint:
+        raise VcfError(f"{parts} holds another scoring run (other input, models or options): delete it or "
+                       "choose another -o")
+    parts.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_file) as tmp:
+        tmp.write_text(json.dumps(fingerprint))
+    use_conservation = genome.conservation_path is not None
+    cache = _ReferenceCache(options.cache_windows)
+    counts = {"scored": 0, "skipped": 0, "resumed_parts": 0}
+    total_parts = 0
+    bar = tqdm(desc="score-variants", unit="var", disable=not options.progress, dynamic_ncols=True)
+    for k, entries in enumerate(_chunks(read_variants(path, options.max_indel), options.chunk)):
+        total_parts = k + 1
+        part = parts / f"part-{k:06d}.npz"
+        if part.exists():
+            counts["resumed_parts"] += 1
+            bar.update(len(entries))
+            continue
+        result = score_chunk(engine, genome, entries, options, cache, use_conservation)
+        with atomic_path(part) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **result)
+        bar.update(len(entries))
+    bar.close()
+    for stale in sorted(parts.glob("part-*.npz"))[total_parts:]:
+        stale.unlink()
+    written = write_outputs(parts, total_parts, outprefix, path, engine.target_names, counts)
+    return {**counts, "files": written}
+
+
+def _parts(parts: Path, total: int) -> Iterator[dict[str, np.ndarray]]:
+    for k in range(total):
+        with np.load(parts / f"part-{k:06d}.npz") as data:
+            yield {key: data[key] for key in data.files}
+
+
+def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, targets: list[str], counts: dict) -> list[Path]:
+    """Join the parts into the TSV, HDF5, skipped list and annotated VCF, one part at a time."""
+    import h5py
+
+    tsv, h5, skipped = Path(f"{outprefix}.tsv"), Path(f"{outprefix}.h5"), Path(f"{outprefix}.skipped.tsv")
+    columns = [f"{t}.{f}" for t in targets for f in SCORE_FIELDS]
+    with atomic_path(tsv) as tmp_tsv, atomic_path(h5) as tmp_h5, atomic_path(skipped) as tmp_skipped, \
+            open(tmp_tsv, "w") as out, open(tmp_skipped, "w") as out_skipped, h5py.File(tmp_h5, "w") as store:
+        out.write("\t".join(["id", "chrom", "pos", "ref", "alt", "flag", *columns]) + "\n")
+        out_skipped.write("line\tvariant\treason\n")
+        text = h5py.string_dtype()
+        sets = {name: store.create_dataset(f"variants/{name}", (0,), maxshape=(None,), chunks=True,
+                                           dtype="i8" if name in ("pos", "line") else text)
+                for name in ("id", "chrom", "pos", "ref", "alt", "flag", "line")}
+        score_sets = {f: store.create_dataset(f"scores/{f}", (0, len(targets)), maxshape=(None, len(targets)),
+                                              dtype="f4", chunks=True) for f in SCORE_FIELDS}
+        store.attrs["targets"] = targets
+        store.attrs["score_fields"] = list(SCORE_FIELDS)
+        for part in _parts(parts, total):
+            n = len(part["line"])
+            counts["scored"] += n
+            counts["skipped"] += len(part["skipped_line"])
+            for i in range(n):
+                values = part["scores"][i].ravel()
+                out.write("\t".join([str(part["id"][i]), str(part["chrom"][i]), str(part["pos"][i]), part["ref"][i] or "-",
+                                     part["alt"][i] or "-", str(part["flag"][i])]
+                                    + [f"{v:.6g}" for v in values]) + "\n")
+            for line, variant, reason in zip(part["skipped_line"], part["skipped_text"], part["skipped_reason"]):
+                out_skipped.write(f"{line}\t{variant}\t{reason}\n")
+            if not n:
+                continue
+            for name, dataset in sets.items():
+                dataset.resize((len(dataset) + n,))
+                dataset[-n:] = part[name] if name in ("pos", "line") else part[name].astype(object)
+            for j, f in enumerate(SCORE_FIELDS):
+                dataset = score_sets[f]
+                dataset.resize((len(dataset) + n, len(targets)))
+                dataset[-n:] = part["scores"][:, :, j]
+    written = [tsv, h5, skipped]
+    if ".vcf" in source.name.lower():
+        written.append(annotate_vcf(source, parts, total, Path(f"{outprefix}.vcf"), targets))
+    return written
+
+
+def annotate_vcf(source: Path, parts: Path, total: int, out: Path, targets: list[str]) -> Path:
+    """The input VCF with INFO fields EPI_SAD_<target> and EPI_LOG2FC_<target> (one value per
+    alternate allele, ``.`` for an allele not scored) and EPI_FLAG."""
+    from .vcf import open_text
+
+    rows = ((int(p["line"][i]), str(p["input_alt"][i]), p["scores"][i], str(p["flag"][i]))
+            for p in _parts(parts, total) for i in range(len(p["line"])))
+    current = next(rows, None)
+    columns = {"SAD": SCORE_FIELDS.index("sad"), "LOG2FC": SCORE_FIELDS.index("log2fc")}
+    safe = ["".join(c if c.isalnum() else "_" for c in t) for t in targets]
+    with open_text(source) as handle, atomic_path(out) as tmp, open(tmp, "w") as dest:
+        for line_no, raw in enumerate(handle, 1):
+            line = raw.rstrip("\r\n")
+            if line.startswith("#CHROM"):
+                for t, name in zip(targets, safe):
+                    dest.write(f'##INFO=<ID=EPI_SAD_{name},Number=A,Type=Float,Description="Epiformer SAD '
+                               f'(sum alt - sum ref) for {t}">\n'
+                               f'##INFO=<ID=EPI_LOG2FC_{name},Number=A,Type=Float,Description="Epiformer '
+                               f'log2((alt+1)/(ref+1)) for {t}">\n')
+                dest.write('##INFO=<ID=EPI_FLAG,Number=A,Type=String,Description="Epiformer: ok, swapped, '
+                           'ref_mismatch, or . when not scored (reason in the .skipped.tsv)">\n')
+            found = {}
+            while current is not None and current[0] <= line_no:
+                if current[0] == line_no:
+                    found[current[1]] = current[2:]
+                current = next(rows, None)
+            fields = line.split("\t")
+            if line.startswith("#") or len(fields) < 8 or not found:
+                dest.write(line + "\n")
+                continue
+            alts = [a.upper() for a in fields[4].split(",")]
+            extra = [f"EPI_{label}_{name}=" + ",".join(f"{found[a][0][t, column]:.4g}" if a in found else "."
+                                                       for a in alts)
+                     for t, name in enumerate(safe) for label, column in columns.items()]
+            extra.append("EPI_FLAG=" + ",".join(found[a][1] if a in found else "." for a in alts))
+            fields[7] = ";".join(([fields[7]] if fields[7] not in ("", ".") else []) + extra)
+            dest.write("\t".join(fields) + "\n")
+    return out
