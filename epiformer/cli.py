@@ -261,6 +261,7 @@ def _score_variants(args: argparse.Namespace) -> None:
     from .engine import Engine
     from .genome import Genome
     from .modelset import load_model_set
+    from .calibration import find_calibration
     from .scoring import ScoreOptions, score_variant_file
 
     models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
@@ -270,11 +271,33 @@ def _score_variants(args: argparse.Namespace) -> None:
     options = ScoreOptions(score_bp=args.score_bp, on_mismatch=args.on_mismatch, max_indel=args.max_indel,
                            progress=not args.quiet)
     conservation = args.seqcons if models.uses_conservation else None
+    calibration = find_calibration(models.sources, models.target_names)
+    if calibration is None:
+        print(f"note: no calibration beside {models.sources[0]} (epiformer calibrate makes one); no percentiles")
     with Genome(args.fa, conservation) as genome:
-        result = score_variant_file(engine, genome, args.vcf, args.out, options, sources=models.sources)
+        result = score_variant_file(engine, genome, args.vcf, args.out, options, sources=models.sources,
+                                    calibration=calibration, restart=args.restart)
     print(f"scored {result['scored']:,} variants, skipped {result['skipped']:,} (reasons in {args.out}.skipped.tsv)"
           + (f"; resumed {result['resumed_parts']} finished part(s)" if result["resumed_parts"] else ""))
     print("wrote " + ", ".join(str(p) for p in result["files"]))
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from .calibration import calibrate, calibration_path
+    from .engine import Engine
+    from .genome import Genome
+    from .modelset import load_model_set
+
+    models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+    engine = Engine(models, device=args.device, batch_size=args.batch_size)
+    conservation = args.seqcons if models.uses_conservation else None
+    with Genome(args.fa, conservation) as genome:
+        calibration = calibrate(engine, genome, models.sources, count=args.n, seed=args.seed,
+                                score_bp=args.score_bp, progress=not args.quiet)
+    path = calibration.save(args.out or calibration_path(models.sources))
+    median = {t: float(calibration.background["sad"][i][calibration.size // 2]) for i, t in enumerate(calibration.targets)}
+    print(f"calibrated on {calibration.size:,} random SNVs (--score-bp {args.score_bp}): {path}")
+    print("median |SAD| " + "  ".join(f"{t} {v:.3g}" for t, v in median.items()))
 
 
 def _bool(value: str) -> bool:
@@ -556,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a REF that differs from the genome: skip it, swap REF/ALT when ALT is the genome's "
                          "base, or score ALT over the genome's bases (default: skip)")
     sv.add_argument("--max-indel", type=int, default=100, help="longest indel scored, in bp (default: 100)")
+    sv.add_argument("--restart", action="store_true", help="discard saved parts of a different earlier run")
     sv.add_argument("--batch-size", type=int, default=8)
     sv.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
     sv.add_argument("--shifts", help="shift ensembling, comma-separated bp offsets")
@@ -563,6 +587,30 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default="auto")
     sv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sv.set_defaults(func=_score_variants)
+
+    cal = sub.add_parser(
+        "calibrate", help="score random SNVs once so variant scores come with percentiles",
+        description="Score N random single-base substitutions drawn from the genome's A/C/G/T positions and "
+                    "store, per target and score, their sorted |values| beside the first checkpoint "
+                    "(CHECKPOINT.calibration.npz). score-variants and the server then report each score's "
+                    "percentile against them (for the same --score-bp).",
+        epilog="examples:\n  epiformer calibrate -m demo_out/runs/demo.best_corr.pth.tar --fa demo_out/data/genome.fa "
+               "--seqcons demo_out/data/conservation.bw -n 2000\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    cal.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT")
+    cal.add_argument("--fa", "-d", required=True, help="genome FASTA")
+    cal.add_argument("--seqcons", "-s", help="conservation bigWig")
+    cal.add_argument("--targets", "-t", help="targets.txt naming original checkpoints' outputs")
+    cal.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
+    cal.add_argument("--average", action="store_true")
+    cal.add_argument("-n", type=int, default=2000, help="random SNVs (default: 2000)")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--score-bp", type=int, default=1024, help="scoring window, as score-variants (default: 1024)")
+    cal.add_argument("-o", "--out", help="calibration file (default: beside the first checkpoint)")
+    cal.add_argument("--batch-size", type=int, default=8)
+    cal.add_argument("--device", default="auto")
+    cal.add_argument("-q", "--quiet", action="store_true")
+    cal.set_defaults(func=_calibrate)
 
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",
                              description="Print a checkpoint's configuration, targets and metrics.",
@@ -582,6 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .genome import GenomeError
     from .modelset import ModelSetError
     from .targets import TargetsError
+    from .calibration import CalibrationError
     from .variants import VariantError
     from .vcf import VcfError
     from precompute import PrecomputeError
@@ -593,7 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         func(args)
     except (CheckpointError, ConfigError, DatasetError, GenomeError, ModelSetError, OutputError,
-            HubError, PrecomputeError, ServerConfigError, TargetsError, VariantError, VcfError) as err:
+            CalibrationError, HubError, PrecomputeError, ServerConfigError, TargetsError, VariantError,
+            VcfError) as err:
         print(f"epiformer {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

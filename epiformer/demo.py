@@ -429,6 +429,7 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
 
     from precompute import PrecomputeOptions, precompute
 
+    from .calibration import calibrate, calibration_path, find_calibration
     from .datasets import generate_datasets
     from .engine import Engine
     from .genome import Genome
@@ -462,10 +463,16 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
     print(f"test chromosome {','.join(manifest['splits']['test']['chroms'])}, Pearson R of log2(x+1) per cell type:")
     print("  " + "  ".join(f"{r['target']} {r['pearson_log2']:.3f}" for r in rows))
     print(f"outputs     {run}.best_corr.pth.tar, {run}.learning_curves.png, {run}.test_metrics.tsv")
-    engine = Engine(load_model_set([f"{run}.best_corr.pth.tar"]), device=device, batch_size=8)
+    checkpoint = [f"{run}.best_corr.pth.tar"]
+    engine = Engine(load_model_set(checkpoint), device=device, batch_size=8)
     with Genome(paths["fasta"], paths["conservation"]) as genome:
+        calibration = find_calibration(checkpoint, engine.target_names)
+        if calibration is None:
+            calibration = calibrate(engine, genome, checkpoint, count=500, progress=False)
+            print(f"calibration {calibration.size} random SNVs: {calibration.save(calibration_path(checkpoint))}")
         scored = score_variant_file(engine, genome, paths["variants"], outdir / "variants" / "demo",
-                                    ScoreOptions(progress=False), sources=[f"{run}.best_corr.pth.tar"])
+                                    ScoreOptions(progress=False), sources=checkpoint, calibration=calibration,
+                                    restart=True)
     auroc = variant_auroc(outdir / "variants" / "demo.tsv", paths["variants"])
     print(f"variants    {scored['scored']} scored; |SAD| ranks motif-disrupting above neutral variants with AUROC "
           + "  ".join(f"{k} {v:.3f}" for k, v in auroc.items()) + f": {outdir / 'variants' / 'demo.tsv'}")

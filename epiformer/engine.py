@@ -7,8 +7,10 @@ get numpy arrays back (float32, (windows, targets, output bins)).
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -167,3 +169,33 @@ class Engine:
             n_bins = -(-(end - first) // self.config.bin_size)
             values = values[:, :n_bins]
         return RegionTracks(chrom, first, self.config.bin_size, values, self.target_names)
+
+
+class PredictionCache:
+    """A thread-safe least-recently-used cache of predictions (e.g. of reference windows)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: np.ndarray) -> None:
+        if self.capacity <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .engine import Engine
+from .calibration import CALIBRATED, Calibration
+from .engine import Engine, PredictionCache
 from .files import atomic_path, sha256_file
 from .genome import Genome
 from .variants import (SCORE_FIELDS, Variant, VariantError, check_reference, encode_edited, score_arrays, score_bins,
@@ -72,25 +72,9 @@ def resolve_mismatch(genome: Genome, variant: Variant, mode: str) -> tuple[Varia
         return Variant(variant.chrom, variant.pos, found, variant.alt), "ref_mismatch"
 
 
-class _ReferenceCache:
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.items: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
-
-    def get(self, key: tuple[str, int]) -> np.ndarray | None:
-        value = self.items.get(key)
-        if value is not None:
-            self.items.move_to_end(key)
-        return value
-
-    def put(self, key: tuple[str, int], value: np.ndarray) -> None:
-        self.items[key] = value
-        while len(self.items) > self.capacity:
-            self.items.popitem(last=False)
-
-
 def score_chunk(engine: Engine, genome: Genome, entries: list[VariantRecord | Skipped], options: ScoreOptions,
-                cache: _ReferenceCache, use_conservation: bool) -> dict[str, np.ndarray]:
+                cache: PredictionCache, use_conservation: bool,
+                calibration: Calibration | None = None) -> dict[str, np.ndarray]:
     """Scores of one chunk's variants (one forward pass per new reference window and per allele)."""
     cfg = engine.config
     rows, skipped = [], []
@@ -125,6 +109,8 @@ def score_chunk(engine: Engine, genome: Genome, entries: list[VariantRecord | Sk
         "ref": np.array([v.ref for _, v, *_ in rows], str), "alt": np.array([v.alt for _, v, *_ in rows], str),
         "flag": np.array([f for *_, f, _ in rows], str), "scores": scores,
         "input_alt": np.array([e.variant.alt for e, *_ in rows], str),
+        "percentiles": calibration.percentiles(scores) if calibration is not None else
+        np.zeros((len(rows), len(engine.target_names), 0), np.float32),
         "skipped_line": np.array([s.line for s in skipped], np.int64),
         "skipped_text": np.array([s.text for s in skipped], str),
         "skipped_reason": np.array([s.reason for s in skipped], str),
@@ -140,9 +126,12 @@ def _fingerprint(engine: Engine, genome: Genome, path: Path, options: ScoreOptio
 
 
 def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, outprefix: str | os.PathLike,
-                       options: ScoreOptions | None = None, sources: list[str] | None = None) -> dict:
+                       options: ScoreOptions | None = None, sources: list[str] | None = None,
+                       calibration: Calibration | None = None, restart: bool = False) -> dict:
     """Score every variant of ``path`` and write OUTPREFIX.{tsv,h5,skipped.tsv} (and .vcf for a
-    VCF input). ``sources`` are the checkpoint files (their checksums tie the parts to the run)."""
+    VCF input). ``sources`` are the checkpoint files (their checksums tie the parts to the run);
+    with a ``calibration`` made for the same scoring window, percentiles are written beside scores.
+    Parts of another run (other input, models or options) are an error, or discarded with ``restart``."""
     options = options or ScoreOptions()
     if options.on_mismatch not in MISMATCH_MODES:
         raise VcfError(f"--on-mismatch must be one of {', '.join(MISMATCH_MODES)}")
@@ -150,16 +139,25 @@ def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, 
     if not path.is_file():
         raise VcfError(f"variant file {path}: no such file")
     parts = Path(f"{outprefix}.parts")
-    fingerprint = json.loads(json.dumps(_fingerprint(engine, genome, path, options, sources or [])))
+    if calibration is not None and calibration.score_bp != options.score_bp:
+        options.log(f"note: the calibration was made with --score-bp {calibration.score_bp}; no percentiles "
+                    f"for --score-bp {options.score_bp}")
+        calibration = None
+    fingerprint = _fingerprint(engine, genome, path, options, sources or [])
+    fingerprint["calibration"] = calibration.models if calibration is not None else None
+    fingerprint = json.loads(json.dumps(fingerprint))
     run_file = parts / "run.json"
     if run_file.is_file() and json.loads(run_file.read_text()) != fingerprint:
-        raise VcfError(f"{parts} holds another scoring run (other input, models or options): delete it or "
-                       "choose another -o")
+        if not restart:
+            raise VcfError(f"{parts} holds another scoring run (other input, models, options or calibration): "
+                           "pass --restart to discard it, or choose another -o")
+        for stale in parts.glob("part-*.npz"):
+            stale.unlink()
     parts.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_file) as tmp:
         tmp.write_text(json.dumps(fingerprint))
     use_conservation = genome.conservation_path is not None
-    cache = _ReferenceCache(options.cache_windows)
+    cache = PredictionCache(options.cache_windows)
     counts = {"scored": 0, "skipped": 0, "resumed_parts": 0}
     total_parts = 0
     bar = tqdm(desc="score-variants", unit="var", disable=not options.progress, dynamic_ncols=True)
@@ -170,14 +168,15 @@ def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, 
             counts["resumed_parts"] += 1
             bar.update(len(entries))
             continue
-        result = score_chunk(engine, genome, entries, options, cache, use_conservation)
+        result = score_chunk(engine, genome, entries, options, cache, use_conservation, calibration)
         with atomic_path(part) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **result)
         bar.update(len(entries))
     bar.close()
     for stale in sorted(parts.glob("part-*.npz"))[total_parts:]:
         stale.unlink()
-    written = write_outputs(parts, total_parts, outprefix, path, engine.target_names, counts)
+    written = write_outputs(parts, total_parts, outprefix, path, engine.target_names, counts,
+                            calibrated=calibration is not None)
     return {**counts, "files": written}
 
 
@@ -187,12 +186,14 @@ def _parts(parts: Path, total: int) -> Iterator[dict[str, np.ndarray]]:
             yield {key: data[key] for key in data.files}
 
 
-def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, targets: list[str], counts: dict) -> list[Path]:
+def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, targets: list[str], counts: dict,
+                  calibrated: bool = False) -> list[Path]:
     """Join the parts into the TSV, HDF5, skipped list and annotated VCF, one part at a time."""
     import h5py
 
     tsv, h5, skipped = Path(f"{outprefix}.tsv"), Path(f"{outprefix}.h5"), Path(f"{outprefix}.skipped.tsv")
-    columns = [f"{t}.{f}" for t in targets for f in SCORE_FIELDS]
+    pct_fields = CALIBRATED if calibrated else ()
+    columns = [f"{t}.{f}" for t in targets for f in SCORE_FIELDS] + [f"{t}.{f}_pct" for t in targets for f in pct_fields]
     with atomic_path(tsv) as tmp_tsv, atomic_path(h5) as tmp_h5, atomic_path(skipped) as tmp_skipped, \
             open(tmp_tsv, "w") as out, open(tmp_skipped, "w") as out_skipped, h5py.File(tmp_h5, "w") as store:
         out.write("\t".join(["id", "chrom", "pos", "ref", "alt", "flag", *columns]) + "\n")
@@ -203,6 +204,8 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
                 for name in ("id", "chrom", "pos", "ref", "alt", "flag", "line")}
         score_sets = {f: store.create_dataset(f"scores/{f}", (0, len(targets)), maxshape=(None, len(targets)),
                                               dtype="f4", chunks=True) for f in SCORE_FIELDS}
+        pct_sets = {f: store.create_dataset(f"percentiles/{f}", (0, len(targets)), maxshape=(None, len(targets)),
+                                            dtype="f4", chunks=True) for f in pct_fields}
         store.attrs["targets"] = targets
         store.attrs["score_fields"] = list(SCORE_FIELDS)
         for part in _parts(parts, total):
@@ -210,7 +213,7 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
             counts["scored"] += n
             counts["skipped"] += len(part["skipped_line"])
             for i in range(n):
-                values = part["scores"][i].ravel()
+                values = list(part["scores"][i].ravel()) + list(part["percentiles"][i].ravel())
                 out.write("\t".join([str(part["id"][i]), str(part["chrom"][i]), str(part["pos"][i]), part["ref"][i] or "-",
                                      part["alt"][i] or "-", str(part["flag"][i])]
                                     + [f"{v:.6g}" for v in values]) + "\n")
@@ -225,6 +228,10 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
                 dataset = score_sets[f]
                 dataset.resize((len(dataset) + n, len(targets)))
                 dataset[-n:] = part["scores"][:, :, j]
+            for j, f in enumerate(pct_fields):
+                dataset = pct_sets[f]
+                dataset.resize((len(dataset) + n, len(targets)))
+                dataset[-n:] = part["percentiles"][:, :, j]
     written = [tsv, h5, skipped]
     if ".vcf" in source.name.lower():
         written.append(annotate_vcf(source, parts, total, Path(f"{outprefix}.vcf"), targets))

@@ -1,4 +1,4 @@
-"""Micro-batching: windows from concurrent requests share forward passes; reference windows are cached.
+"""Micro-batching: windows from concurrent requests share forward passes.
 
 One thread owns the engine. Request threads put encoded windows on a queue and wait on futures;
 the thread takes the first waiting window, gathers more until ``max_batch`` windows or
@@ -9,10 +9,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Hashable
 
 import numpy as np
 
@@ -87,33 +85,3 @@ class BatchPredictor:
             self.windows += len(jobs)
             for job, output in zip(jobs, outputs):
                 job.future.set_result(output)
-
-
-class LRUCache:
-    """A thread-safe least-recently-used cache of predictions."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.hits = 0
-        self.misses = 0
-        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> np.ndarray | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: Hashable, value: np.ndarray) -> None:
-        if self.capacity <= 0:
-            return
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)

@@ -28,7 +28,10 @@ SCORE = {"type": "object", "required": ["ref_sum", "alt_sum", "sad", "log2fc", "
                         "max_diff": {"type": "number"},
                         "max_diff_bin": {"type": "array", "items": {"type": "integer"},
                                          "description": "0-based start and end of the bin of largest |alt - ref|"},
-                        "d1": {"type": "number"}, "d2": {"type": "number"}}}
+                        "d1": {"type": "number"}, "d2": {"type": "number"},
+                        "percentiles": {"type": "object", "additionalProperties": {"type": "number"},
+                                        "description": "0-100 against random SNVs, when the model is calibrated "
+                                                       "for this score_bp"}}}
 TRACK_VALUES = {"type": "object", "additionalProperties": {
     "type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}}}
 VARIANTS_REQUEST = {"type": "object", "required": ["variants"],

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from epiformer.engine import Engine
+from epiformer.calibration import CALIBRATED, find_calibration
+from epiformer.engine import Engine, PredictionCache
 from epiformer.genome import Genome, encode_codes, sequence_codes
 from epiformer.modelset import load_model_set
 from epiformer.variants import (Variant, VariantError, check_reference, effect_scores, encode_edited,
-                                score_bins, window_start)
+                                score_arrays, score_bins, window_start)
 
-from .batching import BatchPredictor, LRUCache
+from .batching import BatchPredictor
 from .config import ServerConfig
 
 
@@ -40,9 +41,10 @@ class Predictor:
         self.uses_conservation = models.uses_conservation and bool(conservation)
         self.genome = Genome(Path(fasta), Path(conservation) if self.uses_conservation else None)
         self.batcher = BatchPredictor(self.engine, cfg.max_batch, cfg.max_delay_ms / 1000)
-        self.cache = LRUCache(cfg.cache_windows)
+        self.cache = PredictionCache(cfg.cache_windows)
         self.timeout = cfg.request_timeout_s
         self.names = self.engine.target_names
+        self.calibration = find_calibration(models.sources, self.names)
         config = self.engine.config
         self.seq_len, self.bin_size = config.seq_len, config.bin_size
         self.output_offset, self.n_bins = self.engine.output_offset, config.n_output_bins
@@ -122,6 +124,10 @@ class Predictor:
                                                          "bin_size": self.bin_size,
                                                          "score_bins": [bins.start, bins.stop]},
                       "scores": effect_scores(ref, alt, bins, output_start, self.bin_size, self.names)}
+            if self.calibration is not None and self.calibration.score_bp == score_bp:
+                pct = self.calibration.percentiles(score_arrays(ref, alt, bins, output_start, self.bin_size))
+                for name, row in zip(self.names, pct):
+                    result["scores"][name]["percentiles"] = {f: float(v) for f, v in zip(CALIBRATED, row)}
             if with_tracks:
                 result["tracks"] = {kind: {n: np.round(values[i], 5).tolist() for i, n in enumerate(self.names)}
                                     for kind, values in (("ref", ref), ("alt", alt), ("diff", alt - ref))}

@@ -111,8 +111,12 @@ def test_resume_redoes_only_missing_parts(engine, demo_data, vcf, tmp_path):
     parts[1].unlink()
     again = run(engine, demo_data, vcf, tmp_path / "a", chunk=3)
     assert again["resumed_parts"] == 2 and (tmp_path / "a.tsv").read_text() == first
-    with pytest.raises(VcfError, match="holds another scoring run"):
+    with pytest.raises(VcfError, match="holds another scoring run .* --restart"):
         run(engine, demo_data, vcf, tmp_path / "a", chunk=3, score_bp=10)
+    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
+        restarted = score_variant_file(engine, genome, vcf, tmp_path / "a", ScoreOptions(progress=False, chunk=3,
+                                                                                         score_bp=10), restart=True)
+    assert restarted["resumed_parts"] == 0 and (tmp_path / "a.tsv").read_text() != first
 
 
 def test_cli_and_server_give_the_same_scores(precomputed, demo_data, vcf, tmp_path, capsys):
@@ -139,3 +143,40 @@ def test_cli_and_server_give_the_same_scores(precomputed, demo_data, vcf, tmp_pa
     assert main(["score-variants", "-m", model, "--fa", str(demo_data / "genome.fa"), "--vcf",
                  str(tmp_path / "none.vcf"), "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data, vcf, tmp_path, capsys):
+    import shutil
+
+    from epiformer.calibration import Calibration, calibration_path, random_snvs
+    from server import create_app
+
+    model = tmp_path / "model.pth.tar"
+    shutil.copy(precomputed.parent / "model.pth.tar", model)
+    with Genome(demo_data / "genome.fa") as genome:
+        background = random_snvs(genome, 50, seed=1)
+        assert all(genome.sequence(r.variant.chrom, r.variant.start, r.variant.end).upper() == r.variant.ref
+                   for r in background)
+    common = ["--fa", str(demo_data / "genome.fa"), "--seqcons", str(demo_data / "conservation.bw"), "--device", "cpu",
+              "-q"]
+    assert main(["calibrate", "-m", str(model), "-n", "64", *common]) == 0
+    assert "calibrated on 64 random SNVs" in capsys.readouterr().out
+    calibration = Calibration.load(calibration_path([str(model)]))
+    assert calibration.size == 64 and calibration.targets[0] == "HIP"
+    assert np.all(np.diff(calibration.background["sad"], axis=1) >= 0)
+    scores = np.zeros((1, 8, len(SCORE_FIELDS)))
+    scores[0, :, SCORE_FIELDS.index("sad")] = -calibration.background["sad"][:, 31]
+    assert calibration.percentiles(scores)[0, :, 0] == pytest.approx(50.0, abs=2)
+    assert main(["score-variants", "-m", str(model), "--vcf", str(vcf), "-o", str(tmp_path / "s"), *common]) == 0
+    header = (tmp_path / "s.tsv").read_text().splitlines()[0].split("\t")
+    assert "HIP.sad_pct" in header and "ET.d2_pct" in header
+    row = (tmp_path / "s.tsv").read_text().splitlines()[1].split("\t")
+    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
+                      "models": [str(model)], "device": "cpu"})
+    body = app.test_client().post("/api/variants", json={"variants": [f"{row[1]}:{row[2]}:{row[3]}:{row[4]}"]}).json
+    app.config["PREDICTOR"].close()
+    assert body["results"][0]["scores"]["HIP"]["percentiles"]["sad"] == pytest.approx(
+        float(row[header.index("HIP.sad_pct")]), abs=1e-4)
+    assert main(["score-variants", "-m", str(model), "--vcf", str(vcf), "-o", str(tmp_path / "t"), "--score-bp", "100",
+                 *common]) == 0
+    assert "no percentiles for --score-bp 100" in capsys.readouterr().out
