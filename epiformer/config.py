@@ -58,6 +58,12 @@ class ModelConfig:
         base = (self.embed_size / half) ** (1.0 / self.num_cnn_layer)
         return [int(round(half * base**i)) for i in range(self.num_cnn_layer + 1)]
 
+    @property
+    def tower_radius(self) -> int:
+        """How far (bp) a base reaches into the tower's output: the stem convolution (15), then per
+        block a width-5 convolution at its stride, and each max-pool's extra position."""
+        return 7 + sum(2 * 2 ** i for i in range(1, self.num_cnn_layer + 1)) + (self.bin_size - 1)
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first field that makes the network impossible."""
         positive = ["seq_len", "bin_size", "num_cnn_layer", "embed_size", "num_heads",

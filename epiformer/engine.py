@@ -170,6 +170,78 @@ class Engine:
             values = values[:, :n_bins]
         return RegionTracks(chrom, first, self.config.bin_size, values, self.target_names)
 
+    def predict_substitutions(self, window: np.ndarray, substitutions: Sequence[tuple[int, np.ndarray]],
+                              incremental: bool = True) -> np.ndarray:
+        """Predictions for one encoded window (4, seq_len) with each substitution applied alone:
+        (position, new encoded column (4,)) -> (N, targets, output bins).
+
+        ``incremental`` runs the convolutional tower once on the window (per strand), then for each
+        substitution only on a slice around it, replacing the tower outputs the changed base can
+        reach (``config.tower_radius``); the transformer and head run on the whole window. The slice
+        reaches twice as far as the replaced bins, so zero padding at its edges never touches them:
+        the result equals full recomputation up to float rounding.
+        """
+        window = np.asarray(window, dtype=np.float32)
+        if not incremental:
+            outputs = []
+            for lo in range(0, len(substitutions), self.batch_size):
+                batch = np.repeat(window[None], len(substitutions[lo: lo + self.batch_size]), axis=0)
+                for row, (pos, column) in enumerate(substitutions[lo: lo + self.batch_size]):
+                    batch[row, :, pos] = column
+                outputs.append(self.predict(batch))
+            return np.concatenate(outputs) if outputs else np.zeros((0, len(self.target_names), 0), np.float32)
+        members = list(getattr(self.model, "members", [self.model]))
+        strands = [False, True] if self.reverse_complement else [False]
+        total = None
+        with torch.inference_mode(), self._autocast():
+            for reverse in strands:
+                x = torch.as_tensor(window[::-1, ::-1].copy() if reverse else window, device=self.device)
+                towers = [m.conv(x[None]) for m in members]
+                outputs = [self._substituted(members, towers, x, substitutions, reverse, lo)
+                           for lo in range(0, len(substitutions), self.batch_size)]
+                strand = np.concatenate(outputs)
+                strand = strand[:, :, ::-1] if reverse else strand
+                total = strand if total is None else total + strand
+        return total / len(strands)
+
+    def _substituted(self, members: list[nn.Module], towers: list[torch.Tensor], x: torch.Tensor,
+                     substitutions: Sequence[tuple[int, np.ndarray]], reverse: bool, lo: int) -> np.ndarray:
+        cfg = self.config
+        bin_size, n_bins, seq_len = cfg.bin_size, cfg.n_bins, cfg.seq_len
+        reach = -(-cfg.tower_radius // bin_size) + 1        # bins a base can change, each side of its own
+        batch = substitutions[lo: lo + self.batch_size]
+        spans = []
+        for pos, column in batch:
+            pos = seq_len - 1 - pos if reverse else pos
+            column = np.asarray(column, np.float32)[::-1].copy() if reverse else np.asarray(column, np.float32)
+            centre = pos // bin_size
+            spans.append((pos, column, centre, max(0, centre - 2 * reach), min(n_bins, centre + 2 * reach + 1)))
+        member_outputs = []
+        for member, tower in zip(members, towers):
+            features = tower.repeat(len(batch), 1, 1)
+            for (start, stop), rows in _group_by_span(spans).items():
+                piece = x[:, start * bin_size: stop * bin_size].repeat(len(rows), 1, 1).clone()
+                for k, row in enumerate(rows):
+                    pos, column = spans[row][0], spans[row][1]
+                    piece[k, :, pos - start * bin_size] = torch.as_tensor(column, device=x.device)
+                computed = member.conv(piece)
+                for k, row in enumerate(rows):
+                    centre = spans[row][2]
+                    a, b = max(start, centre - reach), min(stop, centre + reach + 1)
+                    features[row, :, a:b] = computed[k, :, a - start: b - start]
+            member_outputs.append(member.from_tower(features))
+        combine = getattr(self.model, "combine", None)
+        combined = combine(member_outputs) if combine is not None else member_outputs[0]
+        return combined.float().cpu().numpy()
+
+
+def _group_by_span(spans: list[tuple]) -> dict[tuple[int, int], list[int]]:
+    """Rows of a batch grouped by their tower slice (slices near the window ends are shorter)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for row, span in enumerate(spans):
+        groups.setdefault((span[3], span[4]), []).append(row)
+    return groups
+
 
 class PredictionCache:
     """A thread-safe least-recently-used cache of predictions (e.g. of reference windows)."""

@@ -236,10 +236,13 @@ class Epiformer(nn.Module):
         cfg = self.config
         if x.ndim != 3 or x.shape[1] != 4 or x.shape[2] != cfg.seq_len:
             raise ValueError(f"expected input (batch, 4, {cfg.seq_len}), got {tuple(x.shape)}")
-        x = self.conv(x).transpose(1, 2)
-        x = self.trans(x).transpose(1, 2)
-        if cfg.crop_size:
-            x = x[:, :, cfg.crop_size: -cfg.crop_size]
+        return self.from_tower(self.conv(x))
+
+    def from_tower(self, features: torch.Tensor) -> torch.Tensor:
+        """The rest of the network after the convolutional tower: (batch, E, bins) -> outputs."""
+        x = self.trans(features.transpose(1, 2)).transpose(1, 2)
+        if self.config.crop_size:
+            x = x[:, :, self.config.crop_size: -self.config.crop_size]
         return self.ptw(x)
 
     def num_parameters(self) -> int:

@@ -118,7 +118,11 @@ class ModelSet(nn.Module):
         return self.members[0].uses_conservation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [model(x)[:, idx] for model, idx in zip(self.members, self.outputs)]
+        return self.combine([model(x) for model in self.members])
+
+    def combine(self, member_outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The set's output from each member's full output: chosen outputs concatenated, replicates averaged."""
+        parts = [out[:, idx] for out, idx in zip(member_outputs, self.outputs)]
         stacked = torch.cat(parts, dim=1)
         if len(self.target_names) == stacked.shape[1]:
             return stacked

@@ -1,0 +1,117 @@
+"""``epiformer ism``: saturation mutagenesis of a region — every position to each other base.
+
+One window is placed around the region (as for variants), its reference predicted once, and each
+substitution predicted through :meth:`Engine.predict_substitutions` (incremental by default:
+only the tower columns a changed base reaches are recomputed). The effect of a substitution on a
+target is its SAD over the bins within ``score_bp`` of the position, as for variants.
+Substituted bases keep their position's conservation.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .engine import Engine
+from .files import atomic_path
+from .genome import Genome, sequence_codes
+from .variants import SCORE_FIELDS, Variant, VariantError, encode_edited, score_arrays, score_bins, window_start
+
+MAX_ISM_BP = 5_000
+
+
+@dataclass
+class ISMResult:
+    """``effects`` is (targets, positions, 4): SAD of each base at each position (0 at the reference
+    base, NaN where the reference is not A/C/G/T)."""
+
+    chrom: str
+    start: int
+    end: int
+    reference: str
+    targets: list[str]
+    effects: np.ndarray
+    seconds: float
+
+
+def saturation_mutagenesis(engine: Engine, genome: Genome, chrom: str, start: int, end: int, score_bp: int = 1024,
+                           incremental: bool = True) -> ISMResult:
+    """Every substitution in [start, end) (0-based), scored against one reference prediction."""
+    genome.check_interval(chrom, start, end)
+    if end > genome.chrom_sizes[chrom]:
+        raise VariantError(f"{chrom}:{start + 1}-{end} runs past the end of {chrom} ({genome.chrom_sizes[chrom]:,} bp)")
+    cfg = engine.config
+    if end - start > min(MAX_ISM_BP, engine.output_span):
+        raise VariantError(f"the region is {end - start:,} bp; ism takes at most {min(MAX_ISM_BP, engine.output_span):,}")
+    first = window_start((start + end) // 2, cfg.seq_len, cfg.bin_size)
+    window = encode_edited(genome, chrom, first, cfg.seq_len, [], genome.conservation_path is not None)
+    reference = genome.sequence(chrom, start, end).upper()
+    codes = sequence_codes(reference)
+    started = time.perf_counter()
+    ref_prediction = engine.predict(window[None])[0]
+    substitutions, where = [], []
+    for offset, code in enumerate(codes):
+        if code == 4:
+            continue
+        pos = start + offset - first
+        scale = window[:, pos].sum()
+        for base in range(4):
+            if base != code:
+                substitutions.append((pos, np.eye(4, dtype=np.float32)[base] * scale))
+                where.append((offset, base))
+    predictions = engine.predict_substitutions(window, substitutions, incremental=incremental)
+    effects = np.full((len(engine.target_names), end - start, 4), np.nan, np.float32)
+    for offset, code in enumerate(codes):
+        if code != 4:
+            effects[:, offset, code] = 0.0
+    output_start = first + engine.output_offset
+    sad = SCORE_FIELDS.index("sad")
+    for (offset, base), alt in zip(where, predictions):
+        position = Variant(chrom, start + offset + 1, reference[offset], "ACGT"[base])
+        bins = score_bins(output_start, cfg.bin_size, cfg.n_output_bins, position, score_bp)
+        effects[:, offset, base] = score_arrays(ref_prediction, alt, bins, output_start, cfg.bin_size)[:, sad]
+    return ISMResult(chrom, start, end, reference, engine.target_names, effects, time.perf_counter() - started)
+
+
+def write_ism(result: ISMResult, outprefix: str | os.PathLike) -> list[Path]:
+    """OUTPREFIX.h5 (effects, reference), OUTPREFIX.tsv (one row per position and base) and a
+    heatmap per target, OUTPREFIX.TARGET.png."""
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outprefix = Path(outprefix)
+    h5, tsv = Path(f"{outprefix}.h5"), Path(f"{outprefix}.tsv")
+    with atomic_path(h5) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("effects", data=result.effects)
+        f.attrs.update(chrom=result.chrom, start=result.start, end=result.end, reference=result.reference,
+                       targets=result.targets, bases="ACGT", score="sad")
+    with atomic_path(tsv) as tmp, open(tmp, "w") as out:
+        out.write("chrom\tpos\tref\talt\t" + "\t".join(result.targets) + "\n")
+        for offset, ref in enumerate(result.reference):
+            for base in range(4):
+                if "ACGT"[base] != ref and ref in "ACGT":
+                    values = "\t".join(f"{v:.6g}" for v in result.effects[:, offset, base])
+                    out.write(f"{result.chrom}\t{result.start + offset + 1}\t{ref}\t{'ACGT'[base]}\t{values}\n")
+    written = [h5, tsv]
+    for t, name in enumerate(result.targets):
+        path = Path(f"{outprefix}.{name}.png")
+        values = result.effects[t].T
+        limit = float(np.nanmax(np.abs(values))) or 1.0
+        fig, ax = plt.subplots(figsize=(min(24, 4 + len(result.reference) / 25), 2.4))
+        image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_yticks(range(4), list("ACGT"))
+        ax.set_xlabel(f"{result.chrom}:{result.start + 1:,}-{result.end:,} (reference bases: white)")
+        ax.set_title(f"{name}: predicted change (SAD) for each substitution")
+        fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,73 @@
+"""Saturation mutagenesis: incremental equals full recomputation, outputs, limits."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from epiformer import save_checkpoint
+from epiformer.cli import main
+from epiformer.config import preset
+from epiformer.engine import Engine
+from epiformer.genome import Genome
+from epiformer.ism import saturation_mutagenesis
+from epiformer.model import Epiformer
+from epiformer.modelset import load_model_set
+from epiformer.variants import VariantError
+
+
+@pytest.fixture
+def model_set(tmp_path):
+    """Two tiny checkpoints with non-trivial batch-norm statistics, as one set."""
+    paths = []
+    for i, names in enumerate((["A", "B"], ["C"])):
+        torch.manual_seed(10 + i)
+        model = Epiformer(preset("tiny", multiout_dim=len(names)), names).eval()
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+        paths.append(str(save_checkpoint(tmp_path / f"m{i}.pth.tar", model)))
+    return load_model_set(paths)
+
+
+def test_incremental_equals_full_recomputation(model_set):
+    engine = Engine(model_set, device="cpu", batch_size=5)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, 8192)
+    window = np.eye(4, dtype=np.float32)[codes].T * np.exp(rng.random(8192, dtype=np.float32))
+    positions = [0, 1, 127, 128, 2000, 4095, 4096, 6000, 8063, 8191]
+    subs = [(p, np.eye(4, dtype=np.float32)[(codes[p] + k) % 4] * 1.5) for p in positions for k in (1, 2, 3)]
+    full = engine.predict_substitutions(window, subs, incremental=False)
+    fast = engine.predict_substitutions(window, subs, incremental=True)
+    assert full.shape == (30, 3, 48)
+    np.testing.assert_allclose(fast, full, atol=1e-4)
+    one = window.copy()
+    one[:, 2000] = subs[12][1]
+    np.testing.assert_allclose(engine.predict(one[None])[0], fast[12], atol=1e-4)
+    reach = model_set.config.tower_radius
+    assert reach == 386, "stem 7 + blocks 2*(2+4+...+64) + pools 127"
+
+
+def test_ism_region_outputs(demo_data, tmp_path, capsys):
+    torch.manual_seed(1)
+    ckpt = save_checkpoint(tmp_path / "m.pth.tar", Epiformer(preset("tiny", multiout_dim=2), ["X", "Y"]).eval())
+    engine = Engine(load_model_set([str(ckpt)]), device="cpu", batch_size=16)
+    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
+        result = saturation_mutagenesis(engine, genome, "chr1", 150_000, 150_040)
+        reference = genome.sequence("chr1", 150_000, 150_040).upper()
+        with pytest.raises(VariantError, match="at most"):
+            saturation_mutagenesis(engine, genome, "chr1", 100_000, 110_000)
+    assert result.effects.shape == (2, 40, 4)
+    for offset, base in enumerate(reference):
+        assert result.effects[:, offset, "ACGT".index(base)].tolist() == [0.0, 0.0]
+    assert np.isfinite(result.effects).all() and np.abs(result.effects).max() > 0
+    assert main(["ism", "-m", str(ckpt), "--fa", str(demo_data / "genome.fa"), "--seqcons",
+                 str(demo_data / "conservation.bw"), "-r", "chr1:150,001-150,040", "-o", str(tmp_path / "ism"),
+                 "--device", "cpu"]) == 0
+    assert "120 substitutions over 40 bp" in capsys.readouterr().out
+    with h5py.File(tmp_path / "ism.h5") as f:
+        np.testing.assert_allclose(f["effects"][:], result.effects, atol=1e-5)
+    assert len((tmp_path / "ism.tsv").read_text().splitlines()) == 121
+    assert (tmp_path / "ism.X.png").read_bytes()[:4] == b"\x89PNG"
