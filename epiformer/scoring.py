@@ -27,7 +27,7 @@ from .engine import Engine, PredictionCache
 from .files import atomic_path, sha256_file
 from .genome import Genome
 from .variants import (SCORE_FIELDS, Variant, VariantError, check_reference, encode_edited, score_arrays, score_bins,
-                       window_start)
+                       to_reference_bins, window_start)
 from .vcf import Skipped, VariantRecord, VcfError, read_variants
 
 MISMATCH_MODES = ("skip", "swap", "score")
@@ -102,7 +102,8 @@ def score_chunk(engine: Engine, genome: Genome, entries: list[VariantRecord | Sk
     for i, ((_, v, _, s), alt) in enumerate(zip(rows, alts)):
         output_start = s + engine.output_offset
         bins = score_bins(output_start, cfg.bin_size, cfg.n_output_bins, v, options.score_bp)
-        scores[i] = score_arrays(references[(v.chrom, s)], alt, bins, output_start, cfg.bin_size)
+        scores[i] = score_arrays(references[(v.chrom, s)], to_reference_bins(alt, output_start, cfg.bin_size, v),
+                                 bins, output_start, cfg.bin_size)
     return {
         "line": np.array([e.line for e, *_ in rows], np.int64), "id": np.array([e.id for e, *_ in rows], str),
         "chrom": np.array([v.chrom for _, v, *_ in rows], str), "pos": np.array([v.pos for _, v, *_ in rows], np.int64),

@@ -156,6 +156,28 @@ def score_bins(output_start: int, bin_size: int, n_bins: int, variant: Variant, 
     return slice(lo, hi)
 
 
+def to_reference_bins(alt: np.ndarray, output_start: int, bin_size: int, variant: Variant) -> np.ndarray:
+    """An indel's alternate prediction (targets, bins) on the reference's bin grid.
+
+    Left of the variant the alternate and reference windows agree base for base. Right of it the
+    alternate sequence is shifted by len(alt) − len(ref) bp, so each reference bin there takes the
+    alternate values at its shifted position, interpolated linearly between neighbouring bins.
+    Substitutions are returned unchanged.
+    """
+    shift = len(variant.alt) - len(variant.ref)
+    if shift == 0:
+        return alt
+    n_bins = alt.shape[-1]
+    starts = output_start + bin_size * np.arange(n_bins)
+    right = starts >= variant.end
+    position = np.arange(n_bins) + shift / bin_size          # where each reference bin's data sits in alt
+    lo = np.clip(np.floor(position).astype(int), 0, n_bins - 1)
+    hi = np.clip(lo + 1, 0, n_bins - 1)
+    weight = (position - np.floor(position)).astype(alt.dtype)
+    shifted = alt[..., lo] * (1 - weight) + alt[..., hi] * weight
+    return np.where(right, shifted, alt)
+
+
 SCORE_FIELDS = ("ref_sum", "alt_sum", "sad", "log2fc", "max_diff", "max_diff_start", "d1", "d2")
 
 

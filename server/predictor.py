@@ -19,7 +19,7 @@ from epiformer.engine import Engine, PredictionCache
 from epiformer.genome import Genome, encode_codes, sequence_codes
 from epiformer.modelset import load_model_set
 from epiformer.variants import (Variant, VariantError, check_reference, effect_scores, encode_edited,
-                                score_arrays, score_bins, window_start)
+                                score_arrays, score_bins, to_reference_bins, window_start)
 
 from .batching import BatchPredictor
 from .config import ServerConfig
@@ -118,6 +118,7 @@ class Predictor:
         for v, s, alt in zip(variants, starts, alts):
             ref = references[(v.chrom, s)]
             output_start = s + self.output_offset
+            alt = to_reference_bins(alt, output_start, self.bin_size, v)
             bins = score_bins(output_start, self.bin_size, self.n_bins, v, score_bp)
             result = {"variant": v.to_dict(), "window": {"chrom": v.chrom, "start": output_start,
                                                          "end": output_start + self.n_bins * self.bin_size,

@@ -180,3 +180,18 @@ def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data,
     assert main(["score-variants", "-m", str(model), "--vcf", str(vcf), "-o", str(tmp_path / "t"), "--score-bp", "100",
                  *common]) == 0
     assert "no percentiles for --score-bp 100" in capsys.readouterr().out
+
+
+def test_indel_predictions_are_mapped_back_to_reference_bins():
+    from epiformer.variants import Variant, to_reference_bins
+
+    alt = np.arange(10, dtype=np.float32)[None] * 10          # one target, bins starting at 1000
+    insertion = Variant("chr1", 1000 + 3 * 128 + 1, "A", "A" + "C" * 128)   # shifts the right side one bin
+    mapped = to_reference_bins(alt, 1000, 128, insertion)
+    np.testing.assert_allclose(mapped[0, :4], alt[0, :4])
+    np.testing.assert_allclose(mapped[0, 4:9], alt[0, 5:10])
+    deletion = Variant("chr1", 1000 + 3 * 128 + 1, "A" * 65, "A")          # 64 bp shorter
+    mapped = to_reference_bins(alt, 1000, 128, deletion)
+    np.testing.assert_allclose(mapped[0, 5:], (alt[0, 4:9] + alt[0, 5:10]) / 2)
+    snv = Variant("chr1", 1500, "A", "G")
+    assert to_reference_bins(alt, 1000, 128, snv) is alt
