@@ -261,12 +261,20 @@ def _score_variants(args: argparse.Namespace) -> None:
     from .engine import Engine
     from .genome import Genome
     from .modelset import load_model_set
+    from precompute import shard_from_text
+
     from .calibration import find_calibration
+    from .distributed import job_shard
     from .scoring import ScoreOptions, score_variant_file
+    from .vcf import VcfError
 
     models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
     shifts = [int(v) for v in args.shifts.split(",")] if args.shifts else [0]
-    engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
+    try:
+        index, count, device, launched = job_shard(shard_from_text(args.shard) if args.shard else None, args.device)
+    except ValueError as err:
+        raise VcfError(str(err)) from None
+    engine = Engine(models, device=device, batch_size=args.batch_size, bf16=args.bf16,
                     reverse_complement=not args.no_rc, shifts=shifts)
     options = ScoreOptions(score_bp=args.score_bp, on_mismatch=args.on_mismatch, max_indel=args.max_indel,
                            progress=not args.quiet)
@@ -276,10 +284,12 @@ def _score_variants(args: argparse.Namespace) -> None:
         print(f"note: no calibration beside {models.sources[0]} (epiformer calibrate makes one); no percentiles")
     with Genome(args.fa, conservation) as genome:
         result = score_variant_file(engine, genome, args.vcf, args.out, options, sources=models.sources,
-                                    calibration=calibration, restart=args.restart)
+                                    calibration=calibration, restart=args.restart, shard=(index, count),
+                                    launched=launched)
     print(f"scored {result['scored']:,} variants, skipped {result['skipped']:,} (reasons in {args.out}.skipped.tsv)"
           + (f"; resumed {result['resumed_parts']} finished part(s)" if result["resumed_parts"] else ""))
-    print("wrote " + ", ".join(str(p) for p in result["files"]))
+    if result["files"]:
+        print("wrote " + ", ".join(str(p) for p in result["files"]))
 
 
 def _calibrate(args: argparse.Namespace) -> None:
@@ -601,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "base, or score ALT over the genome's bases (default: skip)")
     sv.add_argument("--max-indel", type=int, default=100, help="longest indel scored, in bp (default: 100)")
     sv.add_argument("--restart", action="store_true", help="discard saved parts of a different earlier run")
+    sv.add_argument("--shard", metavar="I/N", help="score chunks I, I+N, ... (job arrays); under torchrun, ranks are shards")
     sv.add_argument("--batch-size", type=int, default=8)
     sv.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
     sv.add_argument("--shifts", help="shift ensembling, comma-separated bp offsets")

@@ -76,6 +76,40 @@ def barrier(ctx: DistributedContext) -> None:
         dist.barrier()
 
 
+def launched_shard() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when torchrun started more than one process, else None.
+    Offline jobs (precompute, score-variants) use the rank as their shard."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def wait_for_all_ranks() -> None:
+    """Block until every torchrun rank gets here (gloo, with a timeout of days: shards of an
+    offline job may finish hours apart), then leave the process group."""
+    from datetime import timedelta
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(days=7))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def job_shard(shard: tuple[int, int] | None, device: str) -> tuple[int, int, str, bool]:
+    """(shard index, shard count, device, launched by torchrun) for an offline job given an
+    optional ``--shard I/N``: torchrun's rank and world size, each rank on its own GPU."""
+    launched = launched_shard()
+    if launched is None:
+        index, count = shard or (0, 1)
+        return index, count, device, False
+    if shard is not None:
+        raise ValueError("--shard cannot be combined with torchrun: torchrun's ranks are the shards")
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{launched[2]}"
+    return launched[0], launched[1], device, True
+
+
 class RankSyncedBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d whose training statistics are the mean and variance over the whole global
     batch (all ranks), with gradients flowing through the all-reduce. Equivalent to one process

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .calibration import CALIBRATED, Calibration
+from .distributed import wait_for_all_ranks
 from .engine import Engine, PredictionCache
 from .files import atomic_path, sha256_file
 from .genome import Genome
@@ -128,11 +129,15 @@ def _fingerprint(engine: Engine, genome: Genome, path: Path, options: ScoreOptio
 
 def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, outprefix: str | os.PathLike,
                        options: ScoreOptions | None = None, sources: list[str] | None = None,
-                       calibration: Calibration | None = None, restart: bool = False) -> dict:
+                       calibration: Calibration | None = None, restart: bool = False,
+                       shard: tuple[int, int] = (0, 1), launched: bool = False) -> dict:
     """Score every variant of ``path`` and write OUTPREFIX.{tsv,h5,skipped.tsv} (and .vcf for a
     VCF input). ``sources`` are the checkpoint files (their checksums tie the parts to the run);
     with a ``calibration`` made for the same scoring window, percentiles are written beside scores.
-    Parts of another run (other input, models or options) are an error, or discarded with ``restart``."""
+    Parts of another run (other input, models or options) are an error, or discarded with ``restart``.
+
+    ``shard`` (i, N) scores chunks i, i + N, ...; the outputs are written once every part exists
+    (by whichever shard finishes last, or by rank 0 when ``launched`` by torchrun)."""
     options = options or ScoreOptions()
     if options.on_mismatch not in MISMATCH_MODES:
         raise VcfError(f"--on-mismatch must be one of {', '.join(MISMATCH_MODES)}")
@@ -162,9 +167,12 @@ def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, 
     counts = {"scored": 0, "skipped": 0, "resumed_parts": 0}
     total_parts = 0
     bar = tqdm(desc="score-variants", unit="var", disable=not options.progress, dynamic_ncols=True)
+    index, n_shards = shard
     for k, entries in enumerate(_chunks(read_variants(path, options.max_indel), options.chunk)):
         total_parts = k + 1
         part = parts / f"part-{k:06d}.npz"
+        if k % n_shards != index:
+            continue
         if part.exists():
             counts["resumed_parts"] += 1
             bar.update(len(entries))
@@ -174,8 +182,17 @@ def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, 
             np.savez(handle, **result)
         bar.update(len(entries))
     bar.close()
+    if launched:
+        wait_for_all_ranks()
+        if index != 0:
+            return {**counts, "files": []}
     for stale in sorted(parts.glob("part-*.npz"))[total_parts:]:
         stale.unlink()
+    missing = [k for k in range(total_parts) if not (parts / f"part-{k:06d}.npz").exists()]
+    if missing:
+        options.log(f"shard {index}/{n_shards} done; {len(missing)} of {total_parts} parts are still to come from "
+                    "the other shards: the last shard to finish writes the outputs")
+        return {**counts, "files": [], "missing_parts": len(missing)}
     written = write_outputs(parts, total_parts, outprefix, path, engine.target_names, counts,
                             calibrated=calibration is not None)
     return {**counts, "files": written}

@@ -11,10 +11,10 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Sequence
 
+from epiformer.distributed import job_shard, wait_for_all_ranks
 from epiformer.engine import Engine
 from epiformer.files import sha256_file
 from epiformer.genome import Genome, read_bed_intervals
@@ -104,14 +104,6 @@ def describe_run(models: ModelSet, engine: Engine, genome: Genome, plan: TilePla
     }
 
 
-def _torchrun_shard() -> tuple[int, int, int] | None:
-    """(rank, world size, local rank) when launched by torchrun with more than one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return None
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def _check_conservation(genome: Genome, chroms: Sequence[str]) -> None:
     cons = genome.conservation_chroms()
     missing = [c for c in chroms if c not in cons]
@@ -143,16 +135,11 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
     options = options or PrecomputeOptions()
     log = options.log
     outdir = Path(outdir)
-    launched = _torchrun_shard()
-    device = options.device
-    if launched is not None:
-        if shard is not None:
-            raise PrecomputeError("--shard cannot be combined with torchrun: torchrun's ranks are the shards")
-        shard = launched[0], launched[1]
-        if device in ("auto", "cuda") and _cuda_available():
-            device = f"cuda:{launched[2]}"
-    index, n_shards = shard or (0, 1)
-    primary = index == 0 or launched is None
+    try:
+        index, n_shards, device, launched = job_shard(shard, options.device)
+    except ValueError as err:
+        raise PrecomputeError(str(err)) from None
+    primary = index == 0 or not launched
     if conservation and not models.uses_conservation:
         log("note: the model was trained without conservation (if_cons false); --seqcons is not used")
         conservation = None
@@ -204,12 +191,12 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
             f"({stats['windows_per_s']:.2f} windows/s)" +
             (f", resumed after {stats['resumed_from']:,}" if stats["resumed_from"] else ""))
     result = {"stats": stats, "plan": plan, "shard": (index, n_shards)}
-    if launched is not None:
-        _wait_for_all_ranks()
-    if n_shards == 1 or (launched is not None and index == 0):
+    if launched:
+        wait_for_all_ranks()
+    if n_shards == 1 or (launched and index == 0):
         result["manifest"] = merge_tracks(outdir, progress=options.progress)
         log(f"wrote       {len(result['manifest']['tracks'])} bigWigs in {outdir / 'tracks'}, {outdir / MANIFEST}")
-    elif launched is None:
+    elif not launched:
         log(f"when every shard is done: epiformer precompute-merge {outdir}")
     return result
 
@@ -218,22 +205,6 @@ def default_io_workers(engine: Engine) -> int:
     """Processes reading the genome: 2 beside a GPU; none on CPU, where torch's threads already
     use every core and readers would only compete with them."""
     return 2 if engine.device.type == "cuda" else 0
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _wait_for_all_ranks() -> None:
-    """Block until every torchrun rank has finished its shard (gloo; ranks may differ by hours)."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=timedelta(days=7))
-    dist.barrier()
-    dist.destroy_process_group()
 
 
 def _duration(seconds: float) -> str:

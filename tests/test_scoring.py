@@ -195,3 +195,16 @@ def test_indel_predictions_are_mapped_back_to_reference_bins():
     np.testing.assert_allclose(mapped[0, 5:], (alt[0, 4:9] + alt[0, 5:10]) / 2)
     snv = Variant("chr1", 1500, "A", "G")
     assert to_reference_bins(alt, 1000, 128, snv) is alt
+
+
+def test_shards_write_the_same_outputs(engine, demo_data, vcf, tmp_path):
+    run(engine, demo_data, vcf, tmp_path / "one", chunk=2)
+    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
+        first = score_variant_file(engine, genome, vcf, tmp_path / "two", ScoreOptions(progress=False, chunk=2,
+                                                                                       log=lambda _: None), shard=(1, 2))
+        assert first["files"] == [] and first["missing_parts"] == 3
+        second = score_variant_file(engine, genome, vcf, tmp_path / "two", ScoreOptions(progress=False, chunk=2),
+                                    shard=(0, 2))
+    assert len(second["files"]) == 4
+    for suffix in (".tsv", ".skipped.tsv", ".vcf"):
+        assert (tmp_path / f"two{suffix}").read_text() == (tmp_path / f"one{suffix}").read_text()
