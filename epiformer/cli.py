@@ -277,7 +277,7 @@ def _score_variants(args: argparse.Namespace) -> None:
     engine = Engine(models, device=device, batch_size=args.batch_size, bf16=args.bf16,
                     reverse_complement=not args.no_rc, shifts=shifts)
     options = ScoreOptions(score_bp=args.score_bp, on_mismatch=args.on_mismatch, max_indel=args.max_indel,
-                           progress=not args.quiet)
+                           chunk=args.chunk, progress=not args.quiet)
     conservation = args.seqcons if models.uses_conservation else None
     calibration = find_calibration(models.sources, models.target_names)
     if calibration is None:
@@ -611,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "base, or score ALT over the genome's bases (default: skip)")
     sv.add_argument("--max-indel", type=int, default=100, help="longest indel scored, in bp (default: 100)")
     sv.add_argument("--restart", action="store_true", help="discard saved parts of a different earlier run")
+    sv.add_argument("--chunk", type=int, default=512, help="input records per saved part (default: 512)")
     sv.add_argument("--shard", metavar="I/N", help="score chunks I, I+N, ... (job arrays); under torchrun, ranks are shards")
     sv.add_argument("--batch-size", type=int, default=8)
     sv.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")

@@ -142,6 +142,24 @@ class Engine:
         ``shifts`` (each shifted window read from the genome)."""
         return self.predict_encoded(encode_windows(genome, intervals, self.config.seq_len, self.shifts))
 
+    def predict_edited(self, genome: Genome, windows: Sequence[tuple[str, int, list]],
+                       use_conservation: bool = True) -> np.ndarray:
+        """Predictions for windows given as (chrom, start, edits) — variants applied, see
+        :func:`epiformer.variants.encode_edited` — averaged over ``shifts``; encoded one batch at a
+        time, so memory does not grow with the number of windows."""
+        from .variants import encode_edited
+
+        seq_len = self.config.seq_len
+        outputs = []
+        for lo in range(0, len(windows), self.batch_size):
+            batch = windows[lo: lo + self.batch_size]
+            outputs.append(self.predict_encoded(np.stack([
+                np.stack([encode_edited(genome, chrom, start + shift, seq_len, edits, use_conservation)
+                          for chrom, start, edits in batch]) for shift in self.shifts])))
+        if not outputs:
+            return np.zeros((0, len(self.target_names), self.config.n_output_bins), np.float32)
+        return np.concatenate(outputs)
+
     def tile_starts(self, start: int, end: int) -> list[int]:
         """Starts of the windows whose outputs abut exactly and cover [start, end), the first
         output beginning at ``start`` (the window itself begins ``output_offset`` earlier)."""

@@ -27,7 +27,7 @@ from .distributed import wait_for_all_ranks
 from .engine import Engine, PredictionCache
 from .files import atomic_path, sha256_file
 from .genome import Genome
-from .variants import (SCORE_FIELDS, Variant, VariantError, check_reference, encode_edited, score_arrays, score_bins,
+from .variants import (SCORE_FIELDS, Variant, VariantError, check_reference, score_arrays, score_bins,
                        to_reference_bins, window_start)
 from .vcf import Skipped, VariantRecord, VcfError, read_variants
 
@@ -92,13 +92,11 @@ def score_chunk(engine: Engine, genome: Genome, entries: list[VariantRecord | Sk
     references = {key: cache.get(key) for key in dict.fromkeys((v.chrom, s) for _, v, _, s in rows)}
     missing = [key for key, value in references.items() if value is None]
     if missing:
-        computed = engine.predict(np.stack([encode_edited(genome, c, s, cfg.seq_len, [], use_conservation)
-                                            for c, s in missing]))
+        computed = engine.predict_edited(genome, [(c, s, []) for c, s in missing], use_conservation)
         for key, value in zip(missing, computed):
             cache.put(key, value)
             references[key] = value
-    alts = engine.predict(np.stack([encode_edited(genome, v.chrom, s, cfg.seq_len, [v], use_conservation)
-                                    for _, v, _, s in rows])) if rows else []
+    alts = engine.predict_edited(genome, [(v.chrom, s, [v]) for _, v, _, s in rows], use_conservation)
     scores = np.zeros((len(rows), len(engine.target_names), len(SCORE_FIELDS)), np.float32)
     for i, ((_, v, _, s), alt) in enumerate(zip(rows, alts)):
         output_start = s + engine.output_offset

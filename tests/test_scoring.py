@@ -208,3 +208,44 @@ def test_shards_write_the_same_outputs(engine, demo_data, vcf, tmp_path):
     assert len(second["files"]) == 4
     for suffix in (".tsv", ".skipped.tsv", ".vcf"):
         assert (tmp_path / f"two{suffix}").read_text() == (tmp_path / f"one{suffix}").read_text()
+
+
+def test_shift_ensembling_averages_shifted_windows(precomputed, demo_data, vcf):
+    from epiformer.engine import PredictionCache
+    from epiformer.scoring import score_chunk
+    from epiformer.variants import encode_edited, score_arrays, score_bins, window_start
+
+    model = load_model_set([str(precomputed.parent / "model.pth.tar")])
+    shifted = Engine(model, device="cpu", shifts=(-2, 0, 2))
+    plain = Engine(model, device="cpu")
+    records = [e for e in read_variants(vcf) if isinstance(e, VariantRecord)][:1]
+    v = records[0].variant
+    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
+        got = score_chunk(shifted, genome, records, ScoreOptions(), PredictionCache(0), True)["scores"][0]
+        start = window_start(v.start, 8192, 128)
+        ref, alt = (np.mean([plain.predict(encode_edited(genome, v.chrom, start + d, 8192, edits)[None])[0]
+                             for d in (-2, 0, 2)], axis=0) for edits in ([], [v]))
+    output_start = start + plain.output_offset
+    expected = score_arrays(ref, alt, score_bins(output_start, 128, 48, v, 1024), output_start, 128)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_the_scoring(precomputed, demo_data, vcf, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    model = str(precomputed.parent / "model.pth.tar")
+    args = ["-m", "epiformer.cli", "score-variants", "-m", model, "--fa", str(demo_data / "genome.fa"), "--seqcons",
+            str(demo_data / "conservation.bw"), "--vcf", str(vcf), "--chunk", "2", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           *args, "-o", str(tmp_path / "ranks")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = subprocess.run([sys.executable, *args, "-o", str(tmp_path / "one")], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert (tmp_path / "ranks.tsv").read_text() == (tmp_path / "one.tsv").read_text()
