@@ -10,14 +10,26 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
 PORT ?= 8000
-SYSTEM_PROGRAMS := bedtools=bedtools
+SYSTEM_PROGRAMS := bedtools=bedtools npm=npm
+BROWSER_PROGRAMS := chromium=chromium chromedriver=chromium-driver
+IGV_VERSION := 3.8.10
+IGV_JS := static/vendor/igv.min.js
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test clean system-deps
 
-install: $(STAMP)
+install: $(STAMP) $(IGV_JS)
+
+# igv.js, pinned, from the npm registry into static/vendor (the page never loads it from a CDN)
+$(IGV_JS): Makefile
+	@scripts/system-deps.sh npm=npm
+	rm -rf static/.npm
+	npm install --silent --no-audit --no-fund --prefix static/.npm igv@$(IGV_VERSION)
+	mkdir -p static/vendor
+	cp static/.npm/node_modules/igv/dist/igv.min.js $@.tmp && mv $@.tmp $@
+	rm -rf static/.npm
 
 system-deps:
 	@scripts/system-deps.sh $(SYSTEM_PROGRAMS)
@@ -36,7 +48,8 @@ demo: install
 	$(BIN)/epiformer serve demo_out/precompute -m demo_out/runs/demo.best_corr.pth.tar --port $(PORT)
 
 test: install
+	@scripts/system-deps.sh $(BROWSER_PROGRAMS) || echo "set-up: Chromium could not be installed here; the browser tests will be skipped"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) demo_out test-artifacts *.egg-info
+	rm -rf $(VENV) demo_out test-artifacts *.egg-info static/vendor

@@ -64,19 +64,10 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/")
     def index() -> Response:
-        from .api import tracks_document
-
-        doc = tracks_document()
-        links = "".join(f'<li><a href="{url}">{name}</a></li>' for name, url in
-                        [("track hub (hub.txt)", doc["hub"]), ("open in UCSC", doc["links"]["ucsc"]),
-                         ("open in IGV desktop (running, batch port on)", doc["links"]["igv_desktop"]),
-                         ("IGV desktop session", doc["links"]["igv_desktop_session"]),
-                         ("igv.js session", doc["links"]["igv_js_session"]),
-                         ("API: tracks", "api/tracks"), ("API: OpenAPI document", "api/openapi.json")])
-        return Response(f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Epiformer "
-                        f"track server</title></head><body><h1>Epiformer track server</h1><p>Genome "
-                        f"{doc['genome']['name']}, {len(doc['tracks'])} predicted tracks.</p><ul>{links}</ul>"
-                        "</body></html>", mimetype="text/html")
+        """The page: igv.js over this server's genome and tracks (static/index.html)."""
+        response = app.send_static_file("index.html")
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:

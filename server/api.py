@@ -29,7 +29,8 @@ def tracks_document() -> dict:
     hub_url = urljoin(hub_base, "hub.txt")
     genome = manifest["genome"]["name"]
     described = {t["name"]: t for t in manifest["tracks"]}
-    tracks = [{"name": t["name"], "url": urljoin(hub_base, t["url"]), "color": t["color"],
+    tracks = [{"name": t["name"], "url": urljoin(hub_base, t["url"]),
+               "color": described.get(t["name"], {}).get("color", "0,0,0"),
                "description": described.get(t["name"], {}).get("description", ""),
                "sha256": described.get(t["name"], {}).get("sha256")} for t in session["tracks"]]
     reference = {key: urljoin(hub_base, value) if key.endswith("URL") else value

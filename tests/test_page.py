@@ -1,0 +1,148 @@
+"""The page in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by
+Selenium against the server on the demo data. Screenshots go to test-artifacts/."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from epiformer.demo import CELL_TYPES
+from server import create_app
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+IGV_JS = Path(__file__).resolve().parent.parent / "static" / "vendor" / "igv.min.js"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                       reason="Chromium is not installed here: apt-get install chromium chromium-driver "
+                              "(make test installs them when it runs as root)"),
+]
+
+TRACK_FEATURES = """
+const done = arguments[arguments.length - 1];
+(async () => {
+  const browser = window.epiformerBrowser;
+  if (!browser) return done(null);
+  const frame = browser.referenceFrameList[0];
+  const out = [];
+  for (const track of browser.findTracks(t => t.type === "wig")) {
+    const features = await track.getFeatures(frame.chr, frame.start, frame.end, frame.bpPerPixel);
+    out.push([track.name, features.filter(f => f.value > 0).length]);
+  }
+  done(out);
+})().catch(err => done("error: " + err));
+"""
+
+
+@pytest.fixture(scope="module")
+def site(precomputed, tmp_path_factory):
+    if not IGV_JS.is_file():
+        pytest.fail(f"{IGV_JS} is missing: make install puts igv.js there")
+    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path_factory.mktemp("hub")),
+                      "log_requests": False, "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu"})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    app.config["PREDICTOR"].close()
+
+
+@pytest.fixture(scope="module")
+def driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 "--disable-sync", "--disable-default-apps"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser.set_script_timeout(60)
+    yield browser
+    browser.quit()
+
+
+def wait_for(driver, script: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = driver.execute_async_script(script)
+        if result is not None:
+            return result
+        time.sleep(0.3)
+    pytest.fail("the page did not get ready in time")
+
+
+def requested_urls(driver) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def test_page_shows_every_track_from_this_server_only(site, driver):
+    driver.get(f"{site}/")
+    tracks = wait_for(driver, TRACK_FEATURES)
+    assert not isinstance(tracks, str), tracks
+    assert [name for name, _ in tracks] == list(CELL_TYPES)
+    assert all(count > 0 for _, count in tracks), f"every cell-type track has data: {tracks}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "page_tracks.png"))
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
+    outside = [u for u in requested_urls(driver) if not u.startswith((site, "data:", "blob:"))]
+    assert outside == [], f"requests left the server's origin: {outside}"
+    summary = driver.find_element("id", "summary").text
+    assert "8 predicted tracks" in summary
+    links = {a.text: a.get_attribute("href") for a in driver.find_elements("css selector", "#links a")}
+    assert links["Open in UCSC"].startswith("https://genome.ucsc.edu/cgi-bin/hgTracks?genome=demo&hubUrl=")
+    assert links["Open in IGV desktop"].startswith("http://localhost:60151/load?")
+
+
+def test_locus_search_updates_the_url(site, driver):
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(f"{site}/?locus=chr2:100001-120000")
+    wait_for(driver, TRACK_FEATURES)
+    box = driver.find_element("id", "locus")
+    assert box.get_attribute("value").startswith("chr2:100")
+    box.clear()
+    box.send_keys("chr1:200,001-210,000", Keys.ENTER)
+    deadline = time.monotonic() + 20
+    while "chr1" not in driver.current_url and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "locus=chr1%3A200" in driver.current_url
+    box.clear()
+    box.send_keys("chrNope:1-5", Keys.ENTER)
+    deadline = time.monotonic() + 10
+    while not driver.find_element("id", "locus-error").text and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Cannot go to chrNope:1-5" in driver.find_element("id", "locus-error").text
+
+
+def test_igv_opens_the_served_single_file_hub(site, driver):
+    driver.get(f"{site}/")
+    wait_for(driver, TRACK_FEATURES)
+    loaded = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const browser = window.epiformerBrowser;
+        browser.loadGenome({url: arguments[0] + "/hub/hub.txt"})
+          .then(genome => done({id: genome.id, chroms: genome.chromosomeNames.length,
+                                tracks: browser.findTracks(t => t.type === "wig").map(t => t.name)}))
+          .catch(err => done({error: String(err)}));
+    """, site)
+    assert "error" not in loaded, loaded
+    assert loaded["id"] == "demo" and loaded["chroms"] == 3
+    driver.save_screenshot(str(ARTIFACTS / "page_hub.png"))
