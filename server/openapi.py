@@ -106,6 +106,16 @@ def openapi_document(server_url: str) -> dict:
                 "operationId": "predict",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": PREDICT_REQUEST}}},
                 "responses": {"200": _json(PREDICT_RESPONSE, "tracks"), **_errors("400", "413", "422", "503", "504")}}},
+            "/api/sequence": {"get": {
+                "summary": "Reference bases of a region (at most 10 kb)",
+                "operationId": "sequence",
+                "parameters": [{"name": "region", "in": "query", "required": True, "schema": {"type": "string"},
+                                "example": "chr1:1,001-1,100"}],
+                "responses": {"200": _json({"type": "object", "required": ["chrom", "start", "end", "sequence"],
+                                            "properties": {"chrom": {"type": "string"}, "start": {"type": "integer"},
+                                                           "end": {"type": "integer"},
+                                                           "sequence": {"type": "string"}}}, "bases"),
+                              **_errors("400", "503")}}},
             "/api/variant-track": {"get": {
                 "summary": "One variant's ref, alt or diff track for one target as bedGraph",
                 "operationId": "variantTrack",

@@ -154,6 +154,24 @@ def predict() -> Response:
         raise ApiError(422, str(err)) from None
 
 
+@predictions.get("/api/sequence")
+def sequence() -> Response:
+    """The reference bases of a region (at most 10 kb), for building variants and edits."""
+    model = predictor()
+    try:
+        chrom, start, end = parse_region(request.args.get("region", ""))
+        if end - start > 10_000:
+            raise VariantError("at most 10,000 bp")
+        with model.genome_lock:
+            model.genome.check_interval(chrom, start, end)
+            if end > model.genome.chrom_sizes[chrom]:
+                raise VariantError(f"the region runs past the end of {chrom}")
+            bases = model.genome.sequence(chrom, start, end).upper()
+    except (GenomeError, VariantError) as err:
+        raise ApiError(400, f"region: {err}") from None
+    return jsonify({"chrom": chrom, "start": start, "end": end, "sequence": bases})
+
+
 @predictions.get("/api/variant-track")
 def variant_track() -> Response:
     """One variant's ref, alt or diff track for one target, as bedGraph (IGV, UCSC custom track)."""

@@ -48,7 +48,7 @@ class Predictor:
         config = self.engine.config
         self.seq_len, self.bin_size = config.seq_len, config.bin_size
         self.output_offset, self.n_bins = self.engine.output_offset, config.n_output_bins
-        self._genome_lock = threading.Lock()
+        self.genome_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: dict[tuple[str, int], Future] = {}
 
@@ -78,7 +78,7 @@ class Predictor:
                 found[s] = value
         if mine:
             try:
-                with self._genome_lock:
+                with self.genome_lock:
                     inputs = [self._encode(chrom, s, []) for s in mine]
                 for s, value in zip(mine, self._run(inputs)):
                     self.cache.put((chrom, s), value)
@@ -101,7 +101,7 @@ class Predictor:
         return encode_edited(self.genome, chrom, start, self.seq_len, edits, self.uses_conservation)
 
     def check(self, variant: Variant) -> None:
-        with self._genome_lock:
+        with self.genome_lock:
             check_reference(self.genome, variant)
 
     def score_variants(self, variants: list[Variant], score_bp: int, with_tracks: bool) -> list[dict]:
@@ -111,7 +111,7 @@ class Predictor:
         for v, s in zip(variants, starts):
             by_chrom.setdefault(v.chrom, []).append(s)
         references = {(c, s): value for c, group in by_chrom.items() for s, value in self._reference(c, group).items()}
-        with self._genome_lock:
+        with self.genome_lock:
             inputs = [self._encode(v.chrom, s, [v]) for v, s in zip(variants, starts)]
         alts = self._run(inputs)
         results = []
@@ -137,7 +137,7 @@ class Predictor:
 
     def predict_region(self, chrom: str, start: int, end: int, edits: list[Variant]) -> dict:
         """Reference and edited predictions of the window centred on [start, end)."""
-        with self._genome_lock:
+        with self.genome_lock:
             for edit in edits:
                 if edit.chrom != chrom or edit.start < start or edit.end > end:
                     raise VariantError(f"edit {edit} is outside the region {chrom}:{start + 1}-{end}")
@@ -149,7 +149,7 @@ class Predictor:
         s = window_start((start + end) // 2, self.seq_len, self.bin_size)
         ref = self._reference(chrom, [s])[s]
         if edits:
-            with self._genome_lock:
+            with self.genome_lock:
                 edited = self._run([self._encode(chrom, s, edits)])[0]
         else:
             edited = ref

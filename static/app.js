@@ -2,7 +2,7 @@
 // Everything it loads comes from this server (the genome, the tracks, igv.js itself).
 "use strict";
 
-const state = { browser: null, tracks: null };
+const state = { browser: null, tracks: null, variants: [], cells: [] };
 
 function showError(id, message) {
   document.getElementById(id).textContent = message;
@@ -58,6 +58,7 @@ async function start() {
   );
   const options = {
     loadDefaultGenomes: false,
+    search: false,               // igv.js would otherwise ask igv.org for names it does not know
     reference: doc.igv_js.reference,
     locus: locus,
     tracks: doc.tracks.map((t) => ({
@@ -68,17 +69,213 @@ async function start() {
   state.browser = await igv.createBrowser(document.getElementById("igv"), options);
   window.epiformerBrowser = state.browser;
   state.browser.on("locuschange", rememberLocus);
+  state.browser.on("trackclick", (track, data, genomicLocation) => { fillVariantAt(genomicLocation); });
   document.getElementById("locus").value = locus;
+  const select = document.getElementById("variant-cells");
+  for (const t of doc.tracks) select.append(new Option(t.name, t.name));
+  state.cells = (params.get("tracks") || doc.tracks[0].name).split(",").filter(Boolean);
+  for (const option of select.options) option.selected = state.cells.includes(option.value);
+  for (const variant of (params.get("variants") || "").split(",").filter(Boolean)) await scoreVariant(variant);
 }
 
-// The view lives in the URL, so a link reproduces it.
+// The view (locus, variants, their tracks) lives in the URL, so a link reproduces it.
 function rememberLocus() {
   const loci = state.browser.currentLoci();
-  const current = Array.isArray(loci) ? loci.join(" ") : String(loci);
-  const url = new URL(window.location.href);
-  url.searchParams.set("locus", current);
-  window.history.replaceState(null, "", url);
+  const current = (Array.isArray(loci) ? loci.join(" ") : String(loci))
+    .replace(/\d+(\.\d+)?/g, (n) => String(Math.round(Number(n))));
   document.getElementById("locus").value = current;
+  rememberView();
+}
+
+function rememberView() {
+  const url = new URL(window.location.href);
+  url.searchParams.set("locus", document.getElementById("locus").value);
+  url.searchParams.set("variants", state.variants.map((v) => v.text).join(","));
+  url.searchParams.set("tracks", state.cells.join(","));
+  window.history.replaceState(null, "", url);
+}
+
+async function fillVariantAt(genomicLocation) {
+  const frame = state.browser.referenceFrameList[0];
+  const pos = Math.floor(genomicLocation) + 1;
+  try {
+    const body = await fetchJSON(`/api/sequence?region=${encodeURIComponent(`${frame.chr}:${pos}-${pos}`)}`);
+    const input = document.getElementById("variant");
+    input.value = `${frame.chr}:${pos}:${body.sequence}:`;
+    input.focus();
+  } catch (err) {
+    showError("variant-error", err.message);
+  }
+}
+
+function variantText(v) {
+  return `${v.chrom}:${v.pos}:${v.ref || "-"}:${v.alt || "-"}`;
+}
+
+async function scoreVariant(text) {
+  showError("variant-error", "");
+  const loading = document.getElementById("variant-loading");
+  loading.hidden = false;
+  try {
+    const body = await fetchJSON("/api/variants", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ variants: [text.trim()] }),
+    });
+    const result = body.results[0];
+    const name = variantText(result.variant);
+    if (!state.variants.some((v) => v.text === name)) {
+      state.variants.push({ text: name, result });
+      renderVariant(name, result, body.targets);
+      await addVariantTracks(name);
+    }
+    rememberView();
+  } catch (err) {
+    showError("variant-error", err.message);
+  } finally {
+    loading.hidden = true;
+  }
+}
+
+function renderVariant(name, result, targets) {
+  const card = document.createElement("div");
+  card.className = "card";
+  card.dataset.variant = name;
+  const title = document.createElement("h3");
+  title.textContent = name;
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.textContent = "Remove";
+  remove.setAttribute("aria-label", `Remove ${name}`);
+  remove.addEventListener("click", () => removeVariant(name));
+  title.append(remove);
+  const table = document.createElement("table");
+  const largest = Math.max(1e-12, ...targets.map((t) => Math.abs(result.scores[t].sad)));
+  table.innerHTML = "<thead><tr><th>cell type</th><th>SAD</th><th>log2FC</th><th>percentile</th><th></th></tr></thead>";
+  const tbody = document.createElement("tbody");
+  for (const t of targets) {
+    const s = result.scores[t];
+    const row = document.createElement("tr");
+    const pct = s.percentiles ? s.percentiles.sad.toFixed(1) : "–";
+    const width = Math.round(80 * Math.abs(s.sad) / largest);
+    row.innerHTML = `<td></td><td>${s.sad.toPrecision(3)}</td><td>${s.log2fc.toPrecision(3)}</td><td>${pct}</td>` +
+      `<td><span class="bar ${s.sad >= 0 ? "up" : "down"}" style="width:${width}px"></span></td>`;
+    row.firstChild.textContent = t;
+    tbody.append(row);
+  }
+  table.append(tbody);
+  card.append(title, table);
+  document.getElementById("variant-results").append(card);
+}
+
+function cellColor(cell) {
+  const track = state.tracks.tracks.find((t) => t.name === cell);
+  return track ? rgb(track.color) : "rgb(80,80,80)";
+}
+
+async function addVariantTracks(name) {
+  for (const cell of state.cells) {
+    for (const kind of ["ref", "alt", "diff"]) {
+      await state.browser.loadTrack({
+        name: `${cell} ${kind} ${name}`, type: "wig", format: "bedgraph", height: 40,
+        color: kind === "diff" ? "rgb(90,90,90)" : cellColor(cell),
+        url: `/api/variant-track?variant=${encodeURIComponent(name)}&target=${encodeURIComponent(cell)}&kind=${kind}`,
+      });
+    }
+  }
+}
+
+function removeVariant(name) {
+  state.variants = state.variants.filter((v) => v.text !== name);
+  document.querySelector(`.card[data-variant="${CSS.escape(name)}"]`)?.remove();
+  for (const track of state.browser.findTracks((t) => t.name && t.name.endsWith(` ${name}`))) {
+    state.browser.removeTrack(track);
+  }
+  rememberView();
+}
+
+document.getElementById("variant-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const select = document.getElementById("variant-cells");
+  state.cells = Array.from(select.selectedOptions).map((o) => o.value);
+  const text = document.getElementById("variant").value;
+  if (!text.trim()) {
+    showError("variant-error", "Type a variant first, e.g. chr1:150001:C:A.");
+    return;
+  }
+  await scoreVariant(text);
+});
+
+function bedGraphURL(chrom, start, binSize, values, label) {
+  const lines = [`track type=bedGraph name="${label}"`];
+  values.forEach((v, k) => {
+    const lo = start + k * binSize;
+    if (lo >= 0) lines.push(`${chrom}\t${lo}\t${lo + binSize}\t${v}`);
+  });
+  return URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/plain" }));
+}
+
+function parseEdits(text) {
+  return text.split("\n").map((line) => line.trim()).filter(Boolean).map((line) => {
+    const [pos, ref, alt] = line.split(":");
+    return { pos: Number(pos.replace(/,/g, "")), ref: ref === "-" ? "" : ref, alt: alt === "-" ? "" : alt };
+  });
+}
+
+document.getElementById("edit-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showError("edit-error", "");
+  const loading = document.getElementById("edit-loading");
+  const region = document.getElementById("edit-region").value.trim();
+  const sequence = document.getElementById("edit-sequence").value.replace(/\s+/g, "");
+  const request = sequence ? { sequence } : { region, edits: parseEdits(document.getElementById("edit-list").value) };
+  if (!sequence && !region) {
+    showError("edit-error", "Give a region (with edits) or paste a sequence.");
+    return;
+  }
+  loading.hidden = false;
+  try {
+    const body = await fetchJSON("/api/predict", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request),
+    });
+    await showPrediction(body, sequence ? `Pasted sequence (${sequence.length} bp)` : region);
+  } catch (err) {
+    showError("edit-error", err.message);
+  } finally {
+    loading.hidden = true;
+  }
+});
+
+async function showPrediction(body, label) {
+  const results = document.getElementById("edit-results");
+  if (body.chrom === null) {
+    const table = document.createElement("table");
+    table.innerHTML = "<thead><tr><th>cell type</th><th>mean</th><th>max</th></tr></thead>";
+    for (const t of body.targets) {
+      const values = body.tracks.sequence[t];
+      const row = document.createElement("tr");
+      row.innerHTML = `<td></td><td>${(values.reduce((a, b) => a + b, 0) / values.length).toPrecision(3)}</td>` +
+        `<td>${Math.max(...values).toPrecision(3)}</td>`;
+      row.firstChild.textContent = t;
+      table.append(row);
+    }
+    const card = document.createElement("div");
+    card.className = "card";
+    card.append(Object.assign(document.createElement("h3"), { textContent: label }), table);
+    results.prepend(card);
+    return;
+  }
+  for (const cell of state.cells.length ? state.cells : [body.targets[0]]) {
+    for (const kind of ["reference", "edited"]) {
+      await state.browser.loadTrack({
+        name: `${cell} ${kind} ${label}`, type: "wig", format: "bedgraph", height: 40,
+        color: kind === "edited" ? "rgb(90,90,90)" : cellColor(cell),
+        url: bedGraphURL(body.chrom, body.start, body.bin_size, body.tracks[kind][cell], `${cell} ${kind}`),
+      });
+    }
+  }
+  await state.browser.search(`${body.chrom}:${body.start + 1}-${body.end}`);
+  results.prepend(Object.assign(document.createElement("p"), {
+    className: "hint", textContent: `Predicted ${label}: reference and edited tracks added to the browser.` }));
 }
 
 document.getElementById("locus-form").addEventListener("submit", async (event) => {

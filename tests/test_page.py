@@ -130,6 +130,8 @@ def test_locus_search_updates_the_url(site, driver):
     while not driver.find_element("id", "locus-error").text and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "Cannot go to chrNope:1-5" in driver.find_element("id", "locus-error").text
+    outside = [u for u in requested_urls(driver) if not u.startswith((site, "data:", "blob:"))]
+    assert outside == [], f"an unknown name is not looked up elsewhere: {outside}"
 
 
 def test_igv_opens_the_served_single_file_hub(site, driver):
@@ -146,3 +148,84 @@ def test_igv_opens_the_served_single_file_hub(site, driver):
     assert "error" not in loaded, loaded
     assert loaded["id"] == "demo" and loaded["chroms"] == 3
     driver.save_screenshot(str(ARTIFACTS / "page_hub.png"))
+
+
+def base_at(site: str, chrom: str, pos: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{site}/api/sequence?region={chrom}:{pos}-{pos}") as response:
+        return json.loads(response.read())["sequence"]
+
+
+def track_names(driver) -> list[str]:
+    return driver.execute_script("return window.epiformerBrowser.findTracks(t => t.type === 'wig').map(t => t.name)")
+
+
+def wait_until(check, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail("the page did not show the result in time")
+
+
+def test_variant_panel_scores_compares_and_keeps_the_view_in_the_url(site, driver):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.select import Select
+
+    ref = base_at(site, "chr1", 150_001)
+    first = f"chr1:150001:{ref}:{'A' if ref != 'A' else 'C'}"
+    driver.get(f"{site}/?locus=chr1:145001-155000")
+    wait_for(driver, TRACK_FEATURES)
+    cells = Select(driver.find_element("id", "variant-cells"))
+    cells.deselect_all()
+    cells.select_by_value("MGC")
+    cells.select_by_value("OPC")
+    box = driver.find_element("id", "variant")
+    box.send_keys(first, Keys.ENTER)
+    card = wait_until(lambda: driver.find_elements("css selector", f'.card[data-variant="{first}"]'))[0]
+    rows = card.find_elements("css selector", "tbody tr")
+    assert [r.find_elements("tag name", "td")[0].text for r in rows] == list(CELL_TYPES)
+    names = wait_until(lambda: [n for n in track_names(driver) if n.endswith(first)] or None)
+    assert sorted(names) == sorted(f"{cell} {kind} {first}" for cell in ("MGC", "OPC") for kind in ("ref", "alt", "diff"))
+    second_ref = base_at(site, "chr1", 150_101)
+    second = f"chr1 150101 {second_ref} {'G' if second_ref != 'G' else 'T'}"
+    box.clear()
+    box.send_keys(second, Keys.ENTER)
+    wait_until(lambda: len(driver.find_elements("css selector", ".card")) == 2)
+    wait_until(lambda: len([n for n in track_names(driver) if "150101" in n]) == 6)
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "page_variants.png"))
+    assert "variants=chr1%3A150001" in driver.current_url and "tracks=OPC%2CMGC" in driver.current_url
+    assert "." not in driver.current_url.split("locus=")[1].split("&")[0], "whole-base loci in the URL"
+    link = driver.current_url
+    box.clear()
+    box.send_keys("chr1:150001:T:T", Keys.ENTER)
+    message = wait_until(lambda: driver.find_element("id", "variant-error").text)
+    assert "the same" in message
+    driver.get(link)
+    wait_until(lambda: len(driver.find_elements("css selector", ".card")) == 2)
+    assert len([n for n in track_names(driver) if n.endswith(first)]) == 6, "a link reproduces the view"
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "/api/variants" not in e["message"]]
+    assert errors == [], errors
+
+
+def test_edit_panel_predicts_edited_and_pasted_sequences(site, driver):
+    ref = base_at(site, "chr2", 100_101)
+    driver.get(f"{site}/")
+    wait_for(driver, TRACK_FEATURES)
+    driver.find_element("id", "edit-region").send_keys("chr2:100,001-101,000")
+    driver.find_element("id", "edit-list").send_keys(f"100101:{ref}:{'A' if ref != 'A' else 'C'}")
+    driver.find_element("css selector", "#edit-form button").click()
+    names = wait_until(lambda: [n for n in track_names(driver) if "chr2:100,001-101,000" in n] or None)
+    assert any(n.startswith("HIP edited") for n in names) and any(n.startswith("HIP reference") for n in names)
+    driver.find_element("id", "edit-list").send_keys("\n100101:N:A")
+    driver.find_element("css selector", "#edit-form button").click()
+    assert "reference mismatch" in wait_until(lambda: driver.find_element("id", "edit-error").text)
+    driver.find_element("id", "edit-sequence").send_keys("ACGT" * 300)
+    driver.find_element("css selector", "#edit-form button").click()
+    card = wait_until(lambda: [c for c in driver.find_elements("css selector", "#edit-results .card")
+                               if "Pasted sequence (1200 bp)" in c.text])[0]
+    assert len(card.find_elements("css selector", "tr")) == 1 + len(CELL_TYPES)

@@ -225,3 +225,12 @@ def test_variant_strings():
         parse_variant("chr1:5:A:A")
     with pytest.raises(VariantError, match="expected chrom:pos:ref:alt"):
         parse_variant("chr1:5:A")
+
+
+def test_sequence_of_a_region(api, genome):
+    body = api.get("/api/sequence?region=chr1:150,001-150,020").json
+    assert body == {"chrom": "chr1", "start": 150_000, "end": 150_020,
+                    "sequence": genome.sequence("chr1", 150_000, 150_020).upper()}
+    for bad in ("chr1:1-20000", "chrQ:1-10", "nonsense", "chr1:285,990-286,010"):
+        response = api.get(f"/api/sequence?region={bad}")
+        assert response.status_code == 400 and "region" in response.json["error"]["message"], bad
