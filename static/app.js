@@ -214,6 +214,14 @@ function bedGraphURL(chrom, start, binSize, values, label) {
   return URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/plain" }));
 }
 
+// A small drawing of a predicted track (one bin per 3 px), scaled to ``top``.
+function sparkline(values, top, color) {
+  const width = 3 * values.length, height = 24;
+  const points = values.map((v, k) => `${3 * k + 1.5},${(height - 1 - (height - 2) * v / top).toFixed(1)}`).join(" ");
+  return `<svg width="${width}" height="${height}" role="img" aria-label="predicted track">` +
+    `<polyline fill="none" stroke="${color}" stroke-width="1.5" points="${points}"/></svg>`;
+}
+
 function parseEdits(text) {
   return text.split("\n").map((line) => line.trim()).filter(Boolean).map((line) => {
     const [pos, ref, alt] = line.split(":");
@@ -249,12 +257,13 @@ async function showPrediction(body, label) {
   const results = document.getElementById("edit-results");
   if (body.chrom === null) {
     const table = document.createElement("table");
-    table.innerHTML = "<thead><tr><th>cell type</th><th>mean</th><th>max</th></tr></thead>";
+    table.innerHTML = "<thead><tr><th>cell type</th><th>mean</th><th>max</th><th>predicted track</th></tr></thead>";
+    const top = Math.max(1e-9, ...body.targets.flatMap((t) => body.tracks.sequence[t]));
     for (const t of body.targets) {
       const values = body.tracks.sequence[t];
       const row = document.createElement("tr");
       row.innerHTML = `<td></td><td>${(values.reduce((a, b) => a + b, 0) / values.length).toPrecision(3)}</td>` +
-        `<td>${Math.max(...values).toPrecision(3)}</td>`;
+        `<td>${Math.max(...values).toPrecision(3)}</td><td>${sparkline(values, top, cellColor(t))}</td>`;
       row.firstChild.textContent = t;
       table.append(row);
     }

@@ -142,11 +142,14 @@ def test_igv_opens_the_served_single_file_hub(site, driver):
         const browser = window.epiformerBrowser;
         browser.loadGenome({url: arguments[0] + "/hub/hub.txt"})
           .then(genome => done({id: genome.id, chroms: genome.chromosomeNames.length,
-                                tracks: browser.findTracks(t => t.type === "wig").map(t => t.name)}))
+                                tracks: browser.findTracks(t => t.type === "wig")
+                                               .map(t => [t.name, t.config.autoscaleGroup || null, t.url])}))
           .catch(err => done({error: String(err)}));
     """, site)
     assert "error" not in loaded, loaded
     assert loaded["id"] == "demo" and loaded["chroms"] == 3
+    assert [name for name, _, _ in loaded["tracks"]] == list(CELL_TYPES), "the hub's tracks replace the page's"
+    assert all(group is None and "/hub/tracks/" in url for _, group, url in loaded["tracks"])
     driver.save_screenshot(str(ARTIFACTS / "page_hub.png"))
 
 
@@ -229,3 +232,23 @@ def test_edit_panel_predicts_edited_and_pasted_sequences(site, driver):
     card = wait_until(lambda: [c for c in driver.find_elements("css selector", "#edit-results .card")
                                if "Pasted sequence (1200 bp)" in c.text])[0]
     assert len(card.find_elements("css selector", "tr")) == 1 + len(CELL_TYPES)
+    assert len(card.find_elements("css selector", "svg polyline")) == len(CELL_TYPES), "each track is drawn"
+
+
+def test_clicking_a_track_fills_in_the_variant(site, driver):
+    """igv.js reports a click on a track as a "trackclick" event with its genomic location (the
+    tracks live in igv's shadow DOM, so the event is fired as igv fires it)."""
+    import re
+
+    driver.get(f"{site}/?locus=chr1:150001-150200")
+    wait_for(driver, TRACK_FEATURES)
+    driver.execute_script("""
+        const browser = window.epiformerBrowser;
+        const track = browser.findTracks(t => t.type === "wig")[0];
+        browser.fireEvent("trackclick", [track, [], 150049.6]);
+    """)
+    value = wait_until(lambda: driver.find_element("id", "variant").get_attribute("value"), timeout=20)
+    match = re.fullmatch(r"chr1:(\d+):([ACGTN]):", value)
+    assert match and int(match.group(1)) == 150_050, value
+    assert match.group(2) == base_at(site, "chr1", 150_050)
+    assert driver.switch_to.active_element.get_attribute("id") == "variant", "focus moves to the variant box"
