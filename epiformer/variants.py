@@ -103,7 +103,7 @@ def check_reference(genome: Genome, variant: Variant) -> None:
     size = genome.chrom_sizes[variant.chrom]
     if variant.end > size or variant.start >= size:
         raise VariantError(f"position {variant.pos} is past the end of {variant.chrom} ({size:,} bp)")
-    found = genome.sequence(variant.chrom, variant.start, variant.end).upper()
+    found = genome.sequence(variant.chrom, variant.start, variant.end).upper() if variant.ref else ""
     if found != variant.ref:
         raise VariantError(f"reference mismatch: the genome has {found or '(nothing)'} at {variant.chrom}:"
                            f"{variant.pos}, the variant says {variant.ref or '(nothing)'}")

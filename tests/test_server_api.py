@@ -123,6 +123,8 @@ def test_indels_mismatches_and_partial_failures(api, genome):
     assert "reference mismatch: the genome has" in messages[2]
     assert "chromosome 'chrZ' is not in the genome" in messages[3]
     assert "past the end of chr2" in messages[4]
+    inserted = api.post("/api/variants", json={"variants": [f"{chrom}:{pos}:-:TTAGGG"]})
+    assert inserted.status_code == 200 and inserted.json["results"][0]["variant"]["ref"] == ""
     bad = api.post("/api/variants", json={"variants": [{"chrom": "1", "pos": 5, "ref": "A", "alt": "G"}]})
     assert bad.status_code == 422 and "the genome calls it 'chr1'" in bad.json["error"]["problems"][0]["message"]
 
