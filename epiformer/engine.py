@@ -78,6 +78,7 @@ class Engine:
         self.bf16 = bf16 and self.device.type == "cuda"
         self.reverse_complement = reverse_complement
         self.shifts = tuple(shifts) or (0,)
+        self.oom_splits = 0       # batches split after running out of device memory
 
     @property
     def config(self):
@@ -119,14 +120,28 @@ class Engine:
     def _run(self, batch: torch.Tensor) -> Iterator[np.ndarray]:
         with torch.inference_mode(), self._autocast():
             for lo in range(0, batch.shape[0], self.batch_size):
-                x = batch[lo: lo + self.batch_size].to(self.device, non_blocking=True)
-                if self.reverse_complement:
-                    both = self.model(torch.cat([x, x.flip(1, 2)])).float()
-                    forward, reverse = both[: len(x)], both[len(x):]
-                    y = (forward + reverse.flip(2)) / 2
-                else:
-                    y = self.model(x).float()
-                yield y.cpu().numpy()
+                yield self._forward(batch[lo: lo + self.batch_size])
+
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        """One batch, reverse complement included. Out of device memory, the batch is split in two
+        and each half retried (down to one window), so a large batch slows down instead of failing."""
+        try:
+            x = x.to(self.device, non_blocking=True)
+            if self.reverse_complement:
+                both = self.model(torch.cat([x, x.flip(1, 2)])).float()
+                forward, reverse = both[: len(x)], both[len(x):]
+                y = (forward + reverse.flip(2)) / 2
+            else:
+                y = self.model(x).float()
+            return y.cpu().numpy()
+        except torch.OutOfMemoryError:
+            if len(x) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(x) // 2
+            self.oom_splits += 1
+            return np.concatenate([self._forward(x[:half]), self._forward(x[half:])])
 
     def predict_encoded(self, encoded: np.ndarray | torch.Tensor) -> np.ndarray:
         """Predictions for windows encoded once per shift, (shifts, N, 4, seq_len), averaged over

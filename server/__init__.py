@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -48,7 +49,8 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config.update(EPIFORMER=cfg, MANIFEST=manifest, HUB_DIR=str(hub_dir), MAX_CONTENT_LENGTH=cfg.max_body_bytes,
-                      JSON_SORT_KEYS=False)
+                      JSON_SORT_KEYS=False,
+                      PREDICTION_SLOTS=threading.BoundedSemaphore(max(1, cfg.max_concurrent_predictions)))
 
     from .api import api
     from .files import files

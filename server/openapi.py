@@ -74,7 +74,9 @@ def _json(schema: dict, description: str) -> dict:
 
 
 def _errors(*codes: str) -> dict:
-    reasons = {"400": "malformed request", "413": "request body too large", "422": "nothing could be predicted",
+    reasons = {"400": "malformed request", "401": "API token missing or wrong (servers configured with one)",
+               "413": "request body too large", "422": "nothing could be predicted",
+               "429": "too many prediction requests at once; see Retry-After",
                "503": "no model set loaded", "504": "the model did not answer in time"}
     return {code: _json({"$ref": "#/components/schemas/Error"}, reasons[code]) for code in codes}
 
@@ -98,14 +100,14 @@ def openapi_document(server_url: str) -> dict:
                                "cannot be scored are listed in problems with their index.",
                 "operationId": "scoreVariants",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": VARIANTS_REQUEST}}},
-                "responses": {"200": _json(VARIANTS_RESPONSE, "scores"), **_errors("400", "413", "422", "503", "504")}}},
+                "responses": {"200": _json(VARIANTS_RESPONSE, "scores"), **_errors("400", "401", "413", "422", "429", "503", "504")}}},
             "/api/predict": {"post": {
                 "summary": "Predicted tracks for a region with edits, or for a raw sequence",
                 "description": "Edited bases keep their position's conservation; inserted and raw bases get 0 "
                                "unless conservation is given.",
                 "operationId": "predict",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": PREDICT_REQUEST}}},
-                "responses": {"200": _json(PREDICT_RESPONSE, "tracks"), **_errors("400", "413", "422", "503", "504")}}},
+                "responses": {"200": _json(PREDICT_RESPONSE, "tracks"), **_errors("400", "401", "413", "422", "429", "503", "504")}}},
             "/api/sequence": {"get": {
                 "summary": "Reference bases of a region (at most 10 kb)",
                 "operationId": "sequence",
@@ -115,7 +117,7 @@ def openapi_document(server_url: str) -> dict:
                                             "properties": {"chrom": {"type": "string"}, "start": {"type": "integer"},
                                                            "end": {"type": "integer"},
                                                            "sequence": {"type": "string"}}}, "bases"),
-                              **_errors("400", "503")}}},
+                              **_errors("400", "401", "429", "503")}}},
             "/api/variant-track": {"get": {
                 "summary": "One variant's ref, alt or diff track for one target as bedGraph",
                 "operationId": "variantTrack",
@@ -125,7 +127,7 @@ def openapi_document(server_url: str) -> dict:
                     {"name": "target", "in": "query", "schema": {"type": "string"}},
                     {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["ref", "alt", "diff"]}}],
                 "responses": {"200": {"description": "bedGraph", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                              **_errors("400", "503", "504")}}},
+                              **_errors("400", "401", "429", "503", "504")}}},
             "/healthz": {"get": {"summary": "The process is up", "operationId": "healthz",
                                  "responses": {"200": _json(STATUS, "up")}}},
             "/readyz": {"get": {"summary": "Ready to serve", "operationId": "readyz",

@@ -6,9 +6,10 @@ time is 504; a server without a model set is 503.
 """
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from epiformer.genome import GenomeError, parse_region
@@ -21,12 +22,14 @@ DEFAULT_SCORE_BP = 1024
 
 
 class ApiError(HTTPException):
-    """An error answered as JSON with a list of problems."""
+    """An error answered as JSON with a list of problems (and extra headers)."""
 
-    def __init__(self, code: int, message: str, problems: list[dict] | None = None) -> None:
+    def __init__(self, code: int, message: str, problems: list[dict] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.problems = problems or []
+        self.extra_headers = headers or {}
 
 
 @predictions.errorhandler(ApiError)
@@ -34,7 +37,27 @@ def api_error(err: ApiError) -> tuple[Response, int]:
     body: dict[str, Any] = {"status": err.code, "message": err.description}
     if err.problems:
         body["problems"] = err.problems
-    return jsonify({"error": body}), err.code
+    response = jsonify({"error": body})
+    response.headers.update(err.extra_headers)
+    return response, err.code
+
+
+@predictions.before_request
+def admit() -> None:
+    """The optional API token, then a free prediction slot: a client cannot take them all."""
+    cfg = current_app.config["EPIFORMER"]
+    if cfg.api_token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {cfg.api_token}"):
+        raise ApiError(401, "this server needs an API token: send the header Authorization: Bearer TOKEN",
+                       headers={"WWW-Authenticate": "Bearer"})
+    if not current_app.config["PREDICTION_SLOTS"].acquire(blocking=False):
+        raise ApiError(429, "too many prediction requests at once; retry shortly", headers={"Retry-After": "1"})
+    g.prediction_slot = True
+
+
+@predictions.teardown_request
+def release(_error: BaseException | None) -> None:
+    if g.pop("prediction_slot", False):
+        current_app.config["PREDICTION_SLOTS"].release()
 
 
 def predictor() -> Predictor:

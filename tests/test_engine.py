@@ -55,3 +55,27 @@ def test_predict_genome_windows(tiny_model, tmp_path):
         direct = engine.predict(genome.encode("chr1", 15_000, 15_000 + 8192)[None])
     assert out.shape == (3, 8, 48)
     np.testing.assert_allclose(out[1], direct[0], atol=1e-5)
+
+
+def test_out_of_memory_splits_the_batch(tiny_model):
+    """A batch that runs out of device memory is split and retried, with the same predictions."""
+    x = np.random.default_rng(1).random((6, 4, 8192), dtype=np.float32)
+    expected = Engine(tiny_model, device="cpu", batch_size=1).predict(x)
+    original = tiny_model.forward
+
+    def limited(batch):
+        if len(batch) > 2:          # two windows, one with its reverse complement
+            raise torch.OutOfMemoryError("CUDA out of memory (forced by the test)")
+        return original(batch)
+
+    tiny_model.forward = limited
+    engine = Engine(tiny_model, device="cpu", batch_size=6)
+    np.testing.assert_allclose(engine.predict(x), expected, atol=1e-5)
+    assert engine.oom_splits > 0
+
+    def always(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory (forced by the test)")
+
+    tiny_model.forward = always
+    with pytest.raises(torch.OutOfMemoryError):
+        engine.predict(x[:1])

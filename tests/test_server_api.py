@@ -236,3 +236,35 @@ def test_sequence_of_a_region(api, genome):
     for bad in ("chr1:1-20000", "chrQ:1-10", "nonsense", "chr1:285,990-286,010"):
         response = api.get(f"/api/sequence?region={bad}")
         assert response.status_code == 400 and "region" in response.json["error"]["message"], bad
+
+
+def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
+    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
+                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu",
+                      "api_token": "s3cret", "max_concurrent_predictions": 1})
+    client = app.test_client()
+    query = {"variants": [snv(genome, pos=120_001)]}
+    denied = client.post("/api/variants", json=query)
+    assert denied.status_code == 401 and denied.headers["WWW-Authenticate"] == "Bearer"
+    assert client.post("/api/variants", json=query, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    assert client.post("/api/variants", json=query, headers=auth).status_code == 200
+    assert client.get("/api/tracks").status_code == 200, "file and track routes stay open"
+    predictor = app.config["PREDICTOR"]
+    original = predictor.engine.predict
+    predictor.cache.capacity = 0
+
+    def slow(x):
+        time.sleep(0.6)
+        return original(x)
+
+    predictor.engine.predict = slow
+    first = threading.Thread(target=lambda: app.test_client().post("/api/variants", json=query, headers=auth))
+    first.start()
+    time.sleep(0.2)
+    busy = client.post("/api/variants", json=query, headers=auth)
+    first.join()
+    assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
+    predictor.engine.predict = original
+    assert client.post("/api/variants", json=query, headers=auth).status_code == 200, "the slot is given back"
+    predictor.close()
