@@ -159,10 +159,9 @@ def _predict(args: argparse.Namespace) -> None:
     from .config import check_window_flags
     from .engine import Engine
     from .genome import Genome
-    from .modelset import load_model_set
     from .predict import predict_regions, read_regions_arg
 
-    models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+    models = _model_set(args)
     check_window_flags(models.config, args.seqlen, args.binsize)
     shifts = [int(v) for v in args.shifts.split(",")] if args.shifts else [0]
     engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
@@ -183,11 +182,10 @@ def _predict(args: argparse.Namespace) -> None:
 def _precompute(args: argparse.Namespace) -> None:
     from .config import check_window_flags
     from .genome import read_bed_intervals
-    from .modelset import load_model_set
     from .targets import read_targets
     from precompute import PrecomputeOptions, precompute, shard_from_text
 
-    models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+    models = _model_set(args)
     check_window_flags(models.config, args.seqlen, args.binsize)
     options = PrecomputeOptions(batch_size=args.batch_size, io_workers=args.io_workers, device=args.device,
                                 bf16=not args.fp32, reverse_complement=not args.no_rc,
@@ -260,7 +258,6 @@ def _serve(args: argparse.Namespace) -> None:
 def _score_variants(args: argparse.Namespace) -> None:
     from .engine import Engine
     from .genome import Genome
-    from .modelset import load_model_set
     from precompute import shard_from_text
 
     from .calibration import find_calibration
@@ -268,7 +265,7 @@ def _score_variants(args: argparse.Namespace) -> None:
     from .scoring import ScoreOptions, score_variant_file
     from .vcf import VcfError
 
-    models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+    models = _model_set(args)
     shifts = [int(v) for v in args.shifts.split(",")] if args.shifts else [0]
     try:
         index, count, device, launched = job_shard(shard_from_text(args.shard) if args.shard else None, args.device)
@@ -296,9 +293,8 @@ def _calibrate(args: argparse.Namespace) -> None:
     from .calibration import calibrate, calibration_path
     from .engine import Engine
     from .genome import Genome
-    from .modelset import load_model_set
 
-    models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+    models = _model_set(args)
     engine = Engine(models, device=args.device, batch_size=args.batch_size)
     conservation = args.seqcons if models.uses_conservation else None
     with Genome(args.fa, conservation) as genome:
@@ -314,9 +310,8 @@ def _ism(args: argparse.Namespace) -> None:
     from .engine import Engine
     from .genome import Genome, parse_region
     from .ism import saturation_mutagenesis, write_ism
-    from .modelset import load_model_set
 
-    models = load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+    models = _model_set(args)
     engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
                     reverse_complement=not args.no_rc)
     chrom, start, end = parse_region(args.region)
@@ -329,6 +324,29 @@ def _ism(args: argparse.Namespace) -> None:
     print(f"{n:,} substitutions over {end - start:,} bp in {result.seconds:.1f} s "
           f"({n / result.seconds:.1f}/s, {'full recomputation' if args.full else 'incremental'})")
     print("wrote " + ", ".join(str(f) for f in files))
+
+
+MODEL_HELP = ("checkpoint; repeat for a set, NAME= names an original checkpoint's output, or a TSV of name, "
+              "checkpoint, output index")
+
+
+def _add_model_set_arguments(parser: argparse.ArgumentParser,
+                             seqcons_help: str = "conservation bigWig (phastCons) of the same assembly",
+                             targets_help: str = "targets.txt naming original checkpoints' outputs") -> None:
+    """The arguments every command that runs a model set takes: -m, the genome and the naming flags."""
+    parser.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT", help=MODEL_HELP)
+    parser.add_argument("--fa", "-d", required=True, help="genome FASTA (indexed if no .fai)")
+    parser.add_argument("--seqcons", "-s", help=seqcons_help)
+    parser.add_argument("--targets", "-t", help=targets_help)
+    parser.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
+    parser.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
+
+
+def _model_set(args: argparse.Namespace):
+    """The model set of -m/--targets/--index/--average."""
+    from .modelset import load_model_set
+
+    return load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
 
 
 def _bool(value: str) -> bool:
@@ -479,23 +497,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "centred in one window (the whole output is written); a longer one is tiled with "
                     "windows whose outputs abut. Reverse-complement ensembling is on by default.",
         epilog=EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pr.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT",
-                    help="checkpoint; repeat for a set, NAME= names an original checkpoint's output, "
-                         "or a TSV of name, checkpoint, output index")
-    pr.add_argument("-d", "--fa", required=True, help="genome FASTA")
-    pr.add_argument("-s", "--seqcons", help="conservation bigWig (without it the factor is 1)")
+    _add_model_set_arguments(pr, seqcons_help="conservation bigWig (without it the factor is 1)",
+                             targets_help="targets.txt: names original checkpoints' outputs (with --index) and adds "
+                                          "Pearson R and a PNG against the observed tracks")
     pr.add_argument("-r", "--region", action="append", required=True,
                     help="chr:start-end (1-based, inclusive) or a BED file; repeatable")
     pr.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
-    pr.add_argument("-t", "--targets", help="targets.txt: names original checkpoints' outputs (with --index) "
-                                            "and adds Pearson R and a PNG against the observed tracks")
-    pr.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
     pr.add_argument("--format", choices=["bigwig", "bedgraph", "tsv"], default="bigwig")
     pr.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
     pr.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
     pr.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
     pr.add_argument("--shifts", help="shift ensembling, comma-separated bp offsets, e.g. -2,0,2")
-    pr.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
     pr.add_argument("--batch-size", type=int, default=4)
     pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     pr.add_argument("--device", default="auto")
@@ -511,15 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "shard (job arrays) and precompute-merge joins them. Bins in N gaps or overlapping "
                     "the blacklist get no data.",
         epilog=EPILOG_PRECOMPUTE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pc.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT",
-                    help="checkpoint; repeat for a set, NAME= names an original checkpoint's output, "
-                         "or a TSV of name, checkpoint, output index")
-    pc.add_argument("--fa", "-d", required=True, help="genome FASTA (indexed if no .fai)")
-    pc.add_argument("--seqcons", "-s", help="conservation bigWig (phastCons) of the same assembly")
+    _add_model_set_arguments(pc, targets_help="targets.txt: names and describes the tracks")
     pc.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
-    pc.add_argument("--targets", "-t", help="targets.txt: names and describes the tracks")
-    pc.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
-    pc.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
     pc.add_argument("--blacklist", help="BED: bins overlapping it get no data")
     pc.add_argument("--chroms", help="only these chromosomes, comma-separated (default: all in the FASTA)")
     pc.add_argument("--bed", help="only windows whose output overlaps these regions (BED)")
@@ -596,15 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT.skipped.tsv (line and reason of every variant not scored) and, for a VCF, OUT.vcf with "
                     "INFO fields. Work is saved in OUT.parts as it goes; rerunning resumes.",
         epilog=EPILOG_SCORE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sv.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT",
-                    help="checkpoint; repeat for a set, as in predict")
-    sv.add_argument("--fa", "-d", required=True, help="genome FASTA")
-    sv.add_argument("--seqcons", "-s", help="conservation bigWig")
+    _add_model_set_arguments(sv)
     sv.add_argument("--vcf", required=True, help="VCF (.vcf or .vcf.gz) or TSV (chrom, pos, ref, alt[, id])")
     sv.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
-    sv.add_argument("--targets", "-t", help="targets.txt naming original checkpoints' outputs")
-    sv.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
-    sv.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
     sv.add_argument("--score-bp", type=int, default=1024, help="score the bins within this many bp (default: 1024)")
     sv.add_argument("--on-mismatch", choices=["skip", "swap", "score"], default="skip",
                     help="a REF that differs from the genome: skip it, swap REF/ALT when ALT is the genome's "
@@ -630,12 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  epiformer calibrate -m demo_out/runs/demo.best_corr.pth.tar --fa demo_out/data/genome.fa "
                "--seqcons demo_out/data/conservation.bw -n 2000\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    cal.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT")
-    cal.add_argument("--fa", "-d", required=True, help="genome FASTA")
-    cal.add_argument("--seqcons", "-s", help="conservation bigWig")
-    cal.add_argument("--targets", "-t", help="targets.txt naming original checkpoints' outputs")
-    cal.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
-    cal.add_argument("--average", action="store_true")
+    _add_model_set_arguments(cal)
     cal.add_argument("-n", type=int, default=2000, help="random SNVs (default: 2000)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--score-bp", type=int, default=1024, help="scoring window, as score-variants (default: 1024)")
@@ -655,14 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  epiformer ism -m demo_out/runs/demo.best_corr.pth.tar --fa demo_out/data/genome.fa "
                "--seqcons demo_out/data/conservation.bw -r chr4:100,001-100,300 -o demo_out/ism\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ism.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT")
-    ism.add_argument("--fa", "-d", required=True, help="genome FASTA")
-    ism.add_argument("--seqcons", "-s", help="conservation bigWig")
+    _add_model_set_arguments(ism)
     ism.add_argument("-r", "--region", required=True, help="chr:start-end, 1-based inclusive")
     ism.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
-    ism.add_argument("--targets", "-t", help="targets.txt naming original checkpoints' outputs")
-    ism.add_argument("--index", type=int)
-    ism.add_argument("--average", action="store_true")
     ism.add_argument("--score-bp", type=int, default=1024, help="score the bins within this many bp (default: 1024)")
     ism.add_argument("--full", action="store_true", help="recompute whole windows (slower; same result)")
     ism.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
