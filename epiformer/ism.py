@@ -18,7 +18,7 @@ import numpy as np
 from .engine import Engine
 from .files import atomic_path
 from .genome import Genome, sequence_codes
-from .variants import SCORE_FIELDS, Variant, VariantError, encode_edited, score_arrays, score_bins, window_start
+from .variants import SCORE_FIELDS, Variant, VariantError, encode_edited, score_variant, window_start
 
 MAX_ISM_BP = 5_000
 
@@ -70,9 +70,9 @@ def saturation_mutagenesis(engine: Engine, genome: Genome, chrom: str, start: in
     output_start = first + engine.output_offset
     sad = SCORE_FIELDS.index("sad")
     for (offset, base), alt in zip(where, predictions):
-        position = Variant(chrom, start + offset + 1, reference[offset], "ACGT"[base])
-        bins = score_bins(output_start, cfg.bin_size, cfg.n_output_bins, position, score_bp)
-        effects[:, offset, base] = score_arrays(ref_prediction, alt, bins, output_start, cfg.bin_size)[:, sad]
+        substitution = Variant(chrom, start + offset + 1, reference[offset], "ACGT"[base])
+        scores = score_variant(ref_prediction, alt, substitution, output_start, cfg.bin_size, score_bp)[0]
+        effects[:, offset, base] = scores[:, sad]
     return ISMResult(chrom, start, end, reference, engine.target_names, effects, time.perf_counter() - started)
 
 

@@ -8,7 +8,7 @@ annotated with INFO fields (``OUTPREFIX.vcf``) and ``OUTPREFIX.skipped.tsv``.
 
 Variants in the same 128 bp bin share one window and one reference prediction (kept in an LRU
 cache across chunks, which a position-sorted file makes effective); scores come from
-:func:`epiformer.variants.score_arrays`, as the server's /api/variants.
+:func:`epiformer.variants.score_variant`, as the server's /api/variants.
 """
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ from .distributed import wait_for_all_ranks
 from .engine import Engine, PredictionCache
 from .files import atomic_path, sha256_file
 from .genome import Genome
-from .variants import (SCORE_FIELDS, Variant, VariantError, check_reference, score_arrays, score_bins,
-                       to_reference_bins, window_start)
+from .variants import SCORE_FIELDS, Variant, VariantError, check_reference, score_variant, window_start
 from .vcf import Skipped, VariantRecord, VcfError, read_variants
 
 MISMATCH_MODES = ("skip", "swap", "score")
@@ -100,9 +99,7 @@ def score_chunk(engine: Engine, genome: Genome, entries: list[VariantRecord | Sk
     scores = np.zeros((len(rows), len(engine.target_names), len(SCORE_FIELDS)), np.float32)
     for i, ((_, v, _, s), alt) in enumerate(zip(rows, alts)):
         output_start = s + engine.output_offset
-        bins = score_bins(output_start, cfg.bin_size, cfg.n_output_bins, v, options.score_bp)
-        scores[i] = score_arrays(references[(v.chrom, s)], to_reference_bins(alt, output_start, cfg.bin_size, v),
-                                 bins, output_start, cfg.bin_size)
+        scores[i] = score_variant(references[(v.chrom, s)], alt, v, output_start, cfg.bin_size, options.score_bp)[0]
     return {
         "line": np.array([e.line for e, *_ in rows], np.int64), "id": np.array([e.id for e, *_ in rows], str),
         "chrom": np.array([v.chrom for _, v, *_ in rows], str), "pos": np.array([v.pos for _, v, *_ in rows], np.int64),

@@ -194,12 +194,21 @@ def score_arrays(ref: np.ndarray, alt: np.ndarray, bins: slice, output_start: in
                      np.sqrt((diff ** 2).sum(axis=1))], axis=1)
 
 
-def effect_scores(ref: np.ndarray, alt: np.ndarray, bins: slice, output_start: int, bin_size: int,
-                  names: list[str]) -> dict[str, dict]:
-    """:func:`score_arrays` as a dict per target (``max_diff_bin`` as [start, end])."""
+def score_variant(ref: np.ndarray, alt: np.ndarray, variant: Variant, output_start: int, bin_size: int,
+                  score_bp: int) -> tuple[np.ndarray, np.ndarray, slice]:
+    """A variant's scores from its window's reference and alternate predictions (targets, bins):
+    (scores (targets, len(SCORE_FIELDS)), the alternate prediction on the reference bins, the
+    bins scored) — the one computation behind score-variants, calibrate and /api/variants."""
+    alt = to_reference_bins(alt, output_start, bin_size, variant)
+    bins = score_bins(output_start, bin_size, alt.shape[-1], variant, score_bp)
+    return score_arrays(ref, alt, bins, output_start, bin_size), alt, bins
+
+
+def scores_by_target(scores: np.ndarray, names: list[str], bin_size: int) -> dict[str, dict]:
+    """:func:`score_arrays` output as a dict per target, ``max_diff_bin`` as [start, end]."""
     out = {}
-    for name, row in zip(names, score_arrays(ref, alt, bins, output_start, bin_size)):
-        scores = {field: float(value) for field, value in zip(SCORE_FIELDS, row)}
-        start = int(scores.pop("max_diff_start"))
-        out[name] = {**scores, "max_diff_bin": [start, start + bin_size]}
+    for name, row in zip(names, scores):
+        values = {field: float(value) for field, value in zip(SCORE_FIELDS, row)}
+        start = int(values.pop("max_diff_start"))
+        out[name] = {**values, "max_diff_bin": [start, start + bin_size]}
     return out

@@ -18,8 +18,8 @@ from epiformer.calibration import CALIBRATED, find_calibration
 from epiformer.engine import Engine, PredictionCache
 from epiformer.genome import Genome, encode_codes, sequence_codes
 from epiformer.modelset import load_model_set
-from epiformer.variants import (Variant, VariantError, check_reference, effect_scores, encode_edited,
-                                score_arrays, score_bins, to_reference_bins, window_start)
+from epiformer.variants import (Variant, VariantError, check_reference, encode_edited, score_variant,
+                                scores_by_target, window_start)
 
 from .batching import BatchPredictor
 from .config import ServerConfig
@@ -118,15 +118,14 @@ class Predictor:
         for v, s, alt in zip(variants, starts, alts):
             ref = references[(v.chrom, s)]
             output_start = s + self.output_offset
-            alt = to_reference_bins(alt, output_start, self.bin_size, v)
-            bins = score_bins(output_start, self.bin_size, self.n_bins, v, score_bp)
+            scores, alt, bins = score_variant(ref, alt, v, output_start, self.bin_size, score_bp)
             result = {"variant": v.to_dict(), "window": {"chrom": v.chrom, "start": output_start,
                                                          "end": output_start + self.n_bins * self.bin_size,
                                                          "bin_size": self.bin_size,
                                                          "score_bins": [bins.start, bins.stop]},
-                      "scores": effect_scores(ref, alt, bins, output_start, self.bin_size, self.names)}
+                      "scores": scores_by_target(scores, self.names, self.bin_size)}
             if self.calibration is not None and self.calibration.score_bp == score_bp:
-                pct = self.calibration.percentiles(score_arrays(ref, alt, bins, output_start, self.bin_size))
+                pct = self.calibration.percentiles(scores)
                 for name, row in zip(self.names, pct):
                     result["scores"][name]["percentiles"] = {f: float(v) for f, v in zip(CALIBRATED, row)}
             if with_tracks:
