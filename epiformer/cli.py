@@ -163,7 +163,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     models = _model_set(args)
     check_window_flags(models.config, args.seqlen, args.binsize)
-    shifts = [int(v) for v in args.shifts.split(",")] if args.shifts else [0]
+    shifts = args.shifts or (0,)
     engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
                     reverse_complement=not args.no_rc, shifts=shifts)
     conservation = args.seqcons
@@ -189,7 +189,7 @@ def _precompute(args: argparse.Namespace) -> None:
     check_window_flags(models.config, args.seqlen, args.binsize)
     options = PrecomputeOptions(batch_size=args.batch_size, io_workers=args.io_workers, device=args.device,
                                 bf16=not args.fp32, reverse_complement=not args.no_rc,
-                                shifts=tuple(int(v) for v in args.shifts.split(",")) if args.shifts else (0,),
+                                shifts=args.shifts or (0,),
                                 progress=not args.quiet)
     precompute(models, args.fa, args.seqcons, args.out, options,
                targets=read_targets(args.targets) if args.targets else None, blacklist=args.blacklist,
@@ -266,7 +266,7 @@ def _score_variants(args: argparse.Namespace) -> None:
     from .vcf import VcfError
 
     models = _model_set(args)
-    shifts = [int(v) for v in args.shifts.split(",")] if args.shifts else [0]
+    shifts = args.shifts or (0,)
     try:
         index, count, device, launched = job_shard(shard_from_text(args.shard) if args.shard else None, args.device)
     except ValueError as err:
@@ -347,6 +347,14 @@ def _model_set(args: argparse.Namespace):
     from .modelset import load_model_set
 
     return load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+
+
+def _shift_list(value: str) -> tuple[int, ...]:
+    """``--shifts -2,0,2`` -> (-2, 0, 2); argparse reports anything else as a bad value."""
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers of bp, e.g. -2,0,2; got {value!r}") from None
 
 
 def _bool(value: str) -> bool:
@@ -507,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
     pr.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
     pr.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
-    pr.add_argument("--shifts", help="shift ensembling, comma-separated bp offsets, e.g. -2,0,2")
+    pr.add_argument("--shifts", type=_shift_list, help="shift ensembling, comma-separated bp offsets, e.g. --shifts=-2,0,2")
     pr.add_argument("--batch-size", type=int, default=4)
     pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     pr.add_argument("--device", default="auto")
@@ -538,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
     pc.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
     pc.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
-    pc.add_argument("--shifts", help="shift ensembling, comma-separated bp offsets, e.g. -2,0,2")
+    pc.add_argument("--shifts", type=_shift_list, help="shift ensembling, comma-separated bp offsets, e.g. --shifts=-2,0,2")
     pc.add_argument("--fp32", action="store_true", help="float32 on CUDA too (default: bf16 autocast on CUDA)")
     pc.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     pc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -614,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--shard", metavar="I/N", help="score chunks I, I+N, ... (job arrays); under torchrun, ranks are shards")
     sv.add_argument("--batch-size", type=int, default=8)
     sv.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
-    sv.add_argument("--shifts", help="shift ensembling, comma-separated bp offsets")
+    sv.add_argument("--shifts", type=_shift_list, help="shift ensembling, comma-separated bp offsets, e.g. --shifts=-2,0,2")
     sv.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     sv.add_argument("--device", default="auto")
     sv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

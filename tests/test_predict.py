@@ -175,3 +175,14 @@ def test_a_set_uses_one_encoding(compat_checkpoint, tmp_path):
     torch.save(ckpt, tmp_path / "b.pth.tar")
     with pytest.raises(ModelSetError, match="disagree on conservation"):
         load_model_set([f"A={with_cons}", f"B={tmp_path / 'b.pth.tar'}"])
+
+
+def test_shift_flag_is_parsed_once_for_every_command(capsys):
+    from epiformer.cli import build_parser
+
+    for command in (["predict", "-r", "chr1:1-2", "-o", "o"], ["precompute", "-o", "o"], ["score-variants", "--vcf", "v", "-o", "o"]):
+        args = build_parser().parse_args(command + ["-m", "m", "--fa", "f", "--shifts=-2,0,2"])
+        assert args.shifts == (-2, 0, 2)
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(command + ["-m", "m", "--fa", "f", "--shifts=a,b"])
+        assert "expected comma-separated whole numbers" in capsys.readouterr().err
