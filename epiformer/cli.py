@@ -350,7 +350,7 @@ def _model_set(args: argparse.Namespace):
 
 
 def _shift_list(value: str) -> tuple[int, ...]:
-    """``--shifts -2,0,2`` -> (-2, 0, 2); argparse reports anything else as a bad value."""
+    """``--shifts=-2,0,2`` -> (-2, 0, 2); argparse reports anything else as a bad value."""
     try:
         return tuple(int(v) for v in value.split(","))
     except ValueError:
