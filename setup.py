@@ -29,7 +29,8 @@ setup(
         "gunicorn>=22",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "py2bit>=0.3", "pybbi>=0.4", "selenium>=4.20", "hypothesis>=6.100"],
+        "test": ["pytest>=7.4", "py2bit>=0.3", "pybbi>=0.4", "selenium>=4.20", "hypothesis>=6.100",
+                 "schemathesis>=4.0"],
     },
     entry_points={"console_scripts": ["epiformer=epiformer.cli:main"]},
 )

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from epiformer import __version__
 
+from .predictions import MAX_CONSERVATION
+
 ERROR = {"type": "object", "required": ["error"],
          "properties": {"error": {"type": "object", "required": ["status", "message"],
                                   "properties": {"status": {"type": "integer"}, "message": {"type": "string"},
@@ -58,9 +60,11 @@ PREDICT_REQUEST = {"oneOf": [
                               "description": "substitutions, insertions, deletions inside the region; "
                                              "objects take the region's chromosome"}}},
     {"type": "object", "required": ["sequence"],
-     "properties": {"sequence": {"type": "string", "description": "A/C/G/T/N, at most seq_len; centred, N-padded"},
-                    "conservation": {"type": "array", "items": {"type": "number"},
-                                     "description": "per base; default 0 (a factor of 1)"}}}]}
+     "properties": {"sequence": {"type": "string", "pattern": "^[ACGTNacgtn]+$",
+                                 "description": "A/C/G/T/N, at most seq_len; centred, N-padded"},
+                    "conservation": {"type": ["array", "null"], "items": {"type": "number", "minimum": -MAX_CONSERVATION,
+                                                                        "maximum": MAX_CONSERVATION},
+                                     "description": "one per base; default 0 (a factor of 1)"}}}]}
 PREDICT_RESPONSE = {"type": "object", "required": ["start", "end", "bin_size", "targets", "tracks"],
                     "properties": {"chrom": {"type": ["string", "null"]}, "start": {"type": "integer"},
                                    "end": {"type": "integer"}, "bin_size": {"type": "integer"},

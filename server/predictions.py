@@ -15,10 +15,11 @@ from werkzeug.exceptions import HTTPException
 from epiformer.genome import GenomeError, parse_region
 from epiformer.variants import Variant, VariantError, make_variant, parse_variant
 
-from .predictor import PredictionTimeout, Predictor
+from .predictor import NonFiniteOutput, PredictionTimeout, Predictor
 
 predictions = Blueprint("predictions", __name__)
 DEFAULT_SCORE_BP = 1024
+MAX_CONSERVATION = 20.0   # phastCons is 0-1 and phyloP about -20 to 10; the model sees exp(value)
 
 
 class ApiError(HTTPException):
@@ -40,6 +41,12 @@ def api_error(err: ApiError) -> tuple[Response, int]:
     response = jsonify({"error": body})
     response.headers.update(err.extra_headers)
     return response, err.code
+
+
+@predictions.errorhandler(NonFiniteOutput)
+def unpredictable(err: NonFiniteOutput) -> tuple[Response, int]:
+    """Input that passed the checks but that the model answers with inf or NaN."""
+    return api_error(ApiError(422, str(err)))
 
 
 @predictions.before_request
@@ -140,10 +147,11 @@ def predict() -> Response:
         sequence, conservation = body["sequence"], body.get("conservation")
         if not isinstance(sequence, str) or not sequence or any(c not in "ACGTNacgtn" for c in sequence):
             raise ApiError(400, "sequence must be a non-empty string of A, C, G, T, N")
-        if conservation is not None and (not isinstance(conservation, list) or
-                                         not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                 for v in conservation)):
-            raise ApiError(400, "conservation must be a list of numbers, one per base")
+        if conservation is not None and (not isinstance(conservation, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and -MAX_CONSERVATION <= v <= MAX_CONSERVATION
+                for v in conservation)):
+            raise ApiError(400, f"conservation must be a list of numbers from -{MAX_CONSERVATION:g} to "
+                                f"{MAX_CONSERVATION:g}, one per base")
         try:
             return jsonify(_timed(lambda: model.predict_sequence(sequence, conservation)))
         except VariantError as err:

@@ -29,6 +29,10 @@ class PredictionTimeout(RuntimeError):
     """The model did not answer within the request timeout."""
 
 
+class NonFiniteOutput(ValueError):
+    """The model answered inf or NaN for a request's input."""
+
+
 class Predictor:
     """Model set + genome + batcher + reference cache (with requests for a window being computed
     waiting for that computation instead of repeating it)."""
@@ -58,9 +62,13 @@ class Predictor:
 
     def _run(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         try:
-            return self.batcher.predict(windows, timeout=self.timeout)
+            outputs = self.batcher.predict(windows, timeout=self.timeout)
         except FutureTimeout:
             raise PredictionTimeout(f"the model did not answer within {self.timeout:g} s") from None
+        if not all(np.isfinite(output).all() for output in outputs):
+            raise NonFiniteOutput("the model's output is not finite for this input (are the conservation values "
+                               "in range?)")
+        return outputs
 
     def _reference(self, chrom: str, starts: list[int]) -> dict[int, np.ndarray]:
         """Reference predictions of windows: from the cache, from a request already computing them,
@@ -129,8 +137,7 @@ class Predictor:
                 for name, row in zip(self.names, pct):
                     result["scores"][name]["percentiles"] = {f: float(v) for f, v in zip(CALIBRATED, row)}
             if with_tracks:
-                result["tracks"] = {kind: {n: np.round(values[i], 5).tolist() for i, n in enumerate(self.names)}
-                                    for kind, values in (("ref", ref), ("alt", alt), ("diff", alt - ref))}
+                result["tracks"] = self._by_target({"ref": ref, "alt": alt, "diff": alt - ref})
             results.append(result)
         return results
 
@@ -149,7 +156,8 @@ class Predictor:
         ref = self._reference(chrom, [s])[s]
         if edits:
             with self.genome_lock:
-                edited = self._run([self._encode(chrom, s, edits)])[0]
+                encoded = self._encode(chrom, s, edits)
+            edited = self._run([encoded])[0]
         else:
             edited = ref
         return self._tracks(chrom, s + self.output_offset, {"reference": ref, "edited": edited})
@@ -172,5 +180,9 @@ class Predictor:
     def _tracks(self, chrom: str | None, output_start: int, predictions: dict[str, np.ndarray]) -> dict:
         return {"chrom": chrom, "start": output_start, "end": output_start + self.n_bins * self.bin_size,
                 "bin_size": self.bin_size, "targets": self.names,
-                "tracks": {kind: {n: np.round(values[i], 5).tolist() for i, n in enumerate(self.names)}
-                           for kind, values in predictions.items()}}
+                "tracks": self._by_target(predictions)}
+
+    def _by_target(self, predictions: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
+        """{kind: {target: values}} with values rounded to 5 decimals."""
+        return {kind: {n: np.round(values[i].astype(np.float64), 5).tolist() for i, n in enumerate(self.names)}
+                for kind, values in predictions.items()}

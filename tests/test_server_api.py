@@ -220,6 +220,24 @@ def test_timeouts_and_servers_without_models(api, model_app, client, genome):
     assert no_model.status_code == 503 and "no model set" in no_model.json["error"]["message"]
 
 
+@pytest.mark.parametrize("values", ["[NaN, 0, 0, 0]", "[Infinity, 0, 0, 0]", "[1e308, 0, 0, 0]", "[0, 0, 0, -21]"])
+def test_conservation_must_be_finite_and_in_range(api, values):
+    """Python's JSON reader takes NaN and Infinity; the model would answer NaN (which is not JSON)."""
+    response = api.post("/api/predict", data=f'{{"sequence": "ACGT", "conservation": {values}}}',
+                        content_type="application/json")
+    assert response.status_code == 400 and "from -20 to 20" in response.json["error"]["message"]
+
+
+def test_non_finite_model_output_is_422_not_nan(api, model_app, genome):
+    predictor = model_app.config["PREDICTOR"]
+    original = predictor.engine.predict
+    predictor.engine.predict = lambda x: original(x) * np.inf
+    predictor.cache.capacity = 0
+    for response in (api.post("/api/variants", json={"variants": [snv(genome, pos=260_001)]}),
+                     api.post("/api/predict", json={"sequence": "ACGT"})):
+        assert response.status_code == 422 and "not finite" in response.json["error"]["message"]
+
+
 def test_variant_strings():
     assert str(parse_variant("chr1:1,000:a:g")) == "chr1:1000:A:G"
     assert str(parse_variant("chr1 1000 AT -")) == "chr1:1000:AT:"
