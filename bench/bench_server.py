@@ -98,11 +98,15 @@ def wait_ready(url: str, seconds: float = 120) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
-    env = {**os.environ, **env, "EPIFORMER_BIND": f"127.0.0.1:{port}", "EPIFORMER_LOG_REQUESTS": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "server" / "gunicorn.conf.py"),
-                             "server:create_app()"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+def start_gunicorn(env: dict, port: int, log: Path | None = None) -> subprocess.Popen:
+    """gunicorn with the production config and ``EPIFORMER_*`` settings ``env``, once it is ready.
+    Without ``log`` the request log is off and the output discarded."""
+    env = {**os.environ, "EPIFORMER_LOG_REQUESTS": "true" if log else "false", **env,
+           "EPIFORMER_BIND": f"127.0.0.1:{port}"}
+    with open(log or os.devnull, "w") as output:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "server" / "gunicorn.conf.py"),
+                                 "server:create_app()"], cwd=ROOT, env=env, stdout=output,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     wait_ready(f"http://127.0.0.1:{port}/readyz")
     return proc
 
@@ -112,10 +116,19 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=60)
 
 
+def wrk_command(url: str, script: Path, seconds: int, connections: int = 64, threads: int = 2) -> list[str]:
+    return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s", "--latency",
+            "-s", str(script), url]
+
+
 def wrk(url: str, script: Path, seconds: int) -> dict:
     """Requests/s and latency percentiles from wrk (64 connections, 2 threads)."""
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(wrk_command(url, script, seconds), capture_output=True, text=True, check=True).stdout
+    return wrk_result(out)
+
+
+def wrk_result(out: str) -> dict:
+    """Requests/s, p50 and p99 in ms, non-2xx/3xx and socket errors from wrk's --latency output."""
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
 
@@ -180,6 +193,18 @@ def variant_list(fasta: Path, count: int, seed: int) -> list[str]:
     return out[:count]
 
 
+def served_demo(tmp: Path) -> tuple[dict[str, Path], Path, Path]:
+    """A 1 Mb demo genome, a randomly initialised tiny model (speed does not depend on the
+    weights), its precompute in tmp/pre and hub in tmp/hub: (demo paths, model, hub)."""
+    paths = make_demo_data(tmp / "demo", DemoSpec.scaled(total_mb=1.0, n_chroms=2, seed=2))
+    torch.manual_seed(0)
+    model = save_checkpoint(tmp / "model.pth.tar", Epiformer(preset("tiny"), list(CELL_TYPES)).eval())
+    precompute(load_model_set([str(model)]), paths["fasta"], paths["conservation"], tmp / "pre",
+               PrecomputeOptions(progress=False, log=lambda _: None), genome_name="demo")
+    build_hub(tmp / "pre", tmp / "hub")
+    return paths, model, tmp / "hub"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run (default: 10)")
@@ -190,13 +215,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        paths = make_demo_data(tmp / "demo", DemoSpec.scaled(total_mb=1.0, n_chroms=2, seed=2))
-        torch.manual_seed(0)
-        model = save_checkpoint(tmp / "model.pth.tar", Epiformer(preset("tiny"), list(CELL_TYPES)).eval())
-        precompute(load_model_set([str(model)]), paths["fasta"], paths["conservation"], tmp / "pre",
-                   PrecomputeOptions(progress=False, log=lambda _: None), genome_name="demo")
-        hub = tmp / "hub"
-        build_hub(tmp / "pre", hub)
+        paths, model, hub = served_demo(tmp)
         served = hub / "genome" / "demo.fa"
         served_kb = served.stat().st_size / 1e3
         path = "/hub/genome/demo.fa"

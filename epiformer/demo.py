@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path
+from .files import atomic_path, bigwig_writer
 from .genome import BASES, reverse_complement, sequence_codes
 from .motifs import Motif, demo_motifs
 
@@ -264,7 +264,6 @@ class _ChromosomeBuilder:
 
 def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> dict[str, Path]:
     """Write the demo genome, tracks, targets.txt and variants into ``outdir``; return the paths."""
-    import pyBigWig
 
     spec = spec or DemoSpec()
     outdir = Path(outdir)
@@ -296,14 +295,11 @@ def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> d
         tmp.write_text("".join(f"{b.name}\t{b.size}\n" for b in builders))
     header = [(b.name, b.size) for b in builders]
 
-    with atomic_path(paths["conservation"]) as tmp:
-        bw = pyBigWig.open(str(tmp), "w")
-        bw.addHeader(header)
+    with bigwig_writer(paths["conservation"], header) as bw:
         for b in builders:
             for start, end in _runs(~np.isnan(b.conservation)):
                 values = np.round(b.conservation[start:end].astype(np.float64), 3)
                 bw.addEntries(b.name, start, values=values, span=1, step=1)
-        bw.close()
 
     with atomic_path(paths["blacklist"]) as tmp:
         tmp.write_text("".join(f"{b.name}\t{s}\t{e}\n" for b in builders for s, e in b.blacklist))
@@ -312,15 +308,12 @@ def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> d
     target_lines = ["index\tidentifier\tfile\tclip\tsum_stat\tdescription\tpeak"]
     for i, (cell_type, description) in enumerate(CELL_TYPES.items()):
         bigwig, peaks = outdir / f"{cell_type}.bw", outdir / f"{cell_type}.peaks.bed"
-        with atomic_path(bigwig) as tmp:
-            bw = pyBigWig.open(str(tmp), "w")
-            bw.addHeader(header)
+        with bigwig_writer(bigwig, header) as bw:
             for b, signal in zip(builders, signals):
                 full = b.size // BLOCK
                 bw.addEntries(b.name, 0, values=signal[i, :full].astype(np.float64), span=BLOCK, step=BLOCK)
                 if b.size % BLOCK:
                     bw.addEntries([b.name], [full * BLOCK], ends=[b.size], values=[float(signal[i, full])])
-            bw.close()
         with atomic_path(peaks) as tmp:
             tmp.write_text("".join(
                 f"{e.chrom}\t{e.center - 250}\t{e.center + 250}\t{e.kind}\t{int(min(e.heights[i], 2.5) * 400)}\n"

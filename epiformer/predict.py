@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from .engine import Engine, RegionTracks
-from .files import atomic_path
+from .files import atomic_path, bigwig_writer
 from .genome import Genome, GenomeError, parse_region, read_bed_intervals
 from .targets import Target, bin_values, read_targets
 
@@ -50,7 +50,6 @@ def write_tracks(tracks: list[RegionTracks], outprefix: str | os.PathLike, fmt: 
 
     Bins are clipped to the chromosome; bins entirely outside it are left out.
     """
-    import pyBigWig
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -72,17 +71,15 @@ def write_tracks(tracks: list[RegionTracks], outprefix: str | os.PathLike, fmt: 
     written = []
     for i, name in enumerate(names):
         path = Path(f"{outprefix}.{name}.{'bw' if fmt == 'bigwig' else 'bedGraph'}")
-        with atomic_path(path) as tmp:
-            if fmt == "bedgraph":
+        if fmt == "bedgraph":
+            with atomic_path(path) as tmp:
                 tmp.write_text(f'track type=bedGraph name="{name}" description="predicted {name}"\n' +
                                "".join(f"{c}\t{lo}\t{hi}\t{values[i]:.5g}\n" for c, lo, hi, values in rows))
-            else:
-                bw = pyBigWig.open(str(tmp), "w")
-                bw.addHeader(list(chrom_sizes.items()), maxZooms=10)
+        else:
+            with bigwig_writer(path, list(chrom_sizes.items())) as bw:
                 if rows:
                     bw.addEntries([r[0] for r in rows], [r[1] for r in rows], ends=[r[2] for r in rows],
                                   values=[float(r[3][i]) for r in rows])
-                bw.close()
         written.append(path)
     return written
 

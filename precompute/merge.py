@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from epiformer.checkpoint import code_version
-from epiformer.files import atomic_path, sha256_file
+from epiformer.files import atomic_path, bigwig_writer, sha256_file
 
 from .plan import PrecomputeError, TilePlan, shard_batches
 from .shards import existing_shards, read_run, read_shard_target, shard_path
@@ -69,12 +69,8 @@ def gather_target(outdir: Path, plan: TilePlan, n_shards: int, target: int) -> n
 def write_bigwig(path: Path, plan: TilePlan, values: np.ndarray) -> None:
     """One target's bigWig: every chromosome of the genome in the header, a bin_size span per bin,
     the last bin clipped to the chromosome end, empty bins left out; zoom levels added."""
-    import pyBigWig
-
     starts_all = plan.output_starts()[:, None] + plan.bin_size * np.arange(plan.output_bins)[None, :]
-    with atomic_path(path) as tmp:
-        bw = pyBigWig.open(str(tmp), "w")
-        bw.addHeader(list(plan.chrom_sizes.items()), maxZooms=10)
+    with bigwig_writer(path, list(plan.chrom_sizes.items())) as bw:
         for i, chrom in enumerate(plan.chroms):
             rows = plan.window_chrom == i
             starts, vals = starts_all[rows].ravel(), values[rows].ravel().astype(np.float32)
@@ -86,7 +82,6 @@ def write_bigwig(path: Path, plan: TilePlan, values: np.ndarray) -> None:
                 bw.addEntries(chrom, starts[whole], values=vals[whole], span=plan.bin_size)
             if not whole.all():
                 bw.addEntries(chrom, [int(starts[-1])], values=[float(vals[-1])], span=int(size - starts[-1]))
-        bw.close()
 
 
 def merge_tracks(outdir: str | Path, progress: bool = True) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .config import ServerConfig, ServerConfigError, load_config
 
@@ -48,6 +48,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     hub_dir = ensure_hub(precompute_dir, Path(cfg.hub_dir) if cfg.hub_dir else precompute_dir / "hub")
 
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app.debug = False   # never, whatever FLASK_DEBUG says: errors are JSON without tracebacks
     app.config.update(EPIFORMER=cfg, MANIFEST=manifest, HUB_DIR=str(hub_dir), MAX_CONTENT_LENGTH=cfg.max_body_bytes,
                       JSON_SORT_KEYS=False,
                       PREDICTION_SLOTS=threading.BoundedSemaphore(max(1, cfg.max_concurrent_predictions)))
@@ -70,6 +71,14 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
         response = app.send_static_file("index.html")
         response.headers["Cache-Control"] = "no-cache"
         return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(err: Exception) -> Response:
+        """A bug: logged with its traceback, answered as a plain JSON 500 that reveals nothing."""
+        if isinstance(err, HTTPException):
+            return http_error(err)
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return http_error(InternalServerError())
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:

@@ -1,7 +1,15 @@
 """Shared fixtures: the reference checkpoint of the original code, small genomes, tiny models."""
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -11,6 +19,56 @@ from epiformer.config import preset
 from epiformer.model import Epiformer
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Gunicorn:
+    """A running gunicorn (production config): its base URL, process and log file."""
+
+    def __init__(self, base: str, proc: subprocess.Popen, log: Path) -> None:
+        self.base, self.proc, self.log = base, proc, log
+
+    def workers(self) -> list[int]:
+        """PIDs of the live worker processes."""
+        found = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in found.split()]
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@contextlib.contextmanager
+def gunicorn(settings: dict[str, str], log: Path) -> Iterator[Gunicorn]:
+    """gunicorn -c server/gunicorn.conf.py with ``EPIFORMER_*`` ``settings``, ready when entered,
+    stopped (SIGTERM) on leaving; its output goes to ``log``."""
+    port = free_port()
+    env = {**os.environ, **settings, "EPIFORMER_BIND": f"127.0.0.1:{port}"}
+    with open(log, "w") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "server" / "gunicorn.conf.py"),
+                                 "server:create_app()"], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    server = Gunicorn(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{server.base}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"gunicorn exited: {server.output()[-2000:]}")
+                time.sleep(0.1)
+        else:
+            pytest.fail("gunicorn did not become ready")
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 @pytest.fixture(autouse=True)

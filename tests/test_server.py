@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import pytest
 
 from server import create_app
 from server.config import ServerConfigError, load_config
+
+from .conftest import free_port, gunicorn
 
 
 @pytest.fixture
@@ -139,33 +140,12 @@ def test_configuration_layers(tmp_path):
         create_app({"precompute_dir": ""})
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_gunicorn_serves_a_remote_reader(precomputed, tmp_path):
     """gunicorn with the production config; UCSC's own bigWig reader (pybbi) reads a track over HTTP."""
-    port = free_port()
-    env = {**os.environ, "EPIFORMER_PRECOMPUTE_DIR": str(precomputed), "EPIFORMER_HUB_DIR": str(tmp_path / "hub"),
-           "EPIFORMER_BIND": f"127.0.0.1:{port}", "EPIFORMER_WORKERS": "2"}
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(root / "server" / "gunicorn.conf.py"),
-                             "server:create_app()"], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("gunicorn did not become ready")
+    with gunicorn({"EPIFORMER_PRECOMPUTE_DIR": str(precomputed), "EPIFORMER_HUB_DIR": str(tmp_path / "hub"),
+                   "EPIFORMER_WORKERS": "2"}, tmp_path / "gunicorn.log") as server:
+        base = server.base
         doc = json.loads(urllib.request.urlopen(f"{base}/api/tracks").read())
         url = doc["tracks"][0]["url"]
         local = tmp_path / "hub" / url.split("/hub/")[1]
@@ -183,9 +163,7 @@ def test_gunicorn_serves_a_remote_reader(precomputed, tmp_path):
         assert len(read["values"]) == len(expected)
         assert all((a != a and b != b) or abs(a - b) < 1e-6 for a, b in zip(read["values"], expected))
         assert any(v == v for v in read["values"])
-    finally:
-        proc.terminate()
-        output = proc.communicate(timeout=30)[0]
+    output = server.output()
     assert "Booting worker" in output and '"status": 206' in output
 
 

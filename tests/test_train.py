@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from epiformer import load_model
 from epiformer.config import ConfigError
 from epiformer.datasets import DatasetError, DatasetParameters, generate_datasets
 from epiformer.train import TrackMetrics, evaluate, load_train_config, lr_factor, train
+
+from .conftest import free_port
 
 SMALL = {"preset": "tiny", "seq_len": 2048, "crop_size": 2, "batch_size": 8, "num_epoches": 1,
          "learning_rate": 2e-3, "min_lr": 1e-4, "num_workers": 0, "warmup_epoches": 0.5}
@@ -147,12 +148,6 @@ def test_corrupt_shard_and_empty_split_via_cli(dataset, tmp_path):
     (copy / "demo.json").write_text(json.dumps(manifest))
     result = cli("train", "-i", str(copy / "demo"), "-o", str(tmp_path / "r"), "--preset", "tiny", "-q")
     assert result.returncode == 2 and "the valid split of" in result.stderr and "has no shards" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_args(dataset, out, settings):

@@ -1,0 +1,231 @@
+"""Load test on loopback: gunicorn (production config, model loaded) under a mix of bigWig byte
+ranges, variant queries and edited-region predictions from 64 concurrent clients.
+
+    python bench/bench_load.py                           # 60 s, print the tables
+    python bench/bench_load.py --write BENCHMARKS.md
+
+Set-up as bench_server.py (1 Mb demo genome, tiny model, its precompute and hub; needs wrk). The
+server runs its production settings: 2 workers x 8 threads, request log on, reference cache on.
+Three wrk processes run side by side for ``--seconds`` (each client stops after
+``--max-requests`` answers): 48 connections ask for random byte ranges (1 B to 16 KB) of the
+hub's bigWigs, 8 post one random SNV each to /api/variants and 8 post a 1 kb region with one
+edit to /api/predict. After a warm-up, each worker's resident memory is read from /proc every
+second. Passes when no answer is a 5xx, no worker exits or restarts and no worker's memory grows
+by 10% or more; exits 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_server import (ROOT, free_port, served_demo, start_gunicorn, stop, variant_list, wrk_command,  # noqa: E402
+                          wrk_result)
+from report import machine_description, publish  # noqa: E402
+
+from epiformer.genome import Genome  # noqa: E402
+
+MAX_RSS_GROWTH = 0.10
+COUNTING = """
+local answered, limit = 0, {limit}
+counts = {{}}
+local threads = {{}}
+setup = function(thread) table.insert(threads, thread) end
+response = function(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+  answered = answered + 1
+  if answered >= limit then wrk.thread:stop() end
+end
+done = function(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    for status, count in pairs(t:get("counts")) do io.write(string.format("STATUS %d %d\\n", status, count)) end
+  end
+end
+"""
+RANGES = """
+math.randomseed({seed})
+local files = {{{files}}}
+request = function()
+  local file = files[math.random(#files)]
+  local first = math.random(0, file[2] - 1)
+  local last = math.min(file[2] - 1, first + math.random(0, 16383))
+  return wrk.format("GET", file[1], {{["Range"] = "bytes=" .. first .. "-" .. last}})
+end
+"""
+POSTS = """
+math.randomseed({seed})
+local bodies = {{{bodies}}}
+request = function()
+  return wrk.format("POST", "{path}", {{["Content-Type"] = "application/json"}}, bodies[math.random(#bodies)])
+end
+"""
+
+
+def lua_string(text: str) -> str:
+    return "[==[" + text + "]==]"
+
+
+def rss_kb(pid: int) -> int:
+    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) if match else 0
+
+
+def workers(master: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout
+    return sorted(int(pid) for pid in found.split())
+
+
+def predict_bodies(fasta: Path, variants: list[str]) -> list[str]:
+    """For each SNV: its 1 kb surrounding region with the SNV as the one edit."""
+    with Genome(fasta) as genome:
+        sizes = genome.chrom_sizes
+    bodies = []
+    for text in variants:
+        chrom, pos, ref, alt = text.split(":")
+        start = max(1, int(pos) - 500)
+        end = min(sizes[chrom], start + 999)
+        bodies.append(json.dumps({"region": f"{chrom}:{start}-{end}",
+                                  "edits": [{"pos": int(pos), "ref": ref, "alt": alt}]}))
+    return bodies
+
+
+def scripts(tmp: Path, hub: Path, fasta: Path, limit: int) -> dict[str, tuple[str, Path, int]]:
+    """{endpoint: (path, wrk script, connections)}."""
+    tracks = sorted((hub / "tracks").glob("*.bw"))
+    files = ", ".join(f'{{"/hub/tracks/{p.name}", {p.stat().st_size}}}' for p in tracks)
+    variants = variant_list(fasta, 2000, seed=7)
+    counting = COUNTING.format(limit=limit)
+    mix = {
+        "bigWig ranges (GET /hub/tracks/*.bw)": ("/hub/hub.txt", RANGES.format(seed=1, files=files), 48),
+        "variants (POST /api/variants)": ("/api/variants", POSTS.format(
+            seed=2, path="/api/variants",
+            bodies=", ".join(lua_string(json.dumps({"variants": [v]})) for v in variants)), 8),
+        "edited regions (POST /api/predict)": ("/api/predict", POSTS.format(
+            seed=3, path="/api/predict",
+            bodies=", ".join(lua_string(b) for b in predict_bodies(fasta, random.Random(4).sample(variants, 500)))), 8),
+    }
+    out = {}
+    for k, (name, (path, script, connections)) in enumerate(mix.items()):
+        file = tmp / f"load{k}.lua"
+        file.write_text(script + counting)
+        out[name] = (path, file, connections)
+    return out
+
+
+def run_mix(port: int, mix: dict, seconds: int) -> dict[str, dict]:
+    """Run every wrk of the mix at once; per endpoint: rate, latencies and answers by status."""
+    procs = {name: subprocess.Popen(wrk_command(f"http://127.0.0.1:{port}{path}", script, seconds, connections, 1),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, (path, script, connections) in mix.items()}
+    results = {}
+    for name, proc in procs.items():
+        out = proc.communicate()[0]
+        if proc.returncode:
+            raise RuntimeError(f"wrk failed for {name}: {out[-2000:]}")
+        statuses: dict[int, int] = {}
+        for status, count in re.findall(r"^STATUS (\d+) (\d+)$", out, re.M):
+            statuses[int(status)] = statuses.get(int(status), 0) + int(count)
+        results[name] = {**wrk_result(out), "statuses": statuses, "answers": sum(statuses.values()),
+                         "connections": mix[name][2]}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=60, help="length of the measured run (default: 60)")
+    parser.add_argument("--warmup", type=int, default=10, help="length of the warm-up run (default: 10)")
+    parser.add_argument("--max-requests", type=int, default=200_000,
+                        help="answers after which a wrk client stops (default: 200000)")
+    parser.add_argument("--write", metavar="BENCHMARKS.md")
+    args = parser.parse_args()
+    subprocess.run([str(ROOT / "scripts" / "system-deps.sh"), "wrk=wrk"], check=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths, model, hub = served_demo(tmp)
+        mix = scripts(tmp, hub, paths["fasta"], args.max_requests)
+        port, log = free_port(), tmp / "gunicorn.log"
+        server = start_gunicorn({"EPIFORMER_PRECOMPUTE_DIR": str(tmp / "pre"), "EPIFORMER_HUB_DIR": str(hub),
+                                 "EPIFORMER_MODELS": str(model), "EPIFORMER_DEVICE": "cpu"}, port, log)
+        try:
+            run_mix(port, mix, args.warmup)
+            pids = workers(server.pid)
+            rss = {pid: [rss_kb(pid)] for pid in pids}
+            running = threading.Event()
+            running.set()
+
+            def sample() -> None:
+                while running.is_set():
+                    time.sleep(1)
+                    for pid in pids:
+                        try:
+                            rss[pid].append(rss_kb(pid))
+                        except OSError:
+                            pass
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            results = run_mix(port, mix, args.seconds)
+            running.clear()
+            sampler.join()
+            after = workers(server.pid)
+            for pid in pids:
+                rss[pid].append(rss_kb(pid) if pid in after else 0)
+        finally:
+            stop(server)
+        text = log.read_text()
+        logged_5xx = sum(1 for line in text.splitlines()
+                         if line.startswith("{") and json.loads(line).get("status", 0) >= 500)
+        worker_events = re.findall(r".*(?:WORKER TIMEOUT|was sent SIG\w+|Worker \(pid:\d+\) exited).*", text)
+
+    growth = {pid: (values[-1] - values[0]) / values[0] for pid, values in rss.items()}
+    server_errors = sum(count for r in results.values() for status, count in r["statuses"].items() if status >= 500)
+    checks = {
+        "no 5xx answer": server_errors == 0 and logged_5xx == 0,
+        "no worker exited or restarted": after == pids and not worker_events,
+        f"resident memory growth < {MAX_RSS_GROWTH:.0%} per worker": max(growth.values()) < MAX_RSS_GROWTH,
+        "no socket errors or timeouts": not any(r["socket_errors"] for r in results.values()),
+    }
+    lines = [
+        f"Machine: {machine_description(torch.device('cpu'))}, {os.cpu_count()} cores; loopback; wrk and the "
+        "server share the cores.",
+        "",
+        f"gunicorn, production settings (2 workers x 8 threads, request log on, tiny model on CPU), "
+        f"{sum(r['connections'] for r in results.values())} concurrent clients for {args.seconds} s after a "
+        f"{args.warmup} s warm-up:",
+        "",
+        "| endpoint | clients | answers | per s | p50 ms | p99 ms | 2xx | 4xx | 5xx | socket errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *(f"| {name} | {r['connections']} | {r['answers']:,} | {r['rps']:,.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+          f"{sum(c for s, c in r['statuses'].items() if s < 300):,} | "
+          f"{sum(c for s, c in r['statuses'].items() if 400 <= s < 500):,} | "
+          f"{sum(c for s, c in r['statuses'].items() if s >= 500):,} | {r['socket_errors'] or 'none'} |"
+          for name, r in results.items()),
+        "",
+        "| worker | resident memory at start | at end | peak | growth |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *(f"| {k + 1} | {values[0] / 1024:,.0f} MB | {values[-1] / 1024:,.0f} MB | {max(values) / 1024:,.0f} MB | "
+          f"{growth[pid]:+.1%} |" for k, (pid, values) in enumerate(rss.items())),
+        "",
+        f"5xx in the server's request log: {logged_5xx}; worker exits or restarts in its log: {len(worker_events)}.",
+        "",
+        *(f"- {'pass' if ok else 'FAIL'}: {check}" for check, ok in checks.items()),
+    ]
+    publish("load", lines, args.write)
+    if not all(checks.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
