@@ -5,7 +5,9 @@ ranges, variant queries and edited-region predictions from 64 concurrent clients
     python bench/bench_load.py --write BENCHMARKS.md
 
 Set-up as bench_server.py (1 Mb demo genome, tiny model, its precompute and hub; needs wrk). The
-server runs its production settings: 2 workers x 8 threads, request log on, reference cache on.
+server runs its production settings (2 workers x 8 threads, request log on, reference cache on),
+except that all clients share the loopback address, so the per-client limit of prediction
+requests is raised from 8 to 16.
 Three wrk processes run side by side for ``--seconds`` (each client stops after
 ``--max-requests`` answers): 48 connections ask for random byte ranges (1 B to 16 KB) of the
 hub's bigWigs, 8 post one random SNV each to /api/variants and 8 post a 1 kb region with one
@@ -157,7 +159,8 @@ def main() -> None:
         mix = scripts(tmp, hub, paths["fasta"], args.max_requests)
         port, log = free_port(), tmp / "gunicorn.log"
         server = start_gunicorn({"EPIFORMER_PRECOMPUTE_DIR": str(tmp / "pre"), "EPIFORMER_HUB_DIR": str(hub),
-                                 "EPIFORMER_MODELS": str(model), "EPIFORMER_DEVICE": "cpu"}, port, log)
+                                 "EPIFORMER_MODELS": str(model), "EPIFORMER_DEVICE": "cpu",
+                                 "EPIFORMER_MAX_PREDICTIONS_PER_CLIENT": "16"}, port, log)
         try:
             run_mix(port, mix, args.warmup)
             pids = workers(server.pid)
@@ -201,7 +204,8 @@ def main() -> None:
         f"Machine: {machine_description(torch.device('cpu'))}, {os.cpu_count()} cores; loopback; wrk and the "
         "server share the cores.",
         "",
-        f"gunicorn, production settings (2 workers x 8 threads, request log on, tiny model on CPU), "
+        "gunicorn, production settings (2 workers x 8 threads, request log on, tiny model on CPU; the per-client "
+        "limit raised to 16, as every client is 127.0.0.1), "
         f"{sum(r['connections'] for r in results.values())} concurrent clients for {args.seconds} s after a "
         f"{args.warmup} s warm-up:",
         "",

@@ -38,6 +38,8 @@ class ServerConfig:
     max_variants: int = 100              # per /api/variants request
     max_body_bytes: int = 1_000_000
     max_concurrent_predictions: int = 32  # per worker; more get 429 with Retry-After
+    max_predictions_per_client: int = 8   # per worker and client address, so one client cannot take all
+    proxy_hops: int = 0                  # proxies in front that set X-Forwarded-For/-Proto (client address)
     api_token: str = ""                  # when set, prediction endpoints need "Authorization: Bearer TOKEN"
     log_requests: bool = True
     bind: str = "127.0.0.1:8000"         # gunicorn's listening address

@@ -80,7 +80,7 @@ def _json(schema: dict, description: str) -> dict:
 def _errors(*codes: str) -> dict:
     reasons = {"400": "malformed request", "401": "API token missing or wrong (servers configured with one)",
                "413": "request body too large", "422": "nothing could be predicted",
-               "429": "too many prediction requests at once; see Retry-After",
+               "429": "too many prediction requests at once, in the worker or from this client; see Retry-After",
                "503": "no model set loaded", "504": "the model did not answer in time"}
     return {code: _json({"$ref": "#/components/schemas/Error"}, reasons[code]) for code in codes}
 

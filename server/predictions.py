@@ -51,20 +51,23 @@ def unpredictable(err: NonFiniteOutput) -> tuple[Response, int]:
 
 @predictions.before_request
 def admit() -> None:
-    """The optional API token, then a free prediction slot: a client cannot take them all."""
+    """The optional API token, then a free prediction slot: the worker's limit, and a client's
+    (by address; behind proxies set proxy_hops) so one client cannot take them all."""
     cfg = current_app.config["EPIFORMER"]
     if cfg.api_token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {cfg.api_token}"):
         raise ApiError(401, "this server needs an API token: send the header Authorization: Bearer TOKEN",
                        headers={"WWW-Authenticate": "Bearer"})
-    if not current_app.config["PREDICTION_SLOTS"].acquire(blocking=False):
-        raise ApiError(429, "too many prediction requests at once; retry shortly", headers={"Retry-After": "1"})
-    g.prediction_slot = True
+    client = request.remote_addr or ""
+    refused = current_app.config["PREDICTION_SLOTS"].acquire(client)
+    if refused:
+        raise ApiError(429, refused, headers={"Retry-After": "1"})
+    g.prediction_client = client
 
 
 @predictions.teardown_request
 def release(_error: BaseException | None) -> None:
-    if g.pop("prediction_slot", False):
-        current_app.config["PREDICTION_SLOTS"].release()
+    if "prediction_client" in g:
+        current_app.config["PREDICTION_SLOTS"].release(g.pop("prediction_client"))
 
 
 def predictor() -> Predictor:

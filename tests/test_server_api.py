@@ -286,3 +286,33 @@ def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
     predictor.engine.predict = original
     assert client.post("/api/variants", json=query, headers=auth).status_code == 200, "the slot is given back"
     predictor.close()
+
+
+def test_one_client_cannot_take_every_prediction_slot(precomputed, tmp_path, genome):
+    """Behind one proxy (proxy_hops 1) the client is X-Forwarded-For's address."""
+    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
+                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu", "proxy_hops": 1,
+                      "max_concurrent_predictions": 4, "max_predictions_per_client": 1, "cache_windows": 0})
+    predictor = app.config["PREDICTOR"]
+    original = predictor.engine.predict
+
+    def slow(x):
+        time.sleep(0.8)
+        return original(x)
+
+    predictor.engine.predict = slow
+    query = {"variants": [snv(genome, pos=130_001)]}
+    greedy, other = {"X-Forwarded-For": "10.0.0.1"}, {"X-Forwarded-For": "10.0.0.2"}
+    answers = {}
+    first = threading.Thread(target=lambda: answers.setdefault(
+        "first", app.test_client().post("/api/variants", json=query, headers=greedy)))
+    first.start()
+    time.sleep(0.3)
+    again = app.test_client().post("/api/variants", json=query, headers=greedy)
+    assert again.status_code == 429 and "this client already has 1" in again.json["error"]["message"]
+    assert again.headers["Retry-After"] == "1"
+    assert app.test_client().post("/api/variants", json=query, headers=other).status_code == 200
+    first.join()
+    assert answers["first"].status_code == 200
+    assert app.config["PREDICTION_SLOTS"].running == {}, "every slot is given back"
+    predictor.close()
