@@ -2,7 +2,7 @@
 ranges, variant queries and edited-region predictions from 64 concurrent clients.
 
     python bench/bench_load.py                           # 60 s, print the tables
-    python bench/bench_load.py --write BENCHMARKS.md
+    python bench/bench_load.py --write BENCHMARKS.md --doc docs/reliability.md
 
 Set-up as bench_server.py (1 Mb demo genome, tiny model, its precompute and hub; needs wrk). The
 server runs its production settings (2 workers x 8 threads, request log on, reference cache on),
@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_server import (ROOT, free_port, served_demo, start_gunicorn, stop, variant_list, wrk_command,  # noqa: E402
                           wrk_result)
-from report import machine_description, publish  # noqa: E402
+from report import command_line, machine_description, publish, update_section  # noqa: E402
 
 from epiformer.genome import Genome  # noqa: E402
 
@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=200_000,
                         help="answers after which a wrk client stops (default: 200000)")
     parser.add_argument("--write", metavar="BENCHMARKS.md")
+    parser.add_argument("--doc", metavar="docs/reliability.md", help="also write the tables here")
     args = parser.parse_args()
     subprocess.run([str(ROOT / "scripts" / "system-deps.sh"), "wrk=wrk"], check=True)
 
@@ -227,6 +228,8 @@ def main() -> None:
         *(f"- {'pass' if ok else 'FAIL'}: {check}" for check, ok in checks.items()),
     ]
     publish("load", lines, args.write)
+    if args.doc:
+        update_section(args.doc, "load", "\n".join([*lines, "", f"Command: `{command_line()}`"]))
     if not all(checks.values()):
         sys.exit(1)
 
