@@ -264,7 +264,6 @@ class _ChromosomeBuilder:
 
 def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> dict[str, Path]:
     """Write the demo genome, tracks, targets.txt and variants into ``outdir``; return the paths."""
-
     spec = spec or DemoSpec()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,6 @@ def write_tracks(tracks: list[RegionTracks], outprefix: str | os.PathLike, fmt: 
 
     Bins are clipped to the chromosome; bins entirely outside it are left out.
     """
-
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     names = tracks[0].target_names

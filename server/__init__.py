@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,32 +21,6 @@ from .config import ServerConfig, ServerConfigError, load_config
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 log = logging.getLogger("epiformer.server")
-
-
-class ClientSlots:
-    """Prediction requests running at once: at most ``total`` in this worker and ``per_client``
-    for any one client address."""
-
-    def __init__(self, total: int, per_client: int) -> None:
-        self.total, self.per_client = max(1, total), max(1, per_client)
-        self.running: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-    def acquire(self, client: str) -> str | None:
-        """Take a slot for ``client``; None when taken, else the reason it cannot be."""
-        with self.lock:
-            if self.running.get(client, 0) >= self.per_client:
-                return f"this client already has {self.per_client} prediction requests running; retry shortly"
-            if sum(self.running.values()) >= self.total:
-                return "too many prediction requests at once; retry shortly"
-            self.running[client] = self.running.get(client, 0) + 1
-            return None
-
-    def release(self, client: str) -> None:
-        with self.lock:
-            self.running[client] -= 1
-            if not self.running[client]:
-                del self.running[client]
 
 
 def ensure_hub(precompute_dir: Path, hub_dir: Path) -> Path:
@@ -74,6 +47,10 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     manifest = read_manifest(precompute_dir)
     hub_dir = ensure_hub(precompute_dir, Path(cfg.hub_dir) if cfg.hub_dir else precompute_dir / "hub")
 
+    from .api import api
+    from .files import files
+    from .predictions import ClientSlots, predictions
+
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.debug = False   # never, whatever FLASK_DEBUG says: errors are JSON without tracebacks
     app.config.update(EPIFORMER=cfg, MANIFEST=manifest, HUB_DIR=str(hub_dir), MAX_CONTENT_LENGTH=cfg.max_body_bytes,
@@ -81,10 +58,6 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
                       PREDICTION_SLOTS=ClientSlots(cfg.max_concurrent_predictions, cfg.max_predictions_per_client))
     if cfg.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg.proxy_hops, x_proto=cfg.proxy_hops)  # type: ignore[method-assign]
-
-    from .api import api
-    from .files import files
-    from .predictions import predictions
 
     app.register_blueprint(files)
     app.register_blueprint(api)

@@ -7,6 +7,7 @@ time is 504; a server without a model set is 503.
 from __future__ import annotations
 
 import hmac
+import threading
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -20,6 +21,32 @@ from .predictor import NonFiniteOutput, PredictionTimeout, Predictor
 predictions = Blueprint("predictions", __name__)
 DEFAULT_SCORE_BP = 1024
 MAX_CONSERVATION = 20.0   # phastCons is 0-1 and phyloP about -20 to 10; the model sees exp(value)
+
+
+class ClientSlots:
+    """Prediction requests running at once: at most ``total`` in this worker and ``per_client``
+    for any one client address."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total, self.per_client = max(1, total), max(1, per_client)
+        self.running: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def acquire(self, client: str) -> str | None:
+        """Take a slot for ``client``: None when it got one, else why not."""
+        with self.lock:
+            if self.running.get(client, 0) >= self.per_client:
+                return f"this client already has {self.per_client} prediction requests running; retry shortly"
+            if sum(self.running.values()) >= self.total:
+                return "too many prediction requests at once; retry shortly"
+            self.running[client] = self.running.get(client, 0) + 1
+            return None
+
+    def release(self, client: str) -> None:
+        with self.lock:
+            self.running[client] -= 1
+            if not self.running[client]:
+                del self.running[client]
 
 
 class ApiError(HTTPException):
