@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from epiformer.files import sha256_file
 from epiformer.genome import Genome
@@ -132,6 +133,36 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_client_gets_an_error(pr
         assert response.status == 200 and len(json.loads(response.read())["results"]) == 2
         conn.close()
     assert f"Worker (pid:{worker}) was sent SIGKILL" in server.output()
+
+
+class OutOfMemoryAboveTwo:
+    """A model that runs out of device memory on batches of more than two windows."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __call__(self, batch):
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (forced by the test)")
+        return self.model(batch)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def test_out_of_memory_splits_the_batch_instead_of_failing_the_request(precomputed, demo_data, tmp_path):
+    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
+                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu", "cache_windows": 0})
+    predictor = app.config["PREDICTOR"]
+    query = {"variants": _distinct_window_snvs(demo_data, 6)}
+    expected = app.test_client().post("/api/variants", json=query).json
+    predictor.engine.model = OutOfMemoryAboveTwo(predictor.engine.model)
+    response = app.test_client().post("/api/variants", json=query)
+    assert response.status_code == 200 and predictor.engine.oom_splits > 0
+    for got, want in zip(response.json["results"], expected["results"]):
+        for target, scores in want["scores"].items():
+            assert got["scores"][target]["sad"] == pytest.approx(scores["sad"], abs=1e-4)
+    predictor.close()
 
 
 def test_debug_mode_is_never_on_and_errors_hide_tracebacks(precomputed, tmp_path, monkeypatch):
