@@ -91,3 +91,7 @@ def test_valid_requests_for_the_genome_succeed_within_the_schema(fuzzed_app, dem
     region = {"region": f"{chrom}:{max(1, pos - 200)}-{min(sizes[chrom], pos + 200)}", "edits": [edit]}
     response = schema["/api/predict"]["POST"].Case(body=region).call_and_validate(app=fuzzed_app, checks=CHECKS)
     assert response.status_code == 200, response.json()
+
+
+def test_the_fuzzed_document_is_the_one_served(fuzzed_app):
+    assert fuzzed_app.test_client().get("/api/openapi.json").json == schema.raw_schema
