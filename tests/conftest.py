@@ -167,6 +167,15 @@ def precomputed(tmp_path_factory, demo_data) -> Path:
     return folder / "out"
 
 
+def make_model_app(precomputed: Path, hub_dir: Path, **settings):
+    """The server app over the session's precompute folder (hub built in ``hub_dir``) with its tiny
+    model on the CPU; ``settings`` add to or override these."""
+    from server import create_app
+
+    return create_app({"precompute_dir": str(precomputed), "hub_dir": str(hub_dir), "log_requests": False,
+                       "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu", **settings})
+
+
 @pytest.fixture
 def app(precomputed, tmp_path):
     """The server app over the session's precompute folder, with its hub built in tmp_path."""

@@ -12,8 +12,9 @@ from schemathesis.config import SchemathesisConfig
 
 from epiformer.genome import Genome
 
-from server import create_app
 from server.openapi import openapi_document
+
+from .conftest import make_model_app
 
 EXAMPLES_PER_OPERATION = 300
 MIN_REQUESTS = 1000
@@ -23,9 +24,7 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.cont
 
 @pytest.fixture(scope="module")
 def fuzzed_app(precomputed, tmp_path_factory):
-    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path_factory.mktemp("hub")),
-                      "log_requests": False, "models": [str(precomputed.parent / "model.pth.tar")],
-                      "device": "cpu", "max_variants": 5, "max_body_bytes": 20_000})
+    app = make_model_app(precomputed, tmp_path_factory.mktemp("hub"), max_variants=5, max_body_bytes=20_000)
     yield app
     app.config["PREDICTOR"].close()
 

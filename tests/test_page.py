@@ -12,7 +12,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from epiformer.demo import CELL_TYPES
-from server import create_app
+
+from .conftest import make_model_app
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -45,8 +46,7 @@ const done = arguments[arguments.length - 1];
 def site(precomputed, tmp_path_factory):
     if not IGV_JS.is_file():
         pytest.fail(f"{IGV_JS} is missing: make install puts igv.js there")
-    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path_factory.mktemp("hub")),
-                      "log_requests": False, "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu"})
+    app = make_model_app(precomputed, tmp_path_factory.mktemp("hub"))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -19,7 +19,7 @@ from epiformer.files import sha256_file
 from epiformer.genome import Genome
 from server import create_app
 
-from .conftest import gunicorn
+from .conftest import gunicorn, make_model_app
 
 
 def _precompute_command(precomputed: Path, demo_data: Path, out: str) -> str:
@@ -152,8 +152,7 @@ class OutOfMemoryAboveTwo:
 
 
 def test_out_of_memory_splits_the_batch_instead_of_failing_the_request(precomputed, demo_data, tmp_path):
-    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
-                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu", "cache_windows": 0})
+    app = make_model_app(precomputed, tmp_path / "hub", cache_windows=0)
     predictor = app.config["PREDICTOR"]
     query = {"variants": _distinct_window_snvs(demo_data, 6)}
     expected = app.test_client().post("/api/variants", json=query).json

@@ -17,6 +17,8 @@ from epiformer.scoring import ScoreOptions, score_variant_file
 from epiformer.variants import SCORE_FIELDS
 from epiformer.vcf import Skipped, VariantRecord, VcfError, read_variants
 
+from .conftest import make_model_app
+
 HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 
 
@@ -120,7 +122,6 @@ def test_resume_redoes_only_missing_parts(engine, demo_data, vcf, tmp_path):
 
 
 def test_cli_and_server_give_the_same_scores(precomputed, demo_data, vcf, tmp_path, capsys):
-    from server import create_app
 
     model = str(precomputed.parent / "model.pth.tar")
     assert main(["score-variants", "-m", model, "--fa", str(demo_data / "genome.fa"), "--seqcons",
@@ -128,8 +129,7 @@ def test_cli_and_server_give_the_same_scores(precomputed, demo_data, vcf, tmp_pa
                  "--device", "cpu"]) == 0
     assert "scored 3 variants, skipped 6" in capsys.readouterr().out
     rows = [line.split("\t") for line in (tmp_path / "cli.tsv").read_text().splitlines()]
-    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
-                      "models": [model], "device": "cpu"})
+    app = make_model_app(precomputed, tmp_path / "hub", models=[model])
     body = app.test_client().post("/api/variants", json={"variants": [
         {"chrom": r[1], "pos": int(r[2]), "ref": r[3].replace("-", ""), "alt": r[4].replace("-", "")}
         for r in rows[1:]]}).json
@@ -149,7 +149,6 @@ def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data,
     import shutil
 
     from epiformer.calibration import Calibration, calibration_path, random_snvs
-    from server import create_app
 
     model = tmp_path / "model.pth.tar"
     shutil.copy(precomputed.parent / "model.pth.tar", model)
@@ -171,8 +170,7 @@ def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data,
     header = (tmp_path / "s.tsv").read_text().splitlines()[0].split("\t")
     assert "HIP.sad_pct" in header and "ET.d2_pct" in header
     row = (tmp_path / "s.tsv").read_text().splitlines()[1].split("\t")
-    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
-                      "models": [str(model)], "device": "cpu"})
+    app = make_model_app(precomputed, tmp_path / "hub", models=[str(model)])
     body = app.test_client().post("/api/variants", json={"variants": [f"{row[1]}:{row[2]}:{row[3]}:{row[4]}"]}).json
     app.config["PREDICTOR"].close()
     assert body["results"][0]["scores"]["HIP"]["percentiles"]["sad"] == pytest.approx(

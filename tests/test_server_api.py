@@ -12,14 +12,13 @@ from epiformer.engine import Engine
 from epiformer.genome import Genome, encode_codes
 from epiformer.modelset import load_model_set
 from epiformer.variants import VariantError, apply_edits, make_variant, parse_variant, window_start
-from server import create_app
+
+from .conftest import make_model_app
 
 
 @pytest.fixture
 def model_app(precomputed, tmp_path):
-    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
-                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu", "max_variants": 5,
-                      "max_body_bytes": 20_000})
+    app = make_model_app(precomputed, tmp_path / "hub", max_variants=5, max_body_bytes=20_000)
     yield app
     app.config["PREDICTOR"].close()
 
@@ -33,6 +32,17 @@ def api(model_app):
 def genome(demo_data):
     with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as g:
         yield g
+
+
+def slow_down(predictor, seconds: float) -> None:
+    """Make every forward pass of ``predictor`` take ``seconds`` longer."""
+    original = predictor.engine.predict
+
+    def slow(x):
+        time.sleep(seconds)
+        return original(x)
+
+    predictor.engine.predict = slow
 
 
 def snv(genome, chrom="chr1", pos=200_001, alt=None):
@@ -87,9 +97,7 @@ def test_reference_windows_are_cached(api, model_app, genome):
 def test_concurrent_requests_share_batches(precomputed, tmp_path, genome, spacing, windows):
     """Six concurrent queries: their windows run in shared batches; when they fall in one bin, the
     reference window runs once (the others wait for it) even with the cache off."""
-    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
-                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu",
-                      "max_delay_ms": 300, "max_batch": 16, "cache_windows": 0})
+    app = make_model_app(precomputed, tmp_path / "hub", max_delay_ms=300, max_batch=16, cache_windows=0)
     predictor = app.config["PREDICTOR"]
     statuses = []
 
@@ -205,13 +213,7 @@ def test_variant_track_is_bedgraph_of_the_diff(api, genome):
 
 def test_timeouts_and_servers_without_models(api, model_app, client, genome):
     predictor = model_app.config["PREDICTOR"]
-    original = predictor.engine.predict
-
-    def slow(x):
-        time.sleep(0.5)
-        return original(x)
-
-    predictor.engine.predict = slow
+    slow_down(predictor, 0.5)
     predictor.timeout = 0.05
     predictor.cache.capacity = 0
     response = api.post("/api/variants", json={"variants": [snv(genome, pos=250_001)]})
@@ -257,9 +259,7 @@ def test_sequence_of_a_region(api, genome):
 
 
 def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
-    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
-                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu",
-                      "api_token": "s3cret", "max_concurrent_predictions": 1})
+    app = make_model_app(precomputed, tmp_path / "hub", api_token="s3cret", max_concurrent_predictions=1)
     client = app.test_client()
     query = {"variants": [snv(genome, pos=120_001)]}
     denied = client.post("/api/variants", json=query)
@@ -271,12 +271,7 @@ def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
     predictor = app.config["PREDICTOR"]
     original = predictor.engine.predict
     predictor.cache.capacity = 0
-
-    def slow(x):
-        time.sleep(0.6)
-        return original(x)
-
-    predictor.engine.predict = slow
+    slow_down(predictor, 0.6)
     first = threading.Thread(target=lambda: app.test_client().post("/api/variants", json=query, headers=auth))
     first.start()
     time.sleep(0.2)
@@ -290,17 +285,10 @@ def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
 
 def test_one_client_cannot_take_every_prediction_slot(precomputed, tmp_path, genome):
     """Behind one proxy (proxy_hops 1) the client is X-Forwarded-For's address."""
-    app = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
-                      "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu", "proxy_hops": 1,
-                      "max_concurrent_predictions": 4, "max_predictions_per_client": 1, "cache_windows": 0})
+    app = make_model_app(precomputed, tmp_path / "hub", proxy_hops=1, max_concurrent_predictions=4,
+                    max_predictions_per_client=1, cache_windows=0)
     predictor = app.config["PREDICTOR"]
-    original = predictor.engine.predict
-
-    def slow(x):
-        time.sleep(0.8)
-        return original(x)
-
-    predictor.engine.predict = slow
+    slow_down(predictor, 0.8)
     query = {"variants": [snv(genome, pos=130_001)]}
     greedy, other = {"X-Forwarded-For": "10.0.0.1"}, {"X-Forwarded-For": "10.0.0.2"}
     answers = {}
