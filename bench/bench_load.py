@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--write", metavar="BENCHMARKS.md")
     parser.add_argument("--doc", metavar="docs/reliability.md", help="also write the tables here")
     args = parser.parse_args()
+    if not 0 <= args.settle < args.seconds:
+        parser.error(f"--settle ({args.settle}) must be less than --seconds ({args.seconds})")
     subprocess.run([str(ROOT / "scripts" / "system-deps.sh"), "wrk=wrk"], check=True)
 
     with tempfile.TemporaryDirectory() as tmp:

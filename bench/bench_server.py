@@ -47,6 +47,7 @@ from epiformer.genome import Genome  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
 from epiformer.modelset import load_model_set  # noqa: E402
 from precompute import PrecomputeOptions, precompute  # noqa: E402
+from server import gunicorn_command  # noqa: E402
 from trackhub import build_hub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,9 +105,8 @@ def start_gunicorn(env: dict, port: int, log: Path | None = None) -> subprocess.
     env = {**os.environ, "EPIFORMER_LOG_REQUESTS": "true" if log else "false", **env,
            "EPIFORMER_BIND": f"127.0.0.1:{port}"}
     with open(log or os.devnull, "w") as output:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "server" / "gunicorn.conf.py"),
-                                 "server:create_app()"], cwd=ROOT, env=env, stdout=output,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(gunicorn_command(), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     wait_ready(f"http://127.0.0.1:{port}/readyz")
     return proc
 

@@ -224,7 +224,7 @@ def _serve(args: argparse.Namespace) -> None:
     import subprocess
     from pathlib import Path
 
-    from server import ensure_hub
+    from server import ensure_hub, gunicorn_command
     from server.config import load_config
     from precompute import read_manifest
 
@@ -242,8 +242,7 @@ def _serve(args: argparse.Namespace) -> None:
     base = args.public_url or f"http://{args.host}:{args.port}"
     print(f"hub         {hub_dir}/hub.txt")
     print(f"serving     {base}/  (hub {base}/hub/hub.txt, API {base}/api/openapi.json); Ctrl-C stops it")
-    conf = Path(__file__).resolve().parent.parent / "server" / "gunicorn.conf.py"
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf), "server:create_app()"], env=env)
+    proc = subprocess.Popen(gunicorn_command(), env=env)
 
     def forward(signum: int, _frame: object) -> None:
         """Ctrl-C reaches gunicorn from the terminal too; a signal sent to this process only is passed on."""

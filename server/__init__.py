@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,7 +21,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .config import ServerConfig, ServerConfigError, load_config
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 log = logging.getLogger("epiformer.server")
+
+
+def gunicorn_command() -> list[str]:
+    """The production server's command line: gunicorn, its configuration file, the app factory."""
+    return [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "server:create_app()"]
 
 
 def ensure_hub(precompute_dir: Path, hub_dir: Path) -> Path:

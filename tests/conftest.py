@@ -5,7 +5,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from epiformer.config import preset
 from epiformer.model import Epiformer
+from server import gunicorn_command
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,8 +50,7 @@ def gunicorn(settings: dict[str, str], log: Path) -> Iterator[Gunicorn]:
     port = free_port()
     env = {**os.environ, **settings, "EPIFORMER_BIND": f"127.0.0.1:{port}"}
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "server" / "gunicorn.conf.py"),
-                                 "server:create_app()"], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(gunicorn_command(), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     server = Gunicorn(f"http://127.0.0.1:{port}", proc, log)
     try:
         for _ in range(600):
