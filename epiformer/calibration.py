@@ -2,12 +2,14 @@
 
 ``epiformer calibrate`` scores random single-base substitutions drawn uniformly from the A/C/G/T
 positions of the genome and stores, per target and score, the sorted absolute values next to the
-first checkpoint (``CHECKPOINT.calibration.npz``). A score's percentile is the share of background
-|scores| at or below its |score|, so a value can be read without knowing the track's scale.
-Percentiles are given only for the scoring window the calibration used (``score_bp``).
+first checkpoint (``CHECKPOINT.calibration.npz``) with the settings record of the scores (model
+checksums, conservation track, precision, reverse complement, shifts, scoring window). A score's
+percentile is the share of background |scores| at or below its |score|; it is given only for
+scores made with the same settings (:meth:`epiformer.scorer.VariantScorer.percentiles_missing`).
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,27 +17,27 @@ from typing import Sequence
 
 import numpy as np
 
-from .engine import Engine, PredictionCache
-from .files import atomic_path, sha256_file
+from .errors import UserError
+from .files import atomic_path
 from .genome import Genome, sequence_codes
+from .scorer import VariantScorer
 from .variants import SCORE_FIELDS, Variant
-from .vcf import VariantRecord
 
 CALIBRATED = ("sad", "log2fc", "max_diff", "d1", "d2")
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """A calibration file that cannot be used, naming it."""
 
 
 @dataclass
 class Calibration:
-    """Sorted background |scores|: ``background[field]`` is (targets, n)."""
+    """Sorted background |scores|: ``background[field]`` is (targets, n); ``settings`` is the
+    record of the settings that made them (empty for files of older versions)."""
 
     targets: list[str]
     background: dict[str, np.ndarray]
-    models: list[str]           # SHA-256 of the checkpoints
-    score_bp: int
+    settings: dict
 
     @property
     def size(self) -> int:
@@ -54,7 +56,7 @@ class Calibration:
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, targets=np.array(self.targets), models=np.array(self.models), score_bp=self.score_bp,
+            np.savez(handle, targets=np.array(self.targets), settings=json.dumps(self.settings),
                      **{f"background_{k}": v for k, v in self.background.items()})
         return path
 
@@ -62,8 +64,8 @@ class Calibration:
     def load(cls, path: str | os.PathLike) -> "Calibration":
         try:
             with np.load(path) as data:
-                return cls(targets=[str(t) for t in data["targets"]], models=[str(m) for m in data["models"]],
-                           score_bp=int(data["score_bp"]),
+                settings = json.loads(str(data["settings"])) if "settings" in data.files else {}
+                return cls(targets=[str(t) for t in data["targets"]], settings=settings,
                            background={k: data[f"background_{k}"] for k in CALIBRATED})
         except (OSError, KeyError, ValueError) as err:
             raise CalibrationError(f"calibration file {path} cannot be read: {err}") from None
@@ -74,23 +76,19 @@ def calibration_path(sources: Sequence[str]) -> Path:
     return Path(f"{sources[0]}.calibration.npz")
 
 
-def find_calibration(sources: Sequence[str], targets: list[str]) -> Calibration | None:
-    """The calibration stored beside ``sources`` when it was made with these checkpoints and targets."""
+def find_calibration(sources: Sequence[str]) -> Calibration | None:
+    """The calibration stored beside a model set's first checkpoint, if there is one (whether
+    its settings fit is the scorer's question)."""
     path = calibration_path(sources)
-    if not path.is_file():
-        return None
-    calibration = Calibration.load(path)
-    if calibration.targets != list(targets) or calibration.models != [sha256_file(s) for s in sources]:
-        return None
-    return calibration
+    return Calibration.load(path) if path.is_file() else None
 
 
-def random_snvs(genome: Genome, count: int, seed: int = 0) -> list[VariantRecord]:
+def random_snvs(genome: Genome, count: int, seed: int = 0) -> list[Variant]:
     """``count`` substitutions at uniformly drawn A/C/G/T positions, each to a random other base."""
     rng = np.random.default_rng(seed)
     names = list(genome.chrom_sizes)
     sizes = np.array([genome.chrom_sizes[c] for c in names], np.float64)
-    out: list[VariantRecord] = []
+    out: list[Variant] = []
     attempts = 0
     while len(out) < count:
         attempts += 1
@@ -102,23 +100,19 @@ def random_snvs(genome: Genome, count: int, seed: int = 0) -> list[VariantRecord
         if code == 4:
             continue
         alt = "ACGT"[(code + int(rng.integers(1, 4))) % 4]
-        out.append(VariantRecord(len(out) + 1, f"background{len(out) + 1}", Variant(chrom, pos + 1, "ACGT"[code], alt)))
+        out.append(Variant(chrom, pos + 1, "ACGT"[code], alt))
     return out
 
 
-def calibrate(engine: Engine, genome: Genome, sources: Sequence[str], count: int = 2000, seed: int = 0,
-              score_bp: int = 1024, progress: bool = True) -> Calibration:
-    """Score ``count`` random SNVs and keep their sorted |scores| per target."""
+def calibrate(scorer: VariantScorer, count: int = 2000, seed: int = 0, progress: bool = True) -> Calibration:
+    """Score ``count`` random SNVs with ``scorer`` and keep their sorted |scores| per target, with
+    the scorer's settings record."""
     from tqdm import tqdm
 
-    from .scoring import ScoreOptions, score_chunk
-
-    options = ScoreOptions(score_bp=score_bp, progress=False)
-    records = random_snvs(genome, count, seed)
+    variants = random_snvs(scorer.genome, count, seed)
     chunks = []
-    for start in tqdm(range(0, len(records), 256), desc="calibrate", unit="chunk", disable=not progress):
-        chunks.append(score_chunk(engine, genome, records[start: start + 256], options, PredictionCache(0),
-                                  genome.conservation_path is not None)["scores"])
+    for start in tqdm(range(0, len(variants), 256), desc="calibrate", unit="chunk", disable=not progress):
+        chunks.append(np.stack([r.scores for r in scorer.score(variants[start: start + 256])]))
     scores = np.concatenate(chunks)
     background = {name: np.sort(np.abs(scores[:, :, SCORE_FIELDS.index(name)]).T, axis=1) for name in CALIBRATED}
-    return Calibration(engine.target_names, background, [sha256_file(s) for s in sources], score_bp)
+    return Calibration(scorer.engine.target_names, background, scorer.record())

@@ -21,12 +21,13 @@ from . import __version__
 from .config import ConfigError, ModelConfig
 from .files import atomic_path
 from .model import Epiformer
+from .errors import UserError
 
 FORMAT = "epiformer-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be loaded, with a message naming the file and the problem."""
 
 

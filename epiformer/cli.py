@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from typing import Callable, Sequence
 
 from . import __version__
+from .inference import PRECISIONS
 
 EPILOG_DEMO = """examples:
   epiformer demo -o demo_out
@@ -145,8 +147,8 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from .train import evaluate
 
-    rows = evaluate(args.model, args.input, split=args.split, out=args.out, device=args.device,
-                    batch_size=args.batch_size, index=args.index)
+    rows = evaluate(args.model, args.input, split=args.split, out=args.out, settings=_inference_settings(args),
+                    index=args.index)
     print(f"{'target':<10} {'pearson_log2':>12} {'poisson_loss':>12} {'bins':>9} {'nan_bins':>8}")
     for row in rows:
         print(f"{row['target']:<10} {row['pearson_log2']:>12.4f} {row['poisson_loss']:>12.4f} "
@@ -157,21 +159,12 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     from .config import check_window_flags
-    from .engine import Engine
-    from .genome import Genome
+    from .inference import open_predictor
     from .predict import predict_regions, read_regions_arg
 
-    models = _model_set(args)
-    check_window_flags(models.config, args.seqlen, args.binsize)
-    shifts = args.shifts or (0,)
-    engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
-                    reverse_complement=not args.no_rc, shifts=shifts)
-    conservation = args.seqcons
-    if conservation and not models.uses_conservation:
-        print("note: the model was trained without conservation (if_cons false); -s is not used")
-        conservation = None
-    with Genome(args.fa, conservation) as genome:
-        result = predict_regions(engine, genome, read_regions_arg(args.region), args.out, args.format, args.targets)
+    with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
+        check_window_flags(predictor.models.config, args.seqlen, args.binsize)
+        result = predict_regions(predictor, read_regions_arg(args.region), args.out, args.format, args.targets)
     print("wrote " + ", ".join(result["files"]))
     for name, r in result["pearson"].items():
         print(f"  {name:<10} Pearson R (log2) against observed {r:.3f}")
@@ -185,13 +178,10 @@ def _precompute(args: argparse.Namespace) -> None:
     from .targets import read_targets
     from precompute import PrecomputeOptions, precompute, shard_from_text
 
-    models = _model_set(args)
+    models = _model_set_options(args).load()
     check_window_flags(models.config, args.seqlen, args.binsize)
-    options = PrecomputeOptions(batch_size=args.batch_size, io_workers=args.io_workers, device=args.device,
-                                bf16=not args.fp32, reverse_complement=not args.no_rc,
-                                shifts=args.shifts or (0,),
-                                progress=not args.quiet)
-    precompute(models, args.fa, args.seqcons, args.out, options,
+    precompute(models, args.fa, args.out, _inference_settings(args),
+               PrecomputeOptions(io_workers=args.io_workers, progress=not args.quiet),
                targets=read_targets(args.targets) if args.targets else None, blacklist=args.blacklist,
                chroms=_chrom_list(args.chroms) or None,
                regions=list(read_bed_intervals(args.bed, "--bed")) if args.bed else None,
@@ -220,68 +210,45 @@ def _hub(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    import signal
-    import subprocess
-    from pathlib import Path
-
-    from server import ensure_hub, gunicorn_command
     from server.config import load_config
-    from precompute import read_manifest
+    from server.production import hub_dir, serve
 
     overrides = {"precompute_dir": args.precompute_dir, "models": args.model, "fasta": args.fa,
-                 "conservation": args.seqcons, "targets": args.targets, "device": args.device,
-                 "bind": f"{args.host}:{args.port}", "workers": args.workers, "public_url": args.public_url,
-                 "hub_dir": args.hub_dir}
-    settings = load_config({k: v for k, v in overrides.items() if v})
-    read_manifest(settings.precompute_dir)
-    hub_dir = ensure_hub(Path(settings.precompute_dir), Path(settings.hub_dir or Path(settings.precompute_dir) / "hub"))
-    env = dict(os.environ)
-    for name, value in overrides.items():
-        if value:
-            env[f"EPIFORMER_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
-    base = args.public_url or f"http://{args.host}:{args.port}"
-    print(f"hub         {hub_dir}/hub.txt")
+                 "conservation": "none" if args.no_conservation else args.seqcons, "targets": args.targets,
+                 "index": args.index, "average": args.average or None, "device": args.device,
+                 "precision": args.precision, "reverse_complement": False if args.no_rc else None,
+                 "shifts": list(args.shifts) if args.shifts else None, "bind": f"{args.host}:{args.port}",
+                 "workers": args.workers, "public_url": args.public_url, "hub_dir": args.hub_dir}
+    cfg = load_config({k: v for k, v in overrides.items() if v is not None})
+    base = cfg.public_url or f"http://{args.host}:{args.port}"
+    print(f"hub         {hub_dir(cfg)}/hub.txt")
     print(f"serving     {base}/  (hub {base}/hub/hub.txt, API {base}/api/openapi.json); Ctrl-C stops it")
-    proc = subprocess.Popen(gunicorn_command(), env=env)
-
-    def forward(signum: int, _frame: object) -> None:
-        """Ctrl-C reaches gunicorn from the terminal too; a signal sent to this process only is passed on."""
-        proc.send_signal(signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, forward)
-    proc.wait()
+    serve(cfg)
     print("stopped")
 
 
 def _score_variants(args: argparse.Namespace) -> None:
-    from .engine import Engine
-    from .genome import Genome
     from precompute import shard_from_text
 
     from .calibration import find_calibration
     from .distributed import job_shard
+    from .inference import open_predictor
+    from .scorer import VariantScorer
     from .scoring import ScoreOptions, score_variant_file
     from .vcf import VcfError
 
-    models = _model_set(args)
-    shifts = args.shifts or (0,)
     try:
         index, count, device, launched = job_shard(shard_from_text(args.shard) if args.shard else None, args.device)
     except ValueError as err:
         raise VcfError(str(err)) from None
-    engine = Engine(models, device=device, batch_size=args.batch_size, bf16=args.bf16,
-                    reverse_complement=not args.no_rc, shifts=shifts)
-    options = ScoreOptions(score_bp=args.score_bp, on_mismatch=args.on_mismatch, max_indel=args.max_indel,
-                           chunk=args.chunk, progress=not args.quiet)
-    conservation = args.seqcons if models.uses_conservation else None
-    calibration = find_calibration(models.sources, models.target_names)
-    if calibration is None:
-        print(f"note: no calibration beside {models.sources[0]} (epiformer calibrate makes one); no percentiles")
-    with Genome(args.fa, conservation) as genome:
-        result = score_variant_file(engine, genome, args.vcf, args.out, options, sources=models.sources,
-                                    calibration=calibration, restart=args.restart, shard=(index, count),
-                                    launched=launched)
+    settings = dataclasses.replace(_inference_settings(args), device=device)
+    options = ScoreOptions(on_mismatch=args.on_mismatch, max_indel=args.max_indel, chunk=args.chunk,
+                           progress=not args.quiet)
+    with open_predictor(_model_set_options(args), args.fa, settings) as predictor:
+        scorer = VariantScorer(predictor, score_bp=args.score_bp,
+                               calibration=find_calibration(predictor.models.sources))
+        result = score_variant_file(scorer, args.vcf, args.out, options, restart=args.restart,
+                                    shard=(index, count), launched=launched)
     print(f"scored {result['scored']:,} variants, skipped {result['skipped']:,} (reasons in {args.out}.skipped.tsv)"
           + (f"; resumed {result['resumed_parts']} finished part(s)" if result["resumed_parts"] else ""))
     if result["files"]:
@@ -290,33 +257,29 @@ def _score_variants(args: argparse.Namespace) -> None:
 
 def _calibrate(args: argparse.Namespace) -> None:
     from .calibration import calibrate, calibration_path
-    from .engine import Engine
-    from .genome import Genome
+    from .inference import open_predictor
+    from .scorer import VariantScorer
 
-    models = _model_set(args)
-    engine = Engine(models, device=args.device, batch_size=args.batch_size)
-    conservation = args.seqcons if models.uses_conservation else None
-    with Genome(args.fa, conservation) as genome:
-        calibration = calibrate(engine, genome, models.sources, count=args.n, seed=args.seed,
-                                score_bp=args.score_bp, progress=not args.quiet)
-    path = calibration.save(args.out or calibration_path(models.sources))
+    with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
+        scorer = VariantScorer(predictor, score_bp=args.score_bp, cache_windows=0)
+        calibration = calibrate(scorer, count=args.n, seed=args.seed, progress=not args.quiet)
+        path = calibration.save(args.out or calibration_path(predictor.models.sources))
     median = {t: float(calibration.background["sad"][i][calibration.size // 2]) for i, t in enumerate(calibration.targets)}
-    print(f"calibrated on {calibration.size:,} random SNVs (--score-bp {args.score_bp}): {path}")
+    print(f"calibrated on {calibration.size:,} random SNVs (--score-bp {args.score_bp}, {calibration.settings['precision']}"
+          f", reverse complement {'on' if calibration.settings['reverse_complement'] else 'off'}, shifts "
+          f"{','.join(map(str, calibration.settings['shifts']))}): {path}")
     print("median |SAD| " + "  ".join(f"{t} {v:.3g}" for t, v in median.items()))
 
 
 def _ism(args: argparse.Namespace) -> None:
-    from .engine import Engine
-    from .genome import Genome, parse_region
+    from .genome import parse_region
+    from .inference import open_predictor
     from .ism import saturation_mutagenesis, write_ism
+    from .scorer import VariantScorer
 
-    models = _model_set(args)
-    engine = Engine(models, device=args.device, batch_size=args.batch_size, bf16=args.bf16,
-                    reverse_complement=not args.no_rc)
     chrom, start, end = parse_region(args.region)
-    conservation = args.seqcons if models.uses_conservation else None
-    with Genome(args.fa, conservation) as genome:
-        result = saturation_mutagenesis(engine, genome, chrom, start, end, score_bp=args.score_bp,
+    with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
+        result = saturation_mutagenesis(VariantScorer(predictor, score_bp=args.score_bp), chrom, start, end,
                                         incremental=not args.full)
     files = write_ism(result, args.out)
     n = 3 * sum(base in "ACGT" for base in result.reference)
@@ -330,22 +293,61 @@ MODEL_HELP = ("checkpoint; repeat for a set, NAME= names an original checkpoint'
 
 
 def _add_model_set_arguments(parser: argparse.ArgumentParser,
-                             seqcons_help: str = "conservation bigWig (phastCons) of the same assembly",
-                             targets_help: str = "targets.txt naming original checkpoints' outputs") -> None:
-    """The arguments every command that runs a model set takes: -m, the genome and the naming flags."""
-    parser.add_argument("-m", "--model", action="append", required=True, metavar="[NAME=]CHECKPOINT", help=MODEL_HELP)
-    parser.add_argument("--fa", "-d", required=True, help="genome FASTA (indexed if no .fai)")
-    parser.add_argument("--seqcons", "-s", help=seqcons_help)
+                             targets_help: str = "targets.txt naming original checkpoints' outputs",
+                             required: bool = True) -> None:
+    """The arguments that name a model set: -m, and the flags that name original checkpoints' outputs."""
+    parser.add_argument("-m", "--model", action="append", required=required, metavar="[NAME=]CHECKPOINT",
+                        help=MODEL_HELP)
     parser.add_argument("--targets", "-t", help=targets_help)
     parser.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
     parser.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
 
 
-def _model_set(args: argparse.Namespace):
-    """The model set of -m/--targets/--index/--average."""
-    from .modelset import load_model_set
+def _add_inference_arguments(parser: argparse.ArgumentParser, batch_size: int = 8, genome: bool = True,
+                             ensembles: bool = True, defaults: bool = True) -> None:
+    """The inference settings' flags (epiformer.inference.InferenceSettings), the same for every
+    command that predicts: the genome and its conservation, device, precision, ensembling, batch
+    size, threads. ``defaults=False`` leaves unset flags None (serve: the config decides)."""
+    group = parser.add_argument_group("inference settings (the same for every command and the server)")
+    if genome:
+        group.add_argument("--fa", "-d", required=defaults, help="genome FASTA (indexed if no .fai)")
+        cons = group.add_mutually_exclusive_group()
+        cons.add_argument("--seqcons", "-s", help="conservation bigWig (phastCons) of the same assembly; a model "
+                                                  "trained with conservation needs it, or --no-conservation")
+        cons.add_argument("--no-conservation", action="store_true",
+                          help="run a model trained with conservation without it (every base a factor of 1); recorded")
+    group.add_argument("--device", default="auto" if defaults else None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    precision = group.add_mutually_exclusive_group()
+    precision.add_argument("--precision", choices=PRECISIONS, default="fp32" if defaults else None,
+                           help="fp32, or bf16 autocast (on CUDA and CPU alike; default: fp32)")
+    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
+    if ensembles:
+        group.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
+        group.add_argument("--shifts", type=_shift_list,
+                           help="shift ensembling, comma-separated bp offsets, e.g. --shifts=-2,0,2 (default: 0)")
+    if defaults:
+        group.add_argument("--batch-size", type=int, default=batch_size, help=f"windows per batch (default: {batch_size})")
+        group.add_argument("--threads", type=int,
+                           help="torch CPU threads per process (default: torch's; results are bit-identical only "
+                                "for the same device type and threads)")
 
-    return load_model_set(args.model, targets=args.targets, index=args.index, average=args.average)
+
+def _model_set_options(args: argparse.Namespace):
+    """The model set of -m/--targets/--index/--average."""
+    from .inference import ModelSetOptions
+
+    return ModelSetOptions(tuple(args.model), args.targets, args.index, args.average)
+
+
+def _inference_settings(args: argparse.Namespace):
+    """The inference settings of the flags :func:`_add_inference_arguments` added."""
+    from .inference import NO_CONSERVATION, InferenceSettings
+
+    conservation = NO_CONSERVATION if getattr(args, "no_conservation", False) else getattr(args, "seqcons", None)
+    return InferenceSettings(device=args.device, precision=args.precision,
+                             reverse_complement=not getattr(args, "no_rc", False),
+                             shifts=getattr(args, "shifts", None) or (0,), batch_size=args.batch_size,
+                             conservation=conservation, threads=args.threads)
 
 
 def _shift_list(value: str) -> tuple[int, ...]:
@@ -494,18 +496,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"], help="default: test")
     ev.add_argument("--index", type=int, help="the target a single-output checkpoint predicts")
     ev.add_argument("-o", "--out", help="also write the table as TSV")
-    ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--device", default="auto")
+    _add_inference_arguments(ev, genome=False, ensembles=False)
     ev.set_defaults(func=_evaluate)
 
     pr = sub.add_parser(
         "predict", help="predicted tracks for regions (bigWig, bedGraph or TSV)",
         description="Predict every target over regions. A region no longer than one window's output is "
                     "centred in one window (the whole output is written); a longer one is tiled with "
-                    "windows whose outputs abut. Reverse-complement ensembling is on by default.",
+                    "windows whose outputs abut, every window on the bin grid of the precomputed tracks. Reverse-complement "
+                    "ensembling is on by default.",
         epilog=EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_model_set_arguments(pr, seqcons_help="conservation bigWig (without it the factor is 1)",
-                             targets_help="targets.txt: names original checkpoints' outputs (with --index) and adds "
+    _add_model_set_arguments(pr, targets_help="targets.txt: names original checkpoints' outputs (with --index) and adds "
                                           "Pearson R and a PNG against the observed tracks")
     pr.add_argument("-r", "--region", action="append", required=True,
                     help="chr:start-end (1-based, inclusive) or a BED file; repeatable")
@@ -513,17 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=["bigwig", "bedgraph", "tsv"], default="bigwig")
     pr.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
     pr.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
-    pr.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
-    pr.add_argument("--shifts", type=_shift_list, help="shift ensembling, comma-separated bp offsets, e.g. --shifts=-2,0,2")
-    pr.add_argument("--batch-size", type=int, default=4)
-    pr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    pr.add_argument("--device", default="auto")
+    _add_inference_arguments(pr, batch_size=4)
     pr.set_defaults(func=_predict)
 
     pc = sub.add_parser(
         "precompute", help="predict every target genome-wide: one bigWig per target (sharded, resumable)",
         description="Tile every chromosome (or --chroms, --bed) with windows whose cropped outputs abut, "
-                    "predict them in batches (bf16 on CUDA) while worker processes read the genome, "
+                    "predict them in batches while worker processes read the genome, "
                     "and store results per shard in OUTDIR/shards (a killed run resumes where it "
                     "stopped). Then merge them into OUTDIR/tracks/TARGET.bw and OUTDIR/manifest.json. "
                     "Under torchrun each process is one shard and rank 0 merges; --shard I/N runs one "
@@ -539,15 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--shard", metavar="I/N", help="run shard I of N (0-based), e.g. $SLURM_ARRAY_TASK_ID/16")
     pc.add_argument("--dry-run", action="store_true",
                     help="print the number of windows and a projected run time from a short timing; write nothing")
-    pc.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: 8)")
     pc.add_argument("--io-workers", type=int,
                     help="processes reading the genome (default: 2 on CUDA; 0 on CPU, where compute uses every core)")
     pc.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
     pc.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
-    pc.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
-    pc.add_argument("--shifts", type=_shift_list, help="shift ensembling, comma-separated bp offsets, e.g. --shifts=-2,0,2")
-    pc.add_argument("--fp32", action="store_true", help="float32 on CUDA too (default: bf16 autocast on CUDA)")
-    pc.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    _add_inference_arguments(pc)
     pc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pc.set_defaults(func=_precompute)
 
@@ -584,20 +577,18 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve the hub, tracks, genome and API (gunicorn + Flask)",
         description="Build the hub of PRECOMPUTE_DIR when it has none (or an outdated one), then run the "
                     "Flask app under gunicorn: the hub's files with byte ranges, the JSON API (/api/...) "
-                    "and the page. Settings may also come from EPIFORMER_* variables (server/config.py).",
+                    "and the page. Settings may also come from EPIFORMER_* variables (server/config.py); "
+                    "the genome and conservation track default to the ones precompute used, the other "
+                    "inference settings to the same defaults as every command.",
         epilog=EPILOG_SERVE, formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("precompute_dir", help="the -o folder of epiformer precompute")
-    serve.add_argument("-m", "--model", action="append", metavar="[NAME=]CHECKPOINT",
-                       help="model set for on-demand predictions, as in predict (default: none, files only)")
-    serve.add_argument("--fa", help="genome FASTA (default: the one precompute used)")
-    serve.add_argument("--seqcons", help="conservation bigWig (default: the one precompute used)")
-    serve.add_argument("--targets", help="targets.txt naming original checkpoints' outputs")
+    _add_model_set_arguments(serve, required=False)
+    _add_inference_arguments(serve, defaults=False)
     serve.add_argument("--hub-dir", help="hub folder (default: PRECOMPUTE_DIR/hub)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per GPU, or 2)")
     serve.add_argument("--public-url", help="URL users reach the server at, for the hub links")
-    serve.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     serve.set_defaults(func=_serve)
 
     sv = sub.add_parser(
@@ -619,11 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--restart", action="store_true", help="discard saved parts of a different earlier run")
     sv.add_argument("--chunk", type=int, default=512, help="input records per saved part (default: 512)")
     sv.add_argument("--shard", metavar="I/N", help="score chunks I, I+N, ... (job arrays); under torchrun, ranks are shards")
-    sv.add_argument("--batch-size", type=int, default=8)
-    sv.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
-    sv.add_argument("--shifts", type=_shift_list, help="shift ensembling, comma-separated bp offsets, e.g. --shifts=-2,0,2")
-    sv.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    sv.add_argument("--device", default="auto")
+    _add_inference_arguments(sv)
     sv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sv.set_defaults(func=_score_variants)
 
@@ -641,8 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--score-bp", type=int, default=1024, help="scoring window, as score-variants (default: 1024)")
     cal.add_argument("-o", "--out", help="calibration file (default: beside the first checkpoint)")
-    cal.add_argument("--batch-size", type=int, default=8)
-    cal.add_argument("--device", default="auto")
+    _add_inference_arguments(cal)
     cal.add_argument("-q", "--quiet", action="store_true")
     cal.set_defaults(func=_calibrate)
 
@@ -661,10 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     ism.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
     ism.add_argument("--score-bp", type=int, default=1024, help="score the bins within this many bp (default: 1024)")
     ism.add_argument("--full", action="store_true", help="recompute whole windows (slower; same result)")
-    ism.add_argument("--no-rc", action="store_true", help="no reverse-complement ensembling")
-    ism.add_argument("--batch-size", type=int, default=16)
-    ism.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    ism.add_argument("--device", default="auto")
+    _add_inference_arguments(ism, batch_size=16)
     ism.set_defaults(func=_ism)
 
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",
@@ -678,27 +661,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a subcommand; user errors print one line and exit with status 2."""
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .datasets import DatasetError
-    from .files import OutputError
-    from .genome import GenomeError
-    from .modelset import ModelSetError
-    from .targets import TargetsError
-    from .calibration import CalibrationError
-    from .variants import VariantError
-    from .vcf import VcfError
-    from precompute import PrecomputeError
-    from server.config import ServerConfigError
-    from trackhub import HubError
+    from .errors import UserError
 
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (CheckpointError, ConfigError, DatasetError, GenomeError, ModelSetError, OutputError,
-            CalibrationError, HubError, PrecomputeError, ServerConfigError, TargetsError, VariantError,
-            VcfError) as err:
+    except UserError as err:
         print(f"epiformer {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

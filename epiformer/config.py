@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
+from .errors import UserError
 
-class ConfigError(ValueError):
-    """A model configuration that cannot build a working network."""
+
+class ConfigError(UserError, ValueError):
+    """A configuration (model, training or a config file) that cannot be used."""
 
 
 @dataclass
@@ -141,3 +146,28 @@ def check_window_flags(config: ModelConfig, seq_len: int | None = None, bin_size
     for flag, given, actual in (("--seqlen", seq_len, config.seq_len), ("--binsize", bin_size, config.bin_size)):
         if given is not None and given != actual:
             raise ConfigError(f"{flag} {given} does not match the model, which takes {actual}")
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The ``name: value`` pairs of a YAML, TOML or JSON file (by its suffix; YAML otherwise), or
+    :class:`ConfigError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: no such file")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            values = tomllib.loads(text)
+        elif path.suffix == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+    except Exception as err:  # noqa: BLE001 - each parser raises its own error types
+        raise ConfigError(f"config file {path} cannot be parsed: {str(err).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold 'name: value' pairs")
+    return values

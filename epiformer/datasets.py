@@ -25,13 +25,14 @@ import numpy as np
 from .files import atomic_path
 from .genome import Genome, encode_codes, read_bed_intervals, read_chrom_sizes, sequence_codes
 from .targets import PeakSet, Target, bin_values, read_targets
+from .errors import UserError
 
 SPLITS = ("train", "valid", "test")
 FORMAT = "epiformer-dataset"
 FORMAT_VERSION = 1
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Inputs or shards that cannot be used, with a message naming the file and the problem."""
 
 
@@ -346,7 +347,7 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
     return manifest
 
 
-def read_manifest(outprefix_or_dir: str | os.PathLike) -> tuple[dict, Path]:
+def read_dataset_manifest(outprefix_or_dir: str | os.PathLike) -> tuple[dict, Path]:
     """The manifest of a dataset, from its ``OUTPREFIX`` or a folder holding exactly one."""
     path = Path(outprefix_or_dir)
     if path.is_dir():
@@ -423,7 +424,7 @@ class ShardDataset:
     @classmethod
     def from_manifest(cls, outprefix_or_dir: str | os.PathLike, split: str, **kwargs) -> "ShardDataset":
         """The ``split`` (train, valid or test) of a dataset written by :func:`generate_datasets`."""
-        manifest, folder = read_manifest(outprefix_or_dir)
+        manifest, folder = read_dataset_manifest(outprefix_or_dir)
         if split not in SPLITS:
             raise DatasetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         shards = manifest["splits"][split]["shards"]

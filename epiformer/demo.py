@@ -423,9 +423,8 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
 
     from .calibration import calibrate, calibration_path, find_calibration
     from .datasets import generate_datasets
-    from .engine import Engine
-    from .genome import Genome
-    from .modelset import load_model_set
+    from .inference import InferenceSettings, ModelSetOptions, open_predictor
+    from .scorer import VariantScorer
     from .scoring import ScoreOptions, score_variant_file
     from .targets import read_targets
     from .train import evaluate, load_train_config, train
@@ -450,27 +449,26 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
         print(f"training    tiny preset, {config.num_epoches} epochs on {manifest['splits']['train']['windows']} "
               "windows (a few minutes on 2 CPU cores)")
         train(config, dataset, run, resume=last.exists(), device=device)
+    settings = InferenceSettings(device=device, conservation=str(paths["conservation"]))
     rows = evaluate(f"{run}.best_corr.pth.tar", dataset, split="test", out=f"{run}.test_metrics.tsv",
-                    device=device)
+                    settings=settings)
     print(f"test chromosome {','.join(manifest['splits']['test']['chroms'])}, Pearson R of log2(x+1) per cell type:")
     print("  " + "  ".join(f"{r['target']} {r['pearson_log2']:.3f}" for r in rows))
     print(f"outputs     {run}.best_corr.pth.tar, {run}.learning_curves.png, {run}.test_metrics.tsv")
-    checkpoint = [f"{run}.best_corr.pth.tar"]
-    engine = Engine(load_model_set(checkpoint), device=device, batch_size=8)
-    with Genome(paths["fasta"], paths["conservation"]) as genome:
-        calibration = find_calibration(checkpoint, engine.target_names)
-        if calibration is None:
-            calibration = calibrate(engine, genome, checkpoint, count=500, progress=False)
-            print(f"calibration {calibration.size} random SNVs: {calibration.save(calibration_path(checkpoint))}")
-        scored = score_variant_file(engine, genome, paths["variants"], outdir / "variants" / "demo",
-                                    ScoreOptions(progress=False), sources=checkpoint, calibration=calibration,
-                                    restart=True)
+    models = ModelSetOptions((f"{run}.best_corr.pth.tar",))
+    with open_predictor(models, paths["fasta"], settings) as predictor:
+        scorer = VariantScorer(predictor, calibration=find_calibration(models.models))
+        if scorer.percentiles_missing():
+            scorer.calibration = calibrate(VariantScorer(predictor, cache_windows=0), count=500, progress=False)
+            print(f"calibration {scorer.calibration.size} random SNVs: "
+                  f"{scorer.calibration.save(calibration_path(models.models))}")
+        scored = score_variant_file(scorer, paths["variants"], outdir / "variants" / "demo",
+                                    ScoreOptions(progress=False, log=lambda _: None), restart=True)
     auroc = variant_auroc(outdir / "variants" / "demo.tsv", paths["variants"])
     print(f"variants    {scored['scored']} scored; |SAD| ranks motif-disrupting above neutral variants with AUROC "
           + "  ".join(f"{k} {v:.3f}" for k, v in auroc.items()) + f": {outdir / 'variants' / 'demo.tsv'}")
     started = time.perf_counter()
-    result = precompute(load_model_set([f"{run}.best_corr.pth.tar"]), paths["fasta"], paths["conservation"],
-                        outdir / "precompute", PrecomputeOptions(device=device, progress=False),
+    result = precompute(models, paths["fasta"], outdir / "precompute", settings, PrecomputeOptions(progress=False),
                         targets=read_targets(paths["targets"]), blacklist=paths["blacklist"], genome_name="demo")
     print(f"precompute  {len(result['manifest']['tracks'])} genome-wide bigWigs in "
           f"{time.perf_counter() - started:.0f} s: {outdir / 'precompute' / 'manifest.json'}")

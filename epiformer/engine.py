@@ -9,24 +9,40 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Hashable, Iterator, Sequence
+from typing import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from .errors import UserError
 from .genome import Genome
 
 
+class DeviceError(UserError, RuntimeError):
+    """A device that cannot be used here, naming it."""
+
+
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` (or None) picks CUDA when available, else CPU; otherwise the named device."""
+    """``auto`` (or None) picks CUDA when available, else CPU; otherwise the named device, checked
+    to exist (:class:`DeviceError` otherwise)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device} requested but CUDA is not available "
-                           "(install a CUDA build of torch, or use --device cpu)")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"device {device!r} is not one of auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device} requested but CUDA is not available here (torch "
+                              f"{torch.__version__}, {'a CPU build' if torch.version.cuda is None else 'no GPU visible'}): "
+                              "install a CUDA build of torch, or use --device cpu")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+    elif chosen.type != "cpu":
+        raise DeviceError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
     return chosen
 
 
@@ -64,7 +80,8 @@ class Engine:
 
     ``reverse_complement`` averages each window with its reverse complement (the prediction of
     the reverse strand flipped back); ``shifts`` (bp) averages windows moved by a few bases
-    (genome intervals only). ``bf16`` enables bfloat16 autocast on CUDA (ignored on CPU).
+    (genome intervals only). ``bf16`` runs the model under bfloat16 autocast, on CUDA and on CPU
+    alike, so a precision gives the same kind of numbers on every device.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = "auto",
@@ -75,7 +92,7 @@ class Engine:
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
-        self.bf16 = bf16 and self.device.type == "cuda"
+        self.bf16 = bf16
         self.reverse_complement = reverse_complement
         self.shifts = tuple(shifts) or (0,)
         self.oom_splits = 0       # batches split after running out of device memory
@@ -100,7 +117,7 @@ class Engine:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.bf16:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def predict(self, inputs: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -175,26 +192,39 @@ class Engine:
             return np.zeros((0, len(self.target_names), self.config.n_output_bins), np.float32)
         return np.concatenate(outputs)
 
+    def window_for(self, position: int) -> int:
+        """Start of the window for a 0-based position: on the bin grid (a multiple of ``bin_size``),
+        the position in the centre bin. Positions in one bin share one window."""
+        cfg = self.config
+        return (position // cfg.bin_size) * cfg.bin_size - cfg.seq_len // 2
+
     def tile_starts(self, start: int, end: int) -> list[int]:
-        """Starts of the windows whose outputs abut exactly and cover [start, end), the first
-        output beginning at ``start`` (the window itself begins ``output_offset`` earlier)."""
+        """Starts of the windows whose outputs abut and cover [start, end) on the bin grid: the first
+        output begins at the bin holding ``start`` (the window itself ``output_offset`` earlier)."""
         if end <= start:
             raise ValueError(f"empty region {start}-{end}")
-        n_windows = -(-(end - start) // self.output_span)
-        return [start - self.output_offset + k * self.output_span for k in range(n_windows)]
+        first = (start // self.config.bin_size) * self.config.bin_size
+        n_windows = -(-(end - first) // self.output_span)
+        return [first - self.output_offset + k * self.output_span for k in range(n_windows)]
 
-    def window_starts(self, start: int, end: int) -> list[int]:
-        """Window starts whose outputs cover [start, end): one window centred on a region no longer
-        than one output, else :meth:`tile_starts`."""
-        if 0 < end - start <= self.output_span:
-            return [(start + end) // 2 - self.config.seq_len // 2]
+    def region_windows(self, start: int, end: int) -> list[int]:
+        """The one window rule for a region [start, end), for ``predict``, ``/api/predict`` and
+        variants alike: every window on the bin grid of the precomputed tracks. A region that one
+        window's output can hold gets one window, as near centred on it as the grid allows; a
+        longer one is tiled (:meth:`tile_starts`)."""
+        bin_size, span = self.config.bin_size, self.output_span
+        lowest = -(-(end - span) // bin_size) * bin_size        # the first output start that still reaches end
+        highest = (start // bin_size) * bin_size                # the last output start that still holds start
+        if lowest <= highest:
+            centred = self.window_for((start + end) // 2) + self.output_offset
+            return [min(max(centred, lowest), highest) - self.output_offset]
         return self.tile_starts(start, end)
 
     def predict_region(self, genome: Genome, chrom: str, start: int, end: int) -> RegionTracks:
-        """Tracks over a region (0-based, half-open): the whole output of one centred window for a
-        short region, else consecutive windows' outputs covering it, trimmed to its bins."""
+        """Tracks over a region (0-based, half-open) from :meth:`region_windows`: the whole output
+        of its one window, or the tiled windows' outputs trimmed to the bins holding the region."""
         genome.check_interval(chrom, start, end)
-        starts = self.window_starts(start, end)
+        starts = self.region_windows(start, end)
         prediction = self.predict_intervals(genome, [(chrom, s) for s in starts])
         values = np.concatenate(list(prediction), axis=1)
         first = starts[0] + self.output_offset
@@ -277,24 +307,30 @@ def _group_by_span(spans: list[tuple]) -> dict[tuple[int, int], list[int]]:
 
 
 class PredictionCache:
-    """A thread-safe least-recently-used cache of predictions (e.g. of reference windows)."""
+    """A thread-safe least-recently-used cache of predictions (of reference windows, say) that also
+    shares work in flight: a key asked for while another caller computes it waits for that result
+    instead of computing it again (with a capacity of 0 too, which keeps nothing afterwards)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._pending: dict[Hashable, Future] = {}
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> np.ndarray | None:
         with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return value
+            return self._get(key)
+
+    def _get(self, key: Hashable) -> np.ndarray | None:
+        value = self._items.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return value
 
     def put(self, key: Hashable, value: np.ndarray) -> None:
         if self.capacity <= 0:
@@ -304,3 +340,35 @@ class PredictionCache:
             self._items.move_to_end(key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
+
+    def fetch(self, keys: Sequence[Hashable], compute: Callable[[list], Sequence[np.ndarray]],
+              timeout: float | None = None) -> dict[Hashable, np.ndarray]:
+        """The value of every key: cached, being computed by another caller (waited for, at most
+        ``timeout`` s: :class:`concurrent.futures.TimeoutError`), or computed here in one
+        ``compute(missing keys)`` call."""
+        found: dict[Hashable, np.ndarray | Future] = {}
+        mine: list[Hashable] = []
+        with self._lock:
+            for key in dict.fromkeys(keys):
+                value = self._get(key)
+                if value is None:
+                    value = self._pending.get(key)
+                if value is None:
+                    value = self._pending[key] = Future()
+                    mine.append(key)
+                found[key] = value
+        if mine:
+            try:
+                for key, value in zip(mine, compute(mine)):
+                    self.put(key, value)
+                    found[key].set_result(value)
+            except BaseException as err:
+                for key in mine:
+                    if not found[key].done():
+                        found[key].set_exception(err)
+                raise
+            finally:
+                with self._lock:
+                    for key in mine:
+                        self._pending.pop(key, None)
+        return {key: value.result(timeout) if isinstance(value, Future) else value for key, value in found.items()}

@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+from .errors import UserError
 
 
 BIGWIG_MAGIC, CHROM_TREE_MAGIC, INDEX_MAGIC = 0x888FFC26, 0x78CA8C91, 0x2468ACE0
 LOW_SPACE_BYTES = 1 << 20   # a writer failing with less than this free on its disk failed for lack of space
 
 
-class OutputError(OSError):
+class OutputError(UserError, OSError):
     """An output file that cannot be written, with a message naming it."""
 
 
@@ -124,12 +126,36 @@ def bigwig_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def tsv_field(text: str) -> str:
+    """Text kept in one TSV column: backslash, tab and line breaks written as \\, \\t, \\r, \\n."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
+
+
+def settings_lines(settings: dict, prefix: str = "#") -> str:
+    """The settings record as header lines, one ``PREFIXepiformer_settings=JSON`` line."""
+    return f"{prefix}epiformer_settings={json.dumps(settings, sort_keys=True)}\n"
+
+
+def bedgraph_text(track: str, rows: Iterable[tuple[str, int, int, float]]) -> str:
+    """A bedGraph: its ``track type=bedGraph`` line with ``track`` (name="..." and other settings)
+    and one line per (chrom, start, end, value)."""
+    return f"track type=bedGraph {track}\n" + "".join(f"{c}\t{lo}\t{hi}\t{v:.5g}\n" for c, lo, hi, v in rows)
+
+
+_CHECKSUMS: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks; kept for the process while the file's
+    size and modification time stay the same (a conservation track can be gigabytes)."""
     import hashlib
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKSUMS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _CHECKSUMS[key] = digest.hexdigest()
+    return _CHECKSUMS[key]

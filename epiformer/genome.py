@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from .errors import UserError
 
 BASES = "ACGT"
 
@@ -25,7 +26,7 @@ _COMPLEMENT = str.maketrans(
 )
 
 
-class GenomeError(ValueError):
+class GenomeError(UserError, ValueError):
     """A genome file or interval that cannot be used, with a message naming it."""
 
 

@@ -1,13 +1,15 @@
 """``epiformer ism``: saturation mutagenesis of a region — every position to each other base.
 
-One window is placed around the region (as for variants), its reference predicted once, and each
-substitution predicted through :meth:`Engine.predict_substitutions` (incremental by default:
-only the tower columns a changed base reaches are recomputed). The effect of a substitution on a
-target is its SAD over the bins within ``score_bp`` of the position, as for variants.
+The region's window is placed by the variant scorer's rule (the window of the region's centre
+bin), its reference predicted once, and each substitution predicted through
+:meth:`Engine.predict_substitutions` (incremental by default: only the tower columns a changed
+base reaches are recomputed), once per shift. The effect of a substitution on a target is its SAD
+over the bins within ``score_bp`` of the position, scored by the same scorer as variants.
 Substituted bases keep their position's conservation.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -15,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Engine
-from .files import atomic_path
-from .genome import Genome, sequence_codes
-from .variants import SCORE_FIELDS, Variant, VariantError, encode_edited, score_variant, window_start
+from .files import atomic_path, settings_lines
+from .genome import sequence_codes
+from .scorer import VariantScorer
+from .variants import SCORE_FIELDS, Variant, VariantError
 
 MAX_ISM_BP = 5_000
 
@@ -26,7 +28,7 @@ MAX_ISM_BP = 5_000
 @dataclass
 class ISMResult:
     """``effects`` is (targets, positions, 4): SAD of each base at each position (0 at the reference
-    base, NaN where the reference is not A/C/G/T)."""
+    base, NaN where the reference is not A/C/G/T); ``settings`` the record that made them."""
 
     chrom: str
     start: int
@@ -35,45 +37,43 @@ class ISMResult:
     targets: list[str]
     effects: np.ndarray
     seconds: float
+    settings: dict
 
 
-def saturation_mutagenesis(engine: Engine, genome: Genome, chrom: str, start: int, end: int, score_bp: int = 1024,
+def saturation_mutagenesis(scorer: VariantScorer, chrom: str, start: int, end: int,
                            incremental: bool = True) -> ISMResult:
     """Every substitution in [start, end) (0-based), scored against one reference prediction."""
+    engine, genome = scorer.engine, scorer.genome
     genome.check_interval(chrom, start, end)
     if end > genome.chrom_sizes[chrom]:
         raise VariantError(f"{chrom}:{start + 1}-{end} runs past the end of {chrom} ({genome.chrom_sizes[chrom]:,} bp)")
-    cfg = engine.config
-    if end - start > min(MAX_ISM_BP, engine.output_span):
-        raise VariantError(f"the region is {end - start:,} bp; ism takes at most {min(MAX_ISM_BP, engine.output_span):,}")
-    first = window_start((start + end) // 2, cfg.seq_len, cfg.bin_size)
-    window = encode_edited(genome, chrom, first, cfg.seq_len, [], genome.conservation_path is not None)
+    limit = min(MAX_ISM_BP, engine.output_span)
+    if end - start > limit:
+        raise VariantError(f"the region is {end - start:,} bp; ism takes at most {limit:,}")
+    first = engine.window_for((start + end) // 2)
     reference = genome.sequence(chrom, start, end).upper()
     codes = sequence_codes(reference)
     started = time.perf_counter()
-    ref_prediction = engine.predict(window[None])[0]
-    substitutions, where = [], []
-    for offset, code in enumerate(codes):
-        if code == 4:
-            continue
-        pos = start + offset - first
-        scale = window[:, pos].sum()
-        for base in range(4):
-            if base != code:
-                substitutions.append((pos, np.eye(4, dtype=np.float32)[base] * scale))
-                where.append((offset, base))
-    predictions = engine.predict_substitutions(window, substitutions, incremental=incremental)
+    ref_prediction = scorer.references([(chrom, first)])[(chrom, first)]
+    where = [(offset, base) for offset, code in enumerate(codes) if code != 4 for base in range(4) if base != code]
+    predictions = None
+    for shift, window in zip(engine.shifts, scorer.encode(chrom, first, [])):
+        substitutions = []
+        for offset, base in where:
+            pos = start + offset - first - shift
+            substitutions.append((pos, np.eye(4, dtype=np.float32)[base] * window[:, pos].sum()))
+        shifted = engine.predict_substitutions(window, substitutions, incremental=incremental)
+        predictions = shifted if predictions is None else predictions + shifted
     effects = np.full((len(engine.target_names), end - start, 4), np.nan, np.float32)
     for offset, code in enumerate(codes):
         if code != 4:
             effects[:, offset, code] = 0.0
-    output_start = first + engine.output_offset
     sad = SCORE_FIELDS.index("sad")
-    for (offset, base), alt in zip(where, predictions):
+    for (offset, base), alt in zip(where, [] if predictions is None else predictions / len(engine.shifts)):
         substitution = Variant(chrom, start + offset + 1, reference[offset], "ACGT"[base])
-        scores = score_variant(ref_prediction, alt, substitution, output_start, cfg.bin_size, score_bp)[0]
-        effects[:, offset, base] = scores[:, sad]
-    return ISMResult(chrom, start, end, reference, engine.target_names, effects, time.perf_counter() - started)
+        effects[:, offset, base] = scorer.score_predictions(ref_prediction, alt, substitution, first)[:, sad]
+    return ISMResult(chrom, start, end, reference, engine.target_names, effects, time.perf_counter() - started,
+                     scorer.record())
 
 
 def write_ism(result: ISMResult, outprefix: str | os.PathLike) -> list[Path]:
@@ -90,8 +90,10 @@ def write_ism(result: ISMResult, outprefix: str | os.PathLike) -> list[Path]:
     with atomic_path(h5) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("effects", data=result.effects)
         f.attrs.update(chrom=result.chrom, start=result.start, end=result.end, reference=result.reference,
-                       targets=result.targets, bases="ACGT", score="sad")
+                       targets=result.targets, bases="ACGT", score="sad",
+                       settings=json.dumps(result.settings, sort_keys=True))
     with atomic_path(tsv) as tmp, open(tmp, "w") as out:
+        out.write(settings_lines(result.settings))
         out.write("chrom\tpos\tref\talt\t" + "\t".join(result.targets) + "\n")
         for offset, ref in enumerate(result.reference):
             for base in range(4):

@@ -19,9 +19,10 @@ from .checkpoint import load_model
 from .config import ModelConfig
 from .model import Epiformer
 from .targets import read_targets
+from .errors import UserError
 
 
-class ModelSetError(ValueError):
+class ModelSetError(UserError, ValueError):
     """A model set that cannot be built, with a message naming the checkpoint or spec."""
 
 

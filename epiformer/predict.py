@@ -2,15 +2,17 @@
 optionally compared with the observed tracks of a targets.txt."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .engine import Engine, RegionTracks
-from .files import atomic_path, bigwig_writer
+from .engine import RegionTracks
+from .files import atomic_path, bedgraph_text, bigwig_writer, settings_lines
 from .genome import Genome, GenomeError, parse_region, read_bed_intervals
+from .inference import Predictor
 from .targets import Target, bin_values, read_targets
 
 FORMATS = ("bigwig", "bedgraph", "tsv")
@@ -45,8 +47,9 @@ def _merge(tracks: list[RegionTracks], chrom_order: list[str]) -> list[RegionTra
 
 
 def write_tracks(tracks: list[RegionTracks], outprefix: str | os.PathLike, fmt: str,
-                 chrom_sizes: dict[str, int]) -> list[Path]:
-    """Write tracks: one bigWig or bedGraph per target (``OUTPREFIX.TARGET.bw``), or one TSV.
+                 chrom_sizes: dict[str, int], settings: dict) -> list[Path]:
+    """Write tracks: one bigWig or bedGraph per target (``OUTPREFIX.TARGET.bw``), or one TSV, with
+    the ``settings`` record (TSV and bedGraph header lines; ``OUTPREFIX.settings.json`` beside bigWigs).
 
     Bins are clipped to the chromosome; bins entirely outside it are left out.
     """
@@ -63,6 +66,7 @@ def write_tracks(tracks: list[RegionTracks], outprefix: str | os.PathLike, fmt: 
     if fmt == "tsv":
         path = Path(f"{outprefix}.tsv")
         with atomic_path(path) as tmp, open(tmp, "w") as handle:
+            handle.write(settings_lines(settings))
             handle.write("chrom\tstart\tend\t" + "\t".join(names) + "\n")
             handle.writelines(f"{c}\t{lo}\t{hi}\t" + "\t".join(f"{v:.5g}" for v in values) + "\n"
                               for c, lo, hi, values in rows)
@@ -72,14 +76,19 @@ def write_tracks(tracks: list[RegionTracks], outprefix: str | os.PathLike, fmt: 
         path = Path(f"{outprefix}.{name}.{'bw' if fmt == 'bigwig' else 'bedGraph'}")
         if fmt == "bedgraph":
             with atomic_path(path) as tmp:
-                tmp.write_text(f'track type=bedGraph name="{name}" description="predicted {name}"\n' +
-                               "".join(f"{c}\t{lo}\t{hi}\t{values[i]:.5g}\n" for c, lo, hi, values in rows))
+                tmp.write_text(settings_lines(settings) + bedgraph_text(
+                    f'name="{name}" description="predicted {name}"', ((c, lo, hi, v[i]) for c, lo, hi, v in rows)))
         else:
             with bigwig_writer(path, list(chrom_sizes.items())) as bw:
                 if rows:
                     bw.addEntries([r[0] for r in rows], [r[1] for r in rows], ends=[r[2] for r in rows],
                                   values=[float(r[3][i]) for r in rows])
         written.append(path)
+    if fmt == "bigwig":
+        record = Path(f"{outprefix}.settings.json")
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+        written.append(record)
     return written
 
 
@@ -137,13 +146,14 @@ def plot_predicted_vs_observed(track: RegionTracks, observed: dict[str, list[np.
     plt.close(fig)
 
 
-def predict_regions(engine: Engine, genome: Genome, regions: list[tuple[str, int, int]],
-                    outprefix: str | os.PathLike, fmt: str = "bigwig",
-                    targets_file: str | os.PathLike | None = None) -> dict:
-    """Predict every region, write the tracks; with ``targets_file`` also compare with the observed
-    tracks (Pearson R of log2(x+1) per target, and a PNG of the first region)."""
+def predict_regions(predictor: Predictor, regions: list[tuple[str, int, int]], outprefix: str | os.PathLike,
+                    fmt: str = "bigwig", targets_file: str | os.PathLike | None = None) -> dict:
+    """Predict every region (windows by :meth:`Engine.region_windows`), write the tracks with the
+    predictor's settings record; with ``targets_file`` also compare with the observed tracks
+    (Pearson R of log2(x+1) per target, and a PNG of the first region)."""
+    engine, genome = predictor.engine, predictor.genome
     tracks = [engine.predict_region(genome, chrom, start, end) for chrom, start, end in regions]
-    files = write_tracks(tracks, outprefix, fmt, genome.chrom_sizes)
+    files = write_tracks(tracks, outprefix, fmt, genome.chrom_sizes, predictor.record())
     result: dict = {"files": [str(f) for f in files], "pearson": {}}
     if targets_file:
         observed = observed_tracks(tracks, read_targets(targets_file))

@@ -4,17 +4,18 @@ The input is read in chunks of consecutive records; each finished chunk is writt
 ``OUTPREFIX.parts/part-NNNNNN.npz`` (under a temporary name, then renamed), so memory stays
 bounded and a stopped run resumes with the first unfinished chunk. When every chunk is done, the
 parts are joined, one part at a time, into ``OUTPREFIX.tsv``, ``OUTPREFIX.h5``, the input VCF
-annotated with INFO fields (``OUTPREFIX.vcf``) and ``OUTPREFIX.skipped.tsv``.
+annotated with INFO fields (``OUTPREFIX.vcf``) and ``OUTPREFIX.skipped.tsv``. Each output carries
+the settings record of its scores (TSV ``#`` lines, HDF5 attribute ``settings``, VCF header).
 
-Variants in the same 128 bp bin share one window and one reference prediction (kept in an LRU
-cache across chunks, which a position-sorted file makes effective); scores come from
-:func:`epiformer.variants.score_variant`, as the server's /api/variants.
+Scores come from :class:`epiformer.scorer.VariantScorer`, as the server's /api/variants: variants
+in the same 128 bp bin share one window and one reference prediction (kept in its cache across
+chunks, which a position-sorted file makes effective).
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -22,26 +23,26 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .calibration import CALIBRATED, Calibration
+from .calibration import CALIBRATED
 from .distributed import wait_for_all_ranks
-from .engine import Engine, PredictionCache
-from .files import atomic_path, sha256_file
+from .files import atomic_path, settings_lines, sha256_file, tsv_field
 from .genome import Genome
-from .variants import SCORE_FIELDS, Variant, VariantError, check_reference, score_variant, window_start
+from .scorer import VariantScorer
+from .variants import SCORE_FIELDS, Variant, VariantError, check_reference
 from .vcf import Skipped, VariantRecord, VcfError, read_variants
 
 MISMATCH_MODES = ("skip", "swap", "score")
+# Scores whose sign turns when REF and ALT trade places (Σref and Σalt trade values).
+SIGNED = ("sad", "log2fc", "max_diff")
 
 
 @dataclass
 class ScoreOptions:
-    """How to score: the window around each variant, reference mismatches, indel length, chunking."""
+    """How to read and save: reference mismatches, indel length, chunking, progress."""
 
-    score_bp: int = 1024
     on_mismatch: str = "skip"       # skip the variant, swap ref/alt when alt is the reference, or score it anyway
     max_indel: int = 100
     chunk: int = 512                # input records per part file
-    cache_windows: int = 256
     progress: bool = True
     log: Callable[[str], None] = field(default=print, repr=False)
 
@@ -72,64 +73,45 @@ def resolve_mismatch(genome: Genome, variant: Variant, mode: str) -> tuple[Varia
         return Variant(variant.chrom, variant.pos, found, variant.alt), "ref_mismatch"
 
 
-def score_chunk(engine: Engine, genome: Genome, entries: list[VariantRecord | Skipped], options: ScoreOptions,
-                cache: PredictionCache, use_conservation: bool,
-                calibration: Calibration | None = None) -> dict[str, np.ndarray]:
+def score_chunk(scorer: VariantScorer, entries: list[VariantRecord | Skipped], options: ScoreOptions) -> dict[str, np.ndarray]:
     """Scores of one chunk's variants (one forward pass per new reference window and per allele)."""
-    cfg = engine.config
     rows, skipped = [], []
     for entry in entries:
         if isinstance(entry, Skipped):
             skipped.append(entry)
             continue
         try:
-            variant, flag = resolve_mismatch(genome, entry.variant, options.on_mismatch)
+            with scorer.genome_lock:
+                variant, flag = resolve_mismatch(scorer.genome, entry.variant, options.on_mismatch)
         except VariantError as err:
             skipped.append(Skipped(entry.line, str(entry.variant), str(err)))
             continue
-        rows.append((entry, variant, flag, window_start(variant.start, cfg.seq_len, cfg.bin_size)))
-    references = {key: cache.get(key) for key in dict.fromkeys((v.chrom, s) for _, v, _, s in rows)}
-    missing = [key for key, value in references.items() if value is None]
-    if missing:
-        computed = engine.predict_edited(genome, [(c, s, []) for c, s in missing], use_conservation)
-        for key, value in zip(missing, computed):
-            cache.put(key, value)
-            references[key] = value
-    alts = engine.predict_edited(genome, [(v.chrom, s, [v]) for _, v, _, s in rows], use_conservation)
-    scores = np.zeros((len(rows), len(engine.target_names), len(SCORE_FIELDS)), np.float32)
-    for i, ((_, v, _, s), alt) in enumerate(zip(rows, alts)):
-        output_start = s + engine.output_offset
-        scores[i] = score_variant(references[(v.chrom, s)], alt, v, output_start, cfg.bin_size, options.score_bp)[0]
+        rows.append((entry, variant, flag))
+    scored = scorer.score([v for _, v, _ in rows])
+    n_targets = len(scorer.engine.target_names)
+    scores = np.stack([s.scores for s in scored]) if scored else np.zeros((0, n_targets, len(SCORE_FIELDS)), np.float32)
+    calibrated = bool(scored) and scored[0].percentiles is not None
     return {
         "line": np.array([e.line for e, *_ in rows], np.int64), "id": np.array([e.id for e, *_ in rows], str),
-        "chrom": np.array([v.chrom for _, v, *_ in rows], str), "pos": np.array([v.pos for _, v, *_ in rows], np.int64),
-        "ref": np.array([v.ref for _, v, *_ in rows], str), "alt": np.array([v.alt for _, v, *_ in rows], str),
-        "flag": np.array([f for *_, f, _ in rows], str), "scores": scores,
+        "chrom": np.array([v.chrom for _, v, _ in rows], str), "pos": np.array([v.pos for _, v, _ in rows], np.int64),
+        "ref": np.array([v.ref for _, v, _ in rows], str), "alt": np.array([v.alt for _, v, _ in rows], str),
+        "flag": np.array([f for *_, f in rows], str), "scores": scores.astype(np.float32),
         "input_alt": np.array([e.variant.alt for e, *_ in rows], str),
-        "percentiles": calibration.percentiles(scores) if calibration is not None else
-        np.zeros((len(rows), len(engine.target_names), 0), np.float32),
+        "percentiles": np.stack([s.percentiles for s in scored]) if calibrated else
+        np.zeros((len(rows), n_targets, 0), np.float32),
         "skipped_line": np.array([s.line for s in skipped], np.int64),
         "skipped_text": np.array([s.text for s in skipped], str),
         "skipped_reason": np.array([s.reason for s in skipped], str),
     }
 
 
-def _fingerprint(engine: Engine, genome: Genome, path: Path, options: ScoreOptions, sources: list[str]) -> dict:
-    return {"input": [path.name, sha256_file(path)], "targets": engine.target_names,
-            "models": [sha256_file(s) for s in sources], "genome": [genome.fasta_path.name, sorted(genome.chrom_sizes.items())],
-            "conservation": genome.conservation_path.name if genome.conservation_path else None,
-            "options": {k: v for k, v in asdict(options).items() if k in ("score_bp", "on_mismatch", "max_indel", "chunk")},
-            "reverse_complement": engine.reverse_complement, "shifts": list(engine.shifts)}
-
-
-def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, outprefix: str | os.PathLike,
-                       options: ScoreOptions | None = None, sources: list[str] | None = None,
-                       calibration: Calibration | None = None, restart: bool = False,
+def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix: str | os.PathLike,
+                       options: ScoreOptions | None = None, restart: bool = False,
                        shard: tuple[int, int] = (0, 1), launched: bool = False) -> dict:
     """Score every variant of ``path`` and write OUTPREFIX.{tsv,h5,skipped.tsv} (and .vcf for a
-    VCF input). ``sources`` are the checkpoint files (their checksums tie the parts to the run);
-    with a ``calibration`` made for the same scoring window, percentiles are written beside scores.
-    Parts of another run (other input, models or options) are an error, or discarded with ``restart``.
+    VCF input). Percentiles are written beside the scores when the scorer's calibration was made
+    with the same settings; otherwise the log says why not. Parts of another run (other input,
+    models, settings or options) are an error, or discarded with ``restart``.
 
     ``shard`` (i, N) scores chunks i, i + N, ...; the outputs are written once every part exists
     (by whichever shard finishes last, or by rank 0 when ``launched`` by torchrun)."""
@@ -140,25 +122,27 @@ def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, 
     if not path.is_file():
         raise VcfError(f"variant file {path}: no such file")
     parts = Path(f"{outprefix}.parts")
-    if calibration is not None and calibration.score_bp != options.score_bp:
-        options.log(f"note: the calibration was made with --score-bp {calibration.score_bp}; no percentiles "
-                    f"for --score-bp {options.score_bp}")
-        calibration = None
-    fingerprint = _fingerprint(engine, genome, path, options, sources or [])
-    fingerprint["calibration"] = calibration.models if calibration is not None else None
+    missing_reason = scorer.percentiles_missing()
+    if missing_reason:
+        options.log(f"note: no percentiles: {missing_reason}")
+    settings = scorer.record()
+    fingerprint = {"input": [path.name, sha256_file(path)],
+                   "settings": {k: v for k, v in settings.items() if k not in ("device", "threads", "code_version")},
+                   "genome": [scorer.genome.fasta_path.name, sorted(scorer.genome.chrom_sizes.items())],
+                   "options": {"on_mismatch": options.on_mismatch, "max_indel": options.max_indel,
+                               "chunk": options.chunk},
+                   "calibration": scorer.calibration.settings if missing_reason is None else None}
     fingerprint = json.loads(json.dumps(fingerprint))
     run_file = parts / "run.json"
     if run_file.is_file() and json.loads(run_file.read_text()) != fingerprint:
         if not restart:
-            raise VcfError(f"{parts} holds another scoring run (other input, models, options or calibration): "
-                           "pass --restart to discard it, or choose another -o")
+            raise VcfError(f"{parts} holds another scoring run (other input, models, settings, options or "
+                           "calibration): pass --restart to discard it, or choose another -o")
         for stale in parts.glob("part-*.npz"):
             stale.unlink()
     parts.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_file) as tmp:
         tmp.write_text(json.dumps(fingerprint))
-    use_conservation = genome.conservation_path is not None
-    cache = PredictionCache(options.cache_windows)
     counts = {"scored": 0, "skipped": 0, "resumed_parts": 0}
     total_parts = 0
     bar = tqdm(desc="score-variants", unit="var", disable=not options.progress, dynamic_ncols=True)
@@ -172,7 +156,7 @@ def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, 
             counts["resumed_parts"] += 1
             bar.update(len(entries))
             continue
-        result = score_chunk(engine, genome, entries, options, cache, use_conservation, calibration)
+        result = score_chunk(scorer, entries, options)
         with atomic_path(part) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **result)
         bar.update(len(entries))
@@ -188,8 +172,9 @@ def score_variant_file(engine: Engine, genome: Genome, path: str | os.PathLike, 
         options.log(f"shard {index}/{n_shards} done; {len(missing)} of {total_parts} parts are still to come from "
                     "the other shards: the last shard to finish writes the outputs")
         return {**counts, "files": [], "missing_parts": len(missing)}
-    written = write_outputs(parts, total_parts, outprefix, path, engine.target_names, counts,
-                            calibrated=calibration is not None)
+    record = {**settings, "percentiles": "given" if missing_reason is None else f"not given: {missing_reason}"}
+    written = write_outputs(parts, total_parts, outprefix, path, scorer.engine.target_names, counts,
+                            calibrated=missing_reason is None, settings=record)
     return {**counts, "files": written}
 
 
@@ -200,8 +185,10 @@ def _parts(parts: Path, total: int) -> Iterator[dict[str, np.ndarray]]:
 
 
 def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, targets: list[str], counts: dict,
-                  calibrated: bool = False) -> list[Path]:
-    """Join the parts into the TSV, HDF5, skipped list and annotated VCF, one part at a time."""
+                  calibrated: bool, settings: dict) -> list[Path]:
+    """Join the parts into the TSV, HDF5, skipped list and annotated VCF, one part at a time, each
+    with the ``settings`` record. Swapped variants are written as scored (REF and ALT traded, flag
+    ``swapped``); the annotated VCF gives their scores in the input's orientation."""
     import h5py
 
     tsv, h5, skipped = Path(f"{outprefix}.tsv"), Path(f"{outprefix}.h5"), Path(f"{outprefix}.skipped.tsv")
@@ -209,7 +196,9 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
     columns = [f"{t}.{f}" for t in targets for f in SCORE_FIELDS] + [f"{t}.{f}_pct" for t in targets for f in pct_fields]
     with atomic_path(tsv) as tmp_tsv, atomic_path(h5) as tmp_h5, atomic_path(skipped) as tmp_skipped, \
             open(tmp_tsv, "w") as out, open(tmp_skipped, "w") as out_skipped, h5py.File(tmp_h5, "w") as store:
+        out.write(settings_lines(settings))
         out.write("\t".join(["id", "chrom", "pos", "ref", "alt", "flag", *columns]) + "\n")
+        out_skipped.write(settings_lines(settings))
         out_skipped.write("line\tvariant\treason\n")
         text = h5py.string_dtype()
         sets = {name: store.create_dataset(f"variants/{name}", (0,), maxshape=(None,), chunks=True,
@@ -221,6 +210,7 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
                                             dtype="f4", chunks=True) for f in pct_fields}
         store.attrs["targets"] = targets
         store.attrs["score_fields"] = list(SCORE_FIELDS)
+        store.attrs["settings"] = json.dumps(settings, sort_keys=True)
         for part in _parts(parts, total):
             n = len(part["line"])
             counts["scored"] += n
@@ -231,7 +221,7 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
                                      part["alt"][i] or "-", str(part["flag"][i])]
                                     + [f"{v:.6g}" for v in values]) + "\n")
             for line, variant, reason in zip(part["skipped_line"], part["skipped_text"], part["skipped_reason"]):
-                out_skipped.write(f"{line}\t{variant}\t{reason}\n")
+                out_skipped.write(f"{line}\t{tsv_field(str(variant))}\t{tsv_field(str(reason))}\n")
             if not n:
                 continue
             for name, dataset in sets.items():
@@ -247,17 +237,31 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
                 dataset[-n:] = part["percentiles"][:, :, j]
     written = [tsv, h5, skipped]
     if ".vcf" in source.name.lower():
-        written.append(annotate_vcf(source, parts, total, Path(f"{outprefix}.vcf"), targets))
+        written.append(annotate_vcf(source, parts, total, Path(f"{outprefix}.vcf"), targets, settings))
     return written
 
 
-def annotate_vcf(source: Path, parts: Path, total: int, out: Path, targets: list[str]) -> Path:
+def input_orientation(scores: np.ndarray, flag: str) -> np.ndarray:
+    """Scores (targets, len(SCORE_FIELDS)) of the input's REF -> ALT: those of a swapped variant
+    (scored as ALT -> REF) with Σref and Σalt traded and the signed scores negated."""
+    if flag != "swapped":
+        return scores
+    out = np.array(scores, copy=True)
+    ref, alt = SCORE_FIELDS.index("ref_sum"), SCORE_FIELDS.index("alt_sum")
+    out[:, [ref, alt]] = scores[:, [alt, ref]]
+    for name in SIGNED:
+        out[:, SCORE_FIELDS.index(name)] = -scores[:, SCORE_FIELDS.index(name)]
+    return out
+
+
+def annotate_vcf(source: Path, parts: Path, total: int, out: Path, targets: list[str], settings: dict) -> Path:
     """The input VCF with INFO fields EPI_SAD_<target> and EPI_LOG2FC_<target> (one value per
-    alternate allele, ``.`` for an allele not scored) and EPI_FLAG."""
+    alternate allele, ``.`` for an allele not scored), EPI_FLAG, and the settings record as a
+    header line. Every value is Σalt − Σref of the line's own REF and ALT, swapped variants included."""
     from .vcf import open_text
 
-    rows = ((int(p["line"][i]), str(p["input_alt"][i]), p["scores"][i], str(p["flag"][i]))
-            for p in _parts(parts, total) for i in range(len(p["line"])))
+    rows = ((int(p["line"][i]), str(p["input_alt"][i]), input_orientation(p["scores"][i], str(p["flag"][i])),
+             str(p["flag"][i])) for p in _parts(parts, total) for i in range(len(p["line"])))
     current = next(rows, None)
     columns = {"SAD": SCORE_FIELDS.index("sad"), "LOG2FC": SCORE_FIELDS.index("log2fc")}
     safe = ["".join(c if c.isalnum() else "_" for c in t) for t in targets]
@@ -265,6 +269,7 @@ def annotate_vcf(source: Path, parts: Path, total: int, out: Path, targets: list
         for line_no, raw in enumerate(handle, 1):
             line = raw.rstrip("\r\n")
             if line.startswith("#CHROM"):
+                dest.write(settings_lines(settings, prefix="##"))
                 for t, name in zip(targets, safe):
                     dest.write(f'##INFO=<ID=EPI_SAD_{name},Number=A,Type=Float,Description="Epiformer SAD '
                                f'(sum alt - sum ref) for {t}">\n'

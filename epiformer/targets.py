@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from .genome import read_bed_intervals
+from .errors import UserError
 
 SUM_STATS = ("mean", "median", "sum")
 REQUIRED_COLUMNS = ("identifier", "file", "clip", "sum_stat", "description")
 
 
-class TargetsError(ValueError):
+class TargetsError(UserError, ValueError):
     """A targets table that cannot be used, with a message naming the file, line or column."""
 
 

@@ -26,9 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist_utils
-from .checkpoint import read_checkpoint, save_checkpoint
-from .config import ConfigError, ModelConfig, preset
-from .datasets import DatasetError, ShardDataset, read_manifest
+from .checkpoint import code_version, read_checkpoint, save_checkpoint
+from .config import ConfigError, ModelConfig, preset, read_config_file
+from .datasets import DatasetError, ShardDataset, read_dataset_manifest
+from .files import sha256_file
+from .inference import InferenceSettings
 from .model import Epiformer
 
 
@@ -73,23 +75,7 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
     in the original), then apply ``overrides`` (None values are ignored)."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path}: no such file")
-        text = path.read_text()
-        try:
-            if path.suffix == ".toml":
-                import tomllib
-
-                values = tomllib.loads(text)
-            else:
-                import yaml
-
-                values = yaml.safe_load(text) or {}
-        except Exception as err:  # the YAML and TOML parsers raise their own error types
-            raise ConfigError(f"config file {path} cannot be parsed: {str(err).splitlines()[0]}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path} must hold 'name: value' pairs")
+        values = read_config_file(path)
     values.update({k: v for k, v in overrides.items() if v is not None})
     train: dict[str, Any] = {}
     model: dict[str, Any] = {}
@@ -186,7 +172,7 @@ def evaluate_loader(model: nn.Module, loader, crop: int, n_targets: int,
     """Metrics of ``model`` (eval mode, inference mode) over a loader, summed over ranks."""
     model.eval()
     metrics = TrackMetrics(n_targets, ctx.device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and ctx.device.type == "cuda")
+    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.inference_mode(), autocast:
         for x, y in loader:
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
@@ -239,7 +225,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
 
     ctx = dist_utils.setup(device)
     try:
-        manifest, _ = read_manifest(dataset)
+        manifest, _ = read_dataset_manifest(dataset)
         train_ds = ShardDataset.from_manifest(dataset, "train", augment=cfg.if_augment, max_shift=cfg.max_shift,
                                               use_conservation=cfg.if_cons, target_index=index)
         valid_ds = ShardDataset.from_manifest(dataset, "valid", use_conservation=cfg.if_cons, target_index=index)
@@ -319,7 +305,8 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 train_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64, device=ctx.device)
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             dist_utils.all_reduce_sum(train_sum, ctx)
-            valid = evaluate_loader(model, valid_loader, model_cfg.crop_size, len(targets), ctx, cfg.bf16)
+            valid = evaluate_loader(model, valid_loader, model_cfg.crop_size, len(targets), ctx,
+                                    cfg.bf16 and ctx.device.type == "cuda")
             record = {
                 "epoch": epoch, "train_loss": float(train_sum[0] / train_sum[1].clamp_min(1)),
                 "valid_loss": float(np.mean(valid["loss"])), "valid_pearson_mean": float(np.mean(valid["pearson"])),
@@ -393,14 +380,18 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 
 def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: str = "test",
-             out: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 8,
+             out: str | os.PathLike | None = None, settings: InferenceSettings | None = None,
              index: int | None = None) -> list[dict[str, Any]]:
-    """Per-target metrics of a checkpoint on one split (default: the test chromosomes); written as
-    a TSV to ``out`` when given. Returns one row per target."""
+    """Per-target metrics of a checkpoint on one split (default: the test chromosomes), run with
+    the inference settings' device, precision, batch size and threads (the dataset's windows are
+    encoded already); written as a TSV to ``out`` when given, with the settings. Returns one row
+    per target."""
     from .checkpoint import load_model
     from .engine import select_device
-    from .files import atomic_path
+    from .files import atomic_path, settings_lines
+    from .inference import pin_threads
 
+    settings = settings or InferenceSettings()
     model = load_model(checkpoint)
     ds = ShardDataset.from_manifest(dataset, split, use_conservation=model.uses_conservation,
                                     target_index=index)
@@ -408,10 +399,12 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
         raise DatasetError(f"checkpoint {checkpoint} predicts {model.target_names} but the {split} split "
                            f"has {ds.target_names} (use --index for a single-target checkpoint)")
     check_split(ds, split, model.config, f"checkpoint {checkpoint}")
-    ctx = dist_utils.DistributedContext(device=select_device(device))
+    ctx = dist_utils.DistributedContext(device=select_device(settings.device))
+    pin_threads(settings, ctx.device)
     model.to(ctx.device)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size)
-    metrics = evaluate_loader(model, loader, model.config.crop_size, len(ds.target_names), ctx, bf16=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=settings.batch_size)
+    metrics = evaluate_loader(model, loader, model.config.crop_size, len(ds.target_names), ctx,
+                              bf16=settings.precision == "bf16")
     rows = [{"target": name, "pearson_log2": metrics["pearson"][i], "poisson_loss": metrics["loss"][i],
              "bins": metrics["bins"][i], "nan_bins": metrics["nan_bins"][i]}
             for i, name in enumerate(ds.target_names)]
@@ -422,6 +415,9 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
         header = "\t".join(rows[0])
         lines = [header] + ["\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r.values())
                             for r in rows]
+        record = {"checkpoints": [{"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}],
+                  "dataset": str(dataset), "split": split, "precision": settings.precision,
+                  "device": ctx.device.type, "code_version": code_version()}
         with atomic_path(out) as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
+            tmp.write_text(settings_lines(record) + "\n".join(lines) + "\n")
     return rows

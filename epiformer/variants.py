@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .genome import Genome, encode_codes, sequence_codes
+from .errors import UserError
 
 BASES = re.compile(r"[ACGTNacgtn]+")
 
 
-class VariantError(ValueError):
+class VariantError(UserError, ValueError):
     """A variant or edit that cannot be scored, with the reason."""
 
 
@@ -107,11 +108,6 @@ def check_reference(genome: Genome, variant: Variant) -> None:
     if found != variant.ref:
         raise VariantError(f"reference mismatch: the genome has {found or '(nothing)'} at {variant.chrom}:"
                            f"{variant.pos}, the variant says {variant.ref or '(nothing)'}")
-
-
-def window_start(position: int, seq_len: int, bin_size: int) -> int:
-    """Start of the window for a 0-based position: on the bin grid, the position in the centre bin."""
-    return (position // bin_size) * bin_size - seq_len // 2
 
 
 def apply_edits(genome: Genome, chrom: str, start: int, seq_len: int,

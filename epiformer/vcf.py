@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Iterator
 
 from .variants import Variant, VariantError, make_variant
+from .errors import UserError
 
 
-class VcfError(ValueError):
+class VcfError(UserError, ValueError):
     """An input file that cannot be read at all, naming it."""
 
 

@@ -4,8 +4,8 @@
 >>> precompute(load_model_set(["model.pth.tar"]), "genome.fa", "phastCons.bw", "precomputed")
 """
 from .job import PrecomputeOptions, precompute, shard_from_text
-from .merge import merge_tracks, read_manifest
+from .merge import merge_tracks
 from .plan import PrecomputeError, TilePlan, plan_tiles
 
 __all__ = ["PrecomputeError", "PrecomputeOptions", "TilePlan", "merge_tracks", "plan_tiles", "precompute",
-           "read_manifest", "shard_from_text"]
+           "shard_from_text"]

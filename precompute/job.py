@@ -6,6 +6,7 @@ One process runs every batch and merges. Under torchrun each process (rank) runs
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from epiformer.distributed import job_shard, wait_for_all_ranks
 from epiformer.engine import Engine
 from epiformer.files import sha256_file
 from epiformer.genome import Genome, read_bed_intervals
+from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor, open_predictor
 from epiformer.modelset import ModelSet
 from epiformer.targets import Target
 
@@ -33,14 +35,9 @@ PALETTE = ("0,114,178", "213,94,0", "0,158,115", "204,121,167", "86,180,233", "2
 
 @dataclass
 class PrecomputeOptions:
-    """How to run: batching, I/O workers, device, precision and ensembling."""
+    """How to run the job beyond the inference settings: genome readers and reporting."""
 
-    batch_size: int = 8
     io_workers: int | None = None       # processes reading the genome; None: 2 on CUDA, 0 on CPU
-    device: str = "auto"
-    bf16: bool = True                   # bfloat16 autocast on CUDA (CPU runs in float32)
-    reverse_complement: bool = True
-    shifts: tuple[int, ...] = (0,)
     progress: bool = True
     log: Callable[[str], None] = field(default=print, repr=False)
 
@@ -63,23 +60,21 @@ def _file_stems(names: Sequence[str]) -> list[str]:
     return stems
 
 
-def describe_run(models: ModelSet, engine: Engine, genome: Genome, plan: TilePlan, genome_name: str,
-                 blacklist: Path | None, targets: Sequence[Target] | None) -> dict:
-    """run.json: what the merge and the manifest need, and the fingerprint that ties shards to a run."""
+def describe_run(predictor: Predictor, plan: TilePlan, genome_name: str, blacklist: Path | None,
+                 targets: Sequence[Target] | None) -> dict:
+    """run.json: what the merge and the manifest need, and the fingerprint that ties shards to a run
+    (the settings record without where it ran: shards may run on other machines)."""
+    models, engine, genome = predictor.models, predictor.engine, predictor.genome
+    settings = predictor.record()
     checkpoints = [{"file": Path(src).name, "path": str(Path(src).resolve()), "sha256": sha256_file(src),
                     "format": member.checkpoint_format, "targets": [member.target_names[i] for i in outputs]}
                    for src, member, outputs in zip(models.sources, models.members, models.outputs)]
     conservation = genome.conservation_path
     fingerprint = {
-        "targets": engine.target_names,
-        "models": [(c["file"], c["sha256"]) for c in checkpoints],
+        **{k: v for k, v in settings.items() if k not in ("device", "threads", "code_version")},
         "genome": [Path(genome.fasta_path).name, sorted(genome.chrom_sizes.items())],
-        "conservation": [conservation.name, conservation.stat().st_size] if conservation else None,
         "blacklist": sha256_file(blacklist) if blacklist else None,
         "plan": plan.digest(),
-        "reverse_complement": engine.reverse_complement,
-        "shifts": list(engine.shifts),
-        "precision": "bf16" if engine.bf16 else "fp32",
     }
     fingerprint = json.loads(json.dumps(fingerprint))  # as read back from run.json (tuples -> lists)
     described = {t.identifier: t.description for t in targets or []}
@@ -88,11 +83,12 @@ def describe_run(models: ModelSet, engine: Engine, genome: Genome, plan: TilePla
         "fingerprint": fingerprint,
         "fingerprint_sha256": hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest(),
         "plan": plan.to_dict(),
+        "settings": settings,
         "targets": [{"name": name, "file_stem": stem, "color": PALETTE[i % len(PALETTE)],
                      "description": described.get(name) or f"predicted {name} accessibility"}
                     for i, (name, stem) in enumerate(zip(names, _file_stems(names)))],
         "genome": {"name": genome_name, "fasta": str(Path(genome.fasta_path).resolve()),
-                   "conservation": str(conservation.resolve()) if conservation else None,
+                   "conservation": str(conservation.resolve()) if conservation else settings["conservation"],
                    "blacklist": str(Path(blacklist).resolve()) if blacklist else None,
                    "chrom_sizes": dict(genome.chrom_sizes)},
         "models": checkpoints,
@@ -100,7 +96,7 @@ def describe_run(models: ModelSet, engine: Engine, genome: Genome, plan: TilePla
         "params": {"seq_len": plan.seq_len, "bin_size": plan.bin_size, "crop_size": models.config.crop_size,
                    "output_bins": plan.output_bins, "batch_size": plan.batch_size, "chroms": plan.chroms,
                    "reverse_complement": engine.reverse_complement, "shifts": list(engine.shifts),
-                   "precision": fingerprint["precision"], "average": len(set(names)) < sum(map(len, models.outputs))},
+                   "precision": settings["precision"], "average": len(set(names)) < sum(map(len, models.outputs))},
     }
 
 
@@ -120,44 +116,39 @@ def _check_conservation(genome: Genome, chroms: Sequence[str]) -> None:
         "use the conservation track of this genome assembly, or leave those out with --chroms")
 
 
-def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | os.PathLike | None,
-               outdir: str | os.PathLike, options: PrecomputeOptions | None = None, *,
+def precompute(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike, outdir: str | os.PathLike,
+               settings: InferenceSettings, options: PrecomputeOptions | None = None, *,
                targets: Sequence[Target] | None = None, blacklist: str | os.PathLike | None = None,
                chroms: Sequence[str] | None = None, regions: Sequence[tuple[str, int, int]] | None = None,
                genome_name: str | None = None, shard: tuple[int, int] | None = None,
                dry_run: bool = False) -> dict:
     """Predict every target genome-wide and write ``outdir/tracks/*.bw`` and ``manifest.json``.
 
-    ``shard`` (i, N) runs one shard of N and leaves the merge to :func:`merge_tracks`; under
-    torchrun the rank and world size give the shard and rank 0 merges. ``dry_run`` plans, times a
-    few batches and returns the projection without writing anything.
+    ``settings`` are the inference settings (the same as every command's); ``shard`` (i, N) runs
+    one shard of N and leaves the merge to :func:`merge_tracks`; under torchrun the rank and world
+    size give the shard and rank 0 merges. ``dry_run`` plans, times a few batches and returns the
+    projection without writing anything.
     """
     options = options or PrecomputeOptions()
     log = options.log
     outdir = Path(outdir)
     try:
-        index, n_shards, device, launched = job_shard(shard, options.device)
+        index, n_shards, device, launched = job_shard(shard, settings.device)
     except ValueError as err:
         raise PrecomputeError(str(err)) from None
     primary = index == 0 or not launched
-    if conservation and not models.uses_conservation:
-        log("note: the model was trained without conservation (if_cons false); --seqcons is not used")
-        conservation = None
-    if models.uses_conservation and not conservation:
-        log("note: no --seqcons given: every base gets conservation 0 (a factor of 1), although the model "
-            "was trained with conservation")
-    with Genome(fasta, conservation) as genome:
+    with open_predictor(models, fasta, dataclasses.replace(settings, device=device), log if primary else _quiet) \
+            as predictor:
+        engine, genome = predictor.engine, predictor.genome
         chosen = list(chroms) if chroms else list(genome.chrom_sizes)
-        if conservation:
+        if predictor.conservation:
             _check_conservation(genome, chosen)
         black = IntervalIndex(list(read_bed_intervals(blacklist, "blacklist"))) if blacklist else None
-        engine = Engine(models, device=device, batch_size=options.batch_size, bf16=options.bf16,
-                        reverse_complement=options.reverse_complement, shifts=options.shifts)
         io_workers = options.io_workers if options.io_workers is not None else default_io_workers(engine)
-        plan = plan_tiles(genome, engine, options.batch_size, chroms, regions, black)
+        plan = plan_tiles(genome, engine, settings.batch_size, chroms, regions, black)
         if plan.n_windows == 0:
             raise PrecomputeError("no window to predict: every tile is N, blacklisted or outside --bed")
-        run = describe_run(models, engine, genome, plan, genome_name or Path(fasta).name.split(".")[0],
+        run = describe_run(predictor, plan, genome_name or Path(fasta).name.split(".")[0],
                            Path(blacklist) if blacklist else None, targets)
     mine = shard_batches(plan, index, n_shards)
     my_windows = sum(len(plan.batch_windows(b)) for b in mine)
@@ -167,8 +158,8 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
             f"of {plan.batch_size}; {len(plan.chroms)} chromosomes")
     log(f"shard       {index}/{n_shards}: {my_windows:,} windows on {engine.device}"
         f"{' (bf16)' if engine.bf16 else ''}, {io_workers} I/O workers")
-    reader_args = {"fasta": Path(fasta), "conservation": Path(conservation) if conservation else None,
-                   "shifts": engine.shifts, "blacklist": black}
+    reader_args = {"fasta": Path(fasta), "conservation": predictor.conservation, "shifts": engine.shifts,
+                   "blacklist": black}
     if dry_run:
         reader = BatchReader(plan, mine[:21], **reader_args)
         rate = measure_rate(engine, reader, io_workers)
@@ -181,7 +172,7 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
         return {"dry_run": projection, "plan": plan}
     claim_outdir(outdir, run, n_shards)
     with ShardFile(shard_path(outdir, index, n_shards), plan, index, n_shards, len(engine.target_names),
-                   run["fingerprint_sha256"]) as shard_file:
+                   run["fingerprint_sha256"], predictor.record()["threads"]) as shard_file:
         if shard_file.done.all():
             log(f"shard       {index}/{n_shards} was already complete")
         stats = run_shard(engine, reader_args, shard_file, io_workers, options.progress,
@@ -199,6 +190,10 @@ def precompute(models: ModelSet, fasta: str | os.PathLike, conservation: str | o
     elif not launched:
         log(f"when every shard is done: epiformer precompute-merge {outdir}")
     return result
+
+
+def _quiet(_message: str) -> None:
+    """Notes are printed by the first rank only."""
 
 
 def default_io_workers(engine: Engine) -> int:

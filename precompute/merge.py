@@ -11,11 +11,11 @@ from tqdm import tqdm
 
 from epiformer.checkpoint import code_version
 from epiformer.files import atomic_path, bigwig_writer, sha256_file
+from epiformer.manifest import MANIFEST
 
 from .plan import PrecomputeError, TilePlan, shard_batches
-from .shards import existing_shards, read_run, read_shard_target, shard_path
+from .shards import existing_shards, read_run, read_shard_target, shard_path, shard_threads
 
-MANIFEST = "manifest.json"
 TRACK_DIR = "tracks"
 
 
@@ -99,6 +99,7 @@ def merge_tracks(outdir: str | Path, progress: bool = True) -> dict:
         write_bigwig(path, plan, gather_target(outdir, plan, n_shards, t))
         tracks.append({"name": target["name"], "description": target["description"], "color": target["color"],
                        "file": f"{TRACK_DIR}/{path.name}", "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    threads = [shard_threads(shard_path(outdir, shard, n_shards)) for shard in range(n_shards)]
     manifest = {
         "format": "epiformer-precompute",
         "format_version": 1,
@@ -111,18 +112,8 @@ def merge_tracks(outdir: str | Path, progress: bool = True) -> dict:
         "params": {**run["params"], "shards": n_shards, "windows": plan.n_windows, "skipped_windows": plan.skipped,
                    "stride": plan.stride, "first_window_start": -plan.output_offset},
         "fingerprint": run["fingerprint_sha256"],
+        "settings": {**run["settings"], "threads": threads[0] if len(set(threads)) == 1 else threads},
     }
     with atomic_path(outdir / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
-
-
-def read_manifest(outdir: str | Path) -> dict:
-    """The manifest of a finished precompute folder."""
-    path = Path(outdir) / MANIFEST
-    if not path.is_file():
-        raise PrecomputeError(f"{path}: no such file (is {outdir} a finished precompute folder?)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PrecomputeError(f"{path} is not valid JSON: {err}") from None

@@ -17,9 +17,10 @@ import numpy as np
 
 from epiformer.engine import Engine
 from epiformer.genome import Genome, sequence_codes
+from epiformer.errors import UserError
 
 
-class PrecomputeError(ValueError):
+class PrecomputeError(UserError, ValueError):
     """A precompute run that cannot go on, with a message naming the file, flag or shard."""
 
 

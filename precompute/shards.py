@@ -80,7 +80,7 @@ class ShardFile:
     bin has no data, and ``done`` (one flag per batch of the shard)."""
 
     def __init__(self, path: Path, plan: TilePlan, shard: int, n_shards: int, n_targets: int,
-                 fingerprint: str) -> None:
+                 fingerprint: str, threads: int | None = None) -> None:
         self.path = Path(path)
         self.plan = plan
         self.batches = shard_batches(plan, shard, n_shards)
@@ -92,6 +92,7 @@ class ShardFile:
                 f.attrs["fingerprint"] = fingerprint
                 f.attrs["shard"] = shard
                 f.attrs["n_shards"] = n_shards
+                f.attrs["threads"] = threads or 0
                 f.create_dataset("values", shape, dtype="f2", fillvalue=np.nan, dcpl=_allocated())
                 f.create_dataset("done", (len(self.batches),), dtype="u1", fillvalue=0, dcpl=_allocated())
                 f.create_dataset("window_chrom", data=plan.window_chrom)
@@ -101,6 +102,11 @@ class ShardFile:
             if self._file.attrs.get("fingerprint") != fingerprint or self._file["values"].shape != shape:
                 raise PrecomputeError(f"shard file {self.path} belongs to another run: delete it and run this "
                                       "shard again")
+            written_with = int(self._file.attrs.get("threads", 0))
+            if written_with and threads and written_with != threads:
+                raise PrecomputeError(f"shard file {self.path} was written with {written_with} CPU threads and "
+                                      f"this process has {threads}: resume it with --threads {written_with}, as "
+                                      "other thread counts round differently")
             self.done = self._file["done"][:].astype(bool)
         finally:
             self._file.close()
@@ -143,6 +149,12 @@ class ShardFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def shard_threads(path: Path) -> int | None:
+    """CPU threads of the process that wrote a shard file (None on a GPU)."""
+    with h5py.File(path, "r") as f:
+        return int(f.attrs.get("threads", 0)) or None
 
 
 def read_shard_target(path: Path, target: int) -> tuple[np.ndarray, np.ndarray]:

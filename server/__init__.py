@@ -44,7 +44,7 @@ def ensure_hub(precompute_dir: Path, hub_dir: Path) -> Path:
 
 def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     """The app. ``config`` is a :class:`ServerConfig`, or settings laid over the environment's."""
-    from precompute import read_manifest
+    from epiformer.manifest import read_manifest
 
     cfg = config if isinstance(config, ServerConfig) else load_config(config)
     if not cfg.precompute_dir:
@@ -70,9 +70,9 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(predictions)
     if cfg.models:
-        from .predictor import Predictor
+        from .predictor import ServerPredictor
 
-        app.config["PREDICTOR"] = Predictor(cfg, manifest)
+        app.config["PREDICTOR"] = ServerPredictor(cfg, manifest)
 
     @app.get("/")
     def index() -> Response:

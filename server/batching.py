@@ -37,7 +37,8 @@ class BatchPredictor:
         self._thread.start()
 
     def submit(self, window: np.ndarray) -> Future:
-        """Queue one encoded window (4, seq_len); the future's result is (targets, bins)."""
+        """Queue one window encoded once per shift (shifts, 4, seq_len); the future's result is
+        its prediction averaged over the shifts, (targets, bins)."""
         job = _Job(np.asarray(window, dtype=np.float32))
         self._queue.put(job)
         return job.future
@@ -76,7 +77,7 @@ class BatchPredictor:
             if not jobs:
                 continue
             try:
-                outputs = self.engine.predict(np.stack([job.window for job in jobs]))
+                outputs = self.engine.predict_encoded(np.stack([job.window for job in jobs], axis=1))
             except Exception as err:  # noqa: BLE001 - every waiting request gets the error
                 for job in jobs:
                     job.future.set_exception(err)

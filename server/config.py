@@ -2,20 +2,23 @@
 
 Every field can be set in the environment as ``EPIFORMER_<FIELD>`` (upper case), e.g.
 ``EPIFORMER_PRECOMPUTE_DIR=/data/hg38_tracks``; ``EPIFORMER_CONFIG`` names a TOML, YAML or JSON
-file with the same fields in lower case. Lists (``models``) are comma-separated in the
-environment.
+file with the same fields in lower case. Lists (``models``, ``shifts``) are comma-separated in the
+environment; a checkpoint path holding a comma goes in a config file. ``epiformer serve`` hands
+its settings to gunicorn as a :class:`ServerConfig`, not through the environment.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
+from epiformer.config import ConfigError, read_config_file
+from epiformer.errors import UserError
+from epiformer.inference import InferenceSettings, ModelSetOptions
 
-class ServerConfigError(ValueError):
+
+class ServerConfigError(UserError, ValueError):
     """A setting that cannot be used, naming the setting and where it came from."""
 
 
@@ -26,10 +29,17 @@ class ServerConfig:
     precompute_dir: str = ""             # the -o folder of epiformer precompute (manifest.json)
     hub_dir: str = ""                    # default: PRECOMPUTE_DIR/hub, built on start when missing
     models: list[str] = field(default_factory=list)   # -m specs; none: files and tracks only
-    fasta: str = ""                      # default: the manifest's genome FASTA
-    conservation: str = ""               # default: the manifest's conservation bigWig
     targets: str = ""                    # targets.txt naming original checkpoints' outputs
+    index: int | None = None             # row of targets.txt a single-output original checkpoint predicts
+    average: bool = False                # average checkpoints that predict the same target
+    fasta: str = ""                      # default: the manifest's genome FASTA
+    # inference settings: the fields and defaults of every command's flags (epiformer.inference)
+    conservation: str = ""               # default: the precompute's track (manifest); "none": run without
     device: str = "auto"
+    precision: str = "fp32"              # fp32 or bf16
+    reverse_complement: bool = True
+    shifts: list[int] = field(default_factory=lambda: [0])
+    torch_threads: int = 0               # torch CPU threads per worker (0: cores / workers)
     public_url: str = ""                 # the URL users reach the server at, for hub links
     max_batch: int = 16                  # windows per forward pass gathered from concurrent requests
     max_delay_ms: float = 10.0           # longest wait for more requests before running a batch
@@ -49,46 +59,46 @@ class ServerConfig:
     def replace(self, **changes: Any) -> "ServerConfig":
         return dataclasses.replace(self, **changes)
 
+    def model_set(self) -> ModelSetOptions:
+        """The model set to load (``models`` with ``targets``, ``index`` and ``average``)."""
+        return ModelSetOptions(tuple(self.models), self.targets or None, self.index, self.average)
+
+    def inference(self, manifest: dict) -> InferenceSettings:
+        """The inference settings; conservation defaults to the precompute's own, so the API and
+        the tracks are made alike."""
+        conservation = self.conservation or manifest["genome"].get("conservation")
+        try:
+            return InferenceSettings(device=self.device, precision=self.precision,
+                                     reverse_complement=self.reverse_complement, shifts=tuple(self.shifts),
+                                     batch_size=self.max_batch, threads=self.torch_threads or None,
+                                     conservation=None if conservation == "not used" else conservation)
+        except UserError as err:
+            raise ServerConfigError(str(err)) from None
+
 
 def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
-    if isinstance(value, str) and kind not in ("str", str):
-        text = value.strip()
-        try:
-            if kind in ("int", int):
-                return int(text)
-            if kind in ("float", float):
+    kind = str(kind)
+    base = kind.split(" |")[0]
+    try:
+        if isinstance(value, str) and base != "str":
+            text = value.strip()
+            if base == "int":
+                return None if "None" in kind and not text else int(text)
+            if base == "float":
                 return float(text)
-            if kind in ("bool", bool):
+            if base == "bool":
                 if text.lower() in ("1", "true", "yes", "on"):
                     return True
                 if text.lower() in ("0", "false", "no", "off", ""):
                     return False
                 raise ValueError(text)
-            if "list" in str(kind):
-                return [item.strip() for item in text.split(",") if item.strip()]
-        except ValueError:
-            raise ServerConfigError(f"{source}: {name} must be {kind}, got {value!r}") from None
-    if "list" in str(kind) and isinstance(value, str):
-        return [value]
+            if base.startswith("list"):
+                value = [item.strip() for item in text.split(",") if item.strip()]
+        if base == "list[int]":
+            return [int(item) for item in value]
+    except (TypeError, ValueError):
+        raise ServerConfigError(f"{source}: {name} must be {kind}, got {value!r}") from None
     return value
-
-
-def _read_file(path: Path) -> dict:
-    if not path.is_file():
-        raise ServerConfigError(f"config file {path}: no such file")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            import tomllib
-
-            return tomllib.loads(text)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(text) or {}
-        return json.loads(text)
-    except Exception as err:  # noqa: BLE001 - any parser's error becomes one message naming the file
-        raise ServerConfigError(f"config file {path} cannot be read: {err}") from None
 
 
 def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -98,7 +108,10 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     values: dict[str, Any] = {}
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if environ.get("EPIFORMER_CONFIG"):
-        layers.append((environ["EPIFORMER_CONFIG"], _read_file(Path(environ["EPIFORMER_CONFIG"]))))
+        try:
+            layers.append((environ["EPIFORMER_CONFIG"], read_config_file(environ["EPIFORMER_CONFIG"])))
+        except ConfigError as err:
+            raise ServerConfigError(str(err)) from None
     layers.append(("environment", {k[len("EPIFORMER_"):].lower(): v for k, v in environ.items()
                                    if k.startswith("EPIFORMER_") and k != "EPIFORMER_CONFIG"}))
     layers.append(("arguments", overrides or {}))

@@ -8,7 +8,10 @@ from .predictions import MAX_CONSERVATION
 ERROR = {"type": "object", "required": ["error"],
          "properties": {"error": {"type": "object", "required": ["status", "message"],
                                   "properties": {"status": {"type": "integer"}, "message": {"type": "string"},
-                                                 "problems": {"type": "array", "items": {"type": "object"}}}}}}
+                                                 "problems": {"type": "array", "items": {"type": "object"}},
+                                    "settings": {"$ref": "#/components/schemas/Settings"},
+                                    "percentiles_missing": {"type": "string",
+                                                            "description": "why the scores have no percentiles"}}}}}
 TRACK = {"type": "object", "required": ["name", "url", "color"],
          "properties": {"name": {"type": "string"}, "url": {"type": "string"},
                         "color": {"type": "string", "description": "UCSC R,G,B"},
@@ -51,7 +54,10 @@ VARIANTS_RESPONSE = {"type": "object", "required": ["targets", "results", "probl
                                                        "window": {"type": "object"},
                                                        "scores": {"type": "object", "additionalProperties": SCORE},
                                                        "tracks": TRACK_VALUES}}},
-                                    "problems": {"type": "array", "items": {"type": "object"}}}}
+                                    "problems": {"type": "array", "items": {"type": "object"}},
+                                    "settings": {"$ref": "#/components/schemas/Settings"},
+                                    "percentiles_missing": {"type": "string",
+                                                            "description": "why the scores have no percentiles"}}}
 PREDICT_REQUEST = {"oneOf": [
     {"type": "object", "required": ["region"],
      "properties": {"region": {"type": "string", "description": "chr:start-end, 1-based inclusive, at most one "
@@ -69,7 +75,18 @@ PREDICT_RESPONSE = {"type": "object", "required": ["start", "end", "bin_size", "
                     "properties": {"chrom": {"type": ["string", "null"]}, "start": {"type": "integer"},
                                    "end": {"type": "integer"}, "bin_size": {"type": "integer"},
                                    "targets": {"type": "array", "items": {"type": "string"}},
-                                   "tracks": TRACK_VALUES}}
+                                   "tracks": TRACK_VALUES, "settings": {"$ref": "#/components/schemas/Settings"}}}
+SETTINGS = {"type": "object", "description": "the settings that made the numbers (as in every output of the commands)",
+            "required": ["targets", "checkpoints", "conservation", "precision", "reverse_complement", "shifts"],
+            "properties": {"targets": {"type": "array", "items": {"type": "string"}},
+                           "checkpoints": {"type": "array", "items": {"type": "object"}},
+                           "conservation": {"description": "{file, sha256}, 'none' (run without on purpose) or "
+                                                           "'not used' (the model has no conservation input)"},
+                           "precision": {"type": "string", "enum": ["fp32", "bf16"]},
+                           "reverse_complement": {"type": "boolean"},
+                           "shifts": {"type": "array", "items": {"type": "integer"}},
+                           "score_bp": {"type": "integer"}, "device": {"type": "string"},
+                           "threads": {"type": ["integer", "null"]}, "code_version": {"type": "string"}}}
 STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 
 
@@ -138,5 +155,5 @@ def openapi_document(server_url: str) -> dict:
                                 "responses": {"200": _json(STATUS, "ready"), "503": _json(STATUS, "not ready")}}},
         },
         "components": {"schemas": {"Error": ERROR, "Track": TRACK, "Tracks": TRACKS, "Variant": VARIANT,
-                                   "Score": SCORE}},
+                                   "Score": SCORE, "Settings": SETTINGS}},
     }

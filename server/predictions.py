@@ -13,10 +13,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from epiformer.files import bedgraph_text
 from epiformer.genome import GenomeError, parse_region
 from epiformer.variants import Variant, VariantError, make_variant, parse_variant
 
-from .predictor import NonFiniteOutput, PredictionTimeout, Predictor
+from .predictor import NonFiniteOutput, PredictionTimeout, ServerPredictor
 
 predictions = Blueprint("predictions", __name__)
 DEFAULT_SCORE_BP = 1024
@@ -97,7 +98,7 @@ def release(_error: BaseException | None) -> None:
         current_app.config["PREDICTION_SLOTS"].release(g.pop("prediction_client"))
 
 
-def predictor() -> Predictor:
+def predictor() -> ServerPredictor:
     found = current_app.config.get("PREDICTOR")
     if found is None:
         raise ApiError(503, "this server has no model set: start it with -m MODEL (EPIFORMER_MODELS) for predictions")
@@ -165,7 +166,12 @@ def variants() -> Response:
     results = _timed(lambda: model.score_variants([v for _, v in valid], score_bp, with_tracks))
     for (index, _), result in zip(valid, results):
         result["index"] = index
-    return jsonify({"targets": model.names, "score_bp": score_bp, "results": results, "problems": problems})
+    answer = {"targets": model.names, "score_bp": score_bp, "results": results, "problems": problems,
+              "settings": model.settings(score_bp)}
+    missing = model.scorer.percentiles_missing(score_bp)
+    if missing:
+        answer["percentiles_missing"] = missing
+    return jsonify(answer)
 
 
 @predictions.post("/api/predict")
@@ -251,12 +257,11 @@ def variant_track() -> Response:
     result = _timed(lambda: model.score_variants([variant], DEFAULT_SCORE_BP, True))[0]
     values = result["tracks"][kind][target]
     start, size = result["window"]["start"], model.genome.chrom_sizes[variant.chrom]
-    lines = [f'track type=bedGraph name="{target} {kind} {variant}" description="Epiformer {kind} '
-             f'prediction, {target}, {variant}" visibility=full autoScale=on']
-    for k, value in enumerate(values):
-        lo, hi = start + k * model.bin_size, min(start + (k + 1) * model.bin_size, size)
-        if 0 <= lo < hi:
-            lines.append(f"{variant.chrom}\t{lo}\t{hi}\t{value:.5g}")
-    response = Response("\n".join(lines) + "\n", mimetype="text/plain")
+    bins = ((start + k * model.bin_size, min(start + (k + 1) * model.bin_size, size), value)
+            for k, value in enumerate(values))
+    text = bedgraph_text(f'name="{target} {kind} {variant}" description="Epiformer {kind} prediction, {target}, '
+                         f'{variant}" visibility=full autoScale=on',
+                         ((variant.chrom, lo, hi, value) for lo, hi, value in bins if 0 <= lo < hi))
+    response = Response(text, mimetype="text/plain")
     response.headers["Content-Disposition"] = f'inline; filename="{target}.{kind}.bedGraph"'
     return response

@@ -155,13 +155,15 @@ def precomputed(tmp_path_factory, demo_data) -> Path:
     randomly initialised tiny model; its checkpoint is beside it as model.pth.tar."""
     from epiformer import save_checkpoint
     from epiformer.demo import CELL_TYPES
+    from epiformer.inference import InferenceSettings
     from epiformer.modelset import load_model_set
     from precompute import PrecomputeOptions, precompute
 
     torch.manual_seed(5)
     folder = tmp_path_factory.mktemp("precomputed")
     model = save_checkpoint(folder / "model.pth.tar", Epiformer(preset("tiny"), list(CELL_TYPES)).eval())
-    precompute(load_model_set([str(model)]), demo_data / "genome.fa", demo_data / "conservation.bw", folder / "out",
+    precompute(load_model_set([str(model)]), demo_data / "genome.fa", folder / "out",
+               InferenceSettings(device="cpu", conservation=str(demo_data / "conservation.bw")),
                PrecomputeOptions(progress=False, log=lambda _: None), genome_name="demo")
     return folder / "out"
 

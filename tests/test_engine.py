@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from epiformer.engine import Engine, select_device
+from epiformer.engine import DeviceError, Engine, select_device
 from epiformer.genome import Genome
 
 from .conftest import write_fasta
@@ -17,8 +17,16 @@ def test_auto_device_without_cuda():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_requested_without_cuda():
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
+    with pytest.raises(DeviceError, match="CUDA is not available here"):
         select_device("cuda")
+    with pytest.raises(DeviceError, match="CUDA is not available here"):
+        select_device("cuda:1")
+
+
+def test_unknown_device_is_a_user_error():
+    for bad in ("gpu", "mps", "cuda:x"):
+        with pytest.raises(DeviceError, match="auto, cpu, cuda or cuda:N"):
+            select_device(bad)
 
 
 def test_batches_give_the_same_predictions(tiny_model):
@@ -32,8 +40,13 @@ def test_batches_give_the_same_predictions(tiny_model):
     np.testing.assert_array_equal(three, Engine(tiny_model, device="cpu", batch_size=3).predict(x))
 
 
-def test_bf16_is_ignored_on_cpu(tiny_model):
-    assert not Engine(tiny_model, device="cpu", bf16=True).bf16
+def test_bf16_runs_on_cpu_too(tiny_model):
+    """bf16 is bfloat16 autocast on every device: on a CPU the numbers move by bf16 rounding."""
+    x = np.random.default_rng(0).random((2, 4, 8192), dtype=np.float32)
+    fp32 = Engine(tiny_model, device="cpu").predict(x)
+    bf16 = Engine(tiny_model, device="cpu", bf16=True).predict(x)
+    assert not np.array_equal(fp32, bf16)
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05, atol=0.02)
 
 
 def test_bad_inputs(tiny_model):

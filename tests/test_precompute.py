@@ -23,12 +23,17 @@ from epiformer.engine import Engine
 from epiformer.genome import Genome, read_bed_intervals, sequence_codes
 from epiformer.model import Epiformer
 from epiformer.modelset import load_model_set
+from epiformer.inference import InferenceSettings
 from precompute import PrecomputeError, PrecomputeOptions, merge_tracks, precompute, shard_from_text
 from precompute.plan import IntervalIndex, plan_tiles
 
 from .conftest import single_output_original, write_bigwig, write_fasta
 
-QUIET = PrecomputeOptions(batch_size=4, io_workers=0, progress=False, log=lambda _: None)
+QUIET = PrecomputeOptions(io_workers=0, progress=False, log=lambda _: None)
+
+
+def settings(conservation, batch_size: int = 4, **changes) -> InferenceSettings:
+    return InferenceSettings(device="cpu", batch_size=batch_size, conservation=str(conservation), **changes)
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +48,10 @@ def demo_inputs(demo_data: Path) -> dict:
             "blacklist": demo_data / "blacklist.bed"}
 
 
-def run(model_path, demo_data, outdir, options=QUIET, **kwargs):
+def run(model_path, demo_data, outdir, batch_size=4, **kwargs):
     inputs = demo_inputs(demo_data)
-    return precompute(load_model_set([str(model_path)]), inputs["fasta"], inputs["conservation"], outdir, options,
-                      blacklist=inputs["blacklist"], **kwargs)
+    return precompute(load_model_set([str(model_path)]), inputs["fasta"], outdir,
+                      settings(inputs["conservation"], batch_size), QUIET, blacklist=inputs["blacklist"], **kwargs)
 
 
 def bigwig_bytes(outdir: Path) -> dict[str, bytes]:
@@ -170,8 +175,7 @@ def test_killed_run_resumes_to_identical_output(demo_model, demo_data, tmp_path)
     finished = subprocess.run(command, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     reference = tmp_path / "uninterrupted"
-    run(demo_model, demo_data, reference, PrecomputeOptions(batch_size=1, io_workers=0, progress=False,
-                                                            log=lambda _: None))
+    run(demo_model, demo_data, reference, batch_size=1)
     assert bigwig_bytes(outdir) == bigwig_bytes(reference)
 
 
@@ -181,7 +185,8 @@ def test_set_of_original_checkpoints_gives_each_ones_tracks(compat_checkpoint, d
     inputs = demo_inputs(demo_data)
 
     def tracks(specs, outdir):
-        precompute(load_model_set(specs), inputs["fasta"], inputs["conservation"], outdir, QUIET, chroms=["chr3"])
+        precompute(load_model_set(specs), inputs["fasta"], outdir, settings(inputs["conservation"]), QUIET,
+                   chroms=["chr3"])
         return bigwig_bytes(outdir)
 
     together = tracks([f"MGC={a}", f"OPC={b}"], tmp_path / "pair")
@@ -203,7 +208,7 @@ def test_another_runs_shards_are_refused(demo_model, demo_data, tmp_path, compat
     outdir = tmp_path / "out"
     run(demo_model, demo_data, outdir, chroms=["chr3"])
     other = save_checkpoint(tmp_path / "other.pth.tar", Epiformer(preset("tiny"), list(CELL_TYPES)))
-    with pytest.raises(PrecomputeError, match="holds another precompute run's shards .*models"):
+    with pytest.raises(PrecomputeError, match="holds another precompute run's shards .*checkpoints"):
         run(other, demo_data, outdir, chroms=["chr3"])
     with pytest.raises(PrecomputeError, match="holds another precompute run's shards .*plan"):
         run(demo_model, demo_data, outdir, chroms=["chr2"])
@@ -218,11 +223,16 @@ def test_model_and_genome_must_agree(demo_model, demo_data, tmp_path, capsys):
     renamed = write_bigwig(tmp_path / "cons.bw", {c.removeprefix("chr"): n for c, n in sizes.items()},
                            {"1": np.ones(100)})
     with pytest.raises(PrecomputeError, match=r"has no chr1, chr2, chr3 .* names them differently, e\.g\. 'chr1' vs '1'"):
-        precompute(load_model_set([str(demo_model)]), inputs["fasta"], renamed, tmp_path / "x", QUIET)
+        precompute(load_model_set([str(demo_model)]), inputs["fasta"], tmp_path / "x", settings(renamed), QUIET)
     partial = write_bigwig(tmp_path / "partial.bw", {"chr1": sizes["chr1"]}, {"chr1": np.ones(100)})
     with pytest.raises(PrecomputeError, match=r"has no chr2, chr3 \(2 of 3 chromosomes\).* --chroms"):
-        precompute(load_model_set([str(demo_model)]), inputs["fasta"], partial, tmp_path / "x", QUIET)
+        precompute(load_model_set([str(demo_model)]), inputs["fasta"], tmp_path / "x", settings(partial), QUIET)
     base = ["precompute", "-m", str(demo_model), "--fa", str(inputs["fasta"]), "-o", str(tmp_path / "x"), "-q"]
+    assert main(base) == 2
+    assert "trained with conservation (if_cons true): give its track with --seqcons" in capsys.readouterr().err
+    assert main(base + ["--device", "cuda:7" if torch.cuda.is_available() else "cuda"]) == 2
+    assert "requested but" in capsys.readouterr().err
+    base.append("--no-conservation")
     assert main(base + ["--seqlen", "98304"]) == 2
     assert "--seqlen 98304 does not match the model, which takes 8192" in capsys.readouterr().err
     assert main(base + ["--shard", "2/2"]) == 2
@@ -240,16 +250,43 @@ def test_shard_text():
 
 
 @pytest.mark.slow
-def test_torchrun_ranks_are_shards(reference, demo_model, demo_data, tmp_path):
+def test_torchrun_ranks_are_shards_with_identical_bytes(demo_model, demo_data, tmp_path):
+    """One process and two torchrun processes, each with one CPU thread (--threads 1): the merged
+    bigWigs are the same bytes, and the manifest records the threads."""
     inputs = demo_inputs(demo_data)
+    flags = ["-m", str(demo_model), "--fa", str(inputs["fasta"]), "--seqcons", str(inputs["conservation"]),
+             "--blacklist", str(inputs["blacklist"]), "--batch-size", "4", "--io-workers", "0", "--threads", "1", "-q"]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    one = subprocess.run([sys.executable, "-m", "epiformer.cli", "precompute", *flags, "-o", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
     outdir = tmp_path / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "epiformer.cli", "precompute", "-m", str(demo_model), "--fa", str(inputs["fasta"]),
-               "--seqcons", str(inputs["conservation"]), "--blacklist", str(inputs["blacklist"]),
-               "-o", str(outdir), "--batch-size", "4", "--io-workers", "0", "-q"]
+               "-m", "epiformer.cli", "precompute", *flags, "-o", str(outdir)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in (outdir / "shards").iterdir()) == ["shard-00000-of-00002.h5",
                                                                      "shard-00001-of-00002.h5"]
-    assert bigwig_bytes(outdir) == bigwig_bytes(reference)
+    assert bigwig_bytes(outdir) == bigwig_bytes(tmp_path / "one")
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    assert manifest["settings"]["threads"] == 1 and manifest["settings"]["precision"] == "fp32"
+
+
+def test_a_shard_resumes_only_with_its_threads(demo_model, demo_data, tmp_path):
+    inputs = demo_inputs(demo_data)
+    outdir = tmp_path / "threads"
+    threads = torch.get_num_threads()
+
+    def job(n):
+        return precompute(load_model_set([str(demo_model)]), inputs["fasta"], outdir,
+                          settings(inputs["conservation"], threads=n), QUIET, blacklist=inputs["blacklist"],
+                          chroms=["chr3"])
+    try:
+        job(1)
+        manifest = json.loads((outdir / "manifest.json").read_text())
+        assert manifest["settings"]["threads"] == 1 and manifest["settings"]["device"] == "cpu"
+        assert manifest["settings"]["conservation"]["sha256"] and manifest["settings"]["checkpoints"][0]["sha256"]
+        with pytest.raises(PrecomputeError, match="written with 1 CPU threads .* resume it with --threads 1"):
+            job(2)
+    finally:
+        torch.set_num_threads(threads)

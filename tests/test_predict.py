@@ -1,4 +1,6 @@
 """Model sets, reverse-complement ensembling, region tiling and `epiformer predict`."""
+import json
+
 import numpy as np
 import pyBigWig
 import pytest
@@ -108,16 +110,31 @@ def test_windows_tile_regions_without_gaps(tiny_model, genome):
     engine = Engine(tiny_model, device="cpu", batch_size=3)
     span, offset = engine.output_span, engine.output_offset
     assert (span, offset) == (48 * 128, 8 * 128)
-    assert engine.window_starts(10_000, 10_100) == [10_050 - 4096]
-    starts = engine.window_starts(5_000, 5_000 + 3 * span + 1)
-    assert len(starts) == 4 and starts[0] + offset == 5_000
+    assert engine.region_windows(10_000, 10_100) == [(10_050 // 128) * 128 - 4096], "centred, on the grid"
+    starts = engine.region_windows(5_000, 5_000 + 3 * span + 1)
+    assert len(starts) == 4 and starts[0] + offset == 4_992, "tiles start at the bin holding the region's start"
     assert all(b - a == span for a, b in zip(starts, starts[1:]))
     track = engine.predict_region(genome, "chr1", 5_000, 25_000)
-    assert track.start == 5_000 and track.end >= 25_000 and track.end - 25_000 < 128
-    direct = engine.predict_intervals(genome, [("chr1", s) for s in engine.window_starts(5_000, 25_000)])
+    assert track.start == 4_992 and track.end >= 25_000 and track.end - 25_000 < 128
+    direct = engine.predict_intervals(genome, [("chr1", s) for s in engine.region_windows(5_000, 25_000)])
     np.testing.assert_allclose(track.values, np.concatenate(list(direct), axis=1)[:, : track.values.shape[1]])
     short = engine.predict_region(genome, "chr2", 100, 200)
-    assert short.values.shape == (8, 48) and short.start == 150 - 4096 + offset
+    assert short.values.shape == (8, 48) and short.start == 128 - 4096 + offset
+
+
+def test_one_window_rule_on_the_bin_grid(tiny_model):
+    """Every window lies on the precomputed tracks' bin grid; a region one output can hold gets one
+    window that holds it (moved off centre by whole bins when needed), a longer one is tiled."""
+    engine = Engine(tiny_model, device="cpu")
+    span, offset = engine.output_span, engine.output_offset
+    for start, end in [(0, 1), (64, 64 + span - 64), (130, 131), (5_000, 5_000 + span - 128), (64, 64 + span),
+                       (1_000, 1_000 + 2 * span)]:
+        starts = engine.region_windows(start, end)
+        assert all((s + offset) % 128 == 0 for s in starts)
+        assert starts[0] + offset <= start and starts[-1] + offset + span >= end
+        assert len(starts) == (1 if (start // 128) * 128 + span >= end else -(-(end - (start // 128) * 128) // span))
+    assert engine.region_windows(130, 131) == [engine.window_for(130)], "a base gets its variant window"
+    assert engine.region_windows(64, 64 + span - 64) == [-offset], "moved by whole bins to hold the region"
 
 
 def test_shift_ensemble_averages_shifted_windows(tiny_model, genome):
@@ -132,11 +149,16 @@ def test_predict_command_outputs_agree(tmp_path, genome, capsys):
     model = Epiformer(preset("tiny"), [f"CT{i}" for i in range(8)]).eval()
     ckpt = save_checkpoint(tmp_path / "m.pth.tar", model)
     fa = str(genome.fasta_path)
-    base = ["predict", "-m", str(ckpt), "-d", fa, "-r", "chr1:10,001-30,000", "-r", "chr2:1-100"]
+    base = ["predict", "-m", str(ckpt), "-d", fa, "-r", "chr1:10,001-30,000", "-r", "chr2:1-100", "--no-conservation"]
+    assert main(base[:-1] + ["-o", str(tmp_path / "p")]) == 2
+    assert "trained with conservation (if_cons true): give its track with --seqcons" in capsys.readouterr().err
     assert main(base + ["-o", str(tmp_path / "p"), "--format", "tsv"]) == 0
-    rows = [line.split("\t") for line in (tmp_path / "p.tsv").read_text().splitlines()]
+    lines = (tmp_path / "p.tsv").read_text().splitlines()
+    settings = json.loads(lines[0].removeprefix("#epiformer_settings="))
+    assert settings["conservation"] == "none" and settings["precision"] == "fp32" and settings["shifts"] == [0]
+    rows = [line.split("\t") for line in lines[1:]]
     assert rows[0] == ["chrom", "start", "end"] + [f"CT{i}" for i in range(8)]
-    assert rows[1][:3] == ["chr1", "10000", "10128"]
+    assert rows[1][:3] == ["chr1", "9984", "10112"], "bins on the 128 bp grid of the precomputed tracks"
     assert main(base + ["-o", str(tmp_path / "p"), "--format", "bigwig"]) == 0
     with pyBigWig.open(str(tmp_path / "p.CT3.bw")) as bw:
         assert bw.chroms() == {"chr1": 60_000, "chr2": 20_000}
@@ -144,14 +166,17 @@ def test_predict_command_outputs_agree(tmp_path, genome, capsys):
         values = bw.values("chr1", 10_000, int(first[-1][2]))
         np.testing.assert_allclose(values[::128], [float(r[6]) for r in first], rtol=1e-4)
         chr2 = bw.intervals("chr2")
-        assert chr2[0][:2] == (0, 50), "the bin across the chromosome start is clipped to it"
+        assert chr2[0][:2] == (0, 128), "bins lie on the 128 bp grid from the chromosome start"
         assert all(b[0] == a[1] for a, b in zip(chr2, chr2[1:]))
     assert main(base + ["-o", str(tmp_path / "p"), "--format", "bedgraph"]) == 0
-    assert (tmp_path / "p.CT0.bedGraph").read_text().startswith("track type=bedGraph")
+    bedgraph = (tmp_path / "p.CT0.bedGraph").read_text().splitlines()
+    assert bedgraph[0].startswith("#epiformer_settings=") and bedgraph[1].startswith("track type=bedGraph")
+    assert json.loads((tmp_path / "p.settings.json").read_text()) == settings
     capsys.readouterr()
     assert main(base + ["-o", str(tmp_path / "x"), "--seqlen", "98304"]) == 2
     assert "--seqlen 98304 does not match the model, which takes 8192" in capsys.readouterr().err
-    assert main(["predict", "-m", str(ckpt), "-d", fa, "-r", "chr9:1-100", "-o", str(tmp_path / "x")]) == 2
+    assert main(["predict", "-m", str(ckpt), "-d", fa, "-r", "chr9:1-100", "-o", str(tmp_path / "x"),
+                 "--no-conservation"]) == 2
     assert "chromosome 'chr9' is not in" in capsys.readouterr().err
 
 

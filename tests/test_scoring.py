@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
 from epiformer.cli import main
-from epiformer.engine import Engine
 from epiformer.genome import Genome
-from epiformer.modelset import load_model_set
+from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor
+from epiformer.scorer import VariantScorer
 from epiformer.scoring import ScoreOptions, score_variant_file
 from epiformer.variants import SCORE_FIELDS
 from epiformer.vcf import Skipped, VariantRecord, VcfError, read_variants
@@ -74,73 +75,132 @@ def test_gzip_and_tsv_inputs(vcf, tmp_path):
         list(read_variants(tmp_path / "missing.vcf"))
 
 
+def open_demo(precomputed, demo_data, **settings):
+    return open_predictor(ModelSetOptions((str(precomputed.parent / "model.pth.tar"),)), demo_data / "genome.fa",
+                          InferenceSettings(device="cpu", conservation=str(demo_data / "conservation.bw"), **settings))
+
+
 @pytest.fixture
-def engine(precomputed):
-    return Engine(load_model_set([str(precomputed.parent / "model.pth.tar")]), device="cpu")
+def predictor(precomputed, demo_data):
+    with open_demo(precomputed, demo_data) as opened:
+        yield opened
 
 
-def run(engine, demo_data, vcf, out, **options):
-    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
-        return score_variant_file(engine, genome, vcf, out, ScoreOptions(progress=False, **options))
+def run(predictor, vcf, out, score_bp=1024, shard=(0, 1), **options):
+    return score_variant_file(VariantScorer(predictor, score_bp=score_bp), vcf, out,
+                              ScoreOptions(progress=False, log=lambda _: None, **options), shard=shard)
 
 
-def test_outputs_and_mismatch_modes(engine, demo_data, vcf, tmp_path):
-    result = run(engine, demo_data, vcf, tmp_path / "s")
+def table(path):
+    """A TSV output's settings record and its rows (header first)."""
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("#epiformer_settings=")
+    return json.loads(lines[0].removeprefix("#epiformer_settings=")), [line.split("\t") for line in lines[1:]]
+
+
+def test_outputs_and_mismatch_modes(predictor, vcf, tmp_path):
+    result = run(predictor, vcf, tmp_path / "s")
     assert result["scored"] == 3 and result["skipped"] == 6
-    skipped = (tmp_path / "s.skipped.tsv").read_text()
-    assert "the genome calls it 'chr1'" in skipped and "reference mismatch" in skipped
-    rows = [line.split("\t") for line in (tmp_path / "s.tsv").read_text().splitlines()]
+    settings, skipped = table(tmp_path / "s.skipped.tsv")
+    assert all(len(row) == 3 for row in skipped), "a malformed line's tabs stay inside its column"
+    assert ["7", "chr1\\t100060"] == skipped[[r[0] for r in skipped].index("7")][:2]
+    assert any("the genome calls it 'chr1'" in r[2] for r in skipped) and any("reference mismatch" in r[2] for r in skipped)
+    settings, rows = table(tmp_path / "s.tsv")
+    assert settings["score_bp"] == 1024 and settings["precision"] == "fp32" and settings["reverse_complement"]
+    assert settings["conservation"]["file"] == "conservation.bw" and len(settings["conservation"]["sha256"]) == 64
+    assert settings["checkpoints"][0]["file"] == "model.pth.tar" and settings["percentiles"].startswith("not given")
     assert rows[0][:6] == ["id", "chrom", "pos", "ref", "alt", "flag"] and len(rows[0]) == 6 + 8 * len(SCORE_FIELDS)
     with h5py.File(tmp_path / "s.h5") as f:
-        assert list(f.attrs["targets"]) == engine.target_names
+        assert list(f.attrs["targets"]) == predictor.target_names
+        assert json.loads(f.attrs["settings"]) == settings
         sad = f["scores/sad"][:]
         assert sad.shape == (3, 8)
         np.testing.assert_allclose(sad[:, 0], [float(r[6 + SCORE_FIELDS.index("sad")]) for r in rows[1:]], rtol=1e-5)
         assert [v.decode() if isinstance(v, bytes) else v for v in f["variants/flag"][:]] == ["ok"] * 3
-    annotated = [line for line in (tmp_path / "s.vcf").read_text().splitlines() if not line.startswith("##")]
+    vcf_lines = (tmp_path / "s.vcf").read_text().splitlines()
+    assert json.loads(next(l for l in vcf_lines if l.startswith("##epiformer_settings=")).split("=", 1)[1]) == settings
+    annotated = [line for line in vcf_lines if not line.startswith("##")]
     assert "EPI_SAD_HIP=" in annotated[1] and annotated[1].count("EPI_FLAG=ok,ok") == 1
     assert "EPI_" not in annotated[3], "a symbolic record is left as it was"
-    swapped = run(engine, demo_data, vcf, tmp_path / "w", on_mismatch="swap")
+
+
+def test_swapped_variants_keep_the_inputs_orientation_in_the_vcf(predictor, vcf, tmp_path):
+    """--on-mismatch swap scores ALT -> REF; the TSV writes the alleles as scored, the annotated VCF
+    gives Σalt − Σref of the line's own REF and ALT: the opposite sign."""
+    swapped = run(predictor, vcf, tmp_path / "w", on_mismatch="swap")
     assert swapped["scored"] == 4
-    assert "\tswapped\t" in (tmp_path / "w.tsv").read_text()
+    _, rows = table(tmp_path / "w.tsv")
+    row = next(r for r in rows[1:] if r[5] == "swapped")
+    sad = float(row[6 + SCORE_FIELDS.index("sad")])
+    log2fc = float(row[6 + SCORE_FIELDS.index("log2fc")])
+    line = next(l for l in (tmp_path / "w.vcf").read_text().splitlines() if "\tmm\t" in l)
+    fields, info = line.split("\t"), dict(kv.split("=") for kv in line.split("\t")[7].split(";"))
+    assert (fields[3], fields[4]) == (row[4], row[3]), "the input's REF and ALT are the scored ALT and REF"
+    assert info["EPI_FLAG"] == "swapped"
+    assert float(info["EPI_SAD_HIP"]) == pytest.approx(-sad, rel=1e-3, abs=1e-6)
+    assert float(info["EPI_LOG2FC_HIP"]) == pytest.approx(-log2fc, rel=1e-3, abs=1e-6)
 
 
-def test_resume_redoes_only_missing_parts(engine, demo_data, vcf, tmp_path):
-    run(engine, demo_data, vcf, tmp_path / "a", chunk=3)
+def test_resume_redoes_only_missing_parts(predictor, vcf, tmp_path):
+    run(predictor, vcf, tmp_path / "a", chunk=3)
     first = (tmp_path / "a.tsv").read_text()
     parts = sorted((tmp_path / "a.parts").glob("part-*.npz"))
     assert len(parts) == 3, "nine entries, three to a part"
     parts[1].unlink()
-    again = run(engine, demo_data, vcf, tmp_path / "a", chunk=3)
+    again = run(predictor, vcf, tmp_path / "a", chunk=3)
     assert again["resumed_parts"] == 2 and (tmp_path / "a.tsv").read_text() == first
     with pytest.raises(VcfError, match="holds another scoring run .* --restart"):
-        run(engine, demo_data, vcf, tmp_path / "a", chunk=3, score_bp=10)
-    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
-        restarted = score_variant_file(engine, genome, vcf, tmp_path / "a", ScoreOptions(progress=False, chunk=3,
-                                                                                         score_bp=10), restart=True)
+        run(predictor, vcf, tmp_path / "a", chunk=3, score_bp=10)
+    restarted = score_variant_file(VariantScorer(predictor, score_bp=10), vcf, tmp_path / "a",
+                                   ScoreOptions(progress=False, chunk=3, log=lambda _: None), restart=True)
     assert restarted["resumed_parts"] == 0 and (tmp_path / "a.tsv").read_text() != first
 
 
-def test_cli_and_server_give_the_same_scores(precomputed, demo_data, vcf, tmp_path, capsys):
-
+@pytest.mark.parametrize("precision, shifts", [("fp32", (0,)), ("bf16", (0,)), ("fp32", (-1, 0, 1))])
+def test_cli_and_server_give_the_same_numbers(precomputed, demo_data, vcf, tmp_path, capsys, precision, shifts):
+    """The same variants and region through score-variants / predict and /api/variants /
+    /api/predict, with the same settings (bf16 is autocast on the CPU too): the same scores, bins
+    and values, and the same settings record."""
     model = str(precomputed.parent / "model.pth.tar")
-    assert main(["score-variants", "-m", model, "--fa", str(demo_data / "genome.fa"), "--seqcons",
-                 str(demo_data / "conservation.bw"), "--vcf", str(vcf), "-o", str(tmp_path / "cli"), "-q",
-                 "--device", "cpu"]) == 0
+    flags = ["-m", model, "--fa", str(demo_data / "genome.fa"), "--seqcons", str(demo_data / "conservation.bw"),
+             "--device", "cpu", "--precision", precision, f"--shifts={','.join(map(str, shifts))}"]
+    assert main(["score-variants", *flags, "--vcf", str(vcf), "-o", str(tmp_path / "cli"), "-q"]) == 0
     assert "scored 3 variants, skipped 6" in capsys.readouterr().out
-    rows = [line.split("\t") for line in (tmp_path / "cli.tsv").read_text().splitlines()]
-    app = make_model_app(precomputed, tmp_path / "hub", models=[model])
-    body = app.test_client().post("/api/variants", json={"variants": [
+    settings, rows = table(tmp_path / "cli.tsv")
+    assert main(["predict", *flags, "-r", "chr1:100,001-100,200", "-o", str(tmp_path / "region"), "--format", "tsv"]) == 0
+    region_settings, region = table(tmp_path / "region.tsv")
+    app = make_model_app(precomputed, tmp_path / "hub", models=[model], precision=precision, shifts=list(shifts))
+    client = app.test_client()
+    body = client.post("/api/variants", json={"variants": [
         {"chrom": r[1], "pos": int(r[2]), "ref": r[3].replace("-", ""), "alt": r[4].replace("-", "")}
         for r in rows[1:]]}).json
+    tracks = client.post("/api/predict", json={"region": "chr1:100,001-100,200"}).json
     app.config["PREDICTOR"].close()
+    ignore = ("threads", "code_version", "percentiles", "device")
+    assert {k: v for k, v in body["settings"].items() if k not in ignore} == \
+        {k: v for k, v in settings.items() if k not in ignore}
+    assert body["settings"]["precision"] == precision and body["settings"]["shifts"] == list(shifts)
     for row, result in zip(rows[1:], body["results"]):
         for t, name in enumerate(body["targets"]):
             for f in ("sad", "log2fc", "d1"):
                 cli = float(row[6 + t * len(SCORE_FIELDS) + SCORE_FIELDS.index(f)])
-                assert cli == pytest.approx(result["scores"][name][f], rel=1e-4, abs=1e-6)
+                assert cli == pytest.approx(result["scores"][name][f], rel=1e-4, abs=1e-5)
     assert json.loads(json.dumps(body))["problems"] == []
+    assert {k: v for k, v in tracks["settings"].items() if k not in ignore} == \
+        {k: v for k, v in region_settings.items() if k not in ignore}
+    starts = [int(r[1]) for r in region[1:]]
+    assert starts == [tracks["start"] + 128 * k for k in range(len(starts))], "the same bins"
+    for t, name in enumerate(tracks["targets"]):
+        np.testing.assert_allclose([float(r[3 + t]) for r in region[1:]], tracks["tracks"]["reference"][name],
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_missing_inputs_are_named(precomputed, demo_data, tmp_path, capsys):
+    model = str(precomputed.parent / "model.pth.tar")
     assert main(["score-variants", "-m", model, "--fa", str(demo_data / "genome.fa"), "--vcf",
+                 str(tmp_path / "none.vcf"), "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert "trained with conservation (if_cons true)" in capsys.readouterr().err
+    assert main(["score-variants", "-m", model, "--fa", str(demo_data / "genome.fa"), "--no-conservation", "--vcf",
                  str(tmp_path / "none.vcf"), "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "no such file" in capsys.readouterr().err
 
@@ -154,8 +214,7 @@ def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data,
     shutil.copy(precomputed.parent / "model.pth.tar", model)
     with Genome(demo_data / "genome.fa") as genome:
         background = random_snvs(genome, 50, seed=1)
-        assert all(genome.sequence(r.variant.chrom, r.variant.start, r.variant.end).upper() == r.variant.ref
-                   for r in background)
+        assert all(genome.sequence(v.chrom, v.start, v.end).upper() == v.ref for v in background)
     common = ["--fa", str(demo_data / "genome.fa"), "--seqcons", str(demo_data / "conservation.bw"), "--device", "cpu",
               "-q"]
     assert main(["calibrate", "-m", str(model), "-n", "64", *common]) == 0
@@ -166,18 +225,30 @@ def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data,
     scores = np.zeros((1, 8, len(SCORE_FIELDS)))
     scores[0, :, SCORE_FIELDS.index("sad")] = -calibration.background["sad"][:, 31]
     assert calibration.percentiles(scores)[0, :, 0] == pytest.approx(50.0, abs=2)
+    assert calibration.settings["score_bp"] == 1024 and calibration.settings["precision"] == "fp32"
     assert main(["score-variants", "-m", str(model), "--vcf", str(vcf), "-o", str(tmp_path / "s"), *common]) == 0
-    header = (tmp_path / "s.tsv").read_text().splitlines()[0].split("\t")
-    assert "HIP.sad_pct" in header and "ET.d2_pct" in header
-    row = (tmp_path / "s.tsv").read_text().splitlines()[1].split("\t")
+    settings, rows = table(tmp_path / "s.tsv")
+    header, row = rows[0], rows[1]
+    assert "HIP.sad_pct" in header and "ET.d2_pct" in header and settings["percentiles"] == "given"
     app = make_model_app(precomputed, tmp_path / "hub", models=[str(model)])
     body = app.test_client().post("/api/variants", json={"variants": [f"{row[1]}:{row[2]}:{row[3]}:{row[4]}"]}).json
     app.config["PREDICTOR"].close()
     assert body["results"][0]["scores"]["HIP"]["percentiles"]["sad"] == pytest.approx(
         float(row[header.index("HIP.sad_pct")]), abs=1e-4)
-    assert main(["score-variants", "-m", str(model), "--vcf", str(vcf), "-o", str(tmp_path / "t"), "--score-bp", "100",
-                 *common]) == 0
-    assert "no percentiles for --score-bp 100" in capsys.readouterr().out
+    capsys.readouterr()
+    for flags, differs in ((["--score-bp", "100"], "score_bp differs (1024 there, 100 here)"),
+                           (["--no-rc"], "reverse_complement differs"), (["--bf16"], "precision differs"),
+                           (["--shifts=-1,0,1"], "shifts differs")):
+        out = tmp_path / differs.split()[0]
+        assert main(["score-variants", "-m", str(model), "--vcf", str(vcf), "-o", str(out), *flags, *common]) == 0
+        assert f"no percentiles: the calibration was made with other settings: {differs}" in capsys.readouterr().out
+        settings, rows = table(Path(f"{out}.tsv"))
+        assert not any(c.endswith("_pct") for c in rows[0]) and differs in settings["percentiles"]
+    app = make_model_app(precomputed, tmp_path / "hub2", models=[str(model)], reverse_complement=False)
+    body = app.test_client().post("/api/variants", json={"variants": [f"{row[1]}:{row[2]}:{row[3]}:{row[4]}"]}).json
+    app.config["PREDICTOR"].close()
+    assert "percentiles" not in body["results"][0]["scores"]["HIP"]
+    assert "reverse_complement differs" in body["percentiles_missing"]
 
 
 def test_indel_predictions_are_mapped_back_to_reference_bins():
@@ -195,35 +266,27 @@ def test_indel_predictions_are_mapped_back_to_reference_bins():
     assert to_reference_bins(alt, 1000, 128, snv) is alt
 
 
-def test_shards_write_the_same_outputs(engine, demo_data, vcf, tmp_path):
-    run(engine, demo_data, vcf, tmp_path / "one", chunk=2)
-    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
-        first = score_variant_file(engine, genome, vcf, tmp_path / "two", ScoreOptions(progress=False, chunk=2,
-                                                                                       log=lambda _: None), shard=(1, 2))
-        assert first["files"] == [] and first["missing_parts"] == 3
-        second = score_variant_file(engine, genome, vcf, tmp_path / "two", ScoreOptions(progress=False, chunk=2),
-                                    shard=(0, 2))
+def test_shards_write_the_same_outputs(predictor, vcf, tmp_path):
+    run(predictor, vcf, tmp_path / "one", chunk=2)
+    first = run(predictor, vcf, tmp_path / "two", chunk=2, shard=(1, 2))
+    assert first["files"] == [] and first["missing_parts"] == 3
+    second = run(predictor, vcf, tmp_path / "two", chunk=2, shard=(0, 2))
     assert len(second["files"]) == 4
     for suffix in (".tsv", ".skipped.tsv", ".vcf"):
         assert (tmp_path / f"two{suffix}").read_text() == (tmp_path / f"one{suffix}").read_text()
 
 
 def test_shift_ensembling_averages_shifted_windows(precomputed, demo_data, vcf):
-    from epiformer.engine import PredictionCache
-    from epiformer.scoring import score_chunk
-    from epiformer.variants import encode_edited, score_arrays, score_bins, window_start
+    from epiformer.variants import encode_edited, score_arrays, score_bins
 
-    model = load_model_set([str(precomputed.parent / "model.pth.tar")])
-    shifted = Engine(model, device="cpu", shifts=(-2, 0, 2))
-    plain = Engine(model, device="cpu")
     records = [e for e in read_variants(vcf) if isinstance(e, VariantRecord)][:1]
     v = records[0].variant
-    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
-        got = score_chunk(shifted, genome, records, ScoreOptions(), PredictionCache(0), True)["scores"][0]
-        start = window_start(v.start, 8192, 128)
-        ref, alt = (np.mean([plain.predict(encode_edited(genome, v.chrom, start + d, 8192, edits)[None])[0]
+    with open_demo(precomputed, demo_data, shifts=(-2, 0, 2)) as shifted, open_demo(precomputed, demo_data) as plain:
+        got = VariantScorer(shifted).score([v])[0].scores
+        start = plain.engine.window_for(v.start)
+        ref, alt = (np.mean([plain.engine.predict(encode_edited(plain.genome, v.chrom, start + d, 8192, edits)[None])[0]
                              for d in (-2, 0, 2)], axis=0) for edits in ([], [v]))
-    output_start = start + plain.output_offset
+    output_start = start + plain.engine.output_offset
     expected = score_arrays(ref, alt, score_bins(output_start, 128, 48, v, 1024), output_start, 128)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 

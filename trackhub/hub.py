@@ -29,6 +29,7 @@ import numpy as np
 from epiformer.files import atomic_path
 
 from .twobit import write_twobit
+from epiformer.errors import UserError
 
 # Assemblies UCSC hosts (a hub for them needs no sequence); anything else becomes an assembly hub.
 UCSC_GENOMES = frozenset({"hg38", "hg19", "hg18", "hs1", "mm39", "mm10", "mm9", "rn7", "rn6", "danRer11",
@@ -37,7 +38,7 @@ UCSC_GENOMES = frozenset({"hg38", "hg19", "hg18", "hs1", "mm39", "mm10", "mm9", 
 SHORT_LABEL, LONG_LABEL = 17, 76
 
 
-class HubError(ValueError):
+class HubError(UserError, ValueError):
     """A hub that cannot be built, with a message naming the file or setting."""
 
 
@@ -106,7 +107,7 @@ def _view_limit(tracks: list[Path], chrom: str) -> int:
 
 def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, options: HubOptions | None = None) -> dict:
     """Write the hub of a finished precompute folder into ``hubdir``; returns what was written."""
-    from precompute import read_manifest
+    from epiformer.manifest import read_manifest
 
     options = options or HubOptions()
     precompute_dir, hubdir = Path(precompute_dir), Path(hubdir)
