@@ -43,6 +43,7 @@ class ServerPredictor:
         self.scorer = VariantScorer(self.predictor, cache_windows=cfg.cache_windows,
                                     calibration=find_calibration(self.predictor.models.sources),
                                     run=self._run_windows, timeout=self.timeout)
+        self.cache = self.scorer.cache
         self.names = self.engine.target_names
         config = self.engine.config
         self.seq_len, self.bin_size = config.seq_len, config.bin_size

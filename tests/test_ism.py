@@ -1,6 +1,8 @@
 """Saturation mutagenesis: incremental equals full recomputation, outputs, limits."""
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -10,11 +12,12 @@ from epiformer import save_checkpoint
 from epiformer.cli import main
 from epiformer.config import preset
 from epiformer.engine import Engine
-from epiformer.genome import Genome
+from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor
 from epiformer.ism import saturation_mutagenesis
 from epiformer.model import Epiformer
 from epiformer.modelset import load_model_set
-from epiformer.variants import VariantError
+from epiformer.scorer import VariantScorer
+from epiformer.variants import SCORE_FIELDS, Variant, VariantError
 
 
 @pytest.fixture
@@ -50,15 +53,26 @@ def test_incremental_equals_full_recomputation(model_set):
     assert reach == 386, "stem 7 + blocks 2*(2+4+...+64) + pools 127"
 
 
-def test_ism_region_outputs(demo_data, tmp_path, capsys):
+def open_tiny(demo_data, ckpt, **settings):
+    return open_predictor(ModelSetOptions((str(ckpt),)), demo_data / "genome.fa",
+                          InferenceSettings(device="cpu", batch_size=16, conservation=str(demo_data / "conservation.bw"),
+                                            **settings))
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
     torch.manual_seed(1)
-    ckpt = save_checkpoint(tmp_path / "m.pth.tar", Epiformer(preset("tiny", multiout_dim=2), ["X", "Y"]).eval())
-    engine = Engine(load_model_set([str(ckpt)]), device="cpu", batch_size=16)
-    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
-        result = saturation_mutagenesis(engine, genome, "chr1", 150_000, 150_040)
-        reference = genome.sequence("chr1", 150_000, 150_040).upper()
+    return save_checkpoint(tmp_path / "m.pth.tar", Epiformer(preset("tiny", multiout_dim=2), ["X", "Y"]).eval())
+
+
+def test_ism_region_outputs(demo_data, tmp_path, capsys, tiny_checkpoint):
+    ckpt = tiny_checkpoint
+    with open_tiny(demo_data, ckpt) as predictor:
+        scorer = VariantScorer(predictor)
+        result = saturation_mutagenesis(scorer, "chr1", 150_000, 150_040)
+        reference = predictor.genome.sequence("chr1", 150_000, 150_040).upper()
         with pytest.raises(VariantError, match="at most"):
-            saturation_mutagenesis(engine, genome, "chr1", 100_000, 110_000)
+            saturation_mutagenesis(scorer, "chr1", 100_000, 110_000)
     assert result.effects.shape == (2, 40, 4)
     for offset, base in enumerate(reference):
         assert result.effects[:, offset, "ACGT".index(base)].tolist() == [0.0, 0.0]
@@ -69,5 +83,23 @@ def test_ism_region_outputs(demo_data, tmp_path, capsys):
     assert "120 substitutions over 40 bp" in capsys.readouterr().out
     with h5py.File(tmp_path / "ism.h5") as f:
         np.testing.assert_allclose(f["effects"][:], result.effects, atol=1e-5)
-    assert len((tmp_path / "ism.tsv").read_text().splitlines()) == 121
+        assert json.loads(f.attrs["settings"])["score_bp"] == 1024
+    lines = (tmp_path / "ism.tsv").read_text().splitlines()
+    assert lines[0].startswith("#epiformer_settings=") and len(lines) == 122
     assert (tmp_path / "ism.X.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("shifts", [(0,), (-1, 0, 2)])
+def test_ism_effects_are_the_variant_scores(demo_data, tiny_checkpoint, shifts):
+    """A substitution's ISM effect is the SAD score-variants and the server give it: one scorer,
+    one window, the same shifts."""
+    with open_tiny(demo_data, tiny_checkpoint, shifts=shifts) as predictor:
+        scorer = VariantScorer(predictor, score_bp=300)
+        result = saturation_mutagenesis(scorer, "chr2", 80_000, 80_006)
+        variants = [Variant("chr2", 80_001 + offset, ref, alt) for offset, ref in enumerate(result.reference)
+                    for alt in "ACGT" if alt != ref]
+        scored = scorer.score(variants)
+    sad = SCORE_FIELDS.index("sad")
+    for variant, score in zip(variants, scored):
+        effect = result.effects[:, variant.pos - 80_001, "ACGT".index(variant.alt)]
+        np.testing.assert_allclose(effect, score.scores[:, sad], rtol=1e-3, atol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 from epiformer.engine import Engine
 from epiformer.genome import Genome, encode_codes
 from epiformer.modelset import load_model_set
-from epiformer.variants import VariantError, apply_edits, make_variant, parse_variant, window_start
+from epiformer.variants import VariantError, apply_edits, make_variant, parse_variant
 
 from .conftest import make_model_app
 
@@ -59,7 +59,7 @@ def test_snv_scores_match_a_direct_computation(api, model_app, genome, precomput
     assert body["problems"] == [] and result["index"] == 0
     engine = Engine(load_model_set([str(precomputed.parent / "model.pth.tar")]), device="cpu")
     seq_len, bin_size = engine.config.seq_len, engine.config.bin_size
-    start = window_start(variant["pos"] - 1, seq_len, bin_size)
+    start = engine.window_for(variant["pos"] - 1)
     assert start % bin_size == 0 and start <= variant["pos"] - 1 - seq_len // 2 + bin_size
     v = make_variant(**variant)
     ref = engine.predict(genome.encode("chr1", start, start + seq_len)[None])[0]
@@ -173,7 +173,7 @@ def test_predict_region_with_edits(api, genome):
     assert edited["tracks"]["edited"] != tracks["reference"]
     for payload, status, message in [
         ({"region": region, "edits": [{"pos": pos + 5000, "ref": "A", "alt": "G"}]}, 422, "outside the region"),
-        ({"region": f"{chrom}:1-100000"}, 422, "at most 6,144 bp"),
+        ({"region": f"{chrom}:1-100000"}, 422, "does not fit in one window's output on the 128 bp grid"),
         ({"region": "chrQ:1-100"}, 400, "not in the genome"),
         ({"region": "chr3:5-1"}, 400, "region"),
         ({"region": region, "edits": [{"pos": pos, "ref": "N" * 3000, "alt": "A"}]}, 400, "cannot be applied"),

@@ -108,7 +108,9 @@ def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path):
     assert raw["metrics"]["valid_pearson_mean"] == pytest.approx(record["valid_pearson_mean"])
     rows = evaluate(tmp_path / "run.last.pth.tar", dataset, out=tmp_path / "test.tsv")
     assert [r["target"] for r in rows][-1] == "mean" and -1 <= rows[-1]["pearson_log2"] <= 1
-    assert (tmp_path / "test.tsv").read_text().startswith("target\tpearson_log2\tpoisson_loss")
+    settings, header = (tmp_path / "test.tsv").read_text().splitlines()[:2]
+    assert header.startswith("target\tpearson_log2\tpoisson_loss")
+    assert json.loads(settings.removeprefix("#epiformer_settings="))["precision"] == "fp32"
 
 
 def test_single_target_with_index(dataset, tmp_path):
