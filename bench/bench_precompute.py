@@ -42,6 +42,7 @@ from epiformer.engine import Engine, select_device  # noqa: E402
 from epiformer.genome import Genome  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
 from epiformer.modelset import ModelSet, load_model_set  # noqa: E402
+from epiformer.inference import InferenceSettings  # noqa: E402
 from precompute import PrecomputeOptions, plan_tiles, precompute  # noqa: E402
 from precompute.job import default_io_workers  # noqa: E402
 from precompute.pipeline import BatchReader, measure_rate  # noqa: E402
@@ -123,11 +124,13 @@ def main() -> None:
             rates: dict = {"naive": [], **{c: [] for c in configs}}
             for round_ in range(args.rounds):
                 for batch_size, workers in configs:
-                    options = PrecomputeOptions(batch_size=batch_size, io_workers=workers, device=str(device),
-                                                progress=False, log=lambda _: None)
+                    options = PrecomputeOptions(io_workers=workers, progress=False, log=lambda _: None)
+                    settings = InferenceSettings(device=str(device), batch_size=batch_size,
+                                                 precision="bf16" if cuda else "fp32",
+                                                 conservation=str(paths["conservation"]))
                     started = time.perf_counter()
-                    result = precompute(tiny, paths["fasta"], paths["conservation"],
-                                        tmp / f"tiny-{batch_size}-{workers}-{round_}", options)
+                    result = precompute(tiny, paths["fasta"], tmp / f"tiny-{batch_size}-{workers}-{round_}", settings,
+                                        options)
                     if (batch_size, workers) == configs[-1]:
                         end_to_end = time.perf_counter() - started
                     rates[(batch_size, workers)].append(result["stats"]["windows_per_s"])

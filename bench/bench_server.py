@@ -47,6 +47,7 @@ from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
 from epiformer.genome import Genome  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
 from epiformer.modelset import load_model_set  # noqa: E402
+from epiformer.inference import InferenceSettings  # noqa: E402
 from precompute import PrecomputeOptions, precompute  # noqa: E402
 from server import gunicorn_command  # noqa: E402
 from trackhub import build_hub  # noqa: E402
@@ -200,7 +201,8 @@ def served_demo(tmp: Path) -> tuple[dict[str, Path], Path, Path]:
     paths = make_demo_data(tmp / "demo", DemoSpec.scaled(total_mb=1.0, n_chroms=2, seed=2))
     torch.manual_seed(0)
     model = save_checkpoint(tmp / "model.pth.tar", Epiformer(preset("tiny"), list(CELL_TYPES)).eval())
-    precompute(load_model_set([str(model)]), paths["fasta"], paths["conservation"], tmp / "pre",
+    precompute(load_model_set([str(model)]), paths["fasta"], tmp / "pre",
+               InferenceSettings(device="cpu", conservation=str(paths["conservation"])),
                PrecomputeOptions(progress=False, log=lambda _: None), genome_name="demo")
     build_hub(tmp / "pre", tmp / "hub")
     return paths, model, tmp / "hub"

@@ -22,9 +22,8 @@ from report import publish  # noqa: E402
 
 from epiformer.datasets import generate_datasets  # noqa: E402
 from epiformer.demo import DEMO_TRAINING, DemoSpec, dataset_parameters, make_demo_data, variant_auroc  # noqa: E402
-from epiformer.engine import Engine  # noqa: E402
-from epiformer.genome import Genome  # noqa: E402
-from epiformer.modelset import load_model_set  # noqa: E402
+from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor  # noqa: E402
+from epiformer.scorer import VariantScorer  # noqa: E402
 from epiformer.scoring import ScoreOptions, score_variant_file  # noqa: E402
 from epiformer.train import evaluate, load_train_config, train  # noqa: E402
 
@@ -53,9 +52,10 @@ def main() -> None:
             test = evaluate(tmp / f"{name}.best_corr.pth.tar", tmp / "ds", split="test")
             per_type = ", ".join(f"{r['target']} {r['pearson_log2']:.3f}" for r in test[:-1])
             checkpoint = str(tmp / f"{name}.best_corr.pth.tar")
-            with Genome(paths["fasta"], paths["conservation"]) as genome:
-                score_variant_file(Engine(load_model_set([checkpoint]), device="cpu"), genome, paths["variants"],
-                                   tmp / f"{name}.variants", ScoreOptions(progress=False), sources=[checkpoint])
+            settings = InferenceSettings(device="cpu", conservation=str(paths["conservation"]))
+            with open_predictor(ModelSetOptions((checkpoint,)), paths["fasta"], settings) as predictor:
+                score_variant_file(VariantScorer(predictor), paths["variants"], tmp / f"{name}.variants",
+                                   ScoreOptions(progress=False, log=lambda _: None))
             auroc = variant_auroc(tmp / f"{name}.variants.tsv", paths["variants"])
             lowest = min(v for k, v in auroc.items() if k != "mean")
             changed = {k: v for k, v in settings.items() if DEMO_TRAINING.get(k) != v} if name != "demo" else {}

@@ -18,6 +18,7 @@ not depend on the weights), reverse-complement ensembling on everywhere:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -36,9 +37,10 @@ from epiformer.engine import Engine, select_device  # noqa: E402
 from epiformer.genome import Genome  # noqa: E402
 from epiformer.ism import saturation_mutagenesis  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
-from epiformer.modelset import load_model_set  # noqa: E402
+from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor, open_predictor  # noqa: E402
+from epiformer.scorer import VariantScorer  # noqa: E402
 from epiformer.scoring import ScoreOptions, score_variant_file  # noqa: E402
-from epiformer.variants import encode_edited, make_variant, window_start  # noqa: E402
+from epiformer.variants import encode_edited, make_variant  # noqa: E402
 
 SEED_ISM = (714 * 3, 36 * 60 + 43)     # substitutions and seconds of the original notebook
 
@@ -64,21 +66,23 @@ def per_allele_loop(engine: Engine, genome: Genome, snvs: list[tuple[str, int, s
     started = time.perf_counter()
     for chrom, pos, ref, alt in snvs:
         variant = make_variant(chrom, pos, ref, alt)
-        start = window_start(variant.start, cfg.seq_len, cfg.bin_size)
+        start = engine.window_for(variant.start)
         for edits in ([], [variant]):
             engine.predict(encode_edited(genome, chrom, start, cfg.seq_len, edits)[None])
     return len(snvs) / (time.perf_counter() - started)
 
 
-def ism_rates(engine: Engine, genome: Genome, chrom: str, start: int, length: int, per_call: bool) -> dict:
+def ism_rates(predictor: Predictor, chrom: str, start: int, length: int, per_call: bool) -> dict:
     """Substitutions/s of saturation mutagenesis: incremental, full batched and (optionally) one call each."""
     rates = {}
     for name, incremental in (("incremental", True), ("full windows, batched", False)):
-        result = saturation_mutagenesis(engine, genome, chrom, start, start + length, incremental=incremental)
+        result = saturation_mutagenesis(VariantScorer(predictor), chrom, start, start + length, incremental=incremental)
         rates[name] = 3 * length / result.seconds
     if per_call:
-        single = Engine(engine.model, device=engine.device, batch_size=1, bf16=engine.bf16)
-        result = saturation_mutagenesis(single, genome, chrom, start, start + length, incremental=False)
+        engine = predictor.engine
+        single = Predictor(predictor.models, predictor.genome,
+                           Engine(engine.model, device=engine.device, batch_size=1, bf16=engine.bf16), predictor.settings)
+        result = saturation_mutagenesis(VariantScorer(single), chrom, start, start + length, incremental=False)
         rates["one forward call per substitution"] = 3 * length / result.seconds
     return rates
 
@@ -101,24 +105,28 @@ def main() -> None:
         paths = make_demo_data(tmp / "demo", DemoSpec.scaled(total_mb=2.0, n_chroms=2, seed=3))
         torch.manual_seed(0)
         tiny_ckpt = save_checkpoint(tmp / "tiny.pth.tar", Epiformer(preset("tiny"), list(CELL_TYPES)).eval())
-        tiny = Engine(load_model_set([str(tiny_ckpt)]), device=device, batch_size=16, bf16=cuda)
-        with Genome(paths["fasta"], paths["conservation"]) as genome:
+        settings = InferenceSettings(device=str(device), batch_size=16, precision="bf16" if cuda else "fp32",
+                                     conservation=str(paths["conservation"]))
+        with open_predictor(ModelSetOptions((str(tiny_ckpt),)), paths["fasta"], settings) as tiny:
+            genome = tiny.genome
             snvs = dense_snvs(genome, args.variants)
             table = tmp / "snvs.tsv"
             table.write_text("".join(f"{c}\t{p}\t{r}\t{a}\n" for c, p, r, a in snvs))
             started = time.perf_counter()
-            scored = score_variant_file(tiny, genome, table, tmp / "scores", ScoreOptions(progress=False))
+            scored = score_variant_file(VariantScorer(tiny), table, tmp / "scores",
+                                        ScoreOptions(progress=False, log=lambda _: None))
             batched = scored["scored"] / (time.perf_counter() - started)
-            loop = per_allele_loop(Engine(tiny.model, device=device, batch_size=1, bf16=cuda), genome,
+            loop = per_allele_loop(Engine(tiny.models, device=device, batch_size=1, bf16=cuda), genome,
                                    snvs[: max(40, args.variants // 4)])
             chrom = next(iter(genome.chrom_sizes))
             region = 200_000
-            tiny_ism = ism_rates(tiny, genome, chrom, region, args.ism_bp, per_call=True)
-            torch.manual_seed(0)
-            paper_model = Epiformer(preset("paper", multiout_dim=len(CELL_TYPES)), list(CELL_TYPES)).eval()
-            paper_ckpt = save_checkpoint(tmp / "paper.pth.tar", paper_model)
-            paper = Engine(load_model_set([str(paper_ckpt)]), device=device, batch_size=8 if cuda else 2, bf16=cuda)
-            paper_ism = ism_rates(paper, genome, chrom, region, paper_bp, per_call=cuda)
+            tiny_ism = ism_rates(tiny, chrom, region, args.ism_bp, per_call=True)
+        torch.manual_seed(0)
+        paper_model = Epiformer(preset("paper", multiout_dim=len(CELL_TYPES)), list(CELL_TYPES)).eval()
+        paper_ckpt = save_checkpoint(tmp / "paper.pth.tar", paper_model)
+        paper_settings = dataclasses.replace(settings, batch_size=8 if cuda else 2)
+        with open_predictor(ModelSetOptions((str(paper_ckpt),)), paths["fasta"], paper_settings) as paper:
+            paper_ism = ism_rates(paper, chrom, region, paper_bp, per_call=cuda)
 
     lines = [
         f"Device: {machine_description(device)}. Randomly initialised models; reverse-complement ensembling on.",

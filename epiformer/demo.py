@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path, bigwig_writer
+from .files import atomic_path, bigwig_writer, read_table
 from .genome import BASES, reverse_complement, sequence_codes
 from .motifs import Motif, demo_motifs
 
@@ -485,8 +485,7 @@ def variant_auroc(scores_tsv: str | os.PathLike, vcf: str | os.PathLike) -> dict
             fields = line.split("\t")
             info = dict(item.split("=", 1) for item in fields[7].split(";"))
             truth[fields[2]] = (info["TRUTH"], set(info["CELLTYPES"].split(",")))
-    rows = [line.split("\t") for line in Path(scores_tsv).read_text().splitlines()]
-    header, rows = rows[0], rows[1:]
+    header, *rows = read_table(scores_tsv)[1]
     out = {}
     for cell in CELL_TYPES:
         column = header.index(f"{cell}.sad")

@@ -142,6 +142,19 @@ def bedgraph_text(track: str, rows: Iterable[tuple[str, int, int, float]]) -> st
     return f"track type=bedGraph {track}\n" + "".join(f"{c}\t{lo}\t{hi}\t{v:.5g}\n" for c, lo, hi, v in rows)
 
 
+def read_table(path: str | os.PathLike) -> tuple[dict, list[list[str]]]:
+    """A TSV written with :func:`settings_lines`: its settings record ({} without one) and its
+    rows, the column header first."""
+    settings: dict = {}
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("#epiformer_settings="):
+            settings = json.loads(line.split("=", 1)[1])
+        elif not line.startswith("#"):
+            rows.append(line.split("\t"))
+    return settings, rows
+
+
 _CHECKSUMS: dict[tuple[str, int, int], str] = {}
 
 

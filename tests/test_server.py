@@ -172,10 +172,15 @@ def test_serve_command_answers_and_stops_on_ctrl_c(precomputed, tmp_path):
     """epiformer serve: hub built, gunicorn workers load the model after the fork, Ctrl-C stops it."""
     import signal
 
+    import shutil
+
     port = free_port()
+    model = tmp_path / "runs, old" / "model.pth.tar"
+    model.parent.mkdir()
+    shutil.copy(precomputed.parent / "model.pth.tar", model)
     proc = subprocess.Popen([sys.executable, "-m", "epiformer.cli", "serve", str(precomputed), "--hub-dir",
-                             str(tmp_path / "hub"), "-m", str(precomputed.parent / "model.pth.tar"), "--port",
-                             str(port), "--workers", "1", "--device", "cpu"], stdout=subprocess.PIPE,
+                             str(tmp_path / "hub"), "-m", str(model), "--port", str(port), "--workers", "1",
+                             "--device", "cpu", "--bf16", "--shifts=-1,0,1"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -194,9 +199,75 @@ def test_serve_command_answers_and_stops_on_ctrl_c(precomputed, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request)
         assert refused.value.code == 422
+        base_at = json.loads(urllib.request.urlopen(f"{base}/api/sequence?region=chr1:200001-200001").read())
+        ref = base_at["sequence"]
+        request = urllib.request.Request(f"{base}/api/variants", data=json.dumps(
+            {"variants": [f"chr1:200001:{ref}:{'A' if ref != 'A' else 'C'}"]}).encode(),
+            headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request).read())
+        assert answer["settings"]["precision"] == "bf16" and answer["settings"]["shifts"] == [-1, 0, 1]
+        assert answer["settings"]["checkpoints"][0]["file"] == "model.pth.tar"
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, output
     assert f"serving     {base}/" in output and output.rstrip().endswith("stopped")
     assert "Traceback" not in output
+
+
+def test_any_model_set_precompute_accepts_can_be_served(precomputed, demo_data, compat_checkpoint, tmp_path):
+    """--index with targets.txt, --average and a model table: the server takes the same model-set
+    settings as every command (here from a config file, where a path may hold a comma)."""
+    from .conftest import single_output_original
+
+    folder = tmp_path / "a,b"
+    folder.mkdir()
+    mgc = single_output_original(compat_checkpoint, folder / "mgc.pth.tar", 0)
+    table = tmp_path / "models.tsv"
+    table.write_text(f"name\tcheckpoint\tindex\nOPC\t{compat_checkpoint}\t2\n")
+    for settings, names in ((dict(models=[str(mgc)], targets=str(demo_data / "targets.txt"), index=4), ["MGC"]),
+                            (dict(models=[f"X={mgc}", f"X={mgc}"], average=True), ["X"]),
+                            (dict(models=[str(table)]), ["OPC"])):
+        config = tmp_path / "server.json"
+        config.write_text(json.dumps({**settings, "device": "cpu"}))
+        cfg = load_config({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"),
+                           "log_requests": False}, environ={"EPIFORMER_CONFIG": str(config)})
+        app = create_app(cfg)
+        try:
+            assert app.test_client().get("/readyz").json["predictions"] == names
+        finally:
+            app.config["PREDICTOR"].close()
+
+
+def test_a_server_never_drops_conservation_silently(precomputed, tmp_path, capsys):
+    """The precompute's conservation track is the default; a model trained with conservation and no
+    track refuses to start with the reason unless conservation: none, which is then recorded."""
+    import shutil
+
+    from epiformer.cli import main
+    from epiformer.inference import InferenceError
+
+    folder = tmp_path / "pre"
+    shutil.copytree(precomputed, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["genome"]["conservation"] = "not used"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model = str(precomputed.parent / "model.pth.tar")
+    settings = {"precompute_dir": str(folder), "hub_dir": str(tmp_path / "hub"), "models": [model], "device": "cpu",
+                "log_requests": False}
+    with pytest.raises(InferenceError, match=r"trained with conservation \(if_cons true\)"):
+        create_app(settings)
+    assert main(["serve", str(folder), "-m", model, "--hub-dir", str(tmp_path / "hub"), "--port", str(free_port())]) == 2
+    assert "trained with conservation (if_cons true)" in capsys.readouterr().err
+    app = create_app({**settings, "conservation": "none"})
+    try:
+        body = app.test_client().post("/api/predict", json={"sequence": "ACGT"}).json
+        assert body["settings"]["conservation"] == "none"
+    finally:
+        app.config["PREDICTOR"].close()
+    app = create_app({**settings, "precompute_dir": str(precomputed)})
+    try:
+        body = app.test_client().post("/api/predict", json={"sequence": "ACGT"}).json
+        assert body["settings"]["conservation"]["file"] == "conservation.bw", "the precompute's track by default"
+    finally:
+        app.config["PREDICTOR"].close()
