@@ -15,6 +15,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["epiformer*", "precompute*", "trackhub*", "server*"]),
+    # The page (with igv.js when make install has fetched it) and the JASPAR matrices demo-data plants.
+    package_data={"server": ["static/*", "static/vendor/*"], "epiformer": ["data/*"]},
     install_requires=[
         "torch>=2.4,<3",
         "numpy>=1.24",
