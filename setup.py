@@ -32,7 +32,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7.4", "py2bit>=0.3", "pybbi>=0.4", "selenium>=4.20", "hypothesis>=6.100",
-                 "schemathesis>=4.0"],
+                 "schemathesis>=4.0",
+                 "setuptools>=70.1"],   # tests/test_packaging.py builds the wheel without build isolation
     },
     entry_points={"console_scripts": ["epiformer=epiformer.cli:main"]},
 )
