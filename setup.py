@@ -15,6 +15,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["epiformer*", "precompute*", "trackhub*", "server*"]),
+    # The page (with igv.js when make install has fetched it) and the JASPAR matrices demo-data plants.
+    package_data={"server": ["static/*", "static/vendor/*"], "epiformer": ["data/*"]},
     install_requires=[
         "torch>=2.4,<3",
         "numpy>=1.24",
@@ -30,7 +32,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7.4", "py2bit>=0.3", "pybbi>=0.4", "selenium>=4.20", "hypothesis>=6.100",
-                 "schemathesis>=4.0"],
+                 "schemathesis>=4.0",
+                 "setuptools>=70.1"],   # tests/test_packaging.py builds the wheel without build isolation
     },
     entry_points={"console_scripts": ["epiformer=epiformer.cli:main"]},
 )

@@ -20,7 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import ServerConfig, ServerConfigError, load_config
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 log = logging.getLogger("epiformer.server")
 
@@ -76,7 +76,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/")
     def index() -> Response:
-        """The page: igv.js over this server's genome and tracks (static/index.html)."""
+        """The page: igv.js over this server's genome and tracks (server/static/index.html)."""
         response = app.send_static_file("index.html")
         response.headers["Cache-Control"] = "no-cache"
         return response

@@ -12,12 +12,13 @@ import pytest
 from werkzeug.serving import make_server
 
 from epiformer.demo import CELL_TYPES
+from server import STATIC_DIR
 
 from .conftest import make_model_app
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-IGV_JS = Path(__file__).resolve().parent.parent / "static" / "vendor" / "igv.min.js"
+IGV_JS = STATIC_DIR / "vendor" / "igv.min.js"
 
 pytestmark = [
     pytest.mark.slow,
