@@ -30,6 +30,8 @@ EPILOG_GENERATE = """examples:
   epiformer generate-datasets --target demo_data/targets.txt --seqcons demo_data/conservation.bw \\
       --fa demo_data/genome.fa --gsize demo_data/chrom.sizes --blacklist demo_data/blacklist.bed \\
       --seqlen 8192 --stride 4096 -o demo_datasets/demo --workers 2
+  # a genome without a conservation track (train then builds a model with if_cons false)
+  epiformer generate-datasets --target targets.txt --fa genome.fa --gsize genome.chrom.sizes -o datasets/nocons
 """
 
 EPILOG_TRAIN = """examples:
@@ -309,13 +311,13 @@ def _add_inference_arguments(parser: argparse.ArgumentParser, batch_size: int = 
     command that predicts: the genome and its conservation, device, precision, ensembling, batch
     size, threads. ``defaults=False`` leaves unset flags None (serve: the config decides)."""
     group = parser.add_argument_group("inference settings (the same for every command and the server)")
+    cons = group.add_mutually_exclusive_group()
     if genome:
         group.add_argument("--fa", "-d", required=defaults, help="genome FASTA (indexed if no .fai)")
-        cons = group.add_mutually_exclusive_group()
         cons.add_argument("--seqcons", "-s", help="conservation bigWig (phastCons) of the same assembly; a model "
                                                   "trained with conservation needs it, or --no-conservation")
-        cons.add_argument("--no-conservation", action="store_true",
-                          help="run a model trained with conservation without it (every base a factor of 1); recorded")
+    cons.add_argument("--no-conservation", action="store_true",
+                      help="run a model trained with conservation without it (every base a factor of 1); recorded")
     group.add_argument("--device", default="auto" if defaults else None, help="auto, cpu, cuda or cuda:N (default: auto)")
     precision = group.add_mutually_exclusive_group()
     precision.add_argument("--precision", choices=PRECISIONS, default="fp32" if defaults else None,
@@ -443,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Shards finished by an interrupted run with the same parameters are kept.",
         epilog=EPILOG_GENERATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("--target", required=True, help="targets.txt (tab-separated, with a header)")
-    gen.add_argument("--seqcons", required=True, help="conservation bigWig (phastCons)")
+    gen.add_argument("--seqcons", help="conservation bigWig (phastCons); without it the shards hold no "
+                     "conservation, say so, and train builds a model without it (if_cons false)")
     gen.add_argument("--fa", required=True, help="genome FASTA (indexed if no .fai)")
     gen.add_argument("--gsize", required=True, help="chromosome sizes (chrom<TAB>size)")
     gen.add_argument("--blacklist", help="BED of regions to exclude (any overlap drops a window)")
@@ -464,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate_datasets)
 
-    from .train import MODEL_FIELDS, TRAIN_FIELDS
+    from .train import MODEL_FIELDS, TRAIN_FIELDS, setting_type
 
     tr = sub.add_parser(
         "train", help="train a model on generate-datasets shards (one process or under torchrun)",
@@ -482,9 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
     hyper = tr.add_argument_group("hyperparameters (override the config file)")
+    notes = {"if_cons": "scale the input by exp(conservation) (default: true when the dataset has "
+                        "conservation, false when it was made without --seqcons)"}
     for name, spec in {**TRAIN_FIELDS, **MODEL_FIELDS}.items():
-        kind = {"int": int, "float": float, "bool": _bool, "str": str}.get(str(spec.type), str)
-        hyper.add_argument(f"--{name}", type=kind, metavar=str(spec.type).upper())
+        kind = {"int": int, "float": float, "bool": _bool, "str": str}.get(setting_type(spec), str)
+        hyper.add_argument(f"--{name}", type=kind, metavar=setting_type(spec).upper(), help=notes.get(name))
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser(

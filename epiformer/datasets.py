@@ -1,4 +1,4 @@
-"""Training data: genome + conservation + per-cell-type bigWigs + blacklist -> HDF5 shards.
+"""Training data: genome + conservation (optional) + per-cell-type bigWigs + blacklist -> HDF5 shards.
 
 ``generate_datasets`` tiles the genome (or takes given regions), drops windows on the blacklist
 or with too many unknown bases, splits them by chromosome into train/valid/test and writes
@@ -6,10 +6,13 @@ shards of ``nchunk`` windows in parallel. ``ShardDataset`` reads them lazily for
 optional reverse-complement and shift augmentation.
 
 Shard layout (``OUTPREFIX.{split}.{k}.h5``): ``sequence`` (n, seqlen) uint8 codes A=0 C=1 G=2
-T=3 other=4; ``conservation`` (n, seqlen) float16; ``targets`` (n, targets, bins) float32 (NaN
-where a bin has no data); ``labels`` (n, targets, bins) uint8 peak overlap; ``chrom``, ``start``,
-``end``, ``name`` per window (0-based half-open, ``name`` is ``chrom:start-end``); attributes
-``targets`` and ``parameters`` (JSON). ``OUTPREFIX.json`` lists the shards of every split.
+T=3 other=4; ``conservation`` (n, seqlen) float16, left out when the dataset is made without a
+conservation track; ``targets`` (n, targets, bins) float32 (NaN where a bin has no data);
+``labels`` (n, targets, bins) uint8 peak overlap; ``chrom``, ``start``, ``end``, ``name`` per
+window (0-based half-open, ``name`` is ``chrom:start-end``); attributes ``targets`` and
+``parameters`` (JSON) and ``has_conservation``. ``OUTPREFIX.json`` lists the shards of every
+split and says ``has_conservation`` too. Shards and manifests written before conservation was
+optional lack the flag and always hold conservation.
 """
 from __future__ import annotations
 
@@ -41,9 +44,9 @@ class DatasetParameters:
     """Everything that determines the content of the shards."""
 
     fasta: str
-    conservation: str
     chrom_sizes: str
     targets: str
+    conservation: str | None = None
     blacklist: str | None = None
     bed: str | None = None
     seq_len: int = 98_304
@@ -54,9 +57,19 @@ class DatasetParameters:
     valid_chroms: list[str] = field(default_factory=list)
     test_chroms: list[str] = field(default_factory=list)
 
+    @property
+    def has_conservation(self) -> bool:
+        return self.conservation is not None
+
     def digest(self) -> str:
         """Short hash of the parameters, stored in each shard so a rerun can reuse finished ones."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def manifest_has_conservation(manifest: dict) -> bool:
+    """Whether a dataset (its manifest) holds conservation; datasets made before conservation was
+    optional lack the flag and always hold it."""
+    return bool(manifest.get("has_conservation", True))
 
 
 def genome_name(fasta: str | os.PathLike) -> str:
@@ -182,12 +195,13 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
             per_bin = {"shape": (size, n_targets, n_bins), "maxshape": (None, n_targets, n_bins),
                        "chunks": (1, n_targets, n_bins)}
             sequence = h5.create_dataset("sequence", dtype=np.uint8, **per_base, **opts)
-            conservation = h5.create_dataset("conservation", dtype=np.float16, **per_base, **opts)
+            conservation = (h5.create_dataset("conservation", dtype=np.float16, **per_base, **opts)
+                            if p.has_conservation else None)
             targets = h5.create_dataset("targets", dtype=np.float32, **per_bin, **opts)
             labels = h5.create_dataset("labels", dtype=np.uint8, **per_bin, **opts)
             for chrom, lo, hi, windows in _spans(task.windows, max(8 * p.seq_len, 1_000_000)):
                 span_codes = sequence_codes(genome.sequence(chrom, lo, hi))
-                span_cons = genome.conservation(chrom, lo, hi)
+                span_cons = genome.conservation(chrom, lo, hi) if conservation is not None else None
                 span_values = [bw.values(chrom, lo, hi, numpy=True) for bw in signals]
                 for start, end in windows:
                     codes = span_codes[start - lo: end - lo]
@@ -195,7 +209,8 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
                         continue
                     row = len(kept)
                     sequence[row] = codes
-                    conservation[row] = span_cons[start - lo: end - lo]
+                    if conservation is not None:
+                        conservation[row] = span_cons[start - lo: end - lo]
                     targets[row] = np.stack([
                         bin_values(values[start - lo: end - lo], p.bin_size, t.sum_stat, t.clip, t.scale)
                         for values, t in zip(span_values, task.targets)])
@@ -204,7 +219,8 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
                         for ps in peaks])
                     kept.append((chrom, start, end))
             for dataset in (sequence, conservation, targets, labels):
-                dataset.resize(len(kept), axis=0)
+                if dataset is not None:
+                    dataset.resize(len(kept), axis=0)
             text = h5py.string_dtype()
             h5.create_dataset("chrom", data=np.array([w[0] for w in kept], dtype=object), dtype=text)
             h5.create_dataset("start", data=np.array([w[1] for w in kept], np.int64))
@@ -212,7 +228,7 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
             h5.create_dataset("name", data=np.array([f"{c}:{s}-{e}" for c, s, e in kept], dtype=object),
                               dtype=text)
             h5.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "split": task.split,
-                             "genome": genome_name(p.fasta),
+                             "genome": genome_name(p.fasta), "has_conservation": p.has_conservation,
                              "digest": p.digest(), "parameters": json.dumps(asdict(p)),
                              "targets": json.dumps([t.to_dict() for t in task.targets])})
     finally:
@@ -281,7 +297,8 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
     if params.blacklist:
         windows = drop_blacklisted(windows, Path(params.blacklist), chrom_sizes)
     used = {c: chrom_sizes[c] for c in dict.fromkeys(w[0] for w in windows)}
-    _check_bigwig_chroms(Path(params.conservation), used, "conservation bigWig")
+    if params.has_conservation:
+        _check_bigwig_chroms(Path(params.conservation), used, "conservation bigWig")
     for target in targets:
         _check_bigwig_chroms(target.file, used, f"bigWig of target {target.identifier}")
     peaks = [PeakSet(t.peak) if t.peak else None for t in targets]
@@ -334,7 +351,7 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
     bar.close()
 
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "genome": genome_name(params.fasta),
-                "parameters": asdict(params),
+                "has_conservation": params.has_conservation, "parameters": asdict(params),
                 "targets": [t.to_dict() for t in targets], "splits": {}}
     for split in SPLITS:
         rows = sorted((r for r in results if r[0] == split), key=lambda r: int(r[1].rsplit(".", 2)[-2]))
@@ -381,7 +398,9 @@ class ShardDataset:
     """Windows of one split, read lazily from HDF5 shards; a torch ``Dataset``.
 
     Item ``i`` is ``(x, y)``: ``x`` (4, seq_len) float32 one-hot times exp(conservation)
-    (``use_conservation=False`` leaves out the factor), ``y`` (targets, bins) float32. With
+    (``use_conservation=False`` leaves out the factor; the default, None, uses conservation when
+    the shards hold it), ``y`` (targets, bins) float32. Shards made without conservation read as
+    conservation 0 and refuse ``use_conservation=True``. With
     ``augment``, each item is reverse-complemented with probability 1/2 (sequence, conservation
     and targets flipped together) and shifted by up to ``max_shift`` bases (sequence and
     conservation move together, padded with N and 0; targets stay aligned to the window).
@@ -390,30 +409,40 @@ class ShardDataset:
     """
 
     def __init__(self, paths: list[str | os.PathLike], augment: bool = False, max_shift: int = 3,
-                 use_conservation: bool = True, target_index: int | None = None) -> None:
+                 use_conservation: bool | None = None, target_index: int | None = None) -> None:
         import h5py
 
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise DatasetError("no shard files given")
-        self.augment, self.max_shift, self.use_conservation = augment, max_shift, use_conservation
+        self.augment, self.max_shift = augment, max_shift
         self.target_index = target_index
-        lengths, self.targets, self.parameters = [], None, None
+        lengths, self.targets, self.parameters, self.has_conservation = [], None, None, None
         for path in self.paths:
             try:
                 with h5py.File(path, "r") as h5:
                     lengths.append(int(h5["sequence"].shape[0]))
                     targets = json.loads(h5.attrs["targets"])
                     parameters = json.loads(h5.attrs["parameters"])
+                    has_cons = bool(h5.attrs.get("has_conservation", "conservation" in h5))
             except (OSError, KeyError, ValueError) as err:
                 raise DatasetError(f"shard {path} cannot be read (corrupt or not a dataset shard): "
                                    f"{str(err).splitlines()[0][:200]}") from None
             if self.targets is None:
-                self.targets, self.parameters = targets, parameters
+                self.targets, self.parameters, self.has_conservation = targets, parameters, has_cons
             elif [t["identifier"] for t in targets] != [t["identifier"] for t in self.targets] or \
                     parameters["seq_len"] != self.parameters["seq_len"] or \
                     parameters["bin_size"] != self.parameters["bin_size"]:
                 raise DatasetError(f"shard {path} has other targets or window sizes than {self.paths[0]}")
+            elif has_cons != self.has_conservation:
+                raise DatasetError(f"shard {path} {'holds' if has_cons else 'has no'} conservation, "
+                                   f"unlike {self.paths[0]}")
+        if use_conservation is None:
+            use_conservation = self.has_conservation
+        elif use_conservation and not self.has_conservation:
+            raise DatasetError(f"shard {self.paths[0]} holds no conservation (the dataset was made without "
+                               "--seqcons): read it with use_conservation=False")
+        self.use_conservation = use_conservation
         if target_index is not None and not 0 <= target_index < len(self.targets):
             raise DatasetError(f"target index {target_index} is out of range: the dataset has "
                                f"{len(self.targets)} targets")
@@ -458,7 +487,8 @@ class ShardDataset:
         return self._handles[i]
 
     def window(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """Raw (sequence codes, conservation, targets, name) of one window, without augmentation."""
+        """Raw (sequence codes, conservation, targets, name) of one window, without augmentation
+        (conservation 0 where the shards hold none)."""
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} out of range for {len(self)} windows")
         shard = int(np.searchsorted(self._offsets, index, side="right") - 1)
@@ -468,7 +498,9 @@ class ShardDataset:
         if self.target_index is not None:
             targets = targets[self.target_index: self.target_index + 1]
         name = h5["name"][row]
-        return (h5["sequence"][row], h5["conservation"][row].astype(np.float32), targets,
+        cons = h5["conservation"][row].astype(np.float32) if self.has_conservation else \
+            np.zeros(self.seq_len, np.float32)
+        return (h5["sequence"][row], cons, targets,
                 name.decode() if isinstance(name, bytes) else str(name))
 
     def __getitem__(self, index: int):

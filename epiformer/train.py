@@ -28,7 +28,7 @@ from torch import nn
 from . import distributed as dist_utils
 from .checkpoint import code_version, read_checkpoint, save_checkpoint
 from .config import ConfigError, ModelConfig, preset, read_config_file
-from .datasets import DatasetError, ShardDataset, read_dataset_manifest
+from .datasets import DatasetError, ShardDataset, manifest_has_conservation, read_dataset_manifest
 from .files import sha256_file
 from .inference import InferenceSettings
 from .model import Epiformer
@@ -36,7 +36,10 @@ from .model import Epiformer
 
 @dataclass
 class TrainConfig:
-    """Training hyperparameters (the original's names where it had them) plus the model preset."""
+    """Training hyperparameters (the original's names where it had them) plus the model preset.
+
+    ``if_cons`` left unset (None) follows the dataset: true when its shards hold conservation.
+    """
 
     preset: str = "paper"
     num_epoches: int = 20
@@ -49,7 +52,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     if_augment: bool = True
     max_shift: int = 3
-    if_cons: bool = True
+    if_cons: bool | None = None
     sync_bn: bool = False
     bf16: bool = True
     num_workers: int = 2
@@ -68,6 +71,11 @@ class TrainConfig:
 
 TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "model"}
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig) if f.name != "extra"}
+
+
+def setting_type(spec: dataclasses.Field) -> str:
+    """The type of a setting: int, float, bool or str (a ``bool | None`` one may also be left unset)."""
+    return str(spec.type).removesuffix(" | None")
 
 
 def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
@@ -89,10 +97,12 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
             raise ConfigError(f"{where}: unknown setting {key!r}")
     cfg = TrainConfig(**train, model=model)
     for name, spec in TRAIN_FIELDS.items():
-        value = getattr(cfg, name)
-        kind = {"int": int, "float": (int, float), "bool": bool, "str": str}[str(spec.type)]
+        value, kind_name = getattr(cfg, name), setting_type(spec)
+        if value is None and kind_name != str(spec.type):
+            continue
+        kind = {"int": int, "float": (int, float), "bool": bool, "str": str}[kind_name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(f"{name} must be {str(spec.type)}, got {value!r}")
+            raise ConfigError(f"{name} must be {kind_name}, got {value!r}")
     for name in ("num_epoches", "batch_size", "accum_iter"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
@@ -180,6 +190,16 @@ def evaluate_loader(model: nn.Module, loader, crop: int, n_targets: int,
     return metrics.compute(ctx)
 
 
+def dataset_if_cons(if_cons: bool | None, has_conservation: bool, dataset: str | os.PathLike) -> bool:
+    """``if_cons`` for a dataset: as set, or when unset whether the dataset holds conservation.
+    Set true for a dataset without conservation, it is an error rather than training on zeros."""
+    if if_cons and not has_conservation:
+        raise ConfigError(f"if_cons is true but the dataset {dataset} has no conservation (it was made "
+                          "without --seqcons): leave if_cons unset or set it false, or regenerate the "
+                          "dataset with --seqcons")
+    return has_conservation if if_cons is None else if_cons
+
+
 def check_split(ds: ShardDataset, split: str, model_cfg: ModelConfig, model_name: str = "the model") -> None:
     """Stop with one message when a split is empty or its windows do not fit the model."""
     if len(ds) == 0:
@@ -226,6 +246,11 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
     ctx = dist_utils.setup(device)
     try:
         manifest, _ = read_dataset_manifest(dataset)
+        has_conservation = manifest_has_conservation(manifest)
+        if cfg.if_cons is None and not has_conservation and ctx.is_main:
+            print(f"note: the dataset {dataset} has no conservation (made without --seqcons): training "
+                  "with if_cons false", flush=True)
+        cfg = dataclasses.replace(cfg, if_cons=dataset_if_cons(cfg.if_cons, has_conservation, dataset))
         train_ds = ShardDataset.from_manifest(dataset, "train", augment=cfg.if_augment, max_shift=cfg.max_shift,
                                               use_conservation=cfg.if_cons, target_index=index)
         valid_ds = ShardDataset.from_manifest(dataset, "valid", use_conservation=cfg.if_cons, target_index=index)
@@ -389,12 +414,17 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
     from .checkpoint import load_model
     from .engine import select_device
     from .files import atomic_path, settings_lines
-    from .inference import pin_threads
+    from .inference import NO_CONSERVATION, pin_threads
 
     settings = settings or InferenceSettings()
     model = load_model(checkpoint)
-    ds = ShardDataset.from_manifest(dataset, split, use_conservation=model.uses_conservation,
-                                    target_index=index)
+    has_conservation = manifest_has_conservation(read_dataset_manifest(dataset)[0])
+    if model.uses_conservation and not has_conservation and settings.conservation != NO_CONSERVATION:
+        raise DatasetError(f"checkpoint {checkpoint} was trained with conservation (if_cons true) but the dataset "
+                           f"{dataset} has none (made without --seqcons): pass --no-conservation to run it with "
+                           "every base at a factor of 1")
+    use_conservation = model.uses_conservation and has_conservation
+    ds = ShardDataset.from_manifest(dataset, split, use_conservation=use_conservation, target_index=index)
     if ds.target_names != model.target_names:
         raise DatasetError(f"checkpoint {checkpoint} predicts {model.target_names} but the {split} split "
                            f"has {ds.target_names} (use --index for a single-target checkpoint)")
@@ -417,6 +447,8 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
                             for r in rows]
         record = {"checkpoints": [{"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}],
                   "dataset": str(dataset), "split": split, "precision": settings.precision,
+                  "conservation": "dataset" if use_conservation else
+                  NO_CONSERVATION if model.uses_conservation else "not used",
                   "device": ctx.device.type, "code_version": code_version()}
         with atomic_path(out) as tmp:
             tmp.write_text(settings_lines(record) + "\n".join(lines) + "\n")

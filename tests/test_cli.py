@@ -90,6 +90,24 @@ def test_generate_datasets_with_the_original_flags(demo_data, tmp_path, capsys):
     manifest = json.loads((tmp_path / "ds" / "demo.json").read_text())
     assert manifest["parameters"]["valid_chroms"] == ["chr2"] and manifest["parameters"]["test_chroms"] == ["chr3"]
     assert all(manifest["splits"][s]["windows"] > 0 for s in ("train", "valid", "test"))
+    assert manifest["has_conservation"] is True
+    assert manifest["parameters"]["conservation"] == str(d / "conservation.bw")
+
+
+def test_generate_datasets_without_seqcons(demo_data, tmp_path, capsys):
+    import h5py
+
+    d = demo_data
+    code = main(["generate-datasets", "--target", str(d / "targets.txt"), "--fa", str(d / "genome.fa"),
+                 "--gsize", str(d / "chrom.sizes"), "--seqlen", "8192", "--nchunk", "40",
+                 "-o", str(tmp_path / "ds" / "demo"), "--workers", "1", "-q"])
+    assert code == 0
+    assert f"manifest: {tmp_path / 'ds' / 'demo'}.json" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "ds" / "demo.json").read_text())
+    assert manifest["has_conservation"] is False and manifest["parameters"]["conservation"] is None
+    with h5py.File(tmp_path / "ds" / manifest["splits"]["train"]["shards"][0]) as h5:
+        assert not h5.attrs["has_conservation"] and "conservation" not in h5
+        assert json.loads(h5.attrs["parameters"])["conservation"] is None
 
 
 def test_generate_datasets_bad_input_is_one_line(demo_data, tmp_path):

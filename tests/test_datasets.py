@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from epiformer.datasets import (DatasetError, DatasetParameters, ShardDataset, augment_window,
-                                generate_datasets, reverse_complement_codes, shift_window)
+                                generate_datasets, manifest_has_conservation, reverse_complement_codes,
+                                shift_window)
 from epiformer.genome import encode, sequence_codes
 from epiformer.targets import TargetsError
 
@@ -220,6 +221,50 @@ def test_dataset_reads_lazily_and_encodes(inputs):
     torch.testing.assert_close(batches[0][0][1], x)
     with pytest.raises(DatasetError, match="target index 5 is out of range"):
         ShardDataset.from_manifest(inputs["dir"], "train", target_index=5)
+
+
+def test_without_conservation_the_shards_say_so(inputs):
+    with_cons = generate_datasets(inputs["params"], inputs["dir"] / "cons", progress=False)
+    assert with_cons["has_conservation"] is True
+    with h5py.File(inputs["dir"] / "cons.train.0.h5") as h5:
+        assert h5.attrs["has_conservation"] and "conservation" in h5
+    params = replace(inputs["params"], conservation=None)
+    manifest = generate_datasets(params, inputs["dir"] / "nocons", progress=False)
+    assert manifest["has_conservation"] is False and manifest["parameters"]["conservation"] is None
+    assert [s["windows"] for s in manifest["splits"].values()] == [s["windows"] for s in with_cons["splits"].values()]
+    for a, b in zip(with_cons["splits"]["train"]["shards"], manifest["splits"]["train"]["shards"]):
+        with h5py.File(inputs["dir"] / a) as ha, h5py.File(inputs["dir"] / b) as hb:
+            assert not hb.attrs["has_conservation"] and "conservation" not in hb
+            assert json.loads(hb.attrs["parameters"])["conservation"] is None
+            for key in ("sequence", "targets", "labels", "name"):
+                np.testing.assert_array_equal(ha[key][:], hb[key][:])
+    train = ShardDataset.from_manifest(inputs["dir"] / "nocons", "train")
+    assert not train.has_conservation and not train.use_conservation
+    codes, cons, _, name = train.window(1)
+    assert name == "chr1:128-256" and cons.shape == (128,) and not cons.any()
+    x, _ = train[1]
+    np.testing.assert_array_equal(x.numpy(), encode(inputs["seqs"]["chr1"][128:256]))
+    augmented = ShardDataset.from_manifest(inputs["dir"] / "nocons", "train", augment=True)
+    assert set(np.unique(augmented[1][0].numpy())) <= {0.0, 1.0}
+    with pytest.raises(DatasetError, match=r"nocons.train.0.h5 holds no conservation \(the dataset was made "
+                                           r"without --seqcons\): read it with use_conservation=False"):
+        ShardDataset.from_manifest(inputs["dir"] / "nocons", "train", use_conservation=True)
+    with pytest.raises(DatasetError, match=r"nocons.train.0.h5 has no conservation, unlike .*cons.train.0.h5"):
+        ShardDataset([inputs["dir"] / "cons.train.0.h5", inputs["dir"] / "nocons.train.0.h5"])
+
+
+def test_shards_from_before_conservation_was_optional_still_load(inputs):
+    """Older shards and manifests have no has_conservation flag and always hold conservation."""
+    manifest = generate_datasets(inputs["params"], inputs["dir"] / "old", progress=False)
+    for shard in manifest["splits"]["train"]["shards"]:
+        with h5py.File(inputs["dir"] / shard, "a") as h5:
+            del h5.attrs["has_conservation"]
+    del manifest["has_conservation"]
+    assert manifest_has_conservation(manifest)
+    train = ShardDataset.from_manifest(inputs["dir"] / "old", "train")
+    assert train.has_conservation and train.use_conservation
+    x, _ = train[1]
+    np.testing.assert_allclose(x.numpy(), encode(inputs["seqs"]["chr1"][128:256], np.full(128, 0.5)), rtol=1e-3)
 
 
 def test_corrupt_shard_is_a_clear_error(inputs):

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from epiformer import load_model
+from epiformer.cli import main
 from epiformer.config import ConfigError
 from epiformer.datasets import DatasetError, DatasetParameters, generate_datasets
+from epiformer.inference import InferenceSettings
 from epiformer.train import TrackMetrics, evaluate, load_train_config, lr_factor, train
 
 from .conftest import free_port
@@ -22,16 +24,27 @@ SMALL = {"preset": "tiny", "seq_len": 2048, "crop_size": 2, "batch_size": 8, "nu
 EXACT = {**SMALL, "att_dropout": 0.0, "enc_dropout": 0.0, "ptw_dropout": 0.0, "if_augment": False}
 
 
-@pytest.fixture(scope="module")
-def dataset(demo_data, tmp_path_factory):
-    """2,048 bp windows of the small demo genome: about 190 train, 45 valid, 50 test."""
-    out = tmp_path_factory.mktemp("train_ds") / "demo"
+def demo_dataset(demo_data, out, conservation=True):
+    """2,048 bp windows of the small demo genome (about 190 train, 45 valid, 50 test), with or
+    without its conservation track."""
     d = demo_data
-    params = DatasetParameters(fasta=str(d / "genome.fa"), conservation=str(d / "conservation.bw"),
-                               chrom_sizes=str(d / "chrom.sizes"), targets=str(d / "targets.txt"),
-                               blacklist=str(d / "blacklist.bed"), seq_len=2048, nchunk=64)
+    params = DatasetParameters(fasta=str(d / "genome.fa"), chrom_sizes=str(d / "chrom.sizes"),
+                               targets=str(d / "targets.txt"), blacklist=str(d / "blacklist.bed"),
+                               conservation=str(d / "conservation.bw") if conservation else None,
+                               seq_len=2048, nchunk=64)
     generate_datasets(params, out, workers=2, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def dataset(demo_data, tmp_path_factory):
+    return demo_dataset(demo_data, tmp_path_factory.mktemp("train_ds") / "demo")
+
+
+@pytest.fixture(scope="module")
+def nocons_dataset(demo_data, tmp_path_factory):
+    """The same windows made without a conservation track (generate-datasets without --seqcons)."""
+    return demo_dataset(demo_data, tmp_path_factory.mktemp("train_nocons") / "demo", conservation=False)
 
 
 def cli(*args, env=None, **kwargs):
@@ -55,6 +68,10 @@ def test_config_file_names_and_overrides(tmp_path):
         load_train_config(bad)
     with pytest.raises(ConfigError, match="batch_size must be int, got 'eight'"):
         load_train_config(None, batch_size="eight")
+    assert load_train_config(None).if_cons is None, "unset: the dataset decides"
+    assert load_train_config(yaml_file, if_cons=False).if_cons is False
+    with pytest.raises(ConfigError, match="if_cons must be bool, got 'yes'"):
+        load_train_config(None, if_cons="yes")
     with pytest.raises(ConfigError, match="multiout_dim 3 does not match the 8 target"):
         load_train_config(None, preset="tiny", multiout_dim=3).model_config(8)
     with pytest.raises(ConfigError, match="no such file"):
@@ -98,6 +115,7 @@ def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path):
     for name in ("last", "best_loss", "best_corr"):
         model = load_model(tmp_path / f"run.{name}.pth.tar")
         assert model.target_names == ["HIP", "ASCT", "OPC", "OGC", "MGC", "VIP", "ITL23", "ET"]
+        assert model.uses_conservation, "if_cons unset and the dataset has conservation"
         assert model.genome == "genome" and model.config.seq_len == 2048
     history = [json.loads(line) for line in (tmp_path / "run.metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]
@@ -111,6 +129,56 @@ def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path):
     settings, header = (tmp_path / "test.tsv").read_text().splitlines()[:2]
     assert header.startswith("target\tpearson_log2\tpoisson_loss")
     assert json.loads(settings.removeprefix("#epiformer_settings="))["precision"] == "fp32"
+
+
+def test_dataset_without_conservation_trains_an_if_cons_false_model(nocons_dataset, tmp_path, capsys):
+    assert main(run_args(nocons_dataset, tmp_path / "run", SMALL)) == 0
+    out = capsys.readouterr().out
+    assert f"note: the dataset {nocons_dataset} has no conservation (made without --seqcons): training " \
+           "with if_cons false" in out
+    raw = torch.load(tmp_path / "run.last.pth.tar", weights_only=True)
+    assert raw["train_config"]["if_cons"] is False
+    model = load_model(tmp_path / "run.last.pth.tar")
+    assert model.uses_conservation is False
+    rows = evaluate(tmp_path / "run.last.pth.tar", nocons_dataset)
+    assert rows[-1]["target"] == "mean" and -1 <= rows[-1]["pearson_log2"] <= 1
+    assert "note" not in capsys.readouterr().out
+
+    from epiformer import save_checkpoint
+    from epiformer.config import preset
+    from epiformer.model import Epiformer
+
+    names = ["HIP", "ASCT", "OPC", "OGC", "MGC", "VIP", "ITL23", "ET"]
+    with_cons = save_checkpoint(tmp_path / "cons.pth.tar", Epiformer(preset("tiny", seq_len=2048, crop_size=2), names),
+                                train_config={"if_cons": True})
+    assert main(["evaluate", "-m", str(with_cons), "-i", str(nocons_dataset)]) == 2
+    assert "trained with conservation (if_cons true) but the dataset" in capsys.readouterr().err
+    assert len(evaluate(with_cons, nocons_dataset, settings=InferenceSettings(conservation="none"))) == 9
+    assert main(["evaluate", "-m", str(with_cons), "-i", str(nocons_dataset), "--no-conservation",
+                 "-o", str(tmp_path / "e.tsv")]) == 0
+    assert '"conservation": "none"' in (tmp_path / "e.tsv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("how", ["flag", "config file"])
+def test_if_cons_true_on_a_dataset_without_conservation_is_one_line(nocons_dataset, tmp_path, capsys, how):
+    args = run_args(nocons_dataset, tmp_path / "run", SMALL)
+    if how == "flag":
+        args += ["--if_cons", "true"]
+    else:
+        (tmp_path / "c.yaml").write_text("if_cons: true\n")
+        args += ["-c", str(tmp_path / "c.yaml")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == (f"epiformer train: error: if_cons is true but the dataset {nocons_dataset} has no conservation "
+                   "(it was made without --seqcons): leave if_cons unset or set it false, or regenerate the "
+                   "dataset with --seqcons\n")
+    assert not list(tmp_path.glob("run*"))
+
+
+def test_if_cons_false_on_a_dataset_with_conservation(dataset, tmp_path, capsys):
+    assert main(run_args(dataset, tmp_path / "run", {**SMALL, "if_cons": "false"})) == 0
+    assert "note" not in capsys.readouterr().out
+    assert load_model(tmp_path / "run.last.pth.tar").uses_conservation is False
 
 
 def test_single_target_with_index(dataset, tmp_path):
