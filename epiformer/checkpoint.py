@@ -19,9 +19,9 @@ import torch
 
 from . import __version__
 from .config import ConfigError, ModelConfig
+from .errors import UserError
 from .files import atomic_path
 from .model import Epiformer
-from .errors import UserError
 
 FORMAT = "epiformer-checkpoint"
 FORMAT_VERSION = 1

@@ -175,10 +175,12 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _precompute(args: argparse.Namespace) -> None:
+    from precompute import PrecomputeOptions, precompute
+
     from .config import check_window_flags
+    from .distributed import parse_shard
     from .genome import read_bed_intervals
     from .targets import read_targets
-    from precompute import PrecomputeOptions, precompute, shard_from_text
 
     models = _model_set_options(args).load()
     check_window_flags(models.config, args.seqlen, args.binsize)
@@ -187,7 +189,7 @@ def _precompute(args: argparse.Namespace) -> None:
                targets=read_targets(args.targets) if args.targets else None, blacklist=args.blacklist,
                chroms=_chrom_list(args.chroms) or None,
                regions=list(read_bed_intervals(args.bed, "--bed")) if args.bed else None,
-               genome_name=args.genome, shard=shard_from_text(args.shard) if args.shard else None,
+               genome_name=args.genome, shard=parse_shard(args.shard) if args.shard else None,
                dry_run=args.dry_run)
 
 
@@ -230,19 +232,13 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _score_variants(args: argparse.Namespace) -> None:
-    from precompute import shard_from_text
-
     from .calibration import find_calibration
-    from .distributed import job_shard
+    from .distributed import job_shard, parse_shard
     from .inference import open_predictor
     from .scorer import VariantScorer
     from .scoring import ScoreOptions, score_variant_file
-    from .vcf import VcfError
 
-    try:
-        index, count, device, launched = job_shard(shard_from_text(args.shard) if args.shard else None, args.device)
-    except ValueError as err:
-        raise VcfError(str(err)) from None
+    index, count, device, launched = job_shard(parse_shard(args.shard) if args.shard else None, args.device)
     settings = dataclasses.replace(_inference_settings(args), device=device)
     options = ScoreOptions(on_mismatch=args.on_mismatch, max_indel=args.max_indel, chunk=args.chunk,
                            progress=not args.quiet)

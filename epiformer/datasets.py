@@ -25,10 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path
-from .genome import Genome, encode_codes, read_bed_intervals, read_chrom_sizes, sequence_codes
-from .targets import PeakSet, Target, bin_values, read_targets
 from .errors import UserError
+from .files import atomic_path
+from .genome import (
+    Genome,
+    encode_codes,
+    other_chrom_name,
+    read_bed_intervals,
+    read_chrom_sizes,
+    sequence_codes,
+)
+from .targets import PeakSet, Target, bin_values, read_targets
 
 SPLITS = ("train", "valid", "test")
 FORMAT = "epiformer-dataset"
@@ -82,11 +89,8 @@ def genome_name(fasta: str | os.PathLike) -> str:
 
 def _name_hint(missing: list[str], available: set[str]) -> str:
     """Suggest the chr-prefix convention when names differ only by it."""
-    sample = missing[0]
-    alternative = sample[3:] if sample.startswith("chr") else f"chr{sample}"
-    if alternative in available:
-        return f" (it names them like {alternative!r}: the files use different chromosome naming)"
-    return ""
+    alternative = other_chrom_name(missing[0], available)
+    return f" (it names them like {alternative!r}: the files use different chromosome naming)" if alternative else ""
 
 
 def _check_bigwig_chroms(path: Path, needed: dict[str, int], what: str) -> None:

@@ -3,11 +3,14 @@ across ranks on any backend (torch's SyncBatchNorm needs GPUs; this one also run
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .errors import UserError
 
 
 @dataclass
@@ -96,6 +99,18 @@ def wait_for_all_ranks() -> None:
     dist.destroy_process_group()
 
 
+class ShardError(UserError, ValueError):
+    """A shard of an offline job that cannot be run, naming the flag."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` (0-based I, as SLURM_ARRAY_TASK_ID with --array=0-(N-1)) -> (I, N)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
+        raise ShardError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 3/10")
+    return int(match.group(1)), int(match.group(2))
+
+
 def job_shard(shard: tuple[int, int] | None, device: str) -> tuple[int, int, str, bool]:
     """(shard index, shard count, device, launched by torchrun) for an offline job given an
     optional ``--shard I/N``: torchrun's rank and world size, each rank on its own GPU."""
@@ -104,7 +119,7 @@ def job_shard(shard: tuple[int, int] | None, device: str) -> tuple[int, int, str
         index, count = shard or (0, 1)
         return index, count, device, False
     if shard is not None:
-        raise ValueError("--shard cannot be combined with torchrun: torchrun's ranks are the shards")
+        raise ShardError("--shard cannot be combined with torchrun: torchrun's ranks are the shards")
     if device in ("auto", "cuda") and torch.cuda.is_available():
         device = f"cuda:{launched[2]}"
     return launched[0], launched[1], device, True

@@ -9,8 +9,8 @@ import struct
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
-from .errors import UserError
 
+from .errors import UserError
 
 BIGWIG_MAGIC, CHROM_TREE_MAGIC, INDEX_MAGIC = 0x888FFC26, 0x78CA8C91, 0x2468ACE0
 LOW_SPACE_BYTES = 1 << 20   # a writer failing with less than this free on its disk failed for lack of space

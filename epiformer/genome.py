@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Container, Iterator
 
 import numpy as np
+
 from .errors import UserError
 
 BASES = "ACGT"
@@ -75,6 +76,13 @@ def reverse_complement_encoded(x: np.ndarray) -> np.ndarray:
 def reverse_track(values: np.ndarray) -> np.ndarray:
     """Reverse a per-base or per-bin track (conservation, targets) along its last axis."""
     return np.asarray(values)[..., ::-1].copy()
+
+
+def other_chrom_name(name: str, known: Container[str]) -> str | None:
+    """``name`` under the other naming convention (``chr1`` and ``1``) when ``known`` holds it:
+    the hint for files that name chromosomes differently."""
+    other = name[3:] if name.startswith("chr") else f"chr{name}"
+    return other if other in known else None
 
 
 def parse_region(text: str) -> tuple[str, int, int]:

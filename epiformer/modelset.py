@@ -17,9 +17,9 @@ from torch import nn
 
 from .checkpoint import load_model
 from .config import ModelConfig
+from .errors import UserError
 from .model import Epiformer
 from .targets import read_targets
-from .errors import UserError
 
 
 class ModelSetError(UserError, ValueError):

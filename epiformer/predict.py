@@ -11,7 +11,7 @@ import numpy as np
 
 from .engine import RegionTracks
 from .files import atomic_path, bedgraph_text, bigwig_writer, settings_lines
-from .genome import Genome, GenomeError, parse_region, read_bed_intervals
+from .genome import GenomeError, parse_region, read_bed_intervals
 from .inference import Predictor
 from .targets import Target, bin_values, read_targets
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .genome import read_bed_intervals
 from .errors import UserError
+from .genome import read_bed_intervals
+from .intervals import IntervalIndex
 
 SUM_STATS = ("mean", "median", "sum")
 REQUIRED_COLUMNS = ("identifier", "file", "clip", "sum_stat", "description")
@@ -141,28 +142,13 @@ class PeakSet:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        intervals: dict[str, list[tuple[int, int]]] = {}
-        for chrom, start, end in read_bed_intervals(self.path, "peak file"):
-            intervals.setdefault(chrom, []).append((start, end))
-        self._starts: dict[str, np.ndarray] = {}
-        self._ends: dict[str, np.ndarray] = {}
-        for chrom, ivs in intervals.items():
-            arr = np.array(sorted(ivs), dtype=np.int64)
-            self._starts[chrom], self._ends[chrom] = arr[:, 0], arr[:, 1]
+        self._index = IntervalIndex(list(read_bed_intervals(self.path, "peak file")))
 
     @property
     def chroms(self) -> set[str]:
-        return set(self._starts)
+        return self._index.chroms
 
     def labels(self, chrom: str, start: int, end: int, bin_size: int) -> np.ndarray:
         """(bins,) uint8: 1 where the bin overlaps any peak by at least one base."""
-        n_bins = (end - start) // bin_size
-        out = np.zeros(n_bins + 1, dtype=np.int32)
-        if chrom in self._starts:
-            starts, ends = self._starts[chrom], self._ends[chrom]
-            hits = np.flatnonzero((starts < end) & (ends > start))
-            first = (np.maximum(starts[hits], start) - start) // bin_size
-            last = (np.minimum(ends[hits], end) - 1 - start) // bin_size
-            np.add.at(out, first, 1)
-            np.add.at(out, last + 1, -1)
-        return (np.cumsum(out)[:n_bins] > 0).astype(np.uint8)
+        starts = start + bin_size * np.arange((end - start) // bin_size)
+        return self._index.overlaps(chrom, starts, starts + bin_size).astype(np.uint8)

@@ -28,7 +28,12 @@ from torch import nn
 from . import distributed as dist_utils
 from .checkpoint import code_version, read_checkpoint, save_checkpoint
 from .config import ConfigError, ModelConfig, preset, read_config_file
-from .datasets import DatasetError, ShardDataset, manifest_has_conservation, read_dataset_manifest
+from .datasets import (
+    DatasetError,
+    ShardDataset,
+    manifest_has_conservation,
+    read_dataset_manifest,
+)
 from .files import sha256_file
 from .inference import InferenceSettings
 from .model import Epiformer

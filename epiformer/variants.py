@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .genome import Genome, encode_codes, sequence_codes
 from .errors import UserError
+from .genome import Genome, encode_codes, other_chrom_name, sequence_codes
 
 BASES = re.compile(r"[ACGTNacgtn]+")
 
@@ -96,10 +96,8 @@ def check_reference(genome: Genome, variant: Variant) -> None:
     """Raise :class:`VariantError` when the chromosome or position is unknown or the genome's
     bases differ from ``ref``."""
     if variant.chrom not in genome.chrom_sizes:
-        hint = ""
-        other = variant.chrom[3:] if variant.chrom.startswith("chr") else f"chr{variant.chrom}"
-        if other in genome.chrom_sizes:
-            hint = f" (the genome calls it {other!r})"
+        other = other_chrom_name(variant.chrom, genome.chrom_sizes)
+        hint = f" (the genome calls it {other!r})" if other else ""
         raise VariantError(f"chromosome {variant.chrom!r} is not in the genome{hint}")
     size = genome.chrom_sizes[variant.chrom]
     if variant.end > size or variant.start >= size:

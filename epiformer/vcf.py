@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .variants import Variant, VariantError, make_variant
 from .errors import UserError
+from .variants import Variant, VariantError, make_variant
 
 
 class VcfError(UserError, ValueError):

@@ -3,9 +3,9 @@
 >>> from precompute import PrecomputeOptions, precompute
 >>> precompute(load_model_set(["model.pth.tar"]), "genome.fa", "phastCons.bw", "precomputed")
 """
-from .job import PrecomputeOptions, precompute, shard_from_text
+from .job import PrecomputeOptions, precompute
 from .merge import merge_tracks
 from .plan import PrecomputeError, TilePlan, plan_tiles
 
 __all__ = ["PrecomputeError", "PrecomputeOptions", "TilePlan", "merge_tracks", "plan_tiles", "precompute",
-           "shard_from_text"]
+]

@@ -18,14 +18,20 @@ from typing import Callable, Sequence
 from epiformer.distributed import job_shard, wait_for_all_ranks
 from epiformer.engine import Engine
 from epiformer.files import sha256_file
-from epiformer.genome import Genome, read_bed_intervals
-from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor, open_predictor
+from epiformer.genome import Genome, other_chrom_name, read_bed_intervals
+from epiformer.inference import (
+    InferenceSettings,
+    ModelSetOptions,
+    Predictor,
+    open_predictor,
+)
+from epiformer.intervals import IntervalIndex
 from epiformer.modelset import ModelSet
 from epiformer.targets import Target
 
 from .merge import MANIFEST, merge_tracks
 from .pipeline import BatchReader, measure_rate, run_shard
-from .plan import IntervalIndex, PrecomputeError, TilePlan, plan_tiles, shard_batches
+from .plan import PrecomputeError, TilePlan, plan_tiles, shard_batches
 from .shards import ShardFile, claim_outdir, shard_path
 
 # Distinct colours (Okabe-Ito, then more), as UCSC "R,G,B"; targets take them in order.
@@ -40,14 +46,6 @@ class PrecomputeOptions:
     io_workers: int | None = None       # processes reading the genome; None: 2 on CUDA, 0 on CPU
     progress: bool = True
     log: Callable[[str], None] = field(default=print, repr=False)
-
-
-def shard_from_text(text: str) -> tuple[int, int]:
-    """``I/N`` (0-based I, as SLURM_ARRAY_TASK_ID with --array=0-(N-1)) -> (I, N)."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
-        raise PrecomputeError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 3/10")
-    return int(match.group(1)), int(match.group(2))
 
 
 def _file_stems(names: Sequence[str]) -> list[str]:
@@ -105,11 +103,8 @@ def _check_conservation(genome: Genome, chroms: Sequence[str]) -> None:
     missing = [c for c in chroms if c not in cons]
     if not missing:
         return
-    hint = ""
-    renamed = [c for c in missing if (c[3:] if c.startswith("chr") else f"chr{c}") in cons]
-    if renamed:
-        hint = (f" (it names them differently, e.g. {renamed[0]!r} vs "
-                f"{renamed[0][3:] if renamed[0].startswith('chr') else 'chr' + renamed[0]!r})")
+    renamed = [c for c in missing if other_chrom_name(c, cons)]
+    hint = f" (it names them differently, e.g. {renamed[0]!r} vs {other_chrom_name(renamed[0], cons)!r})" if renamed else ""
     raise PrecomputeError(
         f"conservation bigWig {genome.conservation_path} has no {', '.join(missing[:5])}"
         f"{' ...' if len(missing) > 5 else ''} ({len(missing)} of {len(chroms)} chromosomes){hint}: "
@@ -132,10 +127,7 @@ def precompute(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike, out
     options = options or PrecomputeOptions()
     log = options.log
     outdir = Path(outdir)
-    try:
-        index, n_shards, device, launched = job_shard(shard, settings.device)
-    except ValueError as err:
-        raise PrecomputeError(str(err)) from None
+    index, n_shards, device, launched = job_shard(shard, settings.device)
     primary = index == 0 or not launched
     with open_predictor(models, fasta, dataclasses.replace(settings, device=device), log if primary else _quiet) \
             as predictor:

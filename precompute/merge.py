@@ -14,7 +14,13 @@ from epiformer.files import atomic_path, bigwig_writer, sha256_file
 from epiformer.manifest import MANIFEST
 
 from .plan import PrecomputeError, TilePlan, shard_batches
-from .shards import existing_shards, read_run, read_shard_target, shard_path, shard_threads
+from .shards import (
+    existing_shards,
+    read_run,
+    read_shard_target,
+    shard_path,
+    shard_threads,
+)
 
 TRACK_DIR = "tracks"
 

@@ -20,8 +20,9 @@ from tqdm import tqdm
 from epiformer.engine import Engine, encode_windows
 from epiformer.files import OutputError
 from epiformer.genome import Genome
+from epiformer.intervals import IntervalIndex
 
-from .plan import IntervalIndex, TilePlan, empty_bins
+from .plan import TilePlan, empty_bins
 from .shards import ShardFile
 
 

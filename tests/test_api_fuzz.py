@@ -11,7 +11,6 @@ from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
 
 from epiformer.genome import Genome
-
 from server.openapi import openapi_document
 
 from .conftest import make_model_app

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from epiformer.datasets import (DatasetError, DatasetParameters, ShardDataset, augment_window,
-                                generate_datasets, manifest_has_conservation, reverse_complement_codes,
-                                shift_window)
+from epiformer.datasets import (
+    DatasetError,
+    DatasetParameters,
+    ShardDataset,
+    augment_window,
+    generate_datasets,
+    manifest_has_conservation,
+    reverse_complement_codes,
+    shift_window,
+)
 from epiformer.genome import encode, sequence_codes
 from epiformer.targets import TargetsError
 

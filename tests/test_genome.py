@@ -2,9 +2,17 @@
 import numpy as np
 import pytest
 
-from epiformer.genome import (Genome, GenomeError, encode, one_hot, read_chrom_sizes,
-                              reverse_complement, reverse_complement_encoded, reverse_track,
-                              sequence_codes)
+from epiformer.genome import (
+    Genome,
+    GenomeError,
+    encode,
+    one_hot,
+    read_chrom_sizes,
+    reverse_complement,
+    reverse_complement_encoded,
+    reverse_track,
+    sequence_codes,
+)
 
 from .conftest import write_bigwig, write_fasta
 

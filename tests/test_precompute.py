@@ -19,13 +19,15 @@ from epiformer import save_checkpoint
 from epiformer.cli import main
 from epiformer.config import preset
 from epiformer.demo import CELL_TYPES
+from epiformer.distributed import ShardError, parse_shard
 from epiformer.engine import Engine
 from epiformer.genome import Genome, read_bed_intervals, sequence_codes
+from epiformer.inference import InferenceSettings
+from epiformer.intervals import IntervalIndex
 from epiformer.model import Epiformer
 from epiformer.modelset import load_model_set
-from epiformer.inference import InferenceSettings
-from precompute import PrecomputeError, PrecomputeOptions, merge_tracks, precompute, shard_from_text
-from precompute.plan import IntervalIndex, plan_tiles
+from precompute import PrecomputeError, PrecomputeOptions, merge_tracks, precompute
+from precompute.plan import plan_tiles
 
 from .conftest import single_output_original, write_bigwig, write_fasta
 
@@ -243,10 +245,10 @@ def test_model_and_genome_must_agree(demo_model, demo_data, tmp_path, capsys):
 
 
 def test_shard_text():
-    assert shard_from_text("3/10") == (3, 10)
+    assert parse_shard("3/10") == (3, 10)
     for bad in ("10/10", "-1/3", "3", "a/b"):
-        with pytest.raises(PrecomputeError):
-            shard_from_text(bad)
+        with pytest.raises(ShardError, match="expected I/N"):
+            parse_shard(bad)
 
 
 @pytest.mark.slow

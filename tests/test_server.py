@@ -170,9 +170,8 @@ def test_gunicorn_serves_a_remote_reader(precomputed, tmp_path):
 @pytest.mark.slow
 def test_serve_command_answers_and_stops_on_ctrl_c(precomputed, tmp_path):
     """epiformer serve: hub built, gunicorn workers load the model after the fork, Ctrl-C stops it."""
-    import signal
-
     import shutil
+    import signal
 
     port = free_port()
     model = tmp_path / "runs, old" / "model.pth.tar"

@@ -26,10 +26,10 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from epiformer.errors import UserError
 from epiformer.files import atomic_path
 
 from .twobit import write_twobit
-from epiformer.errors import UserError
 
 # Assemblies UCSC hosts (a hub for them needs no sequence); anything else becomes an assembly hub.
 UCSC_GENOMES = frozenset({"hg38", "hg19", "hg18", "hs1", "mm39", "mm10", "mm9", "rn7", "rn6", "danRer11",
