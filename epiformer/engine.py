@@ -174,24 +174,6 @@ class Engine:
         ``shifts`` (each shifted window read from the genome)."""
         return self.predict_encoded(encode_windows(genome, intervals, self.config.seq_len, self.shifts))
 
-    def predict_edited(self, genome: Genome, windows: Sequence[tuple[str, int, list]],
-                       use_conservation: bool = True) -> np.ndarray:
-        """Predictions for windows given as (chrom, start, edits) — variants applied, see
-        :func:`epiformer.variants.encode_edited` — averaged over ``shifts``; encoded one batch at a
-        time, so memory does not grow with the number of windows."""
-        from .variants import encode_edited
-
-        seq_len = self.config.seq_len
-        outputs = []
-        for lo in range(0, len(windows), self.batch_size):
-            batch = windows[lo: lo + self.batch_size]
-            outputs.append(self.predict_encoded(np.stack([
-                np.stack([encode_edited(genome, chrom, start + shift, seq_len, edits, use_conservation)
-                          for chrom, start, edits in batch]) for shift in self.shifts])))
-        if not outputs:
-            return np.zeros((0, len(self.target_names), self.config.n_output_bins), np.float32)
-        return np.concatenate(outputs)
-
     def window_for(self, position: int) -> int:
         """Start of the window for a 0-based position: on the bin grid (a multiple of ``bin_size``),
         the position in the centre bin. Positions in one bin share one window."""

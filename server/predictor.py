@@ -49,6 +49,7 @@ class ServerPredictor:
         self.seq_len, self.bin_size = config.seq_len, config.bin_size
         self.output_offset, self.n_bins = self.engine.output_offset, config.n_output_bins
         self.genome_lock = self.scorer.genome_lock
+        self.predictor.record()     # checksums taken at start-up, not in the first request
 
     def close(self) -> None:
         self.batcher.close()
