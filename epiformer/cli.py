@@ -9,7 +9,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .inference import PRECISIONS
+from .inference import PRECISIONS, InferenceSettings
 
 EPILOG_DEMO = """examples:
   epiformer demo -o demo_out
@@ -301,8 +301,8 @@ def _add_model_set_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
 
 
-def _add_inference_arguments(parser: argparse.ArgumentParser, batch_size: int = 8, genome: bool = True,
-                             ensembles: bool = True, defaults: bool = True) -> None:
+def _add_inference_arguments(parser: argparse.ArgumentParser, genome: bool = True, ensembles: bool = True,
+                             defaults: bool = True) -> None:
     """The inference settings' flags (epiformer.inference.InferenceSettings), the same for every
     command that predicts: the genome and its conservation, device, precision, ensembling, batch
     size, threads. ``defaults=False`` leaves unset flags None (serve: the config decides)."""
@@ -324,7 +324,8 @@ def _add_inference_arguments(parser: argparse.ArgumentParser, batch_size: int = 
         group.add_argument("--shifts", type=_shift_list,
                            help="shift ensembling, comma-separated bp offsets, e.g. --shifts=-2,0,2 (default: 0)")
     if defaults:
-        group.add_argument("--batch-size", type=int, default=batch_size, help=f"windows per batch (default: {batch_size})")
+        group.add_argument("--batch-size", type=int, default=InferenceSettings.batch_size,
+                           help=f"windows per batch (default: {InferenceSettings.batch_size})")
         group.add_argument("--threads", type=int,
                            help="torch CPU threads per process (default: torch's; results are bit-identical only "
                                 "for the same device type and threads)")
@@ -515,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=["bigwig", "bedgraph", "tsv"], default="bigwig")
     pr.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
     pr.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
-    _add_inference_arguments(pr, batch_size=4)
+    _add_inference_arguments(pr)
     pr.set_defaults(func=_predict)
 
     pc = sub.add_parser(
@@ -648,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     ism.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
     ism.add_argument("--score-bp", type=int, default=1024, help="score the bins within this many bp (default: 1024)")
     ism.add_argument("--full", action="store_true", help="recompute whole windows (slower; same result)")
-    _add_inference_arguments(ism, batch_size=16)
+    _add_inference_arguments(ism)
     ism.set_defaults(func=_ism)
 
     inspect = sub.add_parser("inspect", help="describe a checkpoint (original or project format)",

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from epiformer.files import bedgraph_text
+from epiformer.files import bedgraph_text, settings_lines
 from epiformer.genome import GenomeError, parse_region
 from epiformer.variants import Variant, VariantError, make_variant, parse_variant
 
@@ -262,6 +262,6 @@ def variant_track() -> Response:
     text = bedgraph_text(f'name="{target} {kind} {variant}" description="Epiformer {kind} prediction, {target}, '
                          f'{variant}" visibility=full autoScale=on',
                          ((variant.chrom, lo, hi, value) for lo, hi, value in bins if 0 <= lo < hi))
-    response = Response(text, mimetype="text/plain")
+    response = Response(settings_lines(model.settings(DEFAULT_SCORE_BP)) + text, mimetype="text/plain")
     response.headers["Content-Disposition"] = f'inline; filename="{target}.{kind}.bedGraph"'
     return response

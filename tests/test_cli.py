@@ -8,6 +8,7 @@ import pytest
 
 from epiformer.cli import main
 from epiformer.demo import variant_auroc
+from epiformer.files import read_table
 
 
 def test_help_lists_subcommands():
@@ -40,7 +41,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     auroc = variant_auroc(tmp_path / "demo" / "variants" / "demo.tsv", tmp_path / "demo" / "data" / "variants.vcf")
     assert auroc["mean"] >= 0.9, auroc
     assert "|SAD| ranks motif-disrupting above neutral variants with AUROC" in out
-    rows = [line.split("\t") for line in (tmp_path / "demo" / "variants" / "demo.tsv").read_text().splitlines()]
+    settings, rows = read_table(tmp_path / "demo" / "variants" / "demo.tsv")
+    assert settings["percentiles"] == "given", "the demo calibrates with the settings it scores with"
     truth = {line.split("\t")[2]: line.split("\t")[7] for line in
              (tmp_path / "demo" / "data" / "variants.vcf").read_text().splitlines() if not line.startswith("#")}
     deletions = [r for r in rows[1:] if len(r[3]) > len(r[4]) and "TRUTH=disrupting" in truth[r[0]]]

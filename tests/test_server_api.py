@@ -2,6 +2,7 @@
 cache, timeouts and clear 4xx answers to bad requests."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -202,8 +203,9 @@ def test_variant_track_is_bedgraph_of_the_diff(api, genome):
     scored = api.post("/api/variants", json={"variants": [text], "tracks": True}).json["results"][0]
     response = api.get(f"/api/variant-track?variant={text}&target=MGC&kind=diff")
     lines = response.data.decode().splitlines()
-    assert response.status_code == 200 and lines[0].startswith("track type=bedGraph")
-    rows = [line.split("\t") for line in lines[1:]]
+    assert response.status_code == 200 and lines[1].startswith("track type=bedGraph")
+    assert json.loads(lines[0].removeprefix("#epiformer_settings="))["score_bp"] == 1024
+    rows = [line.split("\t") for line in lines[2:]]
     assert int(rows[0][1]) == scored["window"]["start"] and all(int(r[2]) - int(r[1]) == 128 for r in rows)
     np.testing.assert_allclose([float(r[3]) for r in rows], scored["tracks"]["diff"]["MGC"], atol=1e-4)
     assert api.get(f"/api/variant-track?variant={text}&target=NOPE").status_code == 400
