@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -232,21 +231,14 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _score_variants(args: argparse.Namespace) -> None:
-    from .calibration import find_calibration
-    from .distributed import job_shard, parse_shard
-    from .inference import open_predictor
-    from .scorer import VariantScorer
-    from .scoring import ScoreOptions, score_variant_file
+    from .distributed import parse_shard
+    from .scoring import ScoreOptions, score_variants
 
-    index, count, device, launched = job_shard(parse_shard(args.shard) if args.shard else None, args.device)
-    settings = dataclasses.replace(_inference_settings(args), device=device)
     options = ScoreOptions(on_mismatch=args.on_mismatch, max_indel=args.max_indel, chunk=args.chunk,
                            progress=not args.quiet)
-    with open_predictor(_model_set_options(args), args.fa, settings) as predictor:
-        scorer = VariantScorer(predictor, score_bp=args.score_bp,
-                               calibration=find_calibration(predictor.models.sources))
-        result = score_variant_file(scorer, args.vcf, args.out, options, restart=args.restart,
-                                    shard=(index, count), launched=launched)
+    result = score_variants(_model_set_options(args), args.fa, _inference_settings(args), args.vcf, args.out,
+                            options, score_bp=args.score_bp, restart=args.restart,
+                            shard=parse_shard(args.shard) if args.shard else None)
     print(f"scored {result['scored']:,} variants, skipped {result['skipped']:,} (reasons in {args.out}.skipped.tsv)"
           + (f"; resumed {result['resumed_parts']} finished part(s)" if result["resumed_parts"] else ""))
     if result["files"]:

@@ -13,6 +13,7 @@ chunks, which a position-sorted file makes effective).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -23,10 +24,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .calibration import CALIBRATED
-from .distributed import wait_for_all_ranks
+from .calibration import CALIBRATED, find_calibration
+from .distributed import job_shard, wait_for_all_ranks
 from .files import atomic_path, settings_lines, sha256_file, tsv_field
 from .genome import Genome
+from .inference import InferenceSettings, ModelSetOptions, open_predictor
 from .scorer import VariantScorer
 from .variants import SCORE_FIELDS, Variant, VariantError, check_reference
 from .vcf import Skipped, VariantRecord, VcfError, read_variants
@@ -176,6 +178,18 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
     written = write_outputs(parts, total_parts, outprefix, path, scorer.engine.target_names, counts,
                             calibrated=missing_reason is None, settings=record)
     return {**counts, "files": written}
+
+
+def score_variants(models: ModelSetOptions, fasta: str | os.PathLike, settings: InferenceSettings,
+                   path: str | os.PathLike, outprefix: str | os.PathLike, options: ScoreOptions | None = None,
+                   score_bp: int = 1024, restart: bool = False, shard: tuple[int, int] | None = None) -> dict:
+    """The score-variants job: the model set opened with ``settings`` (under torchrun each rank a
+    shard on its own GPU), its calibration, and :func:`score_variant_file`."""
+    index, count, device, launched = job_shard(shard, settings.device)
+    with open_predictor(models, fasta, dataclasses.replace(settings, device=device)) as predictor:
+        scorer = VariantScorer(predictor, score_bp=score_bp, calibration=find_calibration(predictor.models.sources))
+        return score_variant_file(scorer, path, outprefix, options, restart=restart, shard=(index, count),
+                                  launched=launched)
 
 
 def _parts(parts: Path, total: int) -> Iterator[dict[str, np.ndarray]]:
