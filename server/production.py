@@ -117,9 +117,12 @@ def serve(cfg: ServerConfig) -> None:
         def load(self):
             return create_app(cfg)
 
+    master = os.getpid()
     try:
         Application().run()
     except SystemExit as stop:
+        if os.getpid() != master:
+            raise                   # a worker leaving: its exit is gunicorn's business, not the command's
         if stop.code not in (None, 0):
             raise ServerConfigError(f"the server stopped with status {stop.code}: a worker could not start "
                                     "(its error is in the log above)") from None

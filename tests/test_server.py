@@ -211,6 +211,7 @@ def test_serve_command_answers_and_stops_on_ctrl_c(precomputed, tmp_path):
         output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, output
     assert f"serving     {base}/" in output and output.rstrip().endswith("stopped")
+    assert output.count("stopped") == 1, "only the command says it, not its gunicorn workers"
     assert "Traceback" not in output
 
 
