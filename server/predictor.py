@@ -59,13 +59,16 @@ class ServerPredictor:
         """The settings record of this worker's numbers (with the scoring window for scores)."""
         return self.scorer.record(score_bp) if score_bp is not None else self.predictor.record()
 
+    def _timed_out(self) -> PredictionTimeout:
+        return PredictionTimeout(f"the model did not answer within {self.timeout:g} s")
+
     def _run(self, encoded: list[np.ndarray]) -> list[np.ndarray]:
         """Predictions of windows encoded once per shift, each (shifts, 4, seq_len), batched with
         other requests' windows; a timeout or a non-finite output is an error."""
         try:
             outputs = self.batcher.predict(encoded, timeout=self.timeout)
         except FutureTimeout:
-            raise PredictionTimeout(f"the model did not answer within {self.timeout:g} s") from None
+            raise self._timed_out() from None
         if not all(np.isfinite(output).all() for output in outputs):
             raise NonFiniteOutput("the model's output is not finite for this input (are the conservation values "
                                   "in range?)")
@@ -83,7 +86,7 @@ class ServerPredictor:
         try:
             scored = self.scorer.score(variants, score_bp)
         except FutureTimeout:
-            raise PredictionTimeout(f"the model did not answer within {self.timeout:g} s") from None
+            raise self._timed_out() from None
         results = []
         for s in scored:
             result = {"variant": s.variant.to_dict(),
@@ -116,7 +119,7 @@ class ServerPredictor:
         try:
             ref = self.scorer.references([(chrom, s)])[(chrom, s)]
         except FutureTimeout:
-            raise PredictionTimeout(f"the model did not answer within {self.timeout:g} s") from None
+            raise self._timed_out() from None
         edited = self._run_windows([(chrom, s, edits)])[0] if edits else ref
         return self._tracks(chrom, s + self.output_offset, {"reference": ref, "edited": edited})
 

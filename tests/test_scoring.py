@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from epiformer.cli import main
+from epiformer.files import read_table
 from epiformer.genome import Genome
 from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor
 from epiformer.scorer import VariantScorer
@@ -92,10 +93,9 @@ def run(predictor, vcf, out, score_bp=1024, shard=(0, 1), **options):
 
 
 def table(path):
-    """A TSV output's settings record and its rows (header first)."""
-    lines = path.read_text().splitlines()
-    assert lines[0].startswith("#epiformer_settings=")
-    return json.loads(lines[0].removeprefix("#epiformer_settings=")), [line.split("\t") for line in lines[1:]]
+    """A TSV output's settings record (which it must have) and its rows (header first)."""
+    assert path.read_text().startswith("#epiformer_settings=")
+    return read_table(path)
 
 
 def test_outputs_and_mismatch_modes(predictor, vcf, tmp_path):
