@@ -301,11 +301,8 @@ class PredictionCache:
         self._pending: dict[Hashable, Future] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> np.ndarray | None:
-        with self._lock:
-            return self._get(key)
-
     def _get(self, key: Hashable) -> np.ndarray | None:
+        """The cached value (counted as a hit or a miss); the caller holds the lock."""
         value = self._items.get(key)
         if value is None:
             self.misses += 1
@@ -314,7 +311,7 @@ class PredictionCache:
         self.hits += 1
         return value
 
-    def put(self, key: Hashable, value: np.ndarray) -> None:
+    def _put(self, key: Hashable, value: np.ndarray) -> None:
         if self.capacity <= 0:
             return
         with self._lock:
@@ -342,7 +339,7 @@ class PredictionCache:
         if mine:
             try:
                 for key, value in zip(mine, compute(mine)):
-                    self.put(key, value)
+                    self._put(key, value)
                     found[key].set_result(value)
             except BaseException as err:
                 for key in mine:
