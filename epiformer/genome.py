@@ -6,6 +6,7 @@ missing bases are ``N`` and their conservation is 0, as in a window at a chromos
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Container, Iterator
 
@@ -85,13 +86,16 @@ def other_chrom_name(name: str, known: Container[str]) -> str | None:
     return other if other in known else None
 
 
+REGION_SPAN = re.compile(r"[0-9]{1,12}(-[0-9]{1,12})?")    # ASCII digits only: int() takes others too
+
+
 def parse_region(text: str) -> tuple[str, int, int]:
     """``chr:start-end`` as typed in a genome browser (1-based, inclusive; commas allowed) ->
     (chrom, start, end) 0-based half-open. ``chr:pos`` is the single base at pos."""
     chrom, sep, span = text.strip().rpartition(":")
     span = span.replace(",", "").replace("_", "")
     try:
-        if not sep or not chrom:
+        if not sep or not chrom or not REGION_SPAN.fullmatch(span):
             raise ValueError
         first, dash, last = span.partition("-")
         start, end = int(first), int(last) if dash else int(first)
@@ -195,7 +199,7 @@ class Genome:
         """Raise :class:`GenomeError` for an unknown chromosome or an empty/reversed interval."""
         if chrom not in self.chrom_sizes:
             known = ", ".join(list(self.chrom_sizes)[:5])
-            raise GenomeError(f"chromosome {chrom!r} is not in {self.fasta_path} "
+            raise GenomeError(f"chromosome {chrom!r} is not in {self.fasta_path.name} "
                               f"(it has {len(self.chrom_sizes)}: {known}{', ...' if len(self.chrom_sizes) > 5 else ''})")
         if start >= end:
             raise GenomeError(f"interval {chrom}:{start}-{end} is empty: start must be below end")

@@ -23,6 +23,8 @@ from .errors import UserError
 from .genome import Genome, encode_codes, other_chrom_name, sequence_codes
 
 BASES = re.compile(r"[ACGTNacgtn]+")
+MAX_POSITION_DIGITS = 11
+POSITION = re.compile(rf"[0-9]{{1,{MAX_POSITION_DIGITS}}}")      # ASCII digits only: int() takes others too
 
 
 class VariantError(UserError, ValueError):
@@ -59,8 +61,10 @@ def make_variant(chrom: object, pos: object, ref: object, alt: object, max_indel
     an empty string for none, as some tools write indels)."""
     if not isinstance(chrom, str) or not chrom:
         raise VariantError("chrom must be a chromosome name")
-    if isinstance(pos, bool) or not isinstance(pos, (int, str)) or not str(pos).isdigit() or int(pos) < 1:
-        raise VariantError(f"pos must be a positive integer (1-based), got {pos!r}")
+    if isinstance(pos, bool) or not isinstance(pos, (int, str)) or not POSITION.fullmatch(str(pos)) or int(pos) < 1:
+        shown = repr(pos) if len(str(pos)) <= 20 else f"{str(pos)[:20]!r}... ({len(str(pos))} characters)"
+        raise VariantError(f"pos must be a positive integer (1-based) of at most {MAX_POSITION_DIGITS} digits, "
+                           f"got {shown}")
     alleles = []
     for label, allele in (("ref", ref), ("alt", alt)):
         if not isinstance(allele, str):

@@ -86,7 +86,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
         """A bug: logged with its traceback, answered as a plain JSON 500 that reveals nothing."""
         if isinstance(err, HTTPException):
             return http_error(err)
-        log.exception("unexpected error in %s %s", request.method, request.path)
+        log.exception("unexpected error in %s %s", request.method, json.dumps(request.path))
         return http_error(InternalServerError())
 
     @app.errorhandler(HTTPException)

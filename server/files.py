@@ -31,6 +31,8 @@ MIME_TYPES = {".txt": "text/plain", ".html": "text/html", ".json": "application/
 def resolve_inside(root: Path, name: str) -> Path | None:
     """The file ``name`` names inside ``root``, or None when it does not exist or leads outside
     (through ``..``, an absolute path or a symlink)."""
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        return None                     # NUL and control characters name no file (and os calls refuse NUL)
     joined = safe_join(str(root), name)
     if joined is None:
         return None

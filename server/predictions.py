@@ -106,7 +106,13 @@ def predictor() -> ServerPredictor:
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise ApiError(400, "the request body is JSON nested too deeply") from None
+    if body is None and request.get_data():
+        raise ApiError(400, "the request body must be a JSON object (Content-Type: application/json), and this is "
+                            "not JSON that can be read (or holds a number of over 4,300 digits)")
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object (Content-Type: application/json)")
     return body
@@ -128,6 +134,16 @@ def _variant(item: Any, max_indel: int) -> Variant:
     if missing:
         raise VariantError(f"missing {', '.join(missing)}")
     return make_variant(item["chrom"], item["pos"], item["ref"], item["alt"], max_indel)
+
+
+def _echo(item: Any) -> str | dict | None:
+    """A variant as the client sent it, for its problem: a string or a flat object (nothing nested
+    or long is sent back)."""
+    if isinstance(item, str):
+        return item[:200]
+    if isinstance(item, dict) and all(isinstance(v, (str, int, float, bool, type(None))) for v in item.values()):
+        return {str(k)[:50]: v[:200] if isinstance(v, str) else v for k, v in list(item.items())[:10]}
+    return None
 
 
 def _timed(call):
@@ -159,8 +175,7 @@ def variants() -> Response:
             model.check(variant)
             valid.append((index, variant))
         except VariantError as err:
-            problems.append({"index": index, "variant": item if isinstance(item, (str, dict)) else None,
-                             "message": str(err)})
+            problems.append({"index": index, "variant": _echo(item), "message": str(err)})
     if not valid:
         raise ApiError(422, "no variant could be scored", problems)
     results = _timed(lambda: model.score_variants([v for _, v in valid], score_bp, with_tracks))
