@@ -23,6 +23,14 @@ from .config import ServerConfig, ServerConfigError, load_config
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 log = logging.getLogger("epiformer.server")
+# The page loads everything from this origin (igv.js is served from /static/vendor): nothing else
+# may run in it, and no other site may frame it.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "img-src 'self' data: blob:; connect-src 'self' blob:; worker-src 'self' blob:; "
+                               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+}
 
 
 def gunicorn_command() -> list[str]:
@@ -79,6 +87,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
         """The page: igv.js over this server's genome and tracks (server/static/index.html)."""
         response = app.send_static_file("index.html")
         response.headers["Cache-Control"] = "no-cache"
+        response.headers.update(PAGE_HEADERS)
         return response
 
     @app.errorhandler(Exception)
@@ -110,6 +119,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def log_request(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if cfg.log_requests:
             log.info(json.dumps({"method": request.method, "path": request.path, "status": response.status_code,
                                  "bytes": response.content_length, "ms": round((time.perf_counter() - g.get(

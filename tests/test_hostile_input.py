@@ -105,3 +105,13 @@ def test_generated_queries_and_paths_are_never_a_500(hostile_client, text, kind)
            "sequence": f"/api/sequence?region={quote(text)}", "hub": f"/hub/{quote(text)}"}[kind]
     answered(hostile_client.get(url))
 
+
+
+def test_security_headers(hostile_client):
+    """nosniff on every answer; the page may be framed by no one and runs only this origin's code."""
+    for url in ("/", "/api/tracks", "/healthz", "/hub/hub.txt", "/static/app.js", "/api/sequence?region=x"):
+        assert hostile_client.get(url).headers["X-Content-Type-Options"] == "nosniff", url
+    page = hostile_client.get("/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "script-src 'self';" in policy
