@@ -221,7 +221,8 @@ def _serve(args: argparse.Namespace) -> None:
                  "index": args.index, "average": args.average or None, "device": args.device,
                  "precision": args.precision, "reverse_complement": False if args.no_rc else None,
                  "shifts": list(args.shifts) if args.shifts else None, "bind": f"{args.host}:{args.port}",
-                 "workers": args.workers, "public_url": args.public_url, "hub_dir": args.hub_dir}
+                 "workers": args.workers, "public_url": args.public_url, "hub_dir": args.hub_dir,
+                 "allowed_hosts": args.allowed_hosts}
     cfg = load_config({k: v for k, v in overrides.items() if v is not None})
     base = cfg.public_url or f"http://{args.host}:{args.port}"
     print(f"hub         {hub_dir(cfg)}/hub.txt")
@@ -583,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per GPU, or 2)")
     serve.add_argument("--public-url", help="URL users reach the server at, for the hub links")
+    serve.add_argument("--allowed-hosts", help="host names (comma-separated) whose requests may choose the links "
+                                               "when there is no --public-url (default: --host and localhost)")
     serve.set_defaults(func=_serve)
 
     sv = sub.add_parser(

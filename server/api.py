@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import quote, urljoin
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest
 
 from trackhub import UCSC_GENOMES
 
@@ -15,9 +16,31 @@ api = Blueprint("api", __name__)
 
 
 def public_base() -> str:
-    """The server's URL as users reach it: the configured public_url, else the request's host."""
-    configured = current_app.config["EPIFORMER"].public_url
-    return (configured or request.host_url).rstrip("/") + "/"
+    """The server's URL as users reach it: the configured public_url, else the request's host when
+    it is one of ``allowed_hosts`` (a forged Host would otherwise choose the URLs; 400 for others)."""
+    cfg = current_app.config["EPIFORMER"]
+    if cfg.public_url:
+        return cfg.public_url.rstrip("/") + "/"
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    if host.strip("[]").lower() not in allowed_hosts(cfg):
+        raise BadRequest(f"this server builds its links from public_url or from an allowed host name, and "
+                         f"{host[:100]!r} is not one: set public_url, or add the name to allowed_hosts")
+    return request.host_url.rstrip("/") + "/"
+
+
+def allowed_hosts(cfg) -> set[str]:
+    """Host names whose requests may choose absolute URLs: ``allowed_hosts``, else the bind address
+    and the loopback names."""
+    if cfg.allowed_hosts:
+        return {h.lower() for h in cfg.allowed_hosts}
+    return {cfg.bind.rsplit(":", 1)[0].strip("[]").lower(), "localhost", "127.0.0.1", "::1"}
+
+
+def host_dependent(response: Response) -> Response:
+    """An answer whose URLs come from the request's host: caches must key it by Host."""
+    response.headers["Vary"] = "Host"
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 def tracks_document() -> dict:
@@ -61,12 +84,12 @@ def tracks_document() -> dict:
 
 @api.get("/api/tracks")
 def tracks() -> Response:
-    return jsonify(tracks_document())
+    return host_dependent(jsonify(tracks_document()))
 
 
 @api.get("/api/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_document(public_base()))
+    return host_dependent(jsonify(openapi_document(public_base())))
 
 
 @api.get("/healthz")

@@ -41,6 +41,7 @@ class ServerConfig:
     shifts: list[int] = field(default_factory=lambda: [0])
     torch_threads: int = 0               # torch CPU threads per worker (0: cores / workers)
     public_url: str = ""                 # the URL users reach the server at, for hub links
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names that may choose links without public_url (default: bind address, localhost)
     max_batch: int = 16                  # windows per forward pass gathered from concurrent requests
     max_delay_ms: float = 10.0           # longest wait for more requests before running a batch
     cache_windows: int = 512             # reference-window predictions kept (LRU)

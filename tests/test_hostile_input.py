@@ -115,3 +115,30 @@ def test_security_headers(hostile_client):
     assert page.headers["X-Frame-Options"] == "DENY"
     policy = page.headers["Content-Security-Policy"]
     assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "script-src 'self';" in policy
+
+
+def test_a_forged_host_cannot_choose_the_links(precomputed, tmp_path):
+    """Without public_url, links come from the Host only when it is allowed (else 400), answers that
+    depend on it say Vary: Host, and forwarded headers count only with proxy_hops."""
+    from server import create_app
+
+    base = {"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False}
+    client = create_app(base).test_client()
+    for url in ("/api/tracks", "/api/openapi.json"):
+        forged = client.get(url, headers={"Host": "evil.example"})
+        assert forged.status_code == 400 and "set public_url, or add the name to allowed_hosts" in \
+            forged.json["error"]["message"]
+        fine = client.get(url, headers={"Host": "127.0.0.1:8000"})
+        assert fine.status_code == 200 and fine.headers["Vary"] == "Host" and "evil" not in fine.get_data(as_text=True)
+    assert client.get("/hub/hub.txt", headers={"Host": "evil.example"}).status_code == 200, "files need no links"
+    tricked = client.get("/api/tracks", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"})
+    assert tricked.json["hub"] == "http://localhost/hub/hub.txt", "forwarded headers are not trusted by default"
+    named = create_app({**base, "allowed_hosts": ["tracks.lab.org"]}).test_client()
+    assert named.get("/api/tracks", headers={"Host": "tracks.lab.org"}).json["hub"] == "http://tracks.lab.org/hub/hub.txt"
+    assert named.get("/api/tracks").status_code == 400, "the list replaces the defaults"
+    public = create_app({**base, "public_url": "https://tracks.example.org/"}).test_client()
+    assert public.get("/api/tracks", headers={"Host": "evil.example"}).json["hub"] == \
+        "https://tracks.example.org/hub/hub.txt"
+    proxied = create_app({**base, "proxy_hops": 1}).test_client()
+    assert proxied.get("/api/tracks", headers={"X-Forwarded-Proto": "https"}).json["hub"] == \
+        "https://localhost/hub/hub.txt"
