@@ -107,8 +107,19 @@ class VariantScorer:
         them, or run here together."""
         return self.cache.fetch(keys, lambda missing: self._run([(c, s, []) for c, s in missing]), self.timeout)
 
+    def windows_needed(self, variants: Sequence[Variant]) -> int:
+        """Model windows that scoring ``variants`` runs at most: one per distinct reference window
+        and per distinct variant, each once per shift."""
+        distinct = set(variants)
+        references = {(v.chrom, self.engine.window_for(v.start)) for v in distinct}
+        return (len(references) + len(distinct)) * len(self.engine.shifts)
+
     def score(self, variants: Sequence[Variant], score_bp: int | None = None) -> list[VariantScore]:
-        """Scores of reference-checked variants, in order."""
+        """Scores of reference-checked variants, in order; a variant given twice is computed once."""
+        distinct = list(dict.fromkeys(variants))
+        if len(distinct) < len(variants):
+            scored = dict(zip(distinct, self.score(distinct, score_bp)))
+            return [scored[v] for v in variants]
         score_bp = self.score_bp if score_bp is None else score_bp
         cfg = self.engine.config
         starts = [self.engine.window_for(v.start) for v in variants]

@@ -47,6 +47,7 @@ class ServerConfig:
     cache_windows: int = 512             # reference-window predictions kept (LRU)
     request_timeout_s: float = 60.0
     max_variants: int = 100              # per /api/variants request
+    max_windows_per_request: int = 256   # model windows one variant request may run (distinct windows x shifts)
     max_body_bytes: int = 1_000_000
     max_concurrent_predictions: int = 32  # per worker; more get 429 with Retry-After
     max_predictions_per_client: int = 8   # per worker and client address, so one client cannot take all

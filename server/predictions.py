@@ -178,6 +178,13 @@ def variants() -> Response:
             problems.append({"index": index, "variant": _echo(item), "message": str(err)})
     if not valid:
         raise ApiError(422, "no variant could be scored", problems)
+    budget = current_app.config["EPIFORMER"].max_windows_per_request
+    needed = model.scorer.windows_needed([v for _, v in valid])
+    if needed > budget:
+        raise ApiError(422, f"these variants need {needed} model windows (a reference window per 128 bp bin and one "
+                            f"per distinct variant, times {len(model.engine.shifts)} shift(s)); this server runs at "
+                            f"most {budget} per request (max_windows_per_request): send fewer, or variants closer "
+                            "together", problems)
     results = _timed(lambda: model.score_variants([v for _, v in valid], score_bp, with_tracks))
     for (index, _), result in zip(valid, results):
         result["index"] = index

@@ -306,3 +306,24 @@ def test_one_client_cannot_take_every_prediction_slot(precomputed, tmp_path, gen
     assert answers["first"].status_code == 200
     assert app.config["PREDICTION_SLOTS"].running == {}, "every slot is given back"
     predictor.close()
+
+
+def test_duplicates_run_once_and_a_request_has_a_window_budget(precomputed, tmp_path, genome):
+    """100 copies of one variant cost what one does; a request needing more model windows than
+    max_windows_per_request is a 422 naming the setting."""
+    app = make_model_app(precomputed, tmp_path / "hub", max_windows_per_request=6, cache_windows=0)
+    predictor = app.config["PREDICTOR"]
+    client = app.test_client()
+    try:
+        one = snv(genome, pos=170_001)
+        response = client.post("/api/variants", json={"variants": [one] * 100})
+        assert response.status_code == 200 and len(response.json["results"]) == 100
+        assert predictor.batcher.windows == 2, "one reference and one alternate window for all 100"
+        assert {json.dumps(r["scores"]) for r in response.json["results"]} == {json.dumps(response.json["results"][0]["scores"])}
+        spread = [snv(genome, pos=100_001 + 17_000 * k) for k in range(4)]
+        refused = client.post("/api/variants", json={"variants": spread})
+        assert refused.status_code == 422 and "need 8 model windows" in refused.json["error"]["message"]
+        assert "max_windows_per_request" in refused.json["error"]["message"]
+        assert client.post("/api/variants", json={"variants": spread[:3]}).status_code == 200
+    finally:
+        predictor.close()
