@@ -423,13 +423,13 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
 
     settings = settings or InferenceSettings()
     model = load_model(checkpoint)
-    has_conservation = manifest_has_conservation(read_dataset_manifest(dataset)[0])
-    if model.uses_conservation and not has_conservation and settings.conservation != NO_CONSERVATION:
+    ds = ShardDataset.from_manifest(dataset, split, use_conservation=None if model.uses_conservation else False,
+                                    target_index=index)
+    if model.uses_conservation and not ds.has_conservation and settings.conservation != NO_CONSERVATION:
         raise DatasetError(f"checkpoint {checkpoint} was trained with conservation (if_cons true) but the dataset "
                            f"{dataset} has none (made without --seqcons): pass --no-conservation to run it with "
                            "every base at a factor of 1")
-    use_conservation = model.uses_conservation and has_conservation
-    ds = ShardDataset.from_manifest(dataset, split, use_conservation=use_conservation, target_index=index)
+    use_conservation = ds.use_conservation
     if ds.target_names != model.target_names:
         raise DatasetError(f"checkpoint {checkpoint} predicts {model.target_names} but the {split} split "
                            f"has {ds.target_names} (use --index for a single-target checkpoint)")
