@@ -70,7 +70,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     app.debug = False   # never, whatever FLASK_DEBUG says: errors are JSON without tracebacks
     app.config.update(EPIFORMER=cfg, MANIFEST=manifest, HUB_DIR=str(hub_dir), MAX_CONTENT_LENGTH=cfg.max_body_bytes,
                       JSON_SORT_KEYS=False,
-                      PREDICTION_SLOTS=ClientSlots(cfg.max_concurrent_predictions, cfg.max_predictions_per_client))
+                      PREDICTION_SLOTS=ClientSlots(*cfg.prediction_limits()))
     if cfg.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg.proxy_hops, x_proto=cfg.proxy_hops)  # type: ignore[method-assign]
 

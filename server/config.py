@@ -49,8 +49,8 @@ class ServerConfig:
     max_variants: int = 100              # per /api/variants request
     max_windows_per_request: int = 256   # model windows one variant request may run (distinct windows x shifts)
     max_body_bytes: int = 1_000_000
-    max_concurrent_predictions: int = 32  # per worker; more get 429 with Retry-After
-    max_predictions_per_client: int = 8   # per worker and client address, so one client cannot take all
+    max_concurrent_predictions: int = 0  # per worker, below threads; more get 429 with Retry-After (0: threads - 2)
+    max_predictions_per_client: int = 0  # per worker and client address, so one client cannot take all (0: half the above)
     proxy_hops: int = 0                  # proxies in front that set X-Forwarded-For/-Proto (client address)
     api_token: str = ""                  # when set, prediction endpoints need "Authorization: Bearer TOKEN"
     log_requests: bool = True
@@ -60,6 +60,23 @@ class ServerConfig:
 
     def replace(self, **changes: Any) -> "ServerConfig":
         return dataclasses.replace(self, **changes)
+
+    def prediction_limits(self) -> tuple[int, int]:
+        """Prediction requests one worker runs at once, in all and for one client address. Both
+        stay below ``threads`` so /healthz and the hub's files always find a thread, and a client
+        gets 429 before it holds every thread."""
+        if self.threads < 2:
+            raise ServerConfigError(f"threads must be 2 or more (got {self.threads}): one thread stays free for "
+                                    "health checks and the hub's files")
+        total = self.max_concurrent_predictions or max(1, self.threads - 2)
+        per_client = self.max_predictions_per_client or max(1, total // 2)
+        if not 0 < total < self.threads:
+            raise ServerConfigError(f"max_concurrent_predictions must be from 1 to threads - 1 = {self.threads - 1} "
+                                    f"(got {total}), so a thread stays free for health checks and files")
+        if not 0 < per_client <= total:
+            raise ServerConfigError(f"max_predictions_per_client must be from 1 to max_concurrent_predictions = "
+                                    f"{total} (got {per_client})")
+        return total, per_client
 
     def model_set(self) -> ModelSetOptions:
         """The model set to load (``models`` with ``targets``, ``index`` and ``average``)."""

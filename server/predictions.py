@@ -29,7 +29,7 @@ class ClientSlots:
     for any one client address."""
 
     def __init__(self, total: int, per_client: int) -> None:
-        self.total, self.per_client = max(1, total), max(1, per_client)
+        self.total, self.per_client = total, per_client
         self.running: dict[str, int] = {}
         self.lock = threading.Lock()
 

@@ -38,13 +38,14 @@ def hub_dir(cfg: ServerConfig) -> Path:
 
 def check_serving(cfg: ServerConfig) -> None:
     """What would stop a worker from starting, found in the master as one error: the precompute
-    folder, and the model set with its settings (loaded on the CPU, conservation resolved)."""
+    folder, the prediction limits, and the model set with its settings (loaded on the CPU, conservation resolved)."""
     from epiformer.inference import resolve_conservation
     from epiformer.manifest import read_manifest
 
     if not cfg.precompute_dir:
         raise ServerConfigError("no precompute folder: set EPIFORMER_PRECOMPUTE_DIR (or precompute_dir), "
                                 "or run epiformer serve PRECOMPUTE_DIR")
+    cfg.prediction_limits()
     manifest = read_manifest(cfg.precompute_dir)
     if cfg.models:
         settings = cfg.inference(manifest)

@@ -40,7 +40,7 @@ PREDICT_BODIES = st.one_of(
 
 @pytest.fixture(scope="module")
 def hostile_client(precomputed, tmp_path_factory):
-    app = make_model_app(precomputed, tmp_path_factory.mktemp("hub"), max_predictions_per_client=64)
+    app = make_model_app(precomputed, tmp_path_factory.mktemp("hub"))
     yield app.test_client()
     app.config["PREDICTOR"].close()
 

@@ -13,6 +13,7 @@ from epiformer.engine import Engine
 from epiformer.genome import Genome, encode_codes
 from epiformer.modelset import load_model_set
 from epiformer.variants import VariantError, apply_edits, make_variant, parse_variant
+from server.config import ServerConfig, ServerConfigError
 
 from .conftest import make_model_app
 
@@ -44,6 +45,21 @@ def slow_down(predictor, seconds: float) -> None:
         return original(x)
 
     predictor.engine.predict = slow
+
+
+def hold(predictor) -> tuple[threading.Event, threading.Event]:
+    """Make every forward pass of ``predictor`` wait for the second event; the first is set when
+    one has begun (its request then holds its prediction slot)."""
+    started, release = threading.Event(), threading.Event()
+    original = predictor.engine.predict
+
+    def held(x):
+        started.set()
+        release.wait(30)
+        return original(x)
+
+    predictor.engine.predict = held
+    return started, release
 
 
 def snv(genome, chrom="chr1", pos=200_001, alt=None):
@@ -97,8 +113,10 @@ def test_reference_windows_are_cached(api, model_app, genome):
 @pytest.mark.parametrize("spacing, windows", [(5_000, 12), (1, 7)])
 def test_concurrent_requests_share_batches(precomputed, tmp_path, genome, spacing, windows):
     """Six concurrent queries: their windows run in shared batches; when they fall in one bin, the
-    reference window runs once (the others wait for it) even with the cache off."""
-    app = make_model_app(precomputed, tmp_path / "hub", max_delay_ms=300, max_batch=16, cache_windows=0)
+    reference window runs once (the others wait for it) even with the cache off. (All six come from
+    one address: the limits are raised so none gets 429.)"""
+    app = make_model_app(precomputed, tmp_path / "hub", max_delay_ms=300, max_batch=16, cache_windows=0,
+                         threads=16, max_predictions_per_client=6)
     predictor = app.config["PREDICTOR"]
     statuses = []
 
@@ -273,11 +291,12 @@ def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
     predictor = app.config["PREDICTOR"]
     original = predictor.engine.predict
     predictor.cache.capacity = 0
-    slow_down(predictor, 0.6)
+    started, release = hold(predictor)
     first = threading.Thread(target=lambda: app.test_client().post("/api/variants", json=query, headers=auth))
     first.start()
-    time.sleep(0.2)
+    assert started.wait(30)
     busy = client.post("/api/variants", json=query, headers=auth)
+    release.set()
     first.join()
     assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
     predictor.engine.predict = original
@@ -285,22 +304,36 @@ def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
     predictor.close()
 
 
+def test_prediction_limits_stay_below_the_threads():
+    """By default a worker runs threads - 2 prediction requests, half of them for one client; a
+    limit that would let predictions take every thread is refused, naming the setting."""
+    assert ServerConfig().prediction_limits() == (6, 3)
+    assert ServerConfig(threads=4).prediction_limits() == (2, 1)
+    assert ServerConfig(threads=16, max_concurrent_predictions=12, max_predictions_per_client=12).prediction_limits() == (12, 12)
+    for settings, named in [({"max_concurrent_predictions": 8}, "max_concurrent_predictions must be from 1 to threads - 1 = 7"),
+                            ({"max_predictions_per_client": 7}, "max_predictions_per_client must be from 1 to max_concurrent_predictions = 6"),
+                            ({"threads": 1}, "threads must be 2 or more")]:
+        with pytest.raises(ServerConfigError, match=named):
+            ServerConfig(**settings).prediction_limits()
+
+
 def test_one_client_cannot_take_every_prediction_slot(precomputed, tmp_path, genome):
     """Behind one proxy (proxy_hops 1) the client is X-Forwarded-For's address."""
     app = make_model_app(precomputed, tmp_path / "hub", proxy_hops=1, max_concurrent_predictions=4,
                     max_predictions_per_client=1, cache_windows=0)
     predictor = app.config["PREDICTOR"]
-    slow_down(predictor, 0.8)
+    started, release = hold(predictor)
     query = {"variants": [snv(genome, pos=130_001)]}
     greedy, other = {"X-Forwarded-For": "10.0.0.1"}, {"X-Forwarded-For": "10.0.0.2"}
     answers = {}
     first = threading.Thread(target=lambda: answers.setdefault(
         "first", app.test_client().post("/api/variants", json=query, headers=greedy)))
     first.start()
-    time.sleep(0.3)
+    assert started.wait(30)
     again = app.test_client().post("/api/variants", json=query, headers=greedy)
     assert again.status_code == 429 and "this client already has 1" in again.json["error"]["message"]
     assert again.headers["Retry-After"] == "1"
+    release.set()
     assert app.test_client().post("/api/variants", json=query, headers=other).status_code == 200
     first.join()
     assert answers["first"].status_code == 200
