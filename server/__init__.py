@@ -102,7 +102,10 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     def http_error(err: HTTPException) -> Response:
         """Every HTTP error is JSON naming the problem, keeping the error's own headers
         (Content-Range on a 416, Retry-After on a 429, Allow on a 405)."""
-        response = jsonify({"error": {"status": err.code, "message": err.description}})
+        message = err.description
+        if err.code == 413:
+            message = f"the request body is over this server's limit of {cfg.max_body_bytes:,} bytes (max_body_bytes)"
+        response = jsonify({"error": {"status": err.code, "message": message}})
         response.status_code = err.code or 500
         for name, value in err.get_headers():
             if name.lower() not in ("content-type", "content-length"):

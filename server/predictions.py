@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from epiformer.files import bedgraph_text, settings_lines
 from epiformer.genome import GenomeError, parse_region
@@ -106,6 +106,16 @@ def predictor() -> ServerPredictor:
 
 
 def json_body() -> dict:
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    try:
+        data = request.get_data(cache=True)
+    except HTTPException:
+        raise
+    except Exception:   # the server's reader refused the framing (a bad chunk size) or the client left
+        raise ApiError(400, "the request body could not be read: its chunked framing is malformed or it was "
+                            "cut short") from None
+    if request.content_length is None and len(data) >= limit:
+        raise RequestEntityTooLarge()   # a chunked body, cut at the limit by the reader
     try:
         body = request.get_json(silent=True)
     except RecursionError:

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
+from .buffering import buffering_worker
 from .config import ServerConfig, ServerConfigError
 
 
@@ -93,7 +94,10 @@ def gunicorn_options(cfg: ServerConfig) -> dict[str, Any]:
 
     hooks: dict[str, Callable] = {"on_starting": on_starting, "pre_fork": pre_fork, "post_fork": post_fork,
                                   "post_worker_init": post_worker_init}
-    return {"bind": cfg.bind, "workers": workers, "worker_class": "gthread", "threads": cfg.threads,
+    return {"bind": cfg.bind, "workers": workers, "threads": cfg.threads,
+            # requests are read whole in the worker's event loop before a thread takes them (server.buffering)
+            "worker_class": buffering_worker(cfg.client_timeout_s, cfg.max_body_bytes),
+            "sendfile": False,      # answers go through send(), which drops a client that takes none for client_timeout_s
             "timeout": int(cfg.request_timeout_s) + 30, "graceful_timeout": 30,
             "preload_app": False,   # the app, its model and CUDA load in each worker, after the fork
             "accesslog": None,      # the app writes one structured JSON line per request

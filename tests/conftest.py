@@ -8,7 +8,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -68,6 +68,97 @@ def gunicorn(settings: dict[str, str], log: Path) -> Iterator[Gunicorn]:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def distinct_window_snvs(demo_data: Path, count: int) -> list[str]:
+    """SNVs matching the reference, each in its own window, so none shares a forward pass result."""
+    from epiformer.genome import Genome
+
+    found = []
+    with Genome(demo_data / "genome.fa") as genome:
+        for chrom, size in genome.chrom_sizes.items():
+            for pos in range(8_001, size - 8_000, 1_000):   # another bin: another window
+                base = genome.sequence(chrom, pos - 1, pos).upper()
+                if base in "ACGT":
+                    found.append(f"{chrom}:{pos}:{base}:{'C' if base == 'A' else 'A'}")
+    assert len(found) >= count
+    return found[:count]
+
+
+def wait_until_ready(url: str, proc: subprocess.Popen, output: Callable[[], str]) -> None:
+    """Poll ``url`` until it answers 200; fail with ``output()`` if ``proc`` exits first."""
+    for _ in range(1200):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited: {output()[-2000:]}")
+            time.sleep(0.1)
+    pytest.fail(f"{url} did not answer")
+
+
+@contextlib.contextmanager
+def epiformer_serve(arguments: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``epiformer serve ARGUMENTS --port P`` as a user runs it; yields its base URL once ready,
+    and stops it (SIGINT, as Ctrl-C does) on leaving. Its output goes to ``log``."""
+    import signal
+    import sys
+
+    port = free_port()
+    with open(log, "w") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "epiformer.cli", "serve", *arguments, "--port", str(port)],
+                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {})})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base}/readyz", proc, log.read_text)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def nginx(server_conf: str, folder: Path) -> Iterator[None]:
+    """nginx (the system's) running ``server_conf`` (http-level directives, as deploy/nginx.conf
+    holds) with its pid, logs and temporary files in ``folder``; stopped on leaving."""
+    import shutil
+
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(binary):
+        pytest.skip("nginx is not installed (make test installs it: apt-get install nginx-light)")
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / "server.conf").write_text(server_conf)
+    user = "user root;" if os.geteuid() == 0 else ""   # its workers must read the test's private folders
+    (folder / "nginx.conf").write_text(f"""{user}
+daemon off;
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {folder}/body;
+  proxy_temp_path {folder}/proxy;
+  fastcgi_temp_path {folder}/fastcgi;
+  uwsgi_temp_path {folder}/uwsgi;
+  scgi_temp_path {folder}/scgi;
+  include {folder}/server.conf;
+}}
+""")
+    check = subprocess.run([binary, "-t", "-c", str(folder / "nginx.conf"), "-p", str(folder)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([binary, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(autouse=True)

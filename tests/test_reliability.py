@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from epiformer.files import sha256_file
-from epiformer.genome import Genome
 from server import create_app
 
-from .conftest import gunicorn, make_model_app
+from .conftest import distinct_window_snvs, gunicorn, make_model_app
 
 
 def _precompute_command(precomputed: Path, demo_data: Path, out: str) -> str:
@@ -90,25 +89,12 @@ def test_read_only_output_is_a_clear_error(precomputed, demo_data, tmp_path):
     assert "Traceback" not in log
 
 
-def _distinct_window_snvs(demo_data: Path, count: int) -> list[str]:
-    """SNVs matching the reference, each in its own window, so none shares a forward pass result."""
-    found = []
-    with Genome(demo_data / "genome.fa") as genome:
-        for chrom, size in genome.chrom_sizes.items():
-            for pos in range(8_001, size - 8_000, 1_000):   # another bin: another window
-                base = genome.sequence(chrom, pos - 1, pos).upper()
-                if base in "ACGT":
-                    found.append(f"{chrom}:{pos}:{base}:{'C' if base == 'A' else 'A'}")
-    assert len(found) >= count
-    return found[:count]
-
-
 @pytest.mark.slow
 def test_a_worker_killed_mid_request_is_replaced_and_the_client_gets_an_error(precomputed, demo_data, tmp_path):
     settings = {"EPIFORMER_PRECOMPUTE_DIR": str(precomputed), "EPIFORMER_HUB_DIR": str(tmp_path / "hub"),
                 "EPIFORMER_WORKERS": "1", "EPIFORMER_MODELS": str(precomputed.parent / "model.pth.tar"),
                 "EPIFORMER_DEVICE": "cpu", "EPIFORMER_CACHE_WINDOWS": "0"}
-    variants = _distinct_window_snvs(demo_data, 100)
+    variants = distinct_window_snvs(demo_data, 100)
     with gunicorn(settings, tmp_path / "gunicorn.log") as server:
         [worker] = server.workers()
         host, port = server.base.removeprefix("http://").split(":")
@@ -154,7 +140,7 @@ class OutOfMemoryAboveTwo:
 def test_out_of_memory_splits_the_batch_instead_of_failing_the_request(precomputed, demo_data, tmp_path):
     app = make_model_app(precomputed, tmp_path / "hub", cache_windows=0)
     predictor = app.config["PREDICTOR"]
-    query = {"variants": _distinct_window_snvs(demo_data, 6)}
+    query = {"variants": distinct_window_snvs(demo_data, 6)}
     expected = app.test_client().post("/api/variants", json=query).json
     predictor.engine.model = OutOfMemoryAboveTwo(predictor.engine.model)
     response = app.test_client().post("/api/variants", json=query)

@@ -2,6 +2,7 @@
 cache, timeouts and clear 4xx answers to bad requests."""
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -166,7 +167,7 @@ def test_indels_mismatches_and_partial_failures(api, genome):
     ({"variants": [{"chrom": "chr1", "pos": 5}]}, 422, "missing ref, alt"),
     ({"variants": ["chr1:5:A:G"], "score_bp": -1}, 400, "score_bp must be"),
     ({"variants": ["chr1:5:A:G"], "tracks": "yes"}, 400, "tracks must be"),
-    ({"variants": ["x" * 30_000]}, 413, ""),
+    ({"variants": ["x" * 30_000]}, 413, "limit of 20,000 bytes (max_body_bytes)"),
 ])
 def test_bad_variant_requests_are_4xx(api, payload, status, message):
     if isinstance(payload, bytes):
@@ -175,6 +176,15 @@ def test_bad_variant_requests_are_4xx(api, payload, status, message):
         response = api.post("/api/variants", json=payload)
     assert response.status_code == status
     assert message in str(response.json["error"])
+
+
+@pytest.mark.parametrize("size, status", [(30_000, 413), (200, 400)])
+def test_a_chunked_body_over_the_limit_is_413(api, size, status):
+    """A chunked body has no Content-Length: the reader stops at the limit, and the answer says so."""
+    response = api.post("/api/variants", input_stream=io.BytesIO(b"[" * size), content_type="application/json",
+                        headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+    assert response.status_code == status, response.json
+    assert ("max_body_bytes" in response.json["error"]["message"]) == (status == 413)
 
 
 def test_predict_region_with_edits(api, genome):
