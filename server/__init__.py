@@ -39,13 +39,15 @@ def gunicorn_command() -> list[str]:
 
 
 def ensure_hub(precompute_dir: Path, hub_dir: Path) -> Path:
-    """Build the hub of ``precompute_dir`` into ``hub_dir`` when it is missing or older than the
-    precompute's manifest (a regenerated run); returns ``hub_dir``."""
-    from trackhub import build_hub
+    """Build the hub of ``precompute_dir`` into ``hub_dir`` when it is missing, older than the
+    precompute's manifest (a regenerated run) or without SHA256SUMS (a hub from before the
+    checksums); returns ``hub_dir``."""
+    from trackhub import SUMS_FILE, build_hub
 
     hub = hub_dir / "hub.txt"
     manifest = precompute_dir / "manifest.json"
-    if not hub.is_file() or hub.stat().st_mtime < manifest.stat().st_mtime:
+    if (not hub.is_file() or not (hub_dir / SUMS_FILE).is_file()
+            or hub.stat().st_mtime < manifest.stat().st_mtime):
         build_hub(precompute_dir, hub_dir)
     return hub_dir
 

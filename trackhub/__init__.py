@@ -1,9 +1,12 @@
-"""UCSC / IGV track hubs from a precompute folder: hub text files, the genome as .2bit, IGV sessions.
+"""UCSC / IGV track hubs from a precompute folder: hub text files, the genome as .2bit, IGV sessions,
+and SHA256SUMS with the files' ETags.
 
 >>> from trackhub import HubOptions, build_hub
 >>> build_hub("precomputed", "hub", HubOptions(email="me@example.org"))
 """
+from .checksums import SUMS_FILE, file_etag, hub_etags
 from .hub import UCSC_GENOMES, HubError, HubOptions, build_hub
 from .twobit import write_twobit
 
-__all__ = ["UCSC_GENOMES", "HubError", "HubOptions", "build_hub", "write_twobit"]
+__all__ = ["SUMS_FILE", "UCSC_GENOMES", "HubError", "HubOptions", "build_hub", "file_etag", "hub_etags",
+           "write_twobit"]

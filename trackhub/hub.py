@@ -12,6 +12,7 @@ HUBDIR/
                                the genome for assembly hubs, igv.js and IGV desktop (offline)
   igv_session.json             igv.js browser options (reference and tracks)
   igv_session.xml              IGV desktop session
+  SHA256SUMS                   the SHA-256 of every file above (``sha256sum -c``), the files' ETags
 """
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from epiformer.errors import UserError
-from epiformer.files import atomic_path
+from epiformer.files import atomic_path, sha256_file
 
+from .checksums import write_sha256sums
 from .twobit import write_twobit
 
 # Assemblies UCSC hosts (a hub for them needs no sequence); anything else becomes an assembly hub.
@@ -135,12 +137,13 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
         tracks.append({**track, "hub_file": file, "track": _track_name(f"{options.name}_{stem}")})
     _remove_stale(hubdir / "tracks", {Path(t["hub_file"]).name for t in tracks})
 
-    genome_dir = hubdir / "genome"
-    write_twobit(fasta, genome_dir / f"{name}.2bit")
-    with atomic_path(genome_dir / f"{name}.chrom.sizes") as tmp:
+    genome_files = [f"genome/{name}{ext}" for ext in (".2bit", ".chrom.sizes", ".fa", ".fa.fai")]
+    twobit, chrom_sizes, fasta_copy, fasta_index = (hubdir / relative for relative in genome_files)
+    write_twobit(fasta, twobit)
+    with atomic_path(chrom_sizes) as tmp:
         tmp.write_text("".join(f"{c}\t{n}\n" for c, n in genome["chrom_sizes"].items()))
-    _link_or_copy(fasta, genome_dir / f"{name}.fa")
-    _link_or_copy(Path(f"{fasta}.fai"), genome_dir / f"{name}.fa.fai")
+    _link_or_copy(fasta, fasta_copy)
+    _link_or_copy(Path(f"{fasta}.fai"), fasta_index)
 
     first_chrom = next(iter(genome["chrom_sizes"]))
     sources = [hubdir / t["hub_file"] for t in tracks]
@@ -170,6 +173,10 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
     for relative, text in files.items():
         with atomic_path(hubdir / relative) as tmp:
             tmp.write_text(text)
+    # The tracks' digests come from the manifest: gigabyte bigWigs are not read again.
+    digests = {t["hub_file"]: t["sha256"] for t in tracks}
+    digests.update((relative, sha256_file(hubdir / relative)) for relative in [*genome_files, *files])
+    write_sha256sums(hubdir, digests)
     return {"hub": hubdir / "hub.txt", "genome": name, "assembly_hub": assembly, "default_position": position,
             "tracks": [t["hub_file"] for t in tracks], "files": sorted(files)}
 
