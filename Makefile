@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 PORT ?= 8000
 SYSTEM_PROGRAMS := bedtools=bedtools npm=npm
 BROWSER_PROGRAMS := chromium=chromium chromedriver=chromium-driver
+TEST_PROGRAMS := nginx=nginx-light
 IGV_VERSION := 3.8.10
 IGV_JS := server/static/vendor/igv.min.js
 
@@ -49,6 +50,7 @@ demo: install
 
 test: install
 	@scripts/system-deps.sh $(BROWSER_PROGRAMS) || echo "set-up: Chromium could not be installed here; the browser tests will be skipped"
+	@scripts/system-deps.sh $(TEST_PROGRAMS) || echo "set-up: nginx could not be installed here; the tests of deploy/nginx.conf will be skipped"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -5,17 +5,21 @@ ranges, variant queries and edited-region predictions from 64 concurrent clients
     python bench/bench_load.py --write BENCHMARKS.md --doc docs/reliability.md
 
 Set-up as bench_server.py (1 Mb demo genome, tiny model, its precompute and hub; needs wrk). The
-server runs its production settings (2 workers x 8 threads, request log on, reference cache on),
-except that all clients share the loopback address, so the per-client limit of prediction
-requests is raised from 8 to 16.
+server runs its production settings (2 workers, request log on, reference cache on), except that
+all clients share the loopback address, so the prediction limits are raised to 16 per worker
+(and threads to 20, as limits stay below the threads), and a stalled request is dropped only
+after the whole run (client_timeout_s), so the attack below lasts as long as the run.
 Three wrk processes run side by side for ``--seconds`` (each client stops after
 ``--max-requests`` answers): 48 connections ask for random byte ranges (1 B to 16 KB) of the
 hub's bigWigs, 8 post one random SNV each to /api/variants and 8 post a 1 kb region with one
 edit to /api/predict. Each worker's resident memory is read from /proc every second. A worker's
 working set depends on how many of the (keep-alive) connections it holds, which is settled once
 wrk has connected and batches have run, so growth is counted from ``--settle`` seconds into the
-run to its end. Passes when no answer is a 5xx, no worker exits or restarts and no worker's
-memory grows by 10% or more; exits 1 otherwise.
+run to its end. The mix then runs again for ``--seconds`` while 50 sockets stall mid-request
+(silent, half-sent headers, an announced body not sent, headers trickled a byte at a time:
+tests/hostile_clients.py). /healthz is asked every 0.5 s throughout both runs. Passes when no
+answer is a 5xx, no worker exits or restarts, no worker's memory grows by 10% or more, and
+/healthz answers in under 1 s throughout the attack; exits 1 otherwise.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -38,9 +43,14 @@ from bench_server import (ROOT, free_port, served_demo, start_gunicorn, stop, va
                           wrk_result)
 from report import command_line, machine_description, publish, update_section  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from tests.hostile_clients import slow_clients, still_waiting  # noqa: E402
+
 from epiformer.genome import Genome  # noqa: E402
 
 MAX_RSS_GROWTH = 0.10
+STALLED_SOCKETS = 50
+HEALTH_LIMIT_S = 1.0
 COUNTING = """
 local answered, limit = 0, {limit}
 counts = {{}}
@@ -145,6 +155,46 @@ def run_mix(port: int, mix: dict, seconds: int) -> dict[str, dict]:
     return results
 
 
+class HealthProbe:
+    """Asks /healthz every 0.5 s while running; the latencies (s), None for a failed try."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.latencies = port, []
+        self.running = threading.Event()
+
+    def __enter__(self) -> "HealthProbe":
+        self.running.set()
+        self.thread = threading.Thread(target=self._probe, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.running.clear()
+        self.thread.join()
+
+    def _probe(self) -> None:
+        while self.running.is_set():
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=10) as response:
+                    response.read()
+                self.latencies.append(time.monotonic() - started)
+            except OSError:
+                self.latencies.append(None)
+            time.sleep(0.5)
+
+    def summary(self) -> str:
+        answered = sorted(t for t in self.latencies if t is not None)
+        failed = len(self.latencies) - len(answered)
+        if not answered:
+            return f"{failed} tries, none answered"
+        return (f"{len(self.latencies)} tries, p50 {answered[len(answered) // 2] * 1000:.1f} ms, "
+                f"max {answered[-1] * 1000:.1f} ms, {failed} failed")
+
+    def all_within(self, seconds: float) -> bool:
+        return bool(self.latencies) and all(t is not None and t < seconds for t in self.latencies)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=60, help="length of the measured run (default: 60)")
@@ -167,7 +217,9 @@ def main() -> None:
         port, log = free_port(), tmp / "gunicorn.log"
         server = start_gunicorn({"EPIFORMER_PRECOMPUTE_DIR": str(tmp / "pre"), "EPIFORMER_HUB_DIR": str(hub),
                                  "EPIFORMER_MODELS": str(model), "EPIFORMER_DEVICE": "cpu",
-                                 "EPIFORMER_MAX_PREDICTIONS_PER_CLIENT": "16"}, port, log)
+                                 "EPIFORMER_THREADS": "20", "EPIFORMER_MAX_CONCURRENT_PREDICTIONS": "16",
+                                 "EPIFORMER_MAX_PREDICTIONS_PER_CLIENT": "16",
+                                 "EPIFORMER_CLIENT_TIMEOUT_S": str(3 * args.seconds + 60)}, port, log)
         try:
             run_mix(port, mix, args.warmup)
             pids = workers(server.pid)
@@ -187,12 +239,16 @@ def main() -> None:
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            results = run_mix(port, mix, args.seconds)
+            with HealthProbe(port) as calm:
+                results = run_mix(port, mix, args.seconds)
             running.clear()
             sampler.join()
-            after = workers(server.pid)
             for pid in pids:
-                rss[pid].append((time.monotonic() - started, rss_kb(pid) if pid in after else 0))
+                rss[pid].append((time.monotonic() - started, rss_kb(pid) if pid in workers(server.pid) else 0))
+            with slow_clients(f"http://127.0.0.1:{port}", STALLED_SOCKETS) as sockets, HealthProbe(port) as attacked:
+                attacked_results = run_mix(port, mix, args.seconds)
+                held = still_waiting(sockets)
+            after = workers(server.pid)
         finally:
             stop(server)
         text = log.read_text()
@@ -203,21 +259,27 @@ def main() -> None:
     memory = {pid: {"start": samples[0][1], "settled": next(kb for t, kb in samples if t >= args.settle),
                     "end": samples[-1][1], "peak": max(kb for _, kb in samples)} for pid, samples in rss.items()}
     growth = {pid: (m["end"] - m["settled"]) / m["settled"] for pid, m in memory.items()}
-    server_errors = sum(count for r in results.values() for status, count in r["statuses"].items() if status >= 500)
+    both = [*results.values(), *attacked_results.values()]
+    server_errors = sum(count for r in both for status, count in r["statuses"].items() if status >= 500)
     checks = {
         "no 5xx answer": server_errors == 0 and logged_5xx == 0,
         "no worker exited or restarted": after == pids and not worker_events,
         f"resident memory growth < {MAX_RSS_GROWTH:.0%} per worker": max(growth.values()) < MAX_RSS_GROWTH,
-        "no socket errors or timeouts": not any(r["socket_errors"] for r in results.values()),
+        "no socket errors or timeouts": not any(r["socket_errors"] for r in both),
+        f"/healthz answered in under {HEALTH_LIMIT_S:.0f} s throughout the attack, the {STALLED_SOCKETS} "
+        "stalled sockets held to the end": attacked.all_within(HEALTH_LIMIT_S) and held == STALLED_SOCKETS,
     }
+    rows = [(name, r) for name, r in results.items()] + \
+        [(f"{name}, {STALLED_SOCKETS} sockets stalled", r) for name, r in attacked_results.items()]
     lines = [
         f"Machine: {machine_description(torch.device('cpu'))}, {os.cpu_count()} cores; loopback; wrk and the "
         "server share the cores.",
         "",
-        "gunicorn, production settings (2 workers x 8 threads, request log on, tiny model on CPU; the per-client "
-        "limit raised to 16, as every client is 127.0.0.1), "
+        "gunicorn, production settings (2 workers, request log on, tiny model on CPU; prediction limits raised to "
+        "16 per worker and threads to 20, as every client is 127.0.0.1), "
         f"{sum(r['connections'] for r in results.values())} concurrent clients for {args.seconds} s after a "
-        f"{args.warmup} s warm-up:",
+        f"{args.warmup} s warm-up, then again for {args.seconds} s with {STALLED_SOCKETS} sockets stalled "
+        "mid-request:",
         "",
         "| endpoint | clients | answers | per s | p50 ms | p99 ms | 2xx | 4xx | 5xx | socket errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -225,7 +287,11 @@ def main() -> None:
           f"{sum(c for s, c in r['statuses'].items() if s < 300):,} | "
           f"{sum(c for s, c in r['statuses'].items() if 400 <= s < 500):,} | "
           f"{sum(c for s, c in r['statuses'].items() if s >= 500):,} | {r['socket_errors'] or 'none'} |"
-          for name, r in results.items()),
+          for name, r in rows),
+        "",
+        f"/healthz every 0.5 s: under the mix, {calm.summary()}; under the mix with {STALLED_SOCKETS} sockets "
+        f"stalled, {attacked.summary()}. Stalled sockets still open, unanswered, at the end: {held} of "
+        f"{STALLED_SOCKETS}.",
         "",
         f"| worker | resident memory at 0 s | at {args.settle} s | at {args.seconds} s | peak | growth from "
         f"{args.settle} s |",

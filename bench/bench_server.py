@@ -13,7 +13,8 @@ nginx-light and wrk; installed with apt-get when run as root, as the project's s
   (2 worker processes) serving the same folder.
 * Variants: gunicorn with one worker and the model; each query is one SNV. "One by one" is a
   single client waiting for each answer; "concurrent" is 16 clients at once (all from
-  127.0.0.1, so the per-client limit of prediction requests is raised from 8 to 16). Variants come four
+  127.0.0.1, so the prediction limits are raised to 16, and threads to 18 as the limits stay below
+  them). Variants come four
   to a 128 bp bin, so with the cache (512 windows) a bin's reference window runs once and later
   variants run only their alternate allele; without it (0 windows) every query runs both.
 """
@@ -253,8 +254,8 @@ def main() -> None:
         queries = {}
         for cache in (512, 0):
             env = {**base_env, "EPIFORMER_WORKERS": "1", "EPIFORMER_MODELS": str(model), "EPIFORMER_DEVICE": "cpu",
-                   "EPIFORMER_CACHE_WINDOWS": str(cache), "EPIFORMER_THREADS": "16",
-                   "EPIFORMER_MAX_PREDICTIONS_PER_CLIENT": "16"}   # every client here is 127.0.0.1
+                   "EPIFORMER_CACHE_WINDOWS": str(cache), "EPIFORMER_THREADS": "18",   # every client is 127.0.0.1:
+                   "EPIFORMER_MAX_CONCURRENT_PREDICTIONS": "16", "EPIFORMER_MAX_PREDICTIONS_PER_CLIENT": "16"}
             for clients in (1, 16):
                 server = start_gunicorn(env, port)
                 try:

@@ -13,8 +13,8 @@ from werkzeug.wsgi import FileWrapper
 
 from server import create_app
 from trackhub import SUMS_FILE, hub_etags
+from trackhub.checksums import NGINX_ETAGS_FILE
 
-from .conftest import gunicorn
 from .http_rules import (
     RULES,
     Fetch,
@@ -22,7 +22,6 @@ from .http_rules import (
     check_multiple_ranges,
     check_single_range,
     check_whole_file,
-    http_fetch,
     multipart_parts,
 )
 
@@ -67,19 +66,6 @@ def test_rule(check, fetch, hub_dir, track):
 
 def test_several_ranges_are_one_multipart_answer(fetch, hub_dir, track):
     check_multiple_ranges(fetch, f"/hub/{track}", (hub_dir / track).read_bytes(), multipart=True)
-
-
-@pytest.mark.slow
-def test_the_rules_through_gunicorn(precomputed, tmp_path):
-    """The same checks over real HTTP, gunicorn with the production config in front of the app."""
-    with gunicorn({"EPIFORMER_PRECOMPUTE_DIR": str(precomputed), "EPIFORMER_HUB_DIR": str(tmp_path / "hub"),
-                   "EPIFORMER_WORKERS": "1"}, tmp_path / "gunicorn.log") as server:
-        fetch = http_fetch(server.base)
-        track = next((tmp_path / "hub" / "tracks").glob("HIP.*.bw"))
-        path, data = f"/hub/tracks/{track.name}", track.read_bytes()
-        for check in RULES:
-            check(fetch, path, data)
-        check_multiple_ranges(fetch, path, data, multipart=True)
 
 
 @pytest.mark.parametrize("name", ["hub.txt", "genome/demo.fa", "genome/demo.2bit", "igv_session.json"])
@@ -152,13 +138,15 @@ def test_sha256sums_lists_every_hub_file(precomputed, hub_dir):
     lines = (hub_dir / SUMS_FILE).read_text().splitlines()
     listed = [re.fullmatch(r"([0-9a-f]{64})  (\S+)", line).groups() for line in lines]
     names = [name for _, name in listed]
-    assert names == sorted(names) == [name for name in hub_files(hub_dir) if name != SUMS_FILE]
+    assert names == sorted(names) == [name for name in hub_files(hub_dir) if name not in (SUMS_FILE, NGINX_ETAGS_FILE)]
     for digest, name in listed:       # sha256sum -c SHA256SUMS
         assert hashlib.sha256((hub_dir / name).read_bytes()).hexdigest() == digest, name
     manifest = json.loads((precomputed / "manifest.json").read_text())
     track_digests = {digest for digest, name in listed if name.startswith("tracks/")}
     assert track_digests == {track["sha256"] for track in manifest["tracks"]}
     assert hub_etags(hub_dir) == {name: f'"{digest}"' for digest, name in listed}
+    nginx_map = (hub_dir / NGINX_ETAGS_FILE).read_text().splitlines()
+    assert nginx_map == [f'"{name}" \'"{digest}"\';' for digest, name in listed], "the same ETags for nginx"
 
 
 def test_a_hub_without_sha256sums_is_rebuilt(precomputed, hub_dir):

@@ -11,54 +11,36 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
 from server.buffering import MAX_HEADER_BYTES, request_state
 
-from .conftest import ROOT, distinct_window_snvs, epiformer_serve, free_port, gunicorn, nginx
+from .conftest import (
+    ROOT,
+    distinct_window_snvs,
+    epiformer_serve,
+    free_port,
+    gunicorn,
+    nginx,
+)
+from .hostile_clients import STALLS, slow_clients, still_waiting
+from .http_rules import (
+    RULES,
+    check_empty_list_elements,
+    check_head_ignores_range,
+    check_invalid_ranges_ignored,
+    check_multiple_ranges,
+    check_overlapping_ranges_ignored,
+    http_fetch,
+)
 
-STALLS = [
-    b"",                                                                  # connects, sends nothing
-    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n",                      # half the headers
-    b"POST /api/variants HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    b"Content-Length: 100\r\n\r\n{",                                      # one byte of a 100-byte body
-]
-TRICKLE = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 4000
-
-
-@contextlib.contextmanager
-def slow_clients(base: str, count: int = 50) -> Iterator[list[socket.socket]]:
-    """``count`` sockets that stall (silent, half-sent headers, a body announced and not sent)
-    and trickle headers a byte at a time, held open while the block runs."""
-    url = urlsplit(base)
-    sockets = []
-    for i in range(count):
-        sock = socket.create_connection((url.hostname, url.port))
-        sock.sendall(STALLS[i % len(STALLS)])
-        sockets.append(sock)
-    trickling = sockets[::4]
-    stop = threading.Event()
-
-    def trickle() -> None:
-        for byte in TRICKLE:
-            if stop.wait(0.2):
-                return
-            for sock in trickling:
-                with contextlib.suppress(OSError):
-                    sock.send(bytes([byte]))
-
-    sender = threading.Thread(target=trickle, daemon=True)
-    sender.start()
-    try:
-        yield sockets
-    finally:
-        stop.set()
-        sender.join()
-        for sock in sockets:
-            sock.close()
+# nginx answers 416 to byte ranges that are not valid (RFC 9110 lets a server refuse them), serves
+# overlapping ranges that add up to no more than the file, and answers a HEAD with a Range 206;
+# every other rule holds through it as through the app.
+NGINX_RULES = [rule for rule in RULES if rule not in (check_invalid_ranges_ignored, check_empty_list_elements,
+                                                      check_head_ignores_range, check_overlapping_ranges_ignored)]
 
 
 def request(base: str, method: str, path: str, body: dict | None = None, timeout: float = 20,
@@ -72,20 +54,6 @@ def request(base: str, method: str, path: str, body: dict | None = None, timeout
         return response.status, dict(response.getheaders()), response.read()
     finally:
         conn.close()
-
-
-def still_waiting(sockets: list[socket.socket]) -> int:
-    """How many of ``sockets`` are open and were sent nothing (neither an answer nor a close)."""
-    waiting = 0
-    for sock in sockets:
-        sock.setblocking(False)
-        try:
-            sock.recv(1)
-        except BlockingIOError:
-            waiting += 1
-        except OSError:
-            pass
-    return waiting
 
 
 def answers_while_attacked(base: str, variant: str, sockets: list[socket.socket]) -> None:
@@ -165,8 +133,9 @@ def test_slow_clients_cannot_starve_epiformer_serve(precomputed, demo_data, tmp_
 @pytest.mark.slow
 def test_nginx_front_buffers_clients_and_serves_the_hub(precomputed, demo_data, tmp_path):
     """deploy/nginx.conf in front of gunicorn: the same attack through nginx leaves the server
-    answering; the hub's files come from nginx with the app's headers; gunicorn itself answers a
-    request not sent whole in client_timeout_s with 408."""
+    answering; the hub's files come from nginx with the app's headers, by the same range and
+    conditional rules as the app's (tests/http_rules.py, also checked here through gunicorn);
+    gunicorn itself answers a request not sent whole in client_timeout_s with 408."""
     nginx_port = free_port()
     hub = tmp_path / "hub"
     settings = {"EPIFORMER_PRECOMPUTE_DIR": str(precomputed), "EPIFORMER_HUB_DIR": str(hub),
@@ -182,7 +151,14 @@ def test_nginx_front_buffers_clients_and_serves_the_hub(precomputed, demo_data, 
             with slow_clients(front) as sockets:
                 answers_while_attacked(front, variants[0], sockets)
             greedy_client_gets_429(front, variants[1:])
-            for name in ("hub.txt", next((hub / "tracks").glob("HIP.*.bw")).relative_to(hub).as_posix()):
+            track = next((hub / "tracks").glob("HIP.*.bw")).relative_to(hub).as_posix()
+            data = (hub / track).read_bytes()
+            for check in RULES:                 # the app, over HTTP through gunicorn
+                check(http_fetch(app.base), f"/hub/{track}", data)
+            check_multiple_ranges(http_fetch(app.base), f"/hub/{track}", data, multipart=True)
+            for check in NGINX_RULES:
+                check(http_fetch(front), f"/hub/{track}", data)
+            for name in ("hub.txt", track):
                 direct, through = request(app.base, "GET", f"/hub/{name}"), request(front, "GET", f"/hub/{name}")
                 assert through[0] == direct[0] == 200 and through[2] == direct[2]
                 for header in ("ETag", "Last-Modified", "Cache-Control", "Accept-Ranges", "X-Content-Type-Options",

@@ -2,7 +2,9 @@
 
 The file has ``sha256sum``'s format (``sha256sum -c SHA256SUMS`` in HUBDIR checks a copy). An ETag
 is the strong entity tag ``"<SHA-256 hex>"`` of the file's bytes, so every copy of a hub, on every
-server behind a load balancer, gives a file the same ETag.
+server behind a load balancer, gives a file the same ETag. HUBDIR/etags.nginx holds the same
+ETags as the body of an nginx ``map`` (deploy/nginx.conf includes it), so that nginx, serving the
+hub folder itself, sends them too.
 """
 from __future__ import annotations
 
@@ -16,13 +18,19 @@ from typing import Mapping
 from epiformer.files import atomic_path, sha256_file
 
 SUMS_FILE = "SHA256SUMS"
+NGINX_ETAGS_FILE = "etags.nginx"
 _LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
+# Paths nginx reads literally inside quotes (hub paths are made of these; others get no ETag there).
+_NGINX_KEY = re.compile(r"[A-Za-z0-9_.+/-]+")
 
 
 def write_sha256sums(hubdir: str | os.PathLike, digests: Mapping[str, str]) -> Path:
     """Write HUBDIR/SHA256SUMS from hex SHA-256 digests by path relative to HUBDIR, one
-    ``<hex>  <path>`` line per file, sorted by path; returns its path."""
+    ``<hex>  <path>`` line per file, sorted by path, and HUBDIR/etags.nginx; returns the first's path."""
     path = Path(hubdir) / SUMS_FILE
+    with atomic_path(Path(hubdir) / NGINX_ETAGS_FILE) as tmp:
+        tmp.write_text("".join(f"\"{name}\" '\"{digests[name]}\"';\n" for name in sorted(digests)
+                               if _NGINX_KEY.fullmatch(name)))
     with atomic_path(path) as tmp:
         tmp.write_text("".join(f"{digests[name]}  {name}\n" for name in sorted(digests)))
     return path

@@ -1,0 +1,63 @@
+"""Clients that stall mid-request, for the slow-client tests and the load benchmark
+(bench/bench_load.py imports this module)."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from typing import Iterator
+from urllib.parse import urlsplit
+
+STALLS = [
+    b"",                                                                  # connects, sends nothing
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n",                      # half the headers
+    b"POST /api/variants HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n{",                                      # one byte of a 100-byte body
+]
+TRICKLE = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 4000
+
+
+@contextlib.contextmanager
+def slow_clients(base: str, count: int = 50) -> Iterator[list[socket.socket]]:
+    """``count`` sockets that stall (silent, half-sent headers, a body announced and not sent)
+    and trickle headers a byte at a time, held open while the block runs."""
+    url = urlsplit(base)
+    sockets = []
+    for i in range(count):
+        sock = socket.create_connection((url.hostname, url.port))
+        sock.sendall(STALLS[i % len(STALLS)])
+        sockets.append(sock)
+    trickling = sockets[::4]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for byte in TRICKLE:
+            if stop.wait(0.2):
+                return
+            for sock in trickling:
+                with contextlib.suppress(OSError):
+                    sock.send(bytes([byte]))
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    try:
+        yield sockets
+    finally:
+        stop.set()
+        sender.join()
+        for sock in sockets:
+            sock.close()
+
+
+def still_waiting(sockets: list[socket.socket]) -> int:
+    """How many of ``sockets`` are open and were sent nothing (neither an answer nor a close)."""
+    waiting = 0
+    for sock in sockets:
+        sock.setblocking(False)
+        try:
+            sock.recv(1)
+        except BlockingIOError:
+            waiting += 1
+        except OSError:
+            pass
+    return waiting
