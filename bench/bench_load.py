@@ -5,10 +5,11 @@ ranges, variant queries and edited-region predictions from 64 concurrent clients
     python bench/bench_load.py --write BENCHMARKS.md --doc docs/reliability.md
 
 Set-up as bench_server.py (1 Mb demo genome, tiny model, its precompute and hub; needs wrk). The
-server runs its production settings (2 workers, request log on, reference cache on), except that
-all clients share the loopback address, so the prediction limits are raised to 16 per worker
-(and threads to 20, as limits stay below the threads), and a stalled request is dropped only
-after the whole run (client_timeout_s), so the attack below lasts as long as the run.
+server runs its production settings (2 workers x 8 threads, request log on, reference cache on),
+except that all clients share the loopback address, so the per-client prediction limit is raised
+to the worker's (7: limits stay below the threads; beyond them a request gets 429, counted under
+4xx, and its client waits Retry-After before the next), and a stalled request is dropped only after the whole run (client_timeout_s), so the attack
+below lasts as long as the run.
 Three wrk processes run side by side for ``--seconds`` (each client stops after
 ``--max-requests`` answers): 48 connections ask for random byte ranges (1 B to 16 KB) of the
 hub's bigWigs, 8 post one random SNV each to /api/variants and 8 post a 1 kb region with one
@@ -56,10 +57,18 @@ local answered, limit = 0, {limit}
 counts = {{}}
 local threads = {{}}
 setup = function(thread) table.insert(threads, thread) end
+local retry_after = 0
 response = function(status, headers, body)
   counts[status] = (counts[status] or 0) + 1
   answered = answered + 1
+  if status == 429 then retry_after = 1000 * tonumber(headers["Retry-After"] or "1") end
   if answered >= limit then wrk.thread:stop() end
+end
+-- a client told 429 waits Retry-After before its next request, as a well-behaved one does
+delay = function()
+  local wait = retry_after
+  retry_after = 0
+  return wait
 end
 done = function(summary, latency, requests)
   for _, t in ipairs(threads) do
@@ -217,8 +226,7 @@ def main() -> None:
         port, log = free_port(), tmp / "gunicorn.log"
         server = start_gunicorn({"EPIFORMER_PRECOMPUTE_DIR": str(tmp / "pre"), "EPIFORMER_HUB_DIR": str(hub),
                                  "EPIFORMER_MODELS": str(model), "EPIFORMER_DEVICE": "cpu",
-                                 "EPIFORMER_THREADS": "20", "EPIFORMER_MAX_CONCURRENT_PREDICTIONS": "16",
-                                 "EPIFORMER_MAX_PREDICTIONS_PER_CLIENT": "16",
+                                 "EPIFORMER_MAX_CONCURRENT_PREDICTIONS": "7", "EPIFORMER_MAX_PREDICTIONS_PER_CLIENT": "7",
                                  "EPIFORMER_CLIENT_TIMEOUT_S": str(3 * args.seconds + 60)}, port, log)
         try:
             run_mix(port, mix, args.warmup)
@@ -275,8 +283,9 @@ def main() -> None:
         f"Machine: {machine_description(torch.device('cpu'))}, {os.cpu_count()} cores; loopback; wrk and the "
         "server share the cores.",
         "",
-        "gunicorn, production settings (2 workers, request log on, tiny model on CPU; prediction limits raised to "
-        "16 per worker and threads to 20, as every client is 127.0.0.1), "
+        "gunicorn, production settings (2 workers x 8 threads, request log on, tiny model on CPU; as every client "
+        "is 127.0.0.1, the per-client prediction limit is raised to the worker's, 7; a worker with more prediction "
+        "requests at once answers 429, counted under 4xx, and that client waits Retry-After), "
         f"{sum(r['connections'] for r in results.values())} concurrent clients for {args.seconds} s after a "
         f"{args.warmup} s warm-up, then again for {args.seconds} s with {STALLED_SOCKETS} sockets stalled "
         "mid-request:",

@@ -18,7 +18,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .config import ServerConfig, ServerConfigError, load_config
+from .config import ServerConfig, ServerConfigError, body_limit_message, load_config
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
@@ -106,7 +106,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
         (Content-Range on a 416, Retry-After on a 429, Allow on a 405)."""
         message = err.description
         if err.code == 413:
-            message = f"the request body is over this server's limit of {cfg.max_body_bytes:,} bytes (max_body_bytes)"
+            message = body_limit_message(cfg.max_body_bytes)
         response = jsonify({"error": {"status": err.code, "message": message}})
         response.status_code = err.code or 500
         for name, value in err.get_headers():

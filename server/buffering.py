@@ -6,7 +6,9 @@ byte a second) hold every thread, and /healthz stops answering. This worker keep
 its event loop, reading without blocking, until the request line, the headers and the whole body
 (by Content-Length or chunked framing) are in; only then does a thread take it, and the request
 is parsed from memory. A client gets ``client_timeout_s`` to send a whole request, else 408 and
-the connection is closed; closes that wait for the peer also happen in the loop. A thread that
+the connection is closed. A body over ``max_body_bytes`` is 413 as soon as it is announced, and
+framing that cannot be read (headers over 64 KiB, a bad length or chunk) is 400, from the loop;
+closes that wait for the peer also happen in the loop. A thread that
 sends an answer drops a client that accepts none of it for ``client_timeout_s``.
 
 The public deployment puts nginx in front as well (deploy/nginx.conf), which buffers clients the
@@ -15,6 +17,8 @@ without it.
 """
 from __future__ import annotations
 
+import errno
+import json
 import selectors
 import socket
 import struct
@@ -23,50 +27,76 @@ from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from .config import body_limit_message
+
 MAX_HEADER_BYTES = 64 * 1024
 LINGER_S = 2.0                  # how long a closed connection's unread input is drained
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def _reply(status: str) -> bytes:
-    return f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode()
+def _reply(status: str, message: str = "") -> bytes:
+    """A whole answer that closes the connection: empty, or the app's JSON error body."""
+    body = json.dumps({"error": {"status": int(status.split()[0]), "message": message}}).encode() if message else b""
+    kind = "Content-Type: application/json\r\n" if message else ""
+    return (f"HTTP/1.1 {status}\r\nConnection: close\r\n{kind}Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class Framing(ValueError):
+    """A request whose framing cannot be read (answered 400 by the worker)."""
+
+
+class HeadersTooLarge(Framing):
+    """Request headers over ``MAX_HEADER_BYTES`` (answered 431 by the worker)."""
+
+
+class TooLarge(ValueError):
+    """A request body over the limit (answered 413 by the worker)."""
 
 
 def _chunked_end(data: bytes, pos: int, max_body: int) -> int | None:
-    """Where a chunked body starting at ``pos`` ends (trailers included), -1 when it cannot be
-    framed or exceeds ``max_body`` (the parser and the app answer that), None when more is needed."""
+    """Where a chunked body starting at ``pos`` ends (trailers included), None when more is
+    needed; raises Framing or TooLarge."""
     total = 0
     while True:
         line_end = data.find(b"\r\n", pos)
         if line_end < 0:
-            return None if len(data) - pos <= 1024 else -1
-        try:
-            size = int(data[pos:line_end].split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            return -1
+            if len(data) - pos > 1024:
+                raise Framing("a chunk size line longer than 1 KiB")
+            return None
+        text = data[pos:line_end].split(b";", 1)[0].strip()
+        if not text or len(text) > 16 or text.strip(b"0123456789abcdefABCDEF"):
+            raise Framing(f"the chunk size {text[:20].decode('latin-1')!r} is not hexadecimal")
+        size = int(text, 16)
         total += size
-        if size < 0 or total > max_body:
-            return -1
+        if total > max_body:
+            raise TooLarge()
         pos = line_end + 2
         if size == 0:
             end = data.find(b"\r\n\r\n", pos - 2)
+            if end < 0 and len(data) - pos > MAX_HEADER_BYTES:
+                raise Framing("trailers over 64 KiB")
             return end + 4 if end >= 0 else None
         if len(data) < pos + size + 2:
             return None
+        if data[pos + size: pos + size + 2] != b"\r\n":
+            raise Framing("a chunk is longer than its size says")
         pos += size + 2
 
 
 def request_state(data: bytes, max_body: int) -> tuple[str, int]:
-    """Whether ``data`` holds a whole request: ("more", 0) to read on, ("ready", n) when the
-    parser can take it (n: bytes of headers, 0 when they are not framed), ("too large", 0) for
-    headers over ``MAX_HEADER_BYTES``. Bodies over ``max_body`` and malformed framing are "ready":
-    the parser or the app answers them from what is buffered."""
-    head_end = data.find(b"\r\n\r\n")
+    """Whether ``data`` holds a whole request: ("more", 0) to read on, or ("ready", n) with n the
+    bytes up to the body. Raises HeadersTooLarge (over ``MAX_HEADER_BYTES``), Framing (a length or
+    chunk that cannot be read) or TooLarge (a body over ``max_body``, known as soon as it is announced).
+    Only whole requests reach the parser, so a thread never waits on a client."""
+    start = len(data) - len(data.lstrip(b"\r\n"))     # empty lines before a request are ignored
+    head_end = data.find(b"\r\n\r\n", start)
     if head_end < 0:
-        return ("too large", 0) if len(data) > MAX_HEADER_BYTES else ("more", 0)
+        if len(data) - start > MAX_HEADER_BYTES:
+            raise HeadersTooLarge("request headers over 64 KiB")
+        return "more", 0
     body_start = head_end + 4
     length, chunked = 0, False
-    for line in data[:head_end].split(b"\r\n")[1:]:
+    for line in data[start:head_end].split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"transfer-encoding":
@@ -74,14 +104,13 @@ def request_state(data: bytes, max_body: int) -> tuple[str, int]:
         elif name == b"content-length":
             text = value.strip()
             if not text.isdigit() or len(text) > 18:
-                return "ready", body_start
+                raise Framing(f"Content-Length {text[:20].decode('latin-1')!r} is not a number of bytes")
             length = int(text)
     if chunked:
-        end = _chunked_end(data, body_start, max_body)
-        return ("more", 0) if end is None else ("ready", body_start)
-    if length > max_body or len(data) >= body_start + length:
-        return "ready", body_start
-    return "more", 0
+        return ("more", 0) if _chunked_end(data, body_start, max_body) is None else ("ready", body_start)
+    if length > max_body:
+        raise TooLarge()
+    return ("ready", body_start) if len(data) >= body_start + length else ("more", 0)
 
 
 def without_expect(data: bytes, head_end: int) -> bytes:
@@ -107,8 +136,10 @@ class BufferingWorker(ThreadWorker):
             return super().accept(listener)
         try:
             client, address = listener.accept()
-        except OSError:
-            return
+        except OSError as err:
+            if err.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            raise
         self.nr_conns += 1
         conn = TConn(self.cfg, client, address, listener.getsockname())
         conn.pending = bytearray()
@@ -143,9 +174,14 @@ class BufferingWorker(ThreadWorker):
             conn.pending += data
             if len(data) < 65536:
                 break
-        state, head_end = request_state(bytes(conn.pending), self.max_body_bytes)
-        if state == "too large":
-            return self._drop(conn, _reply("431 Request Header Fields Too Large"))
+        try:
+            state, head_end = request_state(bytes(conn.pending), self.max_body_bytes)
+        except TooLarge:
+            return self._drop(conn, _reply("413 Request Entity Too Large", body_limit_message(self.max_body_bytes)))
+        except HeadersTooLarge as err:
+            return self._drop(conn, _reply("431 Request Header Fields Too Large", str(err)))
+        except Framing as err:
+            return self._drop(conn, _reply("400 Bad Request", f"the request cannot be read: {err}"))
         if state == "more":
             if b"\r\n\r\n" in conn.pending and not getattr(conn, "continued", False):
                 self._send_continue(conn)
@@ -175,6 +211,8 @@ class BufferingWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     def _drop(self, conn: TConn, reply: bytes = b"") -> None:
+        """Stop reading ``conn``: close it, or send ``reply`` and linger so that the client reads
+        it before the close (closing with its input unread would reset the connection)."""
         self.buffering.pop(conn, None)
         try:
             self.poller.unregister(conn.sock)
@@ -185,6 +223,8 @@ class BufferingWorker(ThreadWorker):
                 conn.sock.send(reply)
             except OSError:
                 pass
+            else:
+                return self._linger(conn)
         self.nr_conns -= 1
         conn.close()
 

@@ -96,6 +96,11 @@ class ServerConfig:
             raise ServerConfigError(str(err)) from None
 
 
+def body_limit_message(limit: int) -> str:
+    """What a client whose request body is over ``max_body_bytes`` is told."""
+    return f"the request body is over this server's limit of {limit:,} bytes (max_body_bytes)"
+
+
 def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
     kind = str(kind)
     base = kind.split(" |")[0]

@@ -43,6 +43,20 @@ class Gunicorn:
         return self.log.read_text()
 
 
+def wait_until_ready(url: str, proc: subprocess.Popen, output: Callable[[], str]) -> None:
+    """Poll ``url`` until it answers 200; fail with ``output()`` if ``proc`` exits first."""
+    for _ in range(1200):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited: {output()[-2000:]}")
+            time.sleep(0.1)
+    pytest.fail(f"{url} did not answer")
+
+
 @contextlib.contextmanager
 def gunicorn(settings: dict[str, str], log: Path) -> Iterator[Gunicorn]:
     """gunicorn -c server/gunicorn.conf.py with ``EPIFORMER_*`` ``settings``, ready when entered,
@@ -53,17 +67,7 @@ def gunicorn(settings: dict[str, str], log: Path) -> Iterator[Gunicorn]:
         proc = subprocess.Popen(gunicorn_command(), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     server = Gunicorn(f"http://127.0.0.1:{port}", proc, log)
     try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"{server.base}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"gunicorn exited: {server.output()[-2000:]}")
-                time.sleep(0.1)
-        else:
-            pytest.fail("gunicorn did not become ready")
+        wait_until_ready(f"{server.base}/readyz", proc, server.output)
         yield server
     finally:
         proc.terminate()
@@ -83,20 +87,6 @@ def distinct_window_snvs(demo_data: Path, count: int) -> list[str]:
                     found.append(f"{chrom}:{pos}:{base}:{'C' if base == 'A' else 'A'}")
     assert len(found) >= count
     return found[:count]
-
-
-def wait_until_ready(url: str, proc: subprocess.Popen, output: Callable[[], str]) -> None:
-    """Poll ``url`` until it answers 200; fail with ``output()`` if ``proc`` exits first."""
-    for _ in range(1200):
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited: {output()[-2000:]}")
-            time.sleep(0.1)
-    pytest.fail(f"{url} did not answer")
 
 
 @contextlib.contextmanager

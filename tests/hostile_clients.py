@@ -14,20 +14,23 @@ STALLS = [
     b"POST /api/variants HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     b"Content-Length: 100\r\n\r\n{",                                      # one byte of a 100-byte body
 ]
-TRICKLE = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 4000
+TRICKLE = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 4000   # never ends its headers
 
 
 @contextlib.contextmanager
 def slow_clients(base: str, count: int = 50) -> Iterator[list[socket.socket]]:
-    """``count`` sockets that stall (silent, half-sent headers, a body announced and not sent)
-    and trickle headers a byte at a time, held open while the block runs."""
+    """``count`` sockets, a quarter of each kind: silent, half-sent headers, a body announced and
+    one byte of it sent, and headers trickled a byte every 0.2 s (never finished); held open
+    while the block runs."""
     url = urlsplit(base)
-    sockets = []
+    sockets, trickling = [], []
     for i in range(count):
         sock = socket.create_connection((url.hostname, url.port))
-        sock.sendall(STALLS[i % len(STALLS)])
+        if i % 4 < len(STALLS):
+            sock.sendall(STALLS[i % 4])
+        else:
+            trickling.append(sock)
         sockets.append(sock)
-    trickling = sockets[::4]
     stop = threading.Event()
 
     def trickle() -> None:

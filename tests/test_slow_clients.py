@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from server.buffering import MAX_HEADER_BYTES, request_state
+from server.buffering import MAX_HEADER_BYTES, Framing, HeadersTooLarge, TooLarge, request_state
 
 from .conftest import (
     ROOT,
@@ -90,23 +90,29 @@ def greedy_client_gets_429(base: str, variants: list[str], clients: int = 20) ->
 
 
 def test_request_framing_the_buffer_waits_for():
-    """What the buffering worker holds back from the threads, and what it hands over."""
+    """What the buffering worker holds back from the threads, what it hands over, and what it
+    answers itself: only whole requests reach a thread."""
     head = b"POST /api/variants HTTP/1.1\r\nHost: x\r\n"
     assert request_state(head, 1000) == ("more", 0)
     assert request_state(head + b"Content-Length: 5\r\n\r\n{}", 1000) == ("more", 0)
     body_at = len(head) + len(b"Content-Length: 5\r\n\r\n")
     assert request_state(head + b"Content-Length: 5\r\n\r\n{\"a\"}", 1000) == ("ready", body_at)
-    assert request_state(head + b"Content-Length: 5000\r\n\r\n{", 1000)[0] == "ready", "over the limit: the app says 413"
-    assert request_state(head + b"Content-Length: x\r\n\r\n", 1000)[0] == "ready", "bad framing: the parser says 400"
+    assert request_state(b"\r\n" + head + b"Content-Length: 5\r\n\r\n{\"a\"}", 1000) == ("ready", body_at + 2)
+    assert request_state(b"\r\n\r\n", 1000) == ("more", 0), "empty lines before a request are not one"
     chunked = head + b"Transfer-Encoding: chunked\r\n\r\n"
     assert request_state(chunked + b"4\r\n[1,2\r\n", 1000) == ("more", 0)
     assert request_state(chunked + b"4\r\n[1,2\r\n1\r\n]\r\n0\r\n", 1000) == ("more", 0)
     assert request_state(chunked + b"4\r\n[1,2\r\n1\r\n]\r\n0\r\n\r\n", 1000)[0] == "ready"
     assert request_state(chunked + b"4;ext=1\r\n[1,2\r\n0\r\nTrailer: x\r\n\r\n", 1000)[0] == "ready"
-    assert request_state(chunked + b"zz\r\n", 1000)[0] == "ready"
-    assert request_state(chunked + b"800\r\n" + b"a" * 100, 1000)[0] == "ready", "over the limit"
-    assert request_state(b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEADER_BYTES, 1000) == ("too large", 0)
     assert request_state(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1000)[0] == "ready"
+    for framing, error in [(head + b"Content-Length: 5000\r\n\r\n{", TooLarge),
+                           (chunked + b"800\r\n" + b"a" * 100, TooLarge),
+                           (head + b"Content-Length: x\r\n\r\n", Framing),
+                           (chunked + b"zz\r\n", Framing), (chunked + b"-5\r\n", Framing),
+                           (chunked + b"2\r\nabc\r\n", Framing), (chunked + b"a" * 2000, Framing),
+                           (b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEADER_BYTES, HeadersTooLarge)]:
+        with pytest.raises(error):
+            request_state(framing, 1000)
 
 
 @pytest.mark.slow
@@ -122,10 +128,15 @@ def test_slow_clients_cannot_starve_epiformer_serve(precomputed, demo_data, tmp_
             answers_while_attacked(base, variants[0], sockets)
         greedy_client_gets_429(base, variants[1:])
         url = urlsplit(base)
-        with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-            sock.sendall(b"POST /api/variants HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
-            assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+        post = b"POST /api/variants HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        for head, status, message in [(b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", b"400", b"not hexadecimal"),
+                                      (b"Content-Length: 2000000\r\n\r\n", b"413", b"(max_body_bytes)")]:
+            with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+                sock.sendall(post + head)
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 " + status) and message in answer, answer
     log = (tmp_path / "serve.log").read_text()
     assert "Traceback" not in log and '"status": 5' not in log
 
