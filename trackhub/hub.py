@@ -13,6 +13,7 @@ HUBDIR/
   igv_session.json             igv.js browser options (reference and tracks)
   igv_session.xml              IGV desktop session
   SHA256SUMS                   the SHA-256 of every file above (``sha256sum -c``), the files' ETags
+  etags.nginx                  the same ETags as an nginx map, for deploy/nginx.conf
 """
 from __future__ import annotations
 
