@@ -220,11 +220,8 @@ class Engine:
         """Predictions for one encoded window (4, seq_len) with each substitution applied alone:
         (position, new encoded column (4,)) -> (N, targets, output bins).
 
-        ``incremental`` runs the convolutional tower once on the window (per strand), then for each
-        substitution only on a slice around it, replacing the tower outputs the changed base can
-        reach (``config.tower_radius``); the transformer and head run on the whole window. The slice
-        reaches twice as far as the replaced bins, so zero padding at its edges never touches them:
-        the result equals full recomputation up to float rounding.
+        ``incremental`` runs the convolutional tower once on the window (see :meth:`_incremental`);
+        otherwise every substituted window runs whole.
         """
         window = np.asarray(window, dtype=np.float32)
         if not incremental:
@@ -235,49 +232,145 @@ class Engine:
                     batch[row, :, pos] = column
                 outputs.append(self.predict(batch))
             return np.concatenate(outputs) if outputs else np.zeros((0, len(self.target_names), 0), np.float32)
+        edits = [Edit(0, np.array([pos]), np.asarray(column, np.float32)[:, None]) for pos, column in substitutions]
+        return self._incremental(window[None], edits)[1]
+
+    def predict_alternates(self, groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Reference and alternate predictions of windows: each group is a reference window and
+        its alternates, encoded once per shift ((shifts, 4, seq_len) and (shifts, N, 4, seq_len));
+        returns per group (reference (targets, bins), alternates (N, targets, bins)), averaged over
+        the shifts. An alternate that differs from its reference in a few bases (an SNV or MNV)
+        runs incrementally (:meth:`_incremental`: the tower once per reference, then only near the
+        change); any other (an indel moves the rest of the window) runs whole. Out of device
+        memory, the groups (or one group's alternates) are split in two and each half retried, as
+        :meth:`_forward` does."""
+        try:
+            return self._alternates(groups)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.oom_splits += 1
+            if len(groups) > 1:
+                half = len(groups) // 2
+                return self.predict_alternates(groups[:half]) + self.predict_alternates(groups[half:])
+            (reference, alternates), = groups
+            if alternates.shape[1] < 2:
+                raise
+            half = alternates.shape[1] // 2
+            (ref, first), (_, second) = self.predict_alternates([(reference, alternates[:, :half]),
+                                                                 (reference, alternates[:, half:])])
+            return [(ref, np.concatenate([first, second]))]
+
+    def _alternates(self, groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        n_targets, n_bins = len(self.target_names), self.config.n_output_bins
+        results = [(np.zeros((n_targets, n_bins), np.float32), np.zeros((len(alts[0]), n_targets, n_bins), np.float32))
+                   for _, alts in groups]
+        if not groups:
+            return results
+        for shift in range(len(groups[0][0])):
+            references = np.stack([np.asarray(ref[shift], np.float32) for ref, _ in groups])
+            edits, whole = [], []
+            for g, (_, alts) in enumerate(groups):
+                for k, alternate in enumerate(np.asarray(alts[shift], np.float32)):
+                    edit = self._edit(g, references[g], alternate)
+                    (edits if edit is not None else whole).append((g, k, edit if edit is not None else alternate))
+            ref_predictions, edit_predictions = self._incremental(references, [e for _, _, e in edits])
+            whole_predictions = self.predict(np.stack([w for _, _, w in whole])) if whole else []
+            for g, (ref_total, _) in enumerate(results):
+                ref_total += ref_predictions[g]
+            for (g, k, _), prediction in [*zip(edits, edit_predictions), *zip(whole, whole_predictions)]:
+                results[g][1][k] += prediction
+        shifts = len(groups[0][0])
+        return [(ref / shifts, alts / shifts) for ref, alts in results]
+
+    def _edit(self, group: int, reference: np.ndarray, alternate: np.ndarray) -> Edit | None:
+        """The columns where ``alternate`` differs from ``reference``, when the incremental tower
+        slice they need is under half the window; else None (run it whole)."""
+        changed = np.flatnonzero((alternate != reference).any(axis=0))
+        cfg = self.config
+        reach = -(-cfg.tower_radius // cfg.bin_size) + 1
+        if len(changed) and (changed[-1] - changed[0]) // cfg.bin_size + 4 * reach + 1 > cfg.n_bins // 2:
+            return None
+        return Edit(group, changed, alternate[:, changed])
+
+    def _incremental(self, windows: np.ndarray, edits: Sequence[Edit]) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions of encoded windows (G, 4, seq_len), and of each edit (columns replaced in
+        one of them): (G, targets, bins), (E, targets, bins); reverse complement included.
+
+        The convolutional tower runs once on each window (per strand); for each edit it runs only
+        on a slice around the changed columns, replacing the tower outputs they can reach
+        (``config.tower_radius``); the transformer and head run on whole windows. The slice reaches
+        twice as far as the replaced bins, so zero padding at its edges never touches them: the
+        result equals full recomputation up to float rounding.
+        """
         members = list(getattr(self.model, "members", [self.model]))
         strands = [False, True] if self.reverse_complement else [False]
-        total = None
+        seq_len = self.config.seq_len
+        ref_total, edit_total = None, None
         with torch.inference_mode(), self._autocast():
             for reverse in strands:
-                x = torch.as_tensor(window[::-1, ::-1].copy() if reverse else window, device=self.device)
-                towers = [m.conv(x[None]) for m in members]
-                outputs = [self._substituted(members, towers, x, substitutions, reverse, lo)
-                           for lo in range(0, len(substitutions), self.batch_size)]
-                strand = np.concatenate(outputs)
-                strand = strand[:, :, ::-1] if reverse else strand
-                total = strand if total is None else total + strand
-        return total / len(strands)
+                x = torch.as_tensor(windows[:, ::-1, ::-1].copy() if reverse else windows, device=self.device)
+                strand_edits = [Edit(e.group, seq_len - 1 - e.positions, e.columns[::-1].copy()) if reverse else e
+                                for e in edits]
+                towers = [torch.cat([m.conv(x[lo: lo + self.batch_size]) for lo in range(0, len(x), self.batch_size)])
+                          for m in members]
+                refs = np.concatenate([self._combined([m.from_tower(t[lo: lo + self.batch_size])
+                                                       for m, t in zip(members, towers)])
+                                       for lo in range(0, len(x), self.batch_size)])
+                outs = [self._substituted(members, towers, x, strand_edits[lo: lo + self.batch_size])
+                        for lo in range(0, len(edits), self.batch_size)]
+                outs = np.concatenate(outs) if outs else np.zeros((0, *refs.shape[1:]), np.float32)
+                if reverse:
+                    refs, outs = refs[:, :, ::-1], outs[:, :, ::-1]
+                ref_total = refs if ref_total is None else ref_total + refs
+                edit_total = outs if edit_total is None else edit_total + outs
+        return ref_total / len(strands), edit_total / len(strands)
 
-    def _substituted(self, members: list[nn.Module], towers: list[torch.Tensor], x: torch.Tensor,
-                     substitutions: Sequence[tuple[int, np.ndarray]], reverse: bool, lo: int) -> np.ndarray:
-        cfg = self.config
-        bin_size, n_bins, seq_len = cfg.bin_size, cfg.n_bins, cfg.seq_len
-        reach = -(-cfg.tower_radius // bin_size) + 1        # bins a base can change, each side of its own
-        batch = substitutions[lo: lo + self.batch_size]
-        spans = []
-        for pos, column in batch:
-            pos = seq_len - 1 - pos if reverse else pos
-            column = np.asarray(column, np.float32)[::-1].copy() if reverse else np.asarray(column, np.float32)
-            centre = pos // bin_size
-            spans.append((pos, column, centre, max(0, centre - 2 * reach), min(n_bins, centre + 2 * reach + 1)))
-        member_outputs = []
-        for member, tower in zip(members, towers):
-            features = tower.repeat(len(batch), 1, 1)
-            for (start, stop), rows in _group_by_span(spans).items():
-                piece = x[:, start * bin_size: stop * bin_size].repeat(len(rows), 1, 1).clone()
-                for k, row in enumerate(rows):
-                    pos, column = spans[row][0], spans[row][1]
-                    piece[k, :, pos - start * bin_size] = torch.as_tensor(column, device=x.device)
-                computed = member.conv(piece)
-                for k, row in enumerate(rows):
-                    centre = spans[row][2]
-                    a, b = max(start, centre - reach), min(stop, centre + reach + 1)
-                    features[row, :, a:b] = computed[k, :, a - start: b - start]
-            member_outputs.append(member.from_tower(features))
+    def _combined(self, member_outputs: list[torch.Tensor]) -> np.ndarray:
         combine = getattr(self.model, "combine", None)
         combined = combine(member_outputs) if combine is not None else member_outputs[0]
         return combined.float().cpu().numpy()
+
+    def _substituted(self, members: list[nn.Module], towers: list[torch.Tensor], x: torch.Tensor,
+                     batch: Sequence[Edit]) -> np.ndarray:
+        cfg = self.config
+        bin_size, n_bins = cfg.bin_size, cfg.n_bins
+        reach = -(-cfg.tower_radius // bin_size) + 1        # bins a base can change, each side of its own
+        spans = []
+        for edit in batch:
+            if not len(edit.positions):
+                spans.append((edit, 0, 0, 0, 0))
+                continue
+            lo, hi = int(edit.positions.min()) // bin_size, int(edit.positions.max()) // bin_size
+            spans.append((edit, lo, hi, max(0, lo - 2 * reach), min(n_bins, hi + 2 * reach + 1)))
+        groups = torch.as_tensor([edit.group for edit in batch], device=x.device)
+        member_outputs = []
+        for member, tower in zip(members, towers):
+            features = tower.index_select(0, groups)
+            for (start, stop), rows in _group_by_span(spans).items():
+                if start == stop:
+                    continue                    # no change: the reference's own tower
+                piece = torch.stack([x[spans[row][0].group, :, start * bin_size: stop * bin_size] for row in rows]).clone()
+                for k, row in enumerate(rows):
+                    edit = spans[row][0]
+                    columns = torch.as_tensor(edit.columns, device=x.device, dtype=piece.dtype)
+                    piece[k, :, torch.as_tensor(edit.positions - start * bin_size, device=x.device)] = columns
+                computed = member.conv(piece)
+                for k, row in enumerate(rows):
+                    lo, hi = spans[row][1], spans[row][2]
+                    a, b = max(start, lo - reach), min(stop, hi + reach + 1)
+                    features[row, :, a:b] = computed[k, :, a - start: b - start]
+            member_outputs.append(member.from_tower(features))
+        return self._combined(member_outputs)
+
+
+@dataclass
+class Edit:
+    """Columns of an encoded window replaced: which window, where (positions), and by what (4, k)."""
+
+    group: int
+    positions: np.ndarray
+    columns: np.ndarray
 
 
 def _group_by_span(spans: list[tuple]) -> dict[tuple[int, int], list[int]]:

@@ -2,11 +2,13 @@
 score through :class:`VariantScorer`.
 
 It places each variant in its window (:meth:`Engine.window_for`: on the bin grid, the variant in
-the centre bin), shares one reference prediction among the variants of a window and keeps it in a
-cache, encodes the alternate allele in the same window (shift ensembling included), computes the
-scores (:func:`~epiformer.variants.score_variant`) and, against a calibration made with the same
-settings, their percentiles. Callers may replace how windows are run (the server batches them
-across requests and adds timeouts); nothing else about scoring is theirs.
+the centre bin), shares one reference prediction among the variants of a window, encodes the
+alternate allele in the same window (shift ensembling included), computes the scores
+(:func:`~epiformer.variants.score_variant`) and, against a calibration made with the same
+settings, their percentiles. A window's reference and its alternates run together through
+:meth:`Engine.predict_alternates`: the convolutional tower runs once on the reference, and an SNV
+or MNV reruns it only near its bases. Callers may replace how windows are run (the server
+batches them across requests and adds timeouts); nothing else about scoring is theirs.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from .inference import COMPARED_SETTINGS, Predictor, settings_mismatch
 from .variants import Variant, encode_edited, score_variant
 
 Window = tuple[str, int, list]          # (chrom, window start, edits)
+Group = tuple[str, int, list]           # (chrom, window start, variants scored in it, each alone)
+Alternates = tuple[np.ndarray, np.ndarray]   # a group's reference (targets, bins), alternates (N, targets, bins)
 
 
 class Background(Protocol):
@@ -48,16 +52,19 @@ class VariantScore:
 class VariantScorer:
     """Scores variants with a :class:`~epiformer.inference.Predictor`'s engine and genome.
 
-    ``run`` predicts a list of windows, (chrom, start, edits) -> (N, targets, bins); the default
-    runs them on the engine in batches. ``calibration`` gives percentiles when its settings
-    match (see :meth:`percentiles_missing`). Genome reads are serialised, so one scorer may be
-    used from several threads.
+    ``run`` predicts a list of windows, (chrom, start, edits) -> (N, targets, bins), and
+    ``run_alternates`` a list of groups (chrom, start, variants) -> (reference, alternates) per
+    group; the defaults run them on the engine in batches. ``incremental`` False scores every
+    alternate as a whole window (the slow path, for comparison). ``calibration`` gives
+    percentiles when its settings match (see :meth:`percentiles_missing`). Genome reads are
+    serialised, so one scorer may be used from several threads.
     """
 
     def __init__(self, predictor: Predictor, score_bp: int = 1024, cache_windows: int = 256,
                  calibration: Background | None = None,
                  run: Callable[[list[Window]], Sequence[np.ndarray]] | None = None,
-                 timeout: float | None = None) -> None:
+                 run_alternates: Callable[[list[Group]], Sequence[Alternates]] | None = None,
+                 timeout: float | None = None, incremental: bool = True) -> None:
         self.predictor = predictor
         self.engine, self.genome = predictor.engine, predictor.genome
         self.score_bp = score_bp
@@ -65,6 +72,8 @@ class VariantScorer:
         self.calibration = calibration
         self.timeout = timeout
         self._run = run or self.predict_windows
+        self._run_alternates = run_alternates or self.predict_alternates
+        self.incremental = incremental
         self.genome_lock = threading.Lock()
 
     @property
@@ -102,6 +111,18 @@ class VariantScorer:
             return np.zeros((0, len(self.engine.target_names), cfg.n_output_bins), np.float32)
         return np.concatenate(outputs)
 
+    def encode_alternates(self, chrom: str, start: int, variants: Sequence[Variant]) -> tuple[np.ndarray, np.ndarray]:
+        """A window's reference and its variants' alternates, each alone, encoded once per shift:
+        (shifts, 4, seq_len) and (shifts, N, 4, seq_len)."""
+        return self.encode(chrom, start, []), np.stack([self.encode(chrom, start, [v]) for v in variants], axis=1)
+
+    def predict_alternates(self, groups: list[Group]) -> list[Alternates]:
+        """Reference and alternate predictions of groups (chrom, start, variants), encoded and run
+        ``batch_size`` windows' groups at a time."""
+        size = self.engine.batch_size
+        return [result for lo in range(0, len(groups), size)
+                for result in self.engine.predict_alternates([self.encode_alternates(*g) for g in groups[lo: lo + size]])]
+
     def references(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
         """Reference predictions of windows (chrom, start): cached, shared with a caller computing
         them, or run here together."""
@@ -123,8 +144,11 @@ class VariantScorer:
         score_bp = self.score_bp if score_bp is None else score_bp
         cfg = self.engine.config
         starts = [self.engine.window_for(v.start) for v in variants]
-        references = self.references([(v.chrom, s) for v, s in zip(variants, starts)])
-        alternates = self._run([(v.chrom, s, [v]) for v, s in zip(variants, starts)]) if variants else []
+        if self.incremental:
+            references, alternates = self._alternates(variants, starts)
+        else:
+            references = self.references([(v.chrom, s) for v, s in zip(variants, starts)])
+            alternates = self._run([(v.chrom, s, [v]) for v, s in zip(variants, starts)]) if variants else []
         with_percentiles = self.calibration is not None and self.percentiles_missing(score_bp) is None
         results = []
         for v, s, alt in zip(variants, starts, alternates):
@@ -134,6 +158,20 @@ class VariantScorer:
             percentiles = self.calibration.percentiles(scores) if with_percentiles else None
             results.append(VariantScore(v, s, output_start, scores, bins, ref, alt, percentiles))
         return results
+
+    def _alternates(self, variants: Sequence[Variant], starts: Sequence[int]) -> tuple[dict, list[np.ndarray]]:
+        """References by window, and each variant's alternate, from one group per window."""
+        rows: dict[tuple[str, int], list[int]] = {}
+        for i, (v, s) in enumerate(zip(variants, starts)):
+            rows.setdefault((v.chrom, s), []).append(i)
+        groups = [(chrom, s, [variants[i] for i in members]) for (chrom, s), members in rows.items()]
+        outputs = self._run_alternates(groups) if groups else []
+        references, alternates = {}, [None] * len(variants)
+        for (key, members), (reference, alts) in zip(rows.items(), outputs):
+            references[key] = reference
+            for i, alt in zip(members, alts):
+                alternates[i] = alt
+        return references, alternates
 
     def score_predictions(self, reference: np.ndarray, alternate: np.ndarray, variant: Variant, window_start: int,
                           score_bp: int | None = None) -> np.ndarray:

@@ -1,8 +1,11 @@
 """Micro-batching: windows from concurrent requests share forward passes.
 
-One thread owns the engine. Request threads put encoded windows on a queue and wait on futures;
-the thread takes the first waiting window, gathers more until ``max_batch`` windows or
-``max_delay_s`` have passed, runs them as one batch and hands each result back.
+One thread owns the engine. Request threads put jobs on a queue and wait on futures: encoded
+windows, or groups (a variant window's reference and its alternates, for
+:meth:`~epiformer.engine.Engine.predict_alternates`). The thread takes the first waiting job,
+gathers more of its kind until ``max_batch`` windows or ``max_delay_s`` have passed, runs them
+as one batch and hands each result back. Groups of the same window from several requests run
+as one: its reference once, with all their alternates.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Hashable
 
 import numpy as np
 
@@ -19,8 +23,14 @@ from epiformer.engine import Engine
 
 @dataclass
 class _Job:
-    window: np.ndarray
+    window: np.ndarray | None = None                            # (shifts, 4, seq_len)
+    group: tuple[Hashable, np.ndarray, np.ndarray] | None = None  # key, reference, alternates
     future: Future = field(default_factory=Future)
+
+    @property
+    def size(self) -> int:
+        """Windows this job puts in a batch."""
+        return 1 if self.group is None else 1 + self.group[2].shape[1]
 
 
 class BatchPredictor:
@@ -30,9 +40,12 @@ class BatchPredictor:
         self.engine = engine
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
-        self.batches = 0          # forward batches run, and the windows in them (for tests and stats)
-        self.windows = 0
+        self.batches = 0          # batches run, the windows in them, and of the groups' windows
+        self.windows = 0          # the references and alternates run (for tests and stats)
+        self.references = 0
+        self.alternates = 0
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._held: _Job | None = None      # a job of the other kind, first in the next batch
         self._thread = threading.Thread(target=self._run, name="batch-predictor", daemon=True)
         self._thread.start()
 
@@ -43,9 +56,24 @@ class BatchPredictor:
         self._queue.put(job)
         return job.future
 
+    def submit_group(self, key: Hashable, reference: np.ndarray, alternates: np.ndarray) -> Future:
+        """Queue a window's reference (shifts, 4, seq_len) and alternates (shifts, N, 4, seq_len),
+        ``key`` naming the window; the future's result is (reference, alternates) predictions."""
+        job = _Job(group=(key, np.asarray(reference, np.float32), np.asarray(alternates, np.float32)))
+        self._queue.put(job)
+        return job.future
+
     def predict(self, windows: list[np.ndarray], timeout: float | None = None) -> list[np.ndarray]:
         """Predictions for several windows (batched with whatever else is waiting)."""
-        futures = [self.submit(w) for w in windows]
+        return self._wait([self.submit(w) for w in windows], timeout)
+
+    def predict_groups(self, groups: list[tuple[Hashable, np.ndarray, np.ndarray]],
+                       timeout: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(reference, alternates) predictions of several groups (batched with what else waits)."""
+        return self._wait([self.submit_group(*g) for g in groups], timeout)
+
+    @staticmethod
+    def _wait(futures: list[Future], timeout: float | None) -> list:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             return [f.result(None if deadline is None else max(0.0, deadline - time.monotonic())) for f in futures]
@@ -58,9 +86,11 @@ class BatchPredictor:
         self._thread.join(timeout=10)
 
     def _gather(self, first: _Job) -> list[_Job]:
-        jobs = [first]
+        """``first`` and the jobs of its kind that come within ``max_delay_s``, up to ``max_batch``
+        windows; a job of the other kind is held for the next batch."""
+        jobs, size = [first], first.size
         deadline = time.monotonic() + self.max_delay_s
-        while len(jobs) < self.max_batch:
+        while size < self.max_batch:
             try:
                 job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -68,21 +98,50 @@ class BatchPredictor:
             if job is None:
                 self._queue.put(None)
                 break
+            if (job.group is None) != (first.group is None):
+                self._held = job
+                break
             jobs.append(job)
+            size += job.size
         return [job for job in jobs if job.future.set_running_or_notify_cancel()]
 
+    def _next(self) -> _Job | None:
+        held, self._held = self._held, None
+        return held if held is not None else self._queue.get()
+
     def _run(self) -> None:
-        while (first := self._queue.get()) is not None:
+        while (first := self._next()) is not None:
             jobs = self._gather(first)
             if not jobs:
                 continue
             try:
-                outputs = self.engine.predict_encoded(np.stack([job.window for job in jobs], axis=1))
+                if first.group is None:
+                    outputs = list(self.engine.predict_encoded(np.stack([job.window for job in jobs], axis=1)))
+                    self.windows += len(jobs)
+                else:
+                    outputs = self._run_groups([job.group for job in jobs])
             except Exception as err:  # noqa: BLE001 - every waiting request gets the error
                 for job in jobs:
                     job.future.set_exception(err)
                 continue
             self.batches += 1
-            self.windows += len(jobs)
             for job, output in zip(jobs, outputs):
                 job.future.set_result(output)
+
+    def _run_groups(self, groups: list[tuple[Hashable, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Groups of one window (by key) merged: its reference runs once, with all their alternates."""
+        merged: dict[Hashable, list[int]] = {}
+        for i, (key, _, _) in enumerate(groups):
+            merged.setdefault(key, []).append(i)
+        runs = [(groups[rows[0]][1], np.concatenate([groups[i][2] for i in rows], axis=1)) for rows in merged.values()]
+        results = self.engine.predict_alternates(runs)
+        self.references += len(runs)
+        self.alternates += sum(alts.shape[1] for _, alts in runs)
+        outputs: list = [None] * len(groups)
+        for rows, (reference, alternates) in zip(merged.values(), results):
+            lo = 0
+            for i in rows:
+                n = groups[i][2].shape[1]
+                outputs[i] = (reference, alternates[lo: lo + n])
+                lo += n
+        return outputs

@@ -16,11 +16,13 @@ import numpy as np
 from epiformer.calibration import CALIBRATED, find_calibration
 from epiformer.genome import encode_codes, sequence_codes
 from epiformer.inference import open_predictor
-from epiformer.scorer import VariantScorer, Window
+from epiformer.scorer import Alternates, Group, VariantScorer, Window
 from epiformer.variants import Variant, VariantError, check_reference, scores_by_target
 
 from .batching import BatchPredictor
 from .config import ServerConfig
+
+NON_FINITE = "the model's output is not finite for this input (are the conservation values in range?)"
 
 
 class PredictionTimeout(RuntimeError):
@@ -42,7 +44,8 @@ class ServerPredictor:
         self.timeout = cfg.request_timeout_s
         self.scorer = VariantScorer(self.predictor, cache_windows=cfg.cache_windows,
                                     calibration=find_calibration(self.predictor.models.sources),
-                                    run=self._run_windows, timeout=self.timeout)
+                                    run=self._run_windows, run_alternates=self._run_alternates,
+                                    timeout=self.timeout)
         self.cache = self.scorer.cache
         self.names = self.engine.target_names
         config = self.engine.config
@@ -70,12 +73,24 @@ class ServerPredictor:
         except FutureTimeout:
             raise self._timed_out() from None
         if not all(np.isfinite(output).all() for output in outputs):
-            raise NonFiniteOutput("the model's output is not finite for this input (are the conservation values "
-                                  "in range?)")
+            raise NonFiniteOutput(NON_FINITE)
         return outputs
 
     def _run_windows(self, windows: list[Window]) -> list[np.ndarray]:
         return self._run([self.scorer.encode(*window) for window in windows])
+
+    def _run_alternates(self, groups: list[Group]) -> list[Alternates]:
+        """A variant request's windows, each a reference with its alternates, batched with other
+        requests' groups (the same window's merged); a timeout or a non-finite output is an error."""
+        encoded = [((chrom, start), *self.scorer.encode_alternates(chrom, start, variants))
+                   for chrom, start, variants in groups]
+        try:
+            outputs = self.batcher.predict_groups(encoded, timeout=self.timeout)
+        except FutureTimeout:
+            raise self._timed_out() from None
+        if not all(np.isfinite(ref).all() and np.isfinite(alts).all() for ref, alts in outputs):
+            raise NonFiniteOutput(NON_FINITE)
+        return outputs
 
     def check(self, variant: Variant) -> None:
         with self.genome_lock:

@@ -182,6 +182,15 @@ def tiny_model() -> Epiformer:
     return Epiformer(preset("tiny")).eval()
 
 
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """A tiny model of the demo's shape with outputs of its own (X and Y), saved."""
+    from epiformer import save_checkpoint
+
+    torch.manual_seed(1)
+    return save_checkpoint(tmp_path / "m.pth.tar", Epiformer(preset("tiny", multiout_dim=2), ["X", "Y"]).eval())
+
+
 def write_fasta(path: Path, records: dict[str, str], width: int = 60, newline: str = "\n") -> Path:
     with open(path, "w", newline="") as handle:
         for name, seq in records.items():

@@ -59,12 +59,6 @@ def open_tiny(demo_data, ckpt, **settings):
                                             **settings))
 
 
-@pytest.fixture
-def tiny_checkpoint(tmp_path):
-    torch.manual_seed(1)
-    return save_checkpoint(tmp_path / "m.pth.tar", Epiformer(preset("tiny", multiout_dim=2), ["X", "Y"]).eval())
-
-
 def test_ism_region_outputs(demo_data, tmp_path, capsys, tiny_checkpoint):
     ckpt = tiny_checkpoint
     with open_tiny(demo_data, ckpt) as predictor:

@@ -122,19 +122,19 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_client_gets_an_error(pr
     assert f"Worker (pid:{worker}) was sent SIGKILL" in server.output()
 
 
-class OutOfMemoryAboveTwo:
-    """A model that runs out of device memory on batches of more than two windows."""
+def out_of_memory_above_two(engine) -> None:
+    """Make ``engine``'s models run out of device memory on batches of more than two windows, in
+    the tower and in the rest alike (whole windows and incremental alternates both use them)."""
+    def limited(original):
+        def run(batch):
+            if len(batch) > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory (forced by the test)")
+            return original(batch)
+        return run
 
-    def __init__(self, model) -> None:
-        self.model = model
-
-    def __call__(self, batch):
-        if len(batch) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (forced by the test)")
-        return self.model(batch)
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
+    for model in getattr(engine.model, "members", [engine.model]):
+        model.conv.forward = limited(model.conv.forward)
+        model.from_tower = limited(model.from_tower)
 
 
 def test_out_of_memory_splits_the_batch_instead_of_failing_the_request(precomputed, demo_data, tmp_path):
@@ -142,7 +142,7 @@ def test_out_of_memory_splits_the_batch_instead_of_failing_the_request(precomput
     predictor = app.config["PREDICTOR"]
     query = {"variants": distinct_window_snvs(demo_data, 6)}
     expected = app.test_client().post("/api/variants", json=query).json
-    predictor.engine.model = OutOfMemoryAboveTwo(predictor.engine.model)
+    out_of_memory_above_two(predictor.engine)
     response = app.test_client().post("/api/variants", json=query)
     assert response.status_code == 200 and predictor.engine.oom_splits > 0
     for got, want in zip(response.json["results"], expected["results"]):

@@ -6,9 +6,11 @@ import io
 import json
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
+import torch
 
 from epiformer.engine import Engine
 from epiformer.genome import Genome, encode_codes
@@ -37,29 +39,33 @@ def genome(demo_data):
         yield g
 
 
+def around_each_forward(predictor, before: Callable[[], None] = lambda: None,
+                        after: Callable[[torch.Tensor], torch.Tensor] = lambda y: y) -> None:
+    """Run ``before`` ahead of every forward pass of ``predictor``'s models (whole windows and
+    incremental alternates alike: both end in each model's ``from_tower``) and ``after`` on its
+    output."""
+    for model in getattr(predictor.engine.model, "members", [predictor.engine.model]):
+        def head(features, original=model.from_tower):
+            before()
+            return after(original(features))
+        model.from_tower = head
+
+
 def slow_down(predictor, seconds: float) -> None:
     """Make every forward pass of ``predictor`` take ``seconds`` longer."""
-    original = predictor.engine.predict
-
-    def slow(x):
-        time.sleep(seconds)
-        return original(x)
-
-    predictor.engine.predict = slow
+    around_each_forward(predictor, before=lambda: time.sleep(seconds))
 
 
 def hold(predictor) -> tuple[threading.Event, threading.Event]:
     """Make every forward pass of ``predictor`` wait for the second event; the first is set when
     one has begun (its request then holds its prediction slot)."""
     started, release = threading.Event(), threading.Event()
-    original = predictor.engine.predict
 
-    def held(x):
+    def held() -> None:
         started.set()
         release.wait(30)
-        return original(x)
 
-    predictor.engine.predict = held
+    around_each_forward(predictor, before=held)
     return started, release
 
 
@@ -99,23 +105,25 @@ def test_snv_scores_match_a_direct_computation(api, model_app, genome, precomput
         assert lo <= top < hi and change[top - lo] == pytest.approx(change.max(), abs=1e-6)
 
 
-def test_reference_windows_are_cached(api, model_app, genome):
+def test_variants_of_a_window_share_its_reference_and_regions_are_cached(api, model_app, genome):
+    """Two variants in one bin: one reference runs, with both alternates; a region's reference
+    prediction is cached for the next request."""
     predictor = model_app.config["PREDICTOR"]
-    first = snv(genome, pos=100_001)
-    api.post("/api/variants", json={"variants": [first]})
-    before = predictor.batcher.windows
-    same_bin = snv(genome, pos=100_002)
-    response = api.post("/api/variants", json={"variants": [same_bin, first]})
+    response = api.post("/api/variants", json={"variants": [snv(genome, pos=100_002), snv(genome, pos=100_001)]})
     assert response.status_code == 200, response.json
-    assert predictor.batcher.windows - before == 2, "only the two alternate alleles ran"
-    assert predictor.cache.hits == 1, "both share the window cached by the first request"
+    assert (predictor.batcher.references, predictor.batcher.alternates) == (1, 2)
+    region = {"region": "chr1:100,001-101,000"}
+    assert api.post("/api/predict", json=region).status_code == 200
+    windows = predictor.batcher.windows
+    assert api.post("/api/predict", json=region).status_code == 200
+    assert predictor.batcher.windows == windows and predictor.cache.hits == 1
 
 
-@pytest.mark.parametrize("spacing, windows", [(5_000, 12), (1, 7)])
-def test_concurrent_requests_share_batches(precomputed, tmp_path, genome, spacing, windows):
+@pytest.mark.parametrize("spacing", [5_000, 1])
+def test_concurrent_requests_share_batches(precomputed, tmp_path, genome, spacing):
     """Six concurrent queries: their windows run in shared batches; when they fall in one bin, the
-    reference window runs once (the others wait for it) even with the cache off. (All six come from
-    one address: the limits are raised so none gets 429.)"""
+    requests batched together run its reference once. (All six come from one address: the limits
+    are raised so none gets 429.)"""
     app = make_model_app(precomputed, tmp_path / "hub", max_delay_ms=300, max_batch=16, cache_windows=0,
                          threads=16, max_predictions_per_client=6)
     predictor = app.config["PREDICTOR"]
@@ -132,8 +140,12 @@ def test_concurrent_requests_share_batches(precomputed, tmp_path, genome, spacin
         t.join()
     predictor.close()
     assert statuses == [200] * 6
-    assert predictor.batcher.windows == windows
-    assert predictor.batcher.batches < windows, "windows of concurrent requests ran together"
+    assert predictor.batcher.alternates == 6
+    assert predictor.batcher.batches < 6, "windows of concurrent requests ran together"
+    if spacing == 1:
+        assert predictor.batcher.references < 6, "a bin's reference runs once for the requests batched together"
+    else:
+        assert predictor.batcher.references == 6
 
 
 def test_indels_mismatches_and_partial_failures(api, genome):
@@ -262,8 +274,7 @@ def test_conservation_must_be_finite_and_in_range(api, values):
 
 def test_non_finite_model_output_is_422_not_nan(api, model_app, genome):
     predictor = model_app.config["PREDICTOR"]
-    original = predictor.engine.predict
-    predictor.engine.predict = lambda x: original(x) * np.inf
+    around_each_forward(predictor, after=lambda y: y * np.inf)
     predictor.cache.capacity = 0
     for response in (api.post("/api/variants", json={"variants": [snv(genome, pos=260_001)]}),
                      api.post("/api/predict", json={"sequence": "ACGT"})):
@@ -299,7 +310,6 @@ def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
     assert client.post("/api/variants", json=query, headers=auth).status_code == 200
     assert client.get("/api/tracks").status_code == 200, "file and track routes stay open"
     predictor = app.config["PREDICTOR"]
-    original = predictor.engine.predict
     predictor.cache.capacity = 0
     started, release = hold(predictor)
     first = threading.Thread(target=lambda: app.test_client().post("/api/variants", json=query, headers=auth))
@@ -309,7 +319,6 @@ def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
     release.set()
     first.join()
     assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
-    predictor.engine.predict = original
     assert client.post("/api/variants", json=query, headers=auth).status_code == 200, "the slot is given back"
     predictor.close()
 
@@ -361,7 +370,7 @@ def test_duplicates_run_once_and_a_request_has_a_window_budget(precomputed, tmp_
         one = snv(genome, pos=170_001)
         response = client.post("/api/variants", json={"variants": [one] * 100})
         assert response.status_code == 200 and len(response.json["results"]) == 100
-        assert predictor.batcher.windows == 2, "one reference and one alternate window for all 100"
+        assert (predictor.batcher.references, predictor.batcher.alternates) == (1, 1), "one of each for all 100"
         assert {json.dumps(r["scores"]) for r in response.json["results"]} == {json.dumps(response.json["results"][0]["scores"])}
         spread = [snv(genome, pos=100_001 + 17_000 * k) for k in range(4)]
         refused = client.post("/api/variants", json={"variants": spread})
