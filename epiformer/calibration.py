@@ -44,13 +44,18 @@ class Calibration:
         return self.background[CALIBRATED[0]].shape[1]
 
     def percentiles(self, scores: np.ndarray) -> np.ndarray:
-        """Percentiles (0-100) of scores (..., targets, len(SCORE_FIELDS)) -> (..., targets, len(CALIBRATED))."""
+        """Percentiles (0-100) of scores (..., targets, len(SCORE_FIELDS)) -> (..., targets, len(CALIBRATED)):
+        the share of the background below each |score|, values equal to it counted half (ties
+        are common where effects are at float rounding, and would otherwise move a score a step)."""
         scores = np.asarray(scores)
         out = np.empty(scores.shape[:-1] + (len(CALIBRATED),), np.float32)
         for j, name in enumerate(CALIBRATED):
             values = np.abs(scores[..., SCORE_FIELDS.index(name)])
             for t in range(len(self.targets)):
-                out[..., t, j] = 100.0 * np.searchsorted(self.background[name][t], values[..., t], side="right") / self.size
+                background = self.background[name][t]
+                below = np.searchsorted(background, values[..., t], side="left")
+                up_to = np.searchsorted(background, values[..., t], side="right")
+                out[..., t, j] = 50.0 * (below + up_to) / self.size
         return out
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -239,7 +239,7 @@ def _score_variants(args: argparse.Namespace) -> None:
                            progress=not args.quiet)
     result = score_variants(_model_set_options(args), args.fa, _inference_settings(args), args.vcf, args.out,
                             options, score_bp=args.score_bp, restart=args.restart,
-                            shard=parse_shard(args.shard) if args.shard else None)
+                            shard=parse_shard(args.shard) if args.shard else None, share_bins=args.share_bins)
     print(f"scored {result['scored']:,} variants, skipped {result['skipped']:,} (reasons in {args.out}.skipped.tsv)"
           + (f"; resumed {result['resumed_parts']} finished part(s)" if result["resumed_parts"] else ""))
     if result["files"]:
@@ -252,7 +252,7 @@ def _calibrate(args: argparse.Namespace) -> None:
     from .scorer import VariantScorer
 
     with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
-        scorer = VariantScorer(predictor, score_bp=args.score_bp, cache_windows=0)
+        scorer = VariantScorer(predictor, score_bp=args.score_bp, cache_windows=0, share_bins=args.share_bins)
         calibration = calibrate(scorer, count=args.n, seed=args.seed, progress=not args.quiet)
         path = calibration.save(args.out or calibration_path(predictor.models.sources))
     median = {t: float(calibration.background["sad"][i][calibration.size // 2]) for i, t in enumerate(calibration.targets)}
@@ -292,6 +292,16 @@ def _add_model_set_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("--targets", "-t", help=targets_help)
     parser.add_argument("--index", type=int, help="row of targets.txt a single-output original checkpoint predicts")
     parser.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
+
+
+def _add_scoring_arguments(parser: argparse.ArgumentParser, placement: bool = True) -> None:
+    """--score-bp and (for scored variants) --share-bins: what a score sums, and where its window is."""
+    parser.add_argument("--score-bp", type=int, default=1024, help="score the bins within this many bp (default: 1024)")
+    if placement:
+        parser.add_argument("--share-bins", type=int, metavar="K",
+                            help="variants within K bins of a window's centre share that window's reference "
+                                 "(windows centred on every 2K+1-th bin; default: a 32nd of the model's output, "
+                                 "3 for the demo model, 40 for the paper's; 0 centres each variant's own window)")
 
 
 def _add_inference_arguments(parser: argparse.ArgumentParser, genome: bool = True, ensembles: bool = True,
@@ -599,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_set_arguments(sv)
     sv.add_argument("--vcf", required=True, help="VCF (.vcf or .vcf.gz) or TSV (chrom, pos, ref, alt[, id])")
     sv.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
-    sv.add_argument("--score-bp", type=int, default=1024, help="score the bins within this many bp (default: 1024)")
+    _add_scoring_arguments(sv)
     sv.add_argument("--on-mismatch", choices=["skip", "swap", "score"], default="skip",
                     help="a REF that differs from the genome: skip it, swap REF/ALT when ALT is the genome's "
                          "base, or score ALT over the genome's bases (default: skip)")
@@ -623,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_set_arguments(cal)
     cal.add_argument("-n", type=int, default=2000, help="random SNVs (default: 2000)")
     cal.add_argument("--seed", type=int, default=0)
-    cal.add_argument("--score-bp", type=int, default=1024, help="scoring window, as score-variants (default: 1024)")
+    _add_scoring_arguments(cal)
     cal.add_argument("-o", "--out", help="calibration file (default: beside the first checkpoint)")
     _add_inference_arguments(cal)
     cal.add_argument("-q", "--quiet", action="store_true")
@@ -642,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_set_arguments(ism)
     ism.add_argument("-r", "--region", required=True, help="chr:start-end, 1-based inclusive")
     ism.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
-    ism.add_argument("--score-bp", type=int, default=1024, help="score the bins within this many bp (default: 1024)")
+    _add_scoring_arguments(ism, placement=False)
     ism.add_argument("--full", action="store_true", help="recompute whole windows (slower; same result)")
     _add_inference_arguments(ism)
     ism.set_defaults(func=_ism)

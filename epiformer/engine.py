@@ -180,6 +180,19 @@ class Engine:
         cfg = self.config
         return (position // cfg.bin_size) * cfg.bin_size - cfg.seq_len // 2
 
+    def default_share_bins(self) -> int:
+        """How far (in bins) from its window's centre a variant may be, by default: a 32nd of the
+        output (3 bins for the demo's tiny model, 40 = 5,120 bp for the paper's 98,304 bp window)."""
+        return self.config.n_output_bins // 16
+
+    def variant_window(self, position: int, share_bins: int) -> int:
+        """Start of the window a variant at a 0-based position is scored in. Windows are centred
+        on every (2K+1)-th bin of the grid (K = ``share_bins``): the variants of those 2K+1 bins
+        share one window, each at most K bins from its centre. K = 0 is :meth:`window_for`."""
+        cfg, block = self.config, 2 * share_bins + 1
+        centre_bin = (position // cfg.bin_size) // block * block + share_bins
+        return centre_bin * cfg.bin_size - cfg.seq_len // 2
+
     def tile_starts(self, start: int, end: int) -> list[int]:
         """Starts of the windows whose outputs abut and cover [start, end) on the bin grid: the first
         output begins at the bin holding ``start`` (the window itself ``output_offset`` earlier)."""

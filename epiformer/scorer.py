@@ -1,8 +1,9 @@
 """The one variant scorer: ``score-variants``, ``calibrate``, ``ism`` and ``/api/variants`` all
 score through :class:`VariantScorer`.
 
-It places each variant in its window (:meth:`Engine.window_for`: on the bin grid, the variant in
-the centre bin), shares one reference prediction among the variants of a window, encodes the
+It places each variant in its window (:meth:`Engine.variant_window`: on the bin grid, within
+``share_bins`` bins of the centre, so that nearby variants share one window), shares one
+reference prediction among the variants of a window, encodes the
 alternate allele in the same window (shift ensembling included), computes the scores
 (:func:`~epiformer.variants.score_variant`) and, against a calibration made with the same
 settings, their percentiles. A window's reference and its alternates run together through
@@ -19,7 +20,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from .engine import PredictionCache
-from .inference import COMPARED_SETTINGS, Predictor, settings_mismatch
+from .inference import COMPARED_SETTINGS, InferenceError, Predictor, settings_mismatch
 from .variants import Variant, encode_edited, score_variant
 
 Window = tuple[str, int, list]          # (chrom, window start, edits)
@@ -54,7 +55,9 @@ class VariantScorer:
 
     ``run`` predicts a list of windows, (chrom, start, edits) -> (N, targets, bins), and
     ``run_alternates`` a list of groups (chrom, start, variants) -> (reference, alternates) per
-    group; the defaults run them on the engine in batches. ``incremental`` False scores every
+    group; the defaults run them on the engine in batches. ``share_bins`` (K) is how far from its
+    window's centre a variant may be (:meth:`Engine.variant_window`; default
+    :meth:`Engine.default_share_bins`, 0 centres every variant). ``incremental`` False scores every
     alternate as a whole window (the slow path, for comparison). ``calibration`` gives
     percentiles when its settings match (see :meth:`percentiles_missing`). Genome reads are
     serialised, so one scorer may be used from several threads.
@@ -64,10 +67,15 @@ class VariantScorer:
                  calibration: Background | None = None,
                  run: Callable[[list[Window]], Sequence[np.ndarray]] | None = None,
                  run_alternates: Callable[[list[Group]], Sequence[Alternates]] | None = None,
-                 timeout: float | None = None, incremental: bool = True) -> None:
+                 timeout: float | None = None, incremental: bool = True, share_bins: int | None = None) -> None:
         self.predictor = predictor
         self.engine, self.genome = predictor.engine, predictor.genome
         self.score_bp = score_bp
+        self.share_bins = self.engine.default_share_bins() if share_bins is None else share_bins
+        limit = self.engine.config.n_output_bins // 4
+        if not 0 <= self.share_bins <= limit:
+            raise InferenceError(f"--share-bins must be from 0 to {limit} for this model (a quarter of its "
+                                 f"{self.engine.config.n_output_bins} output bins), got {self.share_bins}")
         self.cache = PredictionCache(cache_windows)
         self.calibration = calibration
         self.timeout = timeout
@@ -81,8 +89,10 @@ class VariantScorer:
         return self.predictor.conservation is not None
 
     def record(self, score_bp: int | None = None) -> dict:
-        """The settings record of these scores (the predictor's, with the scoring window)."""
-        return {**self.predictor.record(), "score_bp": self.score_bp if score_bp is None else score_bp}
+        """The settings record of these scores (the predictor's, with the scoring window and the
+        placement rule)."""
+        return {**self.predictor.record(), "score_bp": self.score_bp if score_bp is None else score_bp,
+                "share_bins": self.share_bins}
 
     def percentiles_missing(self, score_bp: int | None = None) -> str | None:
         """Why scores made with ``score_bp`` get no percentiles, or None when they do."""
@@ -91,8 +101,12 @@ class VariantScorer:
         if not self.calibration.settings:
             return "the calibration records no settings (an older version made it): rerun epiformer calibrate"
         reason = settings_mismatch(self.calibration.settings, self.record(score_bp),
-                                   keys=("score_bp", *COMPARED_SETTINGS))
+                                   keys=("score_bp", "share_bins", *COMPARED_SETTINGS))
         return f"the calibration was made with other settings: {reason}" if reason else None
+
+    def window_for(self, variant: Variant) -> int:
+        """Start of the window ``variant`` is scored in."""
+        return self.engine.variant_window(variant.start, self.share_bins)
 
     def encode(self, chrom: str, start: int, edits: list[Variant]) -> np.ndarray:
         """Model inputs of one window with edits, once per shift: (shifts, 4, seq_len)."""
@@ -132,7 +146,7 @@ class VariantScorer:
         """Model windows that scoring ``variants`` runs at most: one per distinct reference window
         and per distinct variant, each once per shift."""
         distinct = set(variants)
-        references = {(v.chrom, self.engine.window_for(v.start)) for v in distinct}
+        references = {(v.chrom, self.window_for(v)) for v in distinct}
         return (len(references) + len(distinct)) * len(self.engine.shifts)
 
     def score(self, variants: Sequence[Variant], score_bp: int | None = None) -> list[VariantScore]:
@@ -143,7 +157,7 @@ class VariantScorer:
             return [scored[v] for v in variants]
         score_bp = self.score_bp if score_bp is None else score_bp
         cfg = self.engine.config
-        starts = [self.engine.window_for(v.start) for v in variants]
+        starts = [self.window_for(v) for v in variants]
         if self.incremental:
             references, alternates = self._alternates(variants, starts)
         else:

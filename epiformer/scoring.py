@@ -182,12 +182,14 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
 
 def score_variants(models: ModelSetOptions, fasta: str | os.PathLike, settings: InferenceSettings,
                    path: str | os.PathLike, outprefix: str | os.PathLike, options: ScoreOptions | None = None,
-                   score_bp: int = 1024, restart: bool = False, shard: tuple[int, int] | None = None) -> dict:
+                   score_bp: int = 1024, restart: bool = False, shard: tuple[int, int] | None = None,
+                   share_bins: int | None = None) -> dict:
     """The score-variants job: the model set opened with ``settings`` (under torchrun each rank a
     shard on its own GPU), its calibration, and :func:`score_variant_file`."""
     index, count, device, launched = job_shard(shard, settings.device)
     with open_predictor(models, fasta, dataclasses.replace(settings, device=device)) as predictor:
-        scorer = VariantScorer(predictor, score_bp=score_bp, calibration=find_calibration(predictor.models.sources))
+        scorer = VariantScorer(predictor, score_bp=score_bp, calibration=find_calibration(predictor.models.sources),
+                               share_bins=share_bins)
         return score_variant_file(scorer, path, outprefix, options, restart=restart, shard=(index, count),
                                   launched=launched)
 

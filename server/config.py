@@ -46,6 +46,7 @@ class ServerConfig:
     max_delay_ms: float = 10.0           # longest wait for more requests before running a batch
     cache_windows: int = 512             # reference-window predictions kept (LRU)
     request_timeout_s: float = 60.0
+    share_bins: int | None = None        # variants within K bins of a window's centre share it (default: the model's)
     max_variants: int = 100              # per /api/variants request
     max_windows_per_request: int = 256   # model windows one variant request may run (distinct windows x shifts)
     max_body_bytes: int = 1_000_000

@@ -45,7 +45,7 @@ class ServerPredictor:
         self.scorer = VariantScorer(self.predictor, cache_windows=cfg.cache_windows,
                                     calibration=find_calibration(self.predictor.models.sources),
                                     run=self._run_windows, run_alternates=self._run_alternates,
-                                    timeout=self.timeout)
+                                    timeout=self.timeout, share_bins=cfg.share_bins)
         self.cache = self.scorer.cache
         self.names = self.engine.target_names
         config = self.engine.config

@@ -83,8 +83,10 @@ def test_snv_scores_match_a_direct_computation(api, model_app, genome, precomput
     assert body["problems"] == [] and result["index"] == 0
     engine = Engine(load_model_set([str(precomputed.parent / "model.pth.tar")]), device="cpu")
     seq_len, bin_size = engine.config.seq_len, engine.config.bin_size
-    start = engine.window_for(variant["pos"] - 1)
-    assert start % bin_size == 0 and start <= variant["pos"] - 1 - seq_len // 2 + bin_size
+    share = engine.default_share_bins()
+    start = engine.variant_window(variant["pos"] - 1, share)
+    centre = start + seq_len // 2
+    assert start % bin_size == 0 and abs(variant["pos"] - 1 - centre) < (share + 1) * bin_size
     v = make_variant(**variant)
     ref = engine.predict(genome.encode("chr1", start, start + seq_len)[None])[0]
     codes, cons = apply_edits(genome, "chr1", start, seq_len, [v])

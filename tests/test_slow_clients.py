@@ -15,7 +15,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from server.buffering import MAX_HEADER_BYTES, Framing, HeadersTooLarge, TooLarge, request_state
+from server.buffering import (
+    MAX_HEADER_BYTES,
+    Framing,
+    HeadersTooLarge,
+    TooLarge,
+    request_state,
+)
 
 from .conftest import (
     ROOT,
