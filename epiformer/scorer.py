@@ -174,14 +174,17 @@ class VariantScorer:
         return results
 
     def _alternates(self, variants: Sequence[Variant], starts: Sequence[int]) -> tuple[dict, list[np.ndarray]]:
-        """References by window, and each variant's alternate, from one group per window."""
+        """References by window, and each variant's alternate, from one group per window; a group
+        asked for again (the page asks a variant's tracks one target at a time) is cached, or
+        waited for while another caller computes it."""
         rows: dict[tuple[str, int], list[int]] = {}
         for i, (v, s) in enumerate(zip(variants, starts)):
             rows.setdefault((v.chrom, s), []).append(i)
-        groups = [(chrom, s, [variants[i] for i in members]) for (chrom, s), members in rows.items()]
-        outputs = self._run_alternates(groups) if groups else []
+        keys = [(chrom, s, tuple(variants[i] for i in members)) for (chrom, s), members in rows.items()]
+        found = self.cache.fetch(keys, lambda missing: self._run_alternates([(c, s, list(vs)) for c, s, vs in missing]),
+                                 self.timeout) if keys else {}
         references, alternates = {}, [None] * len(variants)
-        for (key, members), (reference, alts) in zip(rows.items(), outputs):
+        for (key, members), (reference, alts) in zip(rows.items(), (found[k] for k in keys)):
             references[key] = reference
             for i, alt in zip(members, alts):
                 alternates[i] = alt

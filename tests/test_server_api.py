@@ -302,7 +302,8 @@ def test_sequence_of_a_region(api, genome):
 
 
 def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
-    app = make_model_app(precomputed, tmp_path / "hub", api_token="s3cret", max_concurrent_predictions=1)
+    app = make_model_app(precomputed, tmp_path / "hub", api_token="s3cret", max_concurrent_predictions=1,
+                         cache_windows=0)
     client = app.test_client()
     query = {"variants": [snv(genome, pos=120_001)]}
     denied = client.post("/api/variants", json=query)
@@ -312,7 +313,6 @@ def test_api_token_and_concurrency_limit(precomputed, tmp_path, genome):
     assert client.post("/api/variants", json=query, headers=auth).status_code == 200
     assert client.get("/api/tracks").status_code == 200, "file and track routes stay open"
     predictor = app.config["PREDICTOR"]
-    predictor.cache.capacity = 0
     started, release = hold(predictor)
     first = threading.Thread(target=lambda: app.test_client().post("/api/variants", json=query, headers=auth))
     first.start()
