@@ -132,10 +132,18 @@ class VariantScorer:
 
     def predict_alternates(self, groups: list[Group]) -> list[Alternates]:
         """Reference and alternate predictions of groups (chrom, start, variants), encoded and run
-        ``batch_size`` windows' groups at a time."""
-        size = self.engine.batch_size
-        return [result for lo in range(0, len(groups), size)
-                for result in self.engine.predict_alternates([self.encode_alternates(*g) for g in groups[lo: lo + size]])]
+        a few batches' worth of windows at a time (a group with more alternates runs alone)."""
+        limit = 4 * self.engine.batch_size
+        results: list[Alternates] = []
+        lo = 0
+        while lo < len(groups):
+            hi, windows = lo + 1, 1 + len(groups[lo][2])
+            while hi < len(groups) and windows + 1 + len(groups[hi][2]) <= limit:
+                windows += 1 + len(groups[hi][2])
+                hi += 1
+            results += self.engine.predict_alternates([self.encode_alternates(*g) for g in groups[lo:hi]])
+            lo = hi
+        return results
 
     def references(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
         """Reference predictions of windows (chrom, start): cached, shared with a caller computing
