@@ -3,10 +3,9 @@ score through :class:`VariantScorer`.
 
 It places each variant in its window (:meth:`Engine.variant_window`: on the bin grid, within
 ``share_bins`` bins of the centre, so that nearby variants share one window), shares one
-reference prediction among the variants of a window, encodes the
-alternate allele in the same window (shift ensembling included), computes the scores
-(:func:`~epiformer.variants.score_variant`) and, against a calibration made with the same
-settings, their percentiles. A window's reference and its alternates run together through
+reference prediction among the variants of a window, encodes the alternate allele in the same
+window (shift ensembling included), computes the scores (:func:`~epiformer.variants.score_variant`)
+and, against a calibration made with the same settings, their percentiles. A window's reference and its alternates run together through
 :meth:`Engine.predict_alternates`: the convolutional tower runs once on the reference, and an SNV
 or MNV reruns it only near its bases. Callers may replace how windows are run (the server
 batches them across requests and adds timeouts); nothing else about scoring is theirs.
