@@ -280,7 +280,8 @@ class Engine:
                    for _, alts in groups]
         if not groups:
             return results
-        for shift in range(len(groups[0][0])):
+        shifts = len(groups[0][0])
+        for shift in range(shifts):
             references = np.stack([np.asarray(ref[shift], np.float32) for ref, _ in groups])
             edits, whole = [], []
             for g, (_, alts) in enumerate(groups):
@@ -293,7 +294,6 @@ class Engine:
                 ref_total += ref_predictions[g]
             for (g, k, _), prediction in [*zip(edits, edit_predictions), *zip(whole, whole_predictions)]:
                 results[g][1][k] += prediction
-        shifts = len(groups[0][0])
         return [(ref / shifts, alts / shifts) for ref, alts in results]
 
     def _edit(self, group: int, reference: np.ndarray, alternate: np.ndarray) -> Edit | None:
@@ -301,8 +301,7 @@ class Engine:
         slice they need is under half the window; else None (run it whole)."""
         changed = np.flatnonzero((alternate != reference).any(axis=0))
         cfg = self.config
-        reach = -(-cfg.tower_radius // cfg.bin_size) + 1
-        if len(changed) and (changed[-1] - changed[0]) // cfg.bin_size + 4 * reach + 1 > cfg.n_bins // 2:
+        if len(changed) and (changed[-1] - changed[0]) // cfg.bin_size + 4 * self._tower_reach() + 1 > cfg.n_bins // 2:
             return None
         return Edit(group, changed, alternate[:, changed])
 
@@ -339,6 +338,10 @@ class Engine:
                 edit_total = outs if edit_total is None else edit_total + outs
         return ref_total / len(strands), edit_total / len(strands)
 
+    def _tower_reach(self) -> int:
+        """Tower output bins a changed base can reach, each side of its own bin."""
+        return -(-self.config.tower_radius // self.config.bin_size) + 1
+
     def _combined(self, member_outputs: list[torch.Tensor]) -> np.ndarray:
         combine = getattr(self.model, "combine", None)
         combined = combine(member_outputs) if combine is not None else member_outputs[0]
@@ -348,7 +351,7 @@ class Engine:
                      batch: Sequence[Edit]) -> np.ndarray:
         cfg = self.config
         bin_size, n_bins = cfg.bin_size, cfg.n_bins
-        reach = -(-cfg.tower_radius // bin_size) + 1        # bins a base can change, each side of its own
+        reach = self._tower_reach()
         spans = []
         for edit in batch:
             if not len(edit.positions):
