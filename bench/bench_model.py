@@ -1,15 +1,19 @@
-"""Time the paper-configuration forward pass: fast attention path against the literal reference.
+"""Time the paper-configuration forward pass, each inference path side by side in one process.
 
     python bench/bench_model.py                      # print the table
     python bench/bench_model.py --write BENCHMARKS.md
 
-Both paths run in one process on the same weights and inputs, alternating, after a warm-up;
-the figure is the median of the repeats. The whole forward pass is timed, and the transformer
-stack alone (on the convolutional tower's output), where the two paths differ. Run it on the device you want to report.
+Paths, on the same weights and inputs, alternating, after a warm-up (the median of the repeats):
+the literal attention formula with the tower's modules run one by one (the original code's
+arithmetic); the fast attention with the modules one by one (the previous release's path); the
+fused tower (channels-last, BatchNorm folded, cache-sized tiles); and the fused tower with
+``torch.compile``. The same run measures this machine's fp32 matrix-multiply rate, the ceiling
+any fp32 path meets.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -18,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_precompute import forward_flops  # noqa: E402
 from report import machine_description, publish  # noqa: E402
 
 from epiformer.config import preset  # noqa: E402
@@ -27,7 +32,7 @@ from epiformer.model import Epiformer  # noqa: E402
 
 def timed(run, x: torch.Tensor, bf16: bool) -> float:
     """Seconds for one call of ``run(x)`` under inference mode (and bf16 autocast if asked)."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
     if x.is_cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -38,12 +43,27 @@ def timed(run, x: torch.Tensor, bf16: bool) -> float:
     return time.perf_counter() - start
 
 
+def matmul_rate(device: torch.device, size: int = 4096, repeats: int = 3) -> float:
+    """FLOP/s of a square fp32 matrix multiply: the ceiling of fp32 arithmetic here."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    times = [timed(lambda _: a @ b, a, False) for _ in range(repeats + 1)][1:]
+    return 2 * size ** 3 / min(times)
+
+
+PATHS = {   # name: (attention mode, tower mode, compiled)
+    "literal attention, modules one by one": ("reference", "reference", False),
+    "previous path: fast attention, modules one by one": ("fast", "reference", False),
+    "fused tower": ("fast", "fused", False),
+    "fused tower, torch.compile": ("fast", "fused", True),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--write", metavar="BENCHMARKS.md", help="also write the table into this file")
     args = parser.parse_args()
 
@@ -51,37 +71,46 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = preset("paper")
     model = Epiformer(cfg).to(device).eval()
+    compiled = copy.deepcopy(model)
+    compiled.compile_for_inference()
+    flops = forward_flops(model, cfg.seq_len)
+    gemm = matmul_rate(device)
+    print(f"fp32 matrix multiply: {gemm / 1e9:.1f} GFLOP/s; one window {flops / 1e9:.1f} GFLOP", flush=True)
     rows = []
     for batch in args.batch_sizes:
         x = torch.rand(batch, 4, cfg.seq_len, device=device)
-        with torch.inference_mode():
-            tokens = model.conv(x).transpose(1, 2).contiguous()
-        parts = {"model": (model, x), "transformer": (model.trans, tokens)}
-        times = {(part, mode): [] for part in parts for mode in ("reference", "fast")}
+        times: dict[str, list[float]] = {name: [] for name in PATHS}
+        outputs = {}
         for repeat in range(args.repeats + 1):
-            for part, mode in times:
-                model.attention = mode
-                run, inputs = parts[part]
-                seconds = timed(run, inputs, args.bf16)
+            for name, (attention, tower, use_compiled) in PATHS.items():
+                run = compiled if use_compiled else model
+                run.attention, run.conv.mode = attention, tower
+                seconds = timed(run, x, args.bf16)
                 if repeat:
-                    times[part, mode].append(seconds)
-        med = {key: statistics.median(values) for key, values in times.items()}
-        rows.append(
-            f"| {batch} | {med['model', 'reference']:.3f} | {med['model', 'fast']:.3f} "
-            f"| {med['model', 'reference'] / med['model', 'fast']:.2f}x "
-            f"| {med['transformer', 'reference']:.3f} | {med['transformer', 'fast']:.3f} "
-            f"| {med['transformer', 'reference'] / med['transformer', 'fast']:.2f}x |")
+                    times[name].append(seconds)
+                else:
+                    with torch.inference_mode():
+                        outputs[name] = run(x).float()
+        med = {name: statistics.median(values) for name, values in times.items()}
+        reference = outputs["literal attention, modules one by one"]
+        error = max(((out - reference).abs().max() / reference.abs().max()).item() for out in outputs.values())
+        previous, best = med["previous path: fast attention, modules one by one"], min(med.values())
+        rows.append(f"| {batch} | " + " | ".join(f"{med[name]:.3f}" for name in PATHS)
+                    + f" | {previous / med['fused tower']:.2f}x | {previous / med['fused tower, torch.compile']:.2f}x "
+                    f"| {med['literal attention, modules one by one'] / best:.2f}x "
+                    f"| {batch * flops / best / 1e9:.0f} | {error:.1e} |")
         print(rows[-1], flush=True)
 
     precision = "bf16 autocast" if args.bf16 else "fp32"
     publish(f"model-forward-{device.type}", [
-        f"Paper configuration ({cfg.seq_len:,} bp, {model.num_parameters():,} parameters), {precision}, "
-        f"median of {args.repeats} after a warm-up.",
+        f"Paper configuration ({cfg.seq_len:,} bp, {model.num_parameters():,} parameters, {flops / 1e9:.1f} GFLOP "
+        f"a window), {precision}, seconds per batch, median of {args.repeats} after a warm-up (which also "
+        f"compiles). The same run's fp32 matrix multiply (4096³) ran at {gemm / 1e9:.1f} GFLOP/s.",
         f"Machine: {machine_description(device)}.",
         "",
-        "| batch | whole model, reference (s) | whole model, fast (s) | speed-up "
-        "| transformer only, reference (s) | transformer only, fast (s) | speed-up |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| batch | " + " (s) | ".join(PATHS) + " (s) | fused vs previous | compiled vs previous "
+        "| fastest vs literal | GFLOP/s, fastest | largest difference (relative) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
     ], args.write)
 

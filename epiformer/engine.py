@@ -81,12 +81,14 @@ class Engine:
     ``reverse_complement`` averages each window with its reverse complement (the prediction of
     the reverse strand flipped back); ``shifts`` (bp) averages windows moved by a few bases
     (genome intervals only). ``bf16`` runs the model under bfloat16 autocast, on CUDA and on CPU
-    alike, so a precision gives the same kind of numbers on every device.
+    alike, so a precision gives the same kind of numbers on every device. ``compile`` compiles
+    each model's forward pass with ``torch.compile`` (:meth:`Epiformer.compile_for_inference
+    <epiformer.model.Epiformer.compile_for_inference>`): slower to start, faster to run.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = "auto",
                  batch_size: int = 4, bf16: bool = False, reverse_complement: bool = True,
-                 shifts: Sequence[int] = (0,)) -> None:
+                 shifts: Sequence[int] = (0,), compile: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.device = select_device(device)
@@ -95,6 +97,10 @@ class Engine:
         self.bf16 = bf16
         self.reverse_complement = reverse_complement
         self.shifts = tuple(shifts) or (0,)
+        self.compiled = compile
+        if compile:
+            for member in getattr(self.model, "members", [self.model]):
+                member.compile_for_inference()
         self.oom_splits = 0       # batches split after running out of device memory
 
     @property

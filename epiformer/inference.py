@@ -38,7 +38,8 @@ class InferenceSettings:
     ``conservation`` is the conservation bigWig, ``"none"`` to run a model trained with
     conservation without it on purpose (every base a factor of 1), or None when not given (an
     error for such a model). ``threads`` pins torch's CPU threads per process (None: torch's
-    default); results are bit-identical only for the same device type and threads.
+    default); results are bit-identical only for the same device type and threads. ``compile``
+    runs the model through ``torch.compile`` (the same numbers up to float rounding).
     """
 
     device: str = "auto"
@@ -48,6 +49,7 @@ class InferenceSettings:
     batch_size: int = 8
     conservation: str | None = None
     threads: int | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -129,6 +131,7 @@ class Predictor:
                 "shifts": list(self.settings.shifts),
                 "device": self.engine.device.type,
                 "threads": torch.get_num_threads() if self.engine.device.type == "cpu" else None,
+                "compiled": self.settings.compile,
                 "code_version": code_version(),
             }
         return dict(self._record)
@@ -179,6 +182,7 @@ def open_predictor(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike,
     if note:
         log(note)
     engine = Engine(model_set, device=device, batch_size=settings.batch_size, bf16=settings.precision == "bf16",
-                    reverse_complement=settings.reverse_complement, shifts=settings.shifts)
+                    reverse_complement=settings.reverse_complement, shifts=settings.shifts,
+                    compile=settings.compile)
     return Predictor(model_set, Genome(fasta, conservation), engine, settings)
 

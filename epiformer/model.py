@@ -14,6 +14,8 @@ from torch import nn
 from .config import ModelConfig
 
 ATTENTION_MODES = ("fast", "reference")
+TOWER_MODES = ("fused", "reference")
+FUSED_TILE_BINS = 128          # output bins per tile of the fused tower (16,384 bp at 128 bp bins)
 
 
 class Residual(nn.Module):
@@ -37,7 +39,11 @@ def conv_block(c_in: int, c_out: int, kernel_size: int) -> nn.Sequential:
 
 
 class ConvTower(nn.Module):
-    """Stem plus ``num_cnn_layer`` blocks; each halves the length: (B, 4, L) -> (B, E, L / bin_size)."""
+    """Stem plus ``num_cnn_layer`` blocks; each halves the length: (B, 4, L) -> (B, E, L / bin_size).
+
+    In eval mode ``mode`` ``fused`` (the default) computes the same function faster
+    (:meth:`fused`); ``reference`` runs the modules one by one, as training always does.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -55,9 +61,66 @@ class ConvTower(nn.Module):
             )
             for c_in, c_out in zip(channels[:-1], channels[1:])
         ])
+        self.bin_size = cfg.bin_size
+        self.halo_bins = -(-cfg.tower_radius // cfg.bin_size)    # tower outputs a base can reach
+        self.mode = "fused"
+        self.tile_bins = FUSED_TILE_BINS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tower(self.stem(x))
+        if self.training or self.mode == "reference":
+            return self.tower(self.stem(x))
+        return self.fused(x)
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The tower in eval mode, one window and ``tile_bins`` output bins at a time, so that the
+        activations of a tile stay in cache. Each tile reads ``halo_bins`` more bins of input on
+        either side (all that reaches its outputs; at the window's ends, the zero padding the
+        whole window has), so the result equals the whole-window tower up to float rounding.
+        Returns (B, E, bins) with channels-last strides: the transformer's (B, bins, E) is then a
+        free transpose."""
+        bin_size, halo, tile = self.bin_size, self.halo_bins, self.tile_bins
+        if x.shape[-1] % bin_size:
+            return self.fused_tile(x)
+        bins = x.shape[-1] // bin_size
+        if bins <= tile + 2 * halo:         # short windows (the incremental path's slices): a tile's worth per call
+            rows = max(1, (tile + 2 * halo) // bins)
+            return torch.cat([self.fused_tile(x[r: r + rows]) for r in range(0, len(x), rows)])
+        out = None
+        for b0 in range(0, bins, tile):
+            lo, hi = max(0, b0 - halo), min(bins, b0 + tile + halo)
+            b1 = min(bins, b0 + tile)
+            for row in range(len(x)):
+                piece = self.fused_tile(x[row: row + 1, :, lo * bin_size: hi * bin_size])
+                if out is None:
+                    out = piece.new_empty((len(x), bins, piece.shape[1]))
+                out[row, b0:b1] = piece[0, :, b0 - lo: b1 - lo].T
+        return out.transpose(1, 2)
+
+    def fused_tile(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole tower on (B, 4, L) in eval mode, channels-last: activations are (B, C, 1, L)
+        tensors stored as (B, L, C), where oneDNN and cuDNN convolve fastest, and each BatchNorm
+        is one multiply-add with its running statistics."""
+        stem_conv, stem_residual, _ = self.stem
+        h = _conv2d(x[:, :, None, :].contiguous(memory_format=torch.channels_last), stem_conv)
+        h = F.max_pool2d(h + _fused_block(h, stem_residual.module), (1, 2))
+        for block, residual, _ in self.tower:
+            h = _fused_block(h, block)
+            h = F.max_pool2d(h + _fused_block(h, residual.module), (1, 2))
+        return h[:, :, 0, :]
+
+
+def _conv2d(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A Conv1d applied to (B, C, 1, L) as a (1, k) Conv2d."""
+    return F.conv2d(h, conv.weight[:, :, None, :], conv.bias, padding=(0, conv.padding[0]))
+
+
+def _fused_block(h: torch.Tensor, block: nn.Sequential) -> torch.Tensor:
+    """:func:`conv_block` (BatchNorm -> GELU -> Conv1d) in eval mode on (B, C, 1, L)."""
+    norm, _, conv = block
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    affine = torch.addcmul(shift.to(h.dtype)[:, None, None], h, scale.to(h.dtype)[:, None, None])
+    return _conv2d(F.gelu(affine), conv)
 
 
 def sinusoidal_encoding(max_len: int, dim: int) -> torch.Tensor:
@@ -105,15 +168,16 @@ class RelativeMultiheadAttention(nn.Module):
         """q_i . R[i - j + E - 1] for all i, j, without building the (L, L, head_dim) tensor.
 
         Multiply q by the 2L-1 table rows that can occur, ordered by j - i, then read the
-        (L, L) result out of the (L, 2L-1) product with a strided view (a relative shift).
+        (L, L) result out of the (L, 2L-1) product as a view (a relative shift): entry (i, j)
+        sits at flat position i(2L-2) + j + L-1 of each head's product.
         """
         length = q.shape[-2]
         rows = self.distance_embedding.weight[self.max_offset - length + 1: self.max_offset + length]
         logits = torch.matmul(q, rows.flip(0).transpose(0, 1).to(q.dtype)).contiguous()
-        width = 2 * length - 1
-        size = (*logits.shape[:-2], length, length)
-        stride = (*logits.stride()[:-2], width - 1, 1)
-        return logits.as_strided(size, stride, logits.storage_offset() + length - 1)
+        if length == 1:
+            return logits
+        flat = logits.flatten(-2)[..., length - 1: length - 1 + length * (2 * length - 2)]
+        return flat.unflatten(-1, (length, 2 * length - 2))[..., :length]
 
     def _fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         bias = self.relative_logits(q) * (self.head_dim ** -0.5)
@@ -244,6 +308,14 @@ class Epiformer(nn.Module):
         if self.config.crop_size:
             x = x[:, :, self.config.crop_size: -self.config.crop_size]
         return self.ptw(x)
+
+    def compile_for_inference(self) -> None:
+        """Compile the eval-mode forward pass with ``torch.compile``: the fused tower's tiles, the
+        transformer and the head (each new input shape compiles once, tens of seconds, on first
+        use). The state_dict and the outputs (up to float rounding) stay the same."""
+        self.conv.fused_tile = torch.compile(self.conv.fused_tile, dynamic=False)
+        self.trans.compile(dynamic=False)
+        self.ptw.compile(dynamic=False)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

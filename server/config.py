@@ -40,6 +40,7 @@ class ServerConfig:
     reverse_complement: bool = True
     shifts: list[int] = field(default_factory=lambda: [0])
     torch_threads: int = 0               # torch CPU threads per worker (0: cores / workers)
+    compile: bool = False                # torch.compile the model (slower start, faster predictions)
     public_url: str = ""                 # the URL users reach the server at, for hub links
     allowed_hosts: list[str] = field(default_factory=list)  # Host names that may choose links without public_url (default: bind address, localhost)
     max_batch: int = 16                  # windows per forward pass gathered from concurrent requests
@@ -92,6 +93,7 @@ class ServerConfig:
             return InferenceSettings(device=self.device, precision=self.precision,
                                      reverse_complement=self.reverse_complement, shifts=tuple(self.shifts),
                                      batch_size=self.max_batch, threads=self.torch_threads or None,
+                                     compile=self.compile,
                                      conservation=None if conservation == "not used" else conservation)
         except UserError as err:
             raise ServerConfigError(str(err)) from None

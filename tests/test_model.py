@@ -48,14 +48,66 @@ def test_fast_and_reference_attention_agree(seq_len):
     assert torch.allclose(fast, ref, atol=1e-5, rtol=0)
 
 
-def test_relative_logits_match_the_literal_table():
+@pytest.mark.parametrize("length", [1, 2, 20])
+def test_relative_logits_match_the_literal_table(length):
     mha = RelativeMultiheadAttention(embed_size=48, num_heads=3, dropout=0.0)
-    length = 20
     q = torch.randn(2, 3, length, 16)
     pos = torch.arange(length)
     table = mha.distance_embedding(pos[:, None] - pos[None, :] + 47)
     expected = torch.einsum("bhid,ijd->bhij", q, table)
     assert torch.allclose(mha.relative_logits(q), expected, atol=1e-5)
+
+
+def _with_running_statistics(model: Epiformer) -> Epiformer:
+    """Non-trivial BatchNorm statistics and affine weights, so folding them is really tested."""
+    generator = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            for tensor, low, high in [(module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 2.0),
+                                      (module.weight.data, 0.5, 1.5), (module.bias.data, -0.2, 0.2)]:
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+    return model.eval()
+
+
+@pytest.mark.parametrize("tile_bins", [None, 3, 10])
+@pytest.mark.parametrize("length_bins", [64, 21, 6])
+def test_fused_tower_equals_the_modules_one_by_one(tile_bins, length_bins):
+    """Whole windows, windows in tiles (with halos, at the window ends too) and the short slices
+    the incremental path runs all give the reference tower's outputs."""
+    torch.manual_seed(0)
+    model = _with_running_statistics(Epiformer(preset("tiny")))
+    tower = model.conv
+    if tile_bins:
+        tower.tile_bins = tile_bins
+    x = torch.rand(3, 4, length_bins * model.config.bin_size)
+    with torch.inference_mode():
+        tower.mode = "reference"
+        expected = tower(x)
+        tower.mode = "fused"
+        fused = tower(x)
+    assert fused.shape == expected.shape
+    assert torch.allclose(fused, expected, atol=1e-4 * expected.abs().max().item(), rtol=0)
+
+
+def test_fused_tower_takes_lengths_off_the_bin_grid():
+    model = _with_running_statistics(Epiformer(preset("tiny")))
+    x = torch.rand(2, 4, 1000)
+    with torch.inference_mode():
+        model.conv.mode = "reference"
+        expected = model.conv(x)
+        model.conv.mode = "fused"
+        assert torch.allclose(model.conv(x), expected, atol=1e-4 * expected.abs().max().item(), rtol=0)
+
+
+def test_training_runs_the_modules_one_by_one():
+    """In train mode BatchNorm uses batch statistics and updates its running ones: the fused path
+    (running statistics only) must not be taken."""
+    model = Epiformer(preset("tiny")).train()
+    norm = model.conv.stem[1].module[0]
+    before = norm.running_mean.clone()
+    model(torch.rand(2, 4, model.config.seq_len)).sum().backward()
+    assert not torch.equal(norm.running_mean, before)
+    assert model.conv.stem[0].weight.grad is not None
 
 
 def test_fast_path_trains_like_the_reference():
