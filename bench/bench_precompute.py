@@ -17,6 +17,12 @@ device (CUDA when available):
   On CUDA the pipeline runs in bf16 and the forward passes per second are set against the GPU's
   peak bf16 FLOP/s.
 
+The host side alone (``host_rates``): windows of 98,304 bp prepared per second by one process,
+as the previous release did it (each window read and one-hot encoded in float32 on the host)
+and as the engine takes them now (codes and float16 conservation of a batch's neighbouring
+windows read as one block; the one-hot encoding then happens on the device), for a precompute
+plan's consecutive tiles and for dispersed windows (variants).
+
 hg38 projections divide 3.1 Gb into windows at the model's stride (N gaps, about 5% of hg38,
 would be skipped, so the projection is an upper bound) and use the measured pipeline rate.
 Weights are random: speed does not depend on them.
@@ -39,7 +45,7 @@ from epiformer.checkpoint import save_checkpoint  # noqa: E402
 from epiformer.config import preset  # noqa: E402
 from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
 from epiformer.engine import Engine, select_device  # noqa: E402
-from epiformer.genome import Genome  # noqa: E402
+from epiformer.genome import CONSERVATION_DTYPE, Genome  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
 from epiformer.modelset import ModelSet, load_model_set  # noqa: E402
 from epiformer.inference import InferenceSettings  # noqa: E402
@@ -58,6 +64,41 @@ def model_set(preset_name: str, folder: Path) -> ModelSet:
     model = Epiformer(preset(preset_name, multiout_dim=len(CELL_TYPES)), list(CELL_TYPES)).eval()
     path = save_checkpoint(folder / f"{preset_name}.pth.tar", model)
     return load_model_set([str(path)])
+
+
+def host_rates(genome: Genome, seq_len: int, stride: int, batch: int = 8, min_seconds: float = 3.0) -> list[tuple]:
+    """(windows, method, windows/s) of preparing windows of ``seq_len`` for the device in one
+    process: tiles at ``stride`` in batches of ``batch`` as precompute reads them, and windows at
+    random places; each pass through the genome opens it afresh, so no block is read in advance."""
+    rng = np.random.default_rng(0)
+    tiles = [(chrom, start) for chrom, size in genome.chrom_sizes.items() for start in range(0, size - seq_len, stride)]
+    dispersed = [tiles[i] for i in rng.permutation(len(tiles))]
+    dispersed = [(chrom, start + int(rng.integers(0, stride))) for chrom, start in dispersed]
+
+    def previous(fresh: Genome, windows: list) -> None:
+        np.stack([fresh.encode(chrom, start, start + seq_len) for chrom, start in windows])
+
+    def coded(fresh: Genome, windows: list) -> None:
+        fresh.coded_windows(windows, seq_len)
+
+    def decoding(fresh: Genome, windows: list) -> None:
+        for chrom in {chrom for chrom, _ in windows}:
+            starts = [start for c, start in windows if c == chrom]
+            fresh.conservation(chrom, min(starts), max(starts) + seq_len, CONSERVATION_DTYPE)
+
+    rows = []
+    for label, windows, size in (("consecutive tiles", tiles, batch), ("dispersed windows", dispersed, 1)):
+        for method, prepare in (("previous: each window read and encoded on the host, float32", previous),
+                                ("now: codes + float16 conservation, neighbours read as one block", coded),
+                                ("of which: decoding the conservation bigWig alone (pyBigWig)", decoding)):
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < min_seconds:
+                with Genome(genome.fasta_path, genome.conservation_path) as fresh:
+                    for lo in range(0, len(windows), size):
+                        prepare(fresh, windows[lo: lo + size])
+                done += len(windows)
+            rows.append((label, method, done / (time.perf_counter() - started)))
+    return rows
 
 
 def naive_rate(engine: Engine, genome: Genome, intervals: list[tuple[str, int]]) -> float:
@@ -109,6 +150,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the tiny runs (median kept)")
     parser.add_argument("--write", metavar="BENCHMARKS.md")
     parser.add_argument("--readme", metavar="README.md", help="also write the hg38 projection table here")
+    parser.add_argument("--host-only", action="store_true", help="only the host-side table (a few seconds)")
     args = parser.parse_args()
     device = select_device(args.device)
     cuda = device.type == "cuda"
@@ -118,6 +160,20 @@ def main() -> None:
         tmp = Path(tmp)
         paths = make_demo_data(tmp / "demo", DemoSpec())
         with Genome(paths["fasta"], paths["conservation"]) as genome:
+            paper_cfg = preset("paper")
+            host = host_rates(genome, paper_cfg.seq_len, paper_cfg.n_output_bins * paper_cfg.bin_size)
+            publish("precompute-host", [
+                f"Host side alone, one process on {machine_description(torch.device('cpu'))}: windows of "
+                f"{paper_cfg.seq_len:,} bp prepared for the device per second, on the demo genome (6 Mb), "
+                f"batches of 8 consecutive tiles or one window at a time at random places.",
+                "",
+                "| windows | method | windows/s | speed-up |",
+                "| --- | --- | ---: | ---: |",
+                *(f"| {label} | {method} | {rate:,.0f} | {rate / host[3 * (k // 3)][2]:.1f}x |"
+                  for k, (label, method, rate) in enumerate(host)),
+            ], args.write)
+            if args.host_only:
+                return
             tiny = model_set("tiny", tmp)
             tiny_engine = Engine(tiny, device=device, batch_size=1)
             configs = [(1, 0), (8, 0), (8, 2)]
@@ -145,7 +201,8 @@ def main() -> None:
             engine = Engine(paper, device=device, batch_size=batch, bf16=cuda)
             paper_plan = plan_tiles(genome, engine, batch)
             batches = -(-paper_windows // batch)
-            reader = BatchReader(paper_plan, range(batches + 1), paths["fasta"], paths["conservation"], (0,), None)
+            reader = BatchReader(paper_plan, range(batches + 1), paths["fasta"], paths["conservation"],
+                                 engine.coded_start(0), engine.coded_length, None)
             paper_pipeline = measure_rate(engine, reader, io_workers=default_io_workers(engine), min_seconds=float("inf"),
                                           max_batches=batches)
             paper_naive = naive_rate(Engine(paper, device=device, batch_size=1, bf16=cuda), genome,

@@ -38,13 +38,13 @@ from epiformer.checkpoint import save_checkpoint  # noqa: E402
 from epiformer.config import preset  # noqa: E402
 from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
 from epiformer.engine import Engine, select_device  # noqa: E402
-from epiformer.genome import Genome  # noqa: E402
+from epiformer.genome import Genome, encode_codes  # noqa: E402
 from epiformer.ism import saturation_mutagenesis  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
 from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor, open_predictor  # noqa: E402
 from epiformer.scorer import VariantScorer  # noqa: E402
 from epiformer.scoring import ScoreOptions, score_variant_file  # noqa: E402
-from epiformer.variants import encode_edited, make_variant  # noqa: E402
+from epiformer.variants import apply_edits, make_variant  # noqa: E402
 
 SEED_ISM = (714 * 3, 36 * 60 + 43)     # substitutions and seconds of the original notebook
 # the paper's tower and transformer depth on 16,384 bp windows at a sixth of the width (CPU-sized)
@@ -95,7 +95,7 @@ def user_loop(engine: Engine, genome: Genome, snvs: list[tuple[str, int, str, st
     for chrom, pos, ref, alt in snvs:
         variant = make_variant(chrom, pos, ref, alt)
         start = engine.window_for(variant.start)
-        windows += [encode_edited(genome, chrom, start, cfg.seq_len, edits) for edits in ([], [variant])]
+        windows += [encode_codes(*apply_edits(genome, chrom, start, cfg.seq_len, edits)) for edits in ([], [variant])]
         if len(windows) >= batch:
             engine.predict(np.stack(windows))
             windows = []

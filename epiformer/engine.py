@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .genome import Genome
+from .genome import CodedWindows, Genome, encode_tensor
 
 
 class DeviceError(UserError, RuntimeError):
@@ -62,16 +62,6 @@ class RegionTracks:
 
     def bin_starts(self) -> np.ndarray:
         return self.start + self.bin_size * np.arange(self.values.shape[1])
-
-
-def encode_windows(genome: Genome, intervals: Sequence[tuple[str, int]], seq_len: int,
-                   shifts: Sequence[int] = (0,)) -> np.ndarray:
-    """Model inputs for windows of ``seq_len`` starting at each (chrom, start), once per shift:
-    (shifts, N, 4, seq_len) float32, N-padded beyond the chromosome ends."""
-    if not intervals:
-        return np.zeros((len(shifts), 0, 4, seq_len), np.float32)
-    return np.stack([np.stack([genome.encode(chrom, start + shift, start + shift + seq_len)
-                               for chrom, start in intervals]) for shift in shifts])
 
 
 class Engine:
@@ -120,6 +110,16 @@ class Engine:
     def output_offset(self) -> int:
         """Distance from a window's start to the start of its output."""
         return self.config.crop_size * self.config.bin_size
+
+    @property
+    def coded_length(self) -> int:
+        """Length of the coded windows the engine takes (:meth:`predict_coded`): the model's
+        window plus the span of the shifts, so that every shifted window is a slice of it."""
+        return self.config.seq_len + max(self.shifts) - min(self.shifts)
+
+    def coded_start(self, start: int) -> int:
+        """Where the coded window of the model window at ``start`` (shift 0) begins."""
+        return start + min(self.shifts)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.bf16:
@@ -175,10 +175,57 @@ class Engine:
             total = prediction if total is None else total + prediction
         return total / len(encoded)
 
+    def predict_coded(self, windows: CodedWindows) -> np.ndarray:
+        """Predictions for coded windows (:class:`~epiformer.genome.CodedWindows`, each
+        :attr:`coded_length` long), averaged over the shifts -> (N, targets, output bins).
+
+        Codes and float16 conservation go to the device one batch at a time (from pinned memory
+        on CUDA, the next batch's copy overlapping this batch's work); one-hot encoding, the
+        shifts and the reverse complement are made there."""
+        if windows.codes.ndim != 2 or windows.codes.shape[1] != self.coded_length:
+            raise ValueError(f"expected coded windows of shape (N, {self.coded_length}), got {tuple(windows.codes.shape)}")
+        batches = [windows[lo: lo + self.batch_size] for lo in range(0, len(windows), self.batch_size)]
+        outputs = []
+        with torch.inference_mode(), self._autocast():
+            pending = self._to_device(batches[0]) if batches else None
+            for k in range(len(batches)):
+                on_device = pending
+                if k + 1 < len(batches):
+                    pending = self._to_device(batches[k + 1])
+                total = None
+                for shift in range(len(self.shifts)):
+                    prediction = self._forward(self._encoded(on_device, shift))
+                    total = prediction if total is None else total + prediction
+                outputs.append(total / len(self.shifts))
+        if not outputs:
+            return np.zeros((0, len(self.target_names), self.config.n_output_bins), np.float32)
+        return np.concatenate(outputs)
+
+    def encode_coded(self, windows: CodedWindows) -> torch.Tensor:
+        """The model inputs of coded windows on the device, once per shift: (shifts, N, 4, seq_len)."""
+        on_device = self._to_device(windows)
+        return torch.stack([self._encoded(on_device, shift) for shift in range(len(self.shifts))])
+
+    def _to_device(self, windows: CodedWindows) -> CodedWindows:
+        def move(array):
+            tensor = torch.as_tensor(array)
+            if self.device.type != "cuda":
+                return tensor
+            return (tensor if tensor.is_pinned() else tensor.pin_memory()).to(self.device, non_blocking=True)
+        return CodedWindows(move(windows.codes), None if windows.conservation is None else move(windows.conservation))
+
+    def _encoded(self, on_device: CodedWindows, shift: int) -> torch.Tensor:
+        """Model inputs (N, 4, seq_len) of the ``shift``-th shift of coded windows on the device."""
+        lo = self.shifts[shift] - min(self.shifts)
+        codes = on_device.codes[:, lo: lo + self.config.seq_len]
+        cons = None if on_device.conservation is None else on_device.conservation[:, lo: lo + self.config.seq_len]
+        return encode_tensor(codes, cons)
+
     def predict_intervals(self, genome: Genome, intervals: Sequence[tuple[str, int]]) -> np.ndarray:
         """Predictions for windows of ``seq_len`` starting at each (chrom, start), averaged over
-        ``shifts`` (each shifted window read from the genome)."""
-        return self.predict_encoded(encode_windows(genome, intervals, self.config.seq_len, self.shifts))
+        ``shifts`` (every shifted window a slice of one coded window read from the genome)."""
+        coded = [(chrom, self.coded_start(start)) for chrom, start in intervals]
+        return self.predict_coded(genome.coded_windows(coded, self.coded_length))
 
     def window_for(self, position: int) -> int:
         """Start of the window for a 0-based position: on the bin grid (a multiple of ``bin_size``),
@@ -252,11 +299,13 @@ class Engine:
                 outputs.append(self.predict(batch))
             return np.concatenate(outputs) if outputs else np.zeros((0, len(self.target_names), 0), np.float32)
         edits = [Edit(0, np.array([pos]), np.asarray(column, np.float32)[:, None]) for pos, column in substitutions]
-        return self._incremental(window[None], edits)[1]
+        with torch.inference_mode():
+            x = torch.as_tensor(window[None], device=self.device)
+        return self._incremental(x, edits)[1]
 
-    def predict_alternates(self, groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Reference and alternate predictions of windows: each group is a reference window and
-        its alternates, encoded once per shift ((shifts, 4, seq_len) and (shifts, N, 4, seq_len));
+    def predict_alternates(self, groups: Sequence[tuple[CodedWindows, CodedWindows]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Reference and alternate predictions of windows: each group is a coded reference window
+        and its coded alternates (:class:`~epiformer.genome.CodedWindows` of 1 and of N windows);
         returns per group (reference (targets, bins), alternates (N, targets, bins)), averaged over
         the shifts. An alternate that differs from its reference in a few bases (an SNV or MNV)
         runs incrementally (:meth:`_incremental`: the tower once per reference, then only near the
@@ -273,47 +322,58 @@ class Engine:
                 half = len(groups) // 2
                 return self.predict_alternates(groups[:half]) + self.predict_alternates(groups[half:])
             (reference, alternates), = groups
-            if alternates.shape[1] < 2:
+            if len(alternates) < 2:
                 raise
-            half = alternates.shape[1] // 2
-            (ref, first), (_, second) = self.predict_alternates([(reference, alternates[:, :half]),
-                                                                 (reference, alternates[:, half:])])
+            half = len(alternates) // 2
+            (ref, first), (_, second) = self.predict_alternates([(reference, alternates[:half]),
+                                                                 (reference, alternates[half:])])
             return [(ref, np.concatenate([first, second]))]
 
-    def _alternates(self, groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _alternates(self, groups: Sequence[tuple[CodedWindows, CodedWindows]]) -> list[tuple[np.ndarray, np.ndarray]]:
         n_targets, n_bins = len(self.target_names), self.config.n_output_bins
-        results = [(np.zeros((n_targets, n_bins), np.float32), np.zeros((len(alts[0]), n_targets, n_bins), np.float32))
+        results = [(np.zeros((n_targets, n_bins), np.float32), np.zeros((len(alts), n_targets, n_bins), np.float32))
                    for _, alts in groups]
         if not groups:
             return results
-        shifts = len(groups[0][0])
-        for shift in range(shifts):
-            references = np.stack([np.asarray(ref[shift], np.float32) for ref, _ in groups])
-            edits, whole = [], []
-            for g, (_, alts) in enumerate(groups):
-                for k, alternate in enumerate(np.asarray(alts[shift], np.float32)):
-                    edit = self._edit(g, references[g], alternate)
-                    (edits if edit is not None else whole).append((g, k, edit if edit is not None else alternate))
-            ref_predictions, edit_predictions = self._incremental(references, [e for _, _, e in edits])
-            whole_predictions = self.predict(np.stack([w for _, _, w in whole])) if whole else []
-            for g, (ref_total, _) in enumerate(results):
-                ref_total += ref_predictions[g]
-            for (g, k, _), prediction in [*zip(edits, edit_predictions), *zip(whole, whole_predictions)]:
-                results[g][1][k] += prediction
-        return [(ref / shifts, alts / shifts) for ref, alts in results]
+        edits, whole = [], []
+        for g, (reference, alternates) in enumerate(groups):
+            for k in range(len(alternates)):
+                edit = self._edit(g, reference, alternates[k: k + 1])
+                (edits if edit is not None else whole).append((g, k, edit if edit is not None else alternates[k: k + 1]))
+        references = self._to_device(CodedWindows.concatenate([reference for reference, _ in groups]))
+        with torch.inference_mode():
+            for shift in range(len(self.shifts)):
+                offset = self.shifts[shift] - min(self.shifts)
+                shifted = [Edit(e.group, e.positions - offset, e.columns) for _, _, e in edits]
+                ref_predictions, edit_predictions = self._incremental(self._encoded(references, shift), shifted)
+                for g, (ref_total, _) in enumerate(results):
+                    ref_total += ref_predictions[g] / len(self.shifts)
+                for (g, k, _), prediction in zip(edits, edit_predictions):
+                    results[g][1][k] += prediction / len(self.shifts)
+        if whole:
+            for (g, k, _), prediction in zip(whole, self.predict_coded(CodedWindows.concatenate([w for _, _, w in whole]))):
+                results[g][1][k] = prediction
+        return results
 
-    def _edit(self, group: int, reference: np.ndarray, alternate: np.ndarray) -> Edit | None:
-        """The columns where ``alternate`` differs from ``reference``, when the incremental tower
-        slice they need is under half the window; else None (run it whole)."""
-        changed = np.flatnonzero((alternate != reference).any(axis=0))
+    def _edit(self, group: int, reference: CodedWindows, alternate: CodedWindows) -> Edit | None:
+        """The columns (in coded-window coordinates) where ``alternate`` differs from
+        ``reference``, encoded, when the incremental tower slice they need is under half the
+        window; else None (run it whole)."""
+        ref_codes, alt_codes = np.asarray(reference.codes[0]), np.asarray(alternate.codes[0])
+        differs = ref_codes != alt_codes
+        if reference.conservation is not None:
+            differs |= np.asarray(reference.conservation[0]) != np.asarray(alternate.conservation[0])
+        changed = np.flatnonzero(differs)
         cfg = self.config
         if len(changed) and (changed[-1] - changed[0]) // cfg.bin_size + 4 * self._tower_reach() + 1 > cfg.n_bins // 2:
             return None
-        return Edit(group, changed, alternate[:, changed])
+        cons = None if alternate.conservation is None else torch.as_tensor(np.asarray(alternate.conservation[0])[changed])
+        columns = encode_tensor(torch.as_tensor(alt_codes[changed])[None], None if cons is None else cons[None])[0]
+        return Edit(group, changed, columns.numpy())
 
-    def _incremental(self, windows: np.ndarray, edits: Sequence[Edit]) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions of encoded windows (G, 4, seq_len), and of each edit (columns replaced in
-        one of them): (G, targets, bins), (E, targets, bins); reverse complement included.
+    def _incremental(self, windows: torch.Tensor, edits: Sequence[Edit]) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions of encoded windows on the device (G, 4, seq_len), and of each edit (columns
+        replaced in one of them): (G, targets, bins), (E, targets, bins); reverse complement included.
 
         The convolutional tower runs once on each window (per strand); for each edit it runs only
         on a slice around the changed columns, replacing the tower outputs they can reach
@@ -327,7 +387,7 @@ class Engine:
         ref_total, edit_total = None, None
         with torch.inference_mode(), self._autocast():
             for reverse in strands:
-                x = torch.as_tensor(windows[:, ::-1, ::-1].copy() if reverse else windows, device=self.device)
+                x = windows.flip(1, 2) if reverse else windows
                 strand_edits = [Edit(e.group, seq_len - 1 - e.positions, e.columns[::-1].copy()) if reverse else e
                                 for e in edits]
                 towers = [torch.cat([m.conv(x[lo: lo + self.batch_size]) for lo in range(0, len(x), self.batch_size)])

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Container, Iterator
+from typing import Container, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from .errors import UserError
 
@@ -21,6 +24,8 @@ _CODE = np.full(256, 4, dtype=np.uint8)
 for _i, _b in enumerate(BASES):
     _CODE[ord(_b)] = _CODE[ord(_b.lower())] = _i
 _ONE_HOT = np.vstack([np.eye(4, dtype=np.float32), np.zeros((1, 4), dtype=np.float32)])
+CONSERVATION_DTYPE = np.float16     # conservation as windows travel to the device (phastCons 0..1: steps of 2^-11)
+BLOCK_BP = 4_000_000                # the most bases of neighbouring windows read from the files at once
 
 _COMPLEMENT = str.maketrans(
     "ACGTRYKMBDHVNSWacgtrykmbdhvnsw",
@@ -62,6 +67,55 @@ def encode_codes(codes: np.ndarray, conservation: np.ndarray | None = None) -> n
             raise ValueError(f"conservation has shape {cons.shape}, sequence length is {x.shape[1]}")
         x *= np.exp(np.nan_to_num(cons, nan=0.0))
     return x
+
+
+@dataclass(frozen=True)
+class CodedWindows:
+    """Windows as they travel to the model's device: base codes (uint8, :func:`sequence_codes`)
+    and conservation (``CONSERVATION_DTYPE``, or None without a track), each (N, length); numpy
+    arrays or, after a DataLoader, tensors. :func:`encode_tensor` makes the model input of them
+    on the device. An engine's windows are longer than the model's by the span of its shifts
+    (:meth:`epiformer.engine.Engine.coded_length`)."""
+
+    codes: np.ndarray
+    conservation: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows: slice) -> "CodedWindows":
+        return CodedWindows(self.codes[rows], None if self.conservation is None else self.conservation[rows])
+
+    @staticmethod
+    def concatenate(parts: Sequence["CodedWindows"]) -> "CodedWindows":
+        """The windows of ``parts`` in order (all with conservation, or all without)."""
+        codes = np.concatenate([np.asarray(p.codes) for p in parts])
+        if any(p.conservation is None for p in parts):
+            return CodedWindows(codes, None)
+        return CodedWindows(codes, np.concatenate([np.asarray(p.conservation) for p in parts]))
+
+    @staticmethod
+    def of(codes: np.ndarray, conservation: np.ndarray | None) -> "CodedWindows":
+        """One window's codes and conservation (float32 is rounded to ``CONSERVATION_DTYPE``)."""
+        cons = None if conservation is None else np.asarray(conservation).astype(CONSERVATION_DTYPE)[None]
+        return CodedWindows(np.asarray(codes, np.uint8)[None], cons)
+
+
+_ONE_HOT_TABLES: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def encode_tensor(codes: torch.Tensor, conservation: torch.Tensor | None = None) -> torch.Tensor:
+    """The model input, on the tensors' device: one-hot of base codes (N, L) in A, C, G, T order
+    (code 4, N and the rest, a zero column) times exp(conservation) -> (N, 4, L) float32. The
+    result is a transposed view of (N, L, 4), the layout the model's tower reads fastest."""
+    key = (codes.device, torch.float32)
+    table = _ONE_HOT_TABLES.get(key)
+    if table is None:
+        table = _ONE_HOT_TABLES[key] = torch.as_tensor(_ONE_HOT, device=codes.device)
+    x = table[codes.long()]
+    if conservation is not None:
+        x *= torch.exp(conservation.float())[..., None]
+    return x.transpose(-1, -2)
 
 
 def reverse_complement(seq: str) -> str:
@@ -179,6 +233,8 @@ class Genome:
         if not self.chrom_sizes:
             raise GenomeError(f"FASTA file {self.fasta_path} holds no sequences")
         self.conservation_path = Path(conservation) if conservation else None
+        self._block: tuple[str, int, int, np.ndarray, np.ndarray | None] | None = None
+        self._block_lock = threading.Lock()
         self._cons = None
         if self.conservation_path is not None:
             self._cons = _open_bigwig(self.conservation_path)
@@ -217,13 +273,14 @@ class Genome:
         left = min(max(-start, 0), end - start)
         return "N" * left + inner + "N" * (end - start - left - len(inner))
 
-    def conservation(self, chrom: str, start: int, end: int) -> np.ndarray:
-        """Per-base conservation of [start, end) as float32; NaN, no data and off-chromosome are 0.
+    def conservation(self, chrom: str, start: int, end: int, dtype: np.dtype = np.float32) -> np.ndarray:
+        """Per-base conservation of [start, end) (float32, or ``dtype``); NaN, no data and
+        off-chromosome are 0.
 
         Without a conservation track, all zeros (so exp(conservation) is 1).
         """
         self.check_interval(chrom, start, end)
-        out = np.zeros(end - start, dtype=np.float32)
+        out = np.zeros(end - start, dtype=dtype)
         if self._cons is None:
             return out
         if chrom not in self._cons_chroms:
@@ -231,8 +288,45 @@ class Genome:
         lo, hi = max(start, 0), min(end, self._cons_chroms[chrom])
         if lo < hi:
             values = np.asarray(self._cons.values(chrom, lo, hi, numpy=True), dtype=np.float32)
-            out[lo - start: hi - start] = np.nan_to_num(values, nan=0.0)
+            out[lo - start: hi - start] = np.nan_to_num(values, nan=0.0, copy=False)
         return out
+
+    def codes(self, chrom: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Base codes (uint8) and conservation (``CONSERVATION_DTYPE``; None without a track) of
+        [start, end). The last span read is kept: a request inside it (a window's alternates,
+        the windows of a block :meth:`coded_windows` read) is a slice of it."""
+        self.check_interval(chrom, start, end)
+        with self._block_lock:
+            block = self._block
+            if block is None or block[0] != chrom or start < block[1] or end > block[2]:
+                cons = self.conservation(chrom, start, end, CONSERVATION_DTYPE) if self._cons is not None else None
+                block = self._block = (chrom, start, end, sequence_codes(self.sequence(chrom, start, end)), cons)
+        _, lo, _, codes, cons = block
+        return codes[start - lo: end - lo], None if cons is None else cons[start - lo: end - lo]
+
+    def coded_windows(self, intervals: Sequence[tuple[str, int]], length: int) -> CodedWindows:
+        """The windows [start, start + length) of each (chrom, start), as they travel to the device
+        (:class:`CodedWindows`). Windows that overlap or nearly abut (a precompute batch's tiles)
+        are read from the files as one block of up to ``BLOCK_BP``, not one by one."""
+        codes = np.empty((len(intervals), length), np.uint8)
+        cons = np.empty((len(intervals), length), CONSERVATION_DTYPE) if self._cons is not None else None
+        order = sorted(range(len(intervals)), key=lambda r: intervals[r])
+        first = 0
+        while first < len(order):
+            chrom, lo = intervals[order[first]]
+            last = first
+            while (last + 1 < len(order) and intervals[order[last + 1]][0] == chrom
+                   and intervals[order[last + 1]][1] <= intervals[order[last]][1] + 2 * length
+                   and intervals[order[last + 1]][1] + length - lo <= max(BLOCK_BP, length)):
+                last += 1
+            block_codes, block_cons = self.codes(chrom, lo, intervals[order[last]][1] + length)
+            for row in order[first: last + 1]:
+                offset = intervals[row][1] - lo
+                codes[row] = block_codes[offset: offset + length]
+                if cons is not None:
+                    cons[row] = block_cons[offset: offset + length]
+            first = last + 1
+        return CodedWindows(codes, cons)
 
     def encode(self, chrom: str, start: int, end: int, reverse: bool = False) -> np.ndarray:
         """Model input (4, end - start) for an interval; ``reverse`` gives its reverse complement."""

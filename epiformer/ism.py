@@ -57,7 +57,7 @@ def saturation_mutagenesis(scorer: VariantScorer, chrom: str, start: int, end: i
     ref_prediction = scorer.references([(chrom, first)])[(chrom, first)]
     where = [(offset, base) for offset, code in enumerate(codes) if code != 4 for base in range(4) if base != code]
     predictions = None
-    for shift, window in zip(engine.shifts, scorer.encode(chrom, first, [])):
+    for shift, window in zip(engine.shifts, engine.encode_coded(scorer.encode(chrom, first, [])).cpu().numpy()[:, 0]):
         substitutions = []
         for offset, base in where:
             pos = start + offset - first - shift

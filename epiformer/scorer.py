@@ -20,7 +20,8 @@ import numpy as np
 
 from .engine import PredictionCache
 from .inference import COMPARED_SETTINGS, InferenceError, Predictor, settings_mismatch
-from .variants import Variant, encode_edited, score_variant
+from .genome import CodedWindows
+from .variants import Variant, coded_edited, score_variant
 
 Window = tuple[str, int, list]          # (chrom, window start, edits)
 Group = tuple[str, int, list]           # (chrom, window start, variants scored in it, each alone)
@@ -83,10 +84,6 @@ class VariantScorer:
         self.incremental = incremental
         self.genome_lock = threading.Lock()
 
-    @property
-    def use_conservation(self) -> bool:
-        return self.predictor.conservation is not None
-
     def record(self, score_bp: int | None = None) -> dict:
         """The settings record of these scores (the predictor's, with the scoring window and the
         placement rule)."""
@@ -107,27 +104,21 @@ class VariantScorer:
         """Start of the window ``variant`` is scored in."""
         return self.engine.variant_window(variant.start, self.share_bins)
 
-    def encode(self, chrom: str, start: int, edits: list[Variant]) -> np.ndarray:
-        """Model inputs of one window with edits, once per shift: (shifts, 4, seq_len)."""
-        seq_len = self.engine.config.seq_len
+    def encode(self, chrom: str, start: int, edits: list[Variant]) -> CodedWindows:
+        """The coded window (every shift a slice of it) of the model window at ``start`` with edits."""
         with self.genome_lock:
-            return np.stack([encode_edited(self.genome, chrom, start + shift, seq_len, edits, self.use_conservation)
-                             for shift in self.engine.shifts])
+            return coded_edited(self.genome, chrom, self.engine.coded_start(start), self.engine.coded_length, edits)
 
-    def predict_windows(self, windows: list[Window]) -> np.ndarray:
-        """Predictions of windows (chrom, start, edits), encoded and run one batch at a time."""
+    def predict_windows(self, windows: list[Window]) -> list[np.ndarray]:
+        """Predictions of windows (chrom, start, edits), coded and run one batch at a time."""
         size = self.engine.batch_size
-        outputs = [self.engine.predict_encoded(np.stack([self.encode(*w) for w in windows[lo: lo + size]], axis=1))
-                   for lo in range(0, len(windows), size)]
-        if not outputs:
-            cfg = self.engine.config
-            return np.zeros((0, len(self.engine.target_names), cfg.n_output_bins), np.float32)
-        return np.concatenate(outputs)
+        return [prediction for lo in range(0, len(windows), size)
+                for prediction in self.engine.predict_coded(CodedWindows.concatenate(
+                    [self.encode(*w) for w in windows[lo: lo + size]]))]
 
-    def encode_alternates(self, chrom: str, start: int, variants: Sequence[Variant]) -> tuple[np.ndarray, np.ndarray]:
-        """A window's reference and its variants' alternates, each alone, encoded once per shift:
-        (shifts, 4, seq_len) and (shifts, N, 4, seq_len)."""
-        return self.encode(chrom, start, []), np.stack([self.encode(chrom, start, [v]) for v in variants], axis=1)
+    def encode_alternates(self, chrom: str, start: int, variants: Sequence[Variant]) -> tuple[CodedWindows, CodedWindows]:
+        """A window's reference and its variants' alternates, each alone, coded."""
+        return self.encode(chrom, start, []), CodedWindows.concatenate([self.encode(chrom, start, [v]) for v in variants])
 
     def predict_alternates(self, groups: list[Group]) -> list[Alternates]:
         """Reference and alternate predictions of groups (chrom, start, variants), encoded and run

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UserError
-from .genome import Genome, encode_codes, other_chrom_name, sequence_codes
+from .genome import CodedWindows, Genome, other_chrom_name, sequence_codes
 
 BASES = re.compile(r"[ACGTNacgtn]+")
 MAX_POSITION_DIGITS = 11
@@ -112,37 +112,39 @@ def check_reference(genome: Genome, variant: Variant) -> None:
                            f"{variant.pos}, the variant says {variant.ref or '(nothing)'}")
 
 
-def apply_edits(genome: Genome, chrom: str, start: int, seq_len: int,
-                edits: list[Variant]) -> tuple[np.ndarray, np.ndarray]:
-    """Base codes and conservation of the window [start, start + seq_len) with ``edits`` applied
-    (non-overlapping, any order). Returns ``seq_len`` codes and conservation values."""
+def apply_edits(genome: Genome, chrom: str, start: int, length: int,
+                edits: list[Variant]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Base codes and conservation (:meth:`Genome.codes`: float16, None without a track) of the
+    window [start, start + length) with ``edits`` applied (non-overlapping, any order); inserted
+    bases get conservation 0."""
     edits = sorted(edits, key=lambda v: v.start)
     for a, b in zip(edits, edits[1:]):
         if b.start < a.end:
             raise VariantError(f"edits {a} and {b} overlap")
     grow = sum(max(0, len(v.ref) - len(v.alt)) for v in edits)
-    span_end = start + seq_len + grow
-    codes = sequence_codes(genome.sequence(chrom, start, span_end))
-    cons = genome.conservation(chrom, start, span_end)
+    span_end = start + length + grow
+    codes, cons = genome.codes(chrom, start, span_end)
     pieces_codes, pieces_cons, cursor = [], [], start
     for v in edits:
         if v.start < start or v.end > span_end:
-            raise VariantError(f"edit {v} is outside the window {chrom}:{start + 1}-{start + seq_len}")
+            raise VariantError(f"edit {v} is outside the window {chrom}:{start + 1}-{start + length}")
         pieces_codes += [codes[cursor - start: v.start - start], sequence_codes(v.alt)]
-        substituted = cons[v.start - start: v.start - start + min(len(v.ref), len(v.alt))]
-        pieces_cons += [cons[cursor - start: v.start - start], substituted,
-                        np.zeros(max(0, len(v.alt) - len(v.ref)), np.float32)]
+        if cons is not None:
+            substituted = cons[v.start - start: v.start - start + min(len(v.ref), len(v.alt))]
+            pieces_cons += [cons[cursor - start: v.start - start], substituted,
+                            np.zeros(max(0, len(v.alt) - len(v.ref)), cons.dtype)]
         cursor = v.end
     pieces_codes.append(codes[cursor - start:])
+    edited_codes = np.concatenate(pieces_codes)[:length]
+    if cons is None:
+        return edited_codes, None
     pieces_cons.append(cons[cursor - start:])
-    return np.concatenate(pieces_codes)[:seq_len], np.concatenate(pieces_cons)[:seq_len]
+    return edited_codes, np.concatenate(pieces_cons)[:length]
 
 
-def encode_edited(genome: Genome, chrom: str, start: int, seq_len: int, edits: list[Variant],
-                  use_conservation: bool = True) -> np.ndarray:
-    """Model input (4, seq_len) of a window with edits applied."""
-    codes, cons = apply_edits(genome, chrom, start, seq_len, edits)
-    return encode_codes(codes, cons if use_conservation else None)
+def coded_edited(genome: Genome, chrom: str, start: int, length: int, edits: list[Variant]) -> CodedWindows:
+    """The coded window [start, start + length) with edits applied, as it travels to the device."""
+    return CodedWindows.of(*apply_edits(genome, chrom, start, length, edits))
 
 
 def score_bins(output_start: int, bin_size: int, n_bins: int, variant: Variant, score_bp: int) -> slice:

@@ -150,7 +150,8 @@ def precompute(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike, out
             f"of {plan.batch_size}; {len(plan.chroms)} chromosomes")
     log(f"shard       {index}/{n_shards}: {my_windows:,} windows on {engine.device}"
         f"{' (bf16)' if engine.bf16 else ''}, {io_workers} I/O workers")
-    reader_args = {"fasta": Path(fasta), "conservation": predictor.conservation, "shifts": engine.shifts,
+    reader_args = {"fasta": Path(fasta), "conservation": predictor.conservation,
+                   "coded_offset": engine.coded_start(0), "coded_length": engine.coded_length,
                    "blacklist": black}
     if dry_run:
         reader = BatchReader(plan, mine[:21], **reader_args)

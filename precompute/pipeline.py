@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from epiformer.engine import Engine, encode_windows
+from epiformer.engine import Engine
 from epiformer.files import OutputError
-from epiformer.genome import Genome
+from epiformer.genome import CodedWindows, Genome
 from epiformer.intervals import IntervalIndex
 
 from .plan import TilePlan, empty_bins
@@ -27,17 +27,17 @@ from .shards import ShardFile
 
 
 class BatchReader(torch.utils.data.Dataset):
-    """Item k: (global batch id, encoded windows (shifts, N, 4, seq_len), empty-bin mask (N, bins)).
+    """Item k: (global batch id, coded windows (codes, conservation or None), empty-bin mask (N, bins)).
 
     Each process opens its own genome handles on first use (file handles do not survive fork).
     """
 
     def __init__(self, plan: TilePlan, batches: Sequence[int], fasta: Path, conservation: Path | None,
-                 shifts: Sequence[int], blacklist: IntervalIndex | None) -> None:
+                 coded_offset: int, coded_length: int, blacklist: IntervalIndex | None) -> None:
         self.plan = plan
         self.batches = list(batches)
         self.fasta, self.conservation = fasta, conservation
-        self.shifts = tuple(shifts)
+        self.coded_offset, self.coded_length = coded_offset, coded_length
         self.blacklist = blacklist
         self._genome: Genome | None = None
         self._pid = -1
@@ -51,12 +51,13 @@ class BatchReader(torch.utils.data.Dataset):
             self._pid = os.getpid()
         return self._genome
 
-    def __getitem__(self, k: int) -> tuple[int, np.ndarray, np.ndarray]:
+    def __getitem__(self, k: int) -> tuple[int, tuple, np.ndarray]:
         genome = self._open()
         batch = self.batches[k]
         windows = self.plan.batch_windows(batch)
-        encoded = encode_windows(genome, self.plan.intervals(windows), self.plan.seq_len, self.shifts)
-        return batch, encoded, empty_bins(genome, self.plan, windows, self.blacklist)
+        intervals = [(chrom, start + self.coded_offset) for chrom, start in self.plan.intervals(windows)]
+        coded = genome.coded_windows(intervals, self.coded_length)
+        return batch, (coded.codes, coded.conservation), empty_bins(genome, self.plan, windows, self.blacklist)
 
 
 def predicted_batches(engine: Engine, reader: BatchReader, io_workers: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -69,8 +70,8 @@ def predicted_batches(engine: Engine, reader: BatchReader, io_workers: int) -> I
     encoded_batches = iter(loader)
 
     def predict() -> Iterator[tuple[int, np.ndarray]]:
-        for batch, encoded, empty in encoded_batches:
-            values = engine.predict_encoded(encoded)
+        for batch, (codes, conservation), empty in encoded_batches:
+            values = engine.predict_coded(CodedWindows(codes, conservation))
             values[np.broadcast_to(np.asarray(empty)[:, None, :], values.shape)] = np.nan
             yield int(batch), values.astype(np.float16)
 

@@ -1,6 +1,6 @@
 """Micro-batching: windows from concurrent requests share forward passes.
 
-One thread owns the engine. Request threads put jobs on a queue and wait on futures: encoded
+One thread owns the engine. Request threads put jobs on a queue and wait on futures: coded
 windows, or groups (a variant window's reference and its alternates, for
 :meth:`~epiformer.engine.Engine.predict_alternates`). The thread takes the first waiting job,
 gathers more of its kind until ``max_batch`` windows or ``max_delay_s`` have passed, runs them
@@ -19,18 +19,19 @@ from typing import Hashable
 import numpy as np
 
 from epiformer.engine import Engine
+from epiformer.genome import CodedWindows
 
 
 @dataclass
 class _Job:
-    window: np.ndarray | None = None                            # (shifts, 4, seq_len)
-    group: tuple[Hashable, np.ndarray, np.ndarray] | None = None  # key, reference, alternates
+    window: CodedWindows | None = None                                # one coded window
+    group: tuple[Hashable, CodedWindows, CodedWindows] | None = None  # key, reference, alternates
     future: Future = field(default_factory=Future)
 
     @property
     def size(self) -> int:
         """Windows this job puts in a batch."""
-        return 1 if self.group is None else 1 + self.group[2].shape[1]
+        return 1 if self.group is None else 1 + len(self.group[2])
 
 
 class BatchPredictor:
@@ -49,25 +50,25 @@ class BatchPredictor:
         self._thread = threading.Thread(target=self._run, name="batch-predictor", daemon=True)
         self._thread.start()
 
-    def submit(self, window: np.ndarray) -> Future:
-        """Queue one window encoded once per shift (shifts, 4, seq_len); the future's result is
-        its prediction averaged over the shifts, (targets, bins)."""
-        job = _Job(np.asarray(window, dtype=np.float32))
+    def submit(self, window: CodedWindows) -> Future:
+        """Queue one coded window; the future's result is its prediction averaged over the
+        shifts, (targets, bins)."""
+        job = _Job(window)
         self._queue.put(job)
         return job.future
 
-    def submit_group(self, key: Hashable, reference: np.ndarray, alternates: np.ndarray) -> Future:
-        """Queue a window's reference (shifts, 4, seq_len) and alternates (shifts, N, 4, seq_len),
-        ``key`` naming the window; the future's result is (reference, alternates) predictions."""
-        job = _Job(group=(key, np.asarray(reference, np.float32), np.asarray(alternates, np.float32)))
+    def submit_group(self, key: Hashable, reference: CodedWindows, alternates: CodedWindows) -> Future:
+        """Queue a window's coded reference and alternates, ``key`` naming the window; the
+        future's result is (reference, alternates) predictions."""
+        job = _Job(group=(key, reference, alternates))
         self._queue.put(job)
         return job.future
 
-    def predict(self, windows: list[np.ndarray], timeout: float | None = None) -> list[np.ndarray]:
+    def predict(self, windows: list[CodedWindows], timeout: float | None = None) -> list[np.ndarray]:
         """Predictions for several windows (batched with whatever else is waiting)."""
         return self._wait([self.submit(w) for w in windows], timeout)
 
-    def predict_groups(self, groups: list[tuple[Hashable, np.ndarray, np.ndarray]],
+    def predict_groups(self, groups: list[tuple[Hashable, CodedWindows, CodedWindows]],
                        timeout: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """(reference, alternates) predictions of several groups (batched with what else waits)."""
         return self._wait([self.submit_group(*g) for g in groups], timeout)
@@ -116,7 +117,7 @@ class BatchPredictor:
                 continue
             try:
                 if first.group is None:
-                    outputs = list(self.engine.predict_encoded(np.stack([job.window for job in jobs], axis=1)))
+                    outputs = list(self.engine.predict_coded(CodedWindows.concatenate([job.window for job in jobs])))
                     self.windows += len(jobs)
                 else:
                     outputs = self._run_groups([job.group for job in jobs])
@@ -128,20 +129,20 @@ class BatchPredictor:
             for job, output in zip(jobs, outputs):
                 job.future.set_result(output)
 
-    def _run_groups(self, groups: list[tuple[Hashable, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _run_groups(self, groups: list[tuple[Hashable, CodedWindows, CodedWindows]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Groups of one window (by key) merged: its reference runs once, with all their alternates."""
         merged: dict[Hashable, list[int]] = {}
         for i, (key, _, _) in enumerate(groups):
             merged.setdefault(key, []).append(i)
-        runs = [(groups[rows[0]][1], np.concatenate([groups[i][2] for i in rows], axis=1)) for rows in merged.values()]
+        runs = [(groups[rows[0]][1], CodedWindows.concatenate([groups[i][2] for i in rows])) for rows in merged.values()]
         results = self.engine.predict_alternates(runs)
         self.references += len(runs)
-        self.alternates += sum(alts.shape[1] for _, alts in runs)
+        self.alternates += sum(len(alts) for _, alts in runs)
         outputs: list = [None] * len(groups)
         for rows, (reference, alternates) in zip(merged.values(), results):
             lo = 0
             for i in rows:
-                n = groups[i][2].shape[1]
+                n = len(groups[i][2])
                 outputs[i] = (reference, alternates[lo: lo + n])
                 lo += n
         return outputs

@@ -14,7 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 
 from epiformer.calibration import CALIBRATED, find_calibration
-from epiformer.genome import encode_codes, sequence_codes
+from epiformer.genome import CodedWindows, sequence_codes
 from epiformer.inference import open_predictor
 from epiformer.scorer import Alternates, Group, VariantScorer, Window
 from epiformer.variants import Variant, VariantError, check_reference, scores_by_target
@@ -65,9 +65,9 @@ class ServerPredictor:
     def _timed_out(self) -> PredictionTimeout:
         return PredictionTimeout(f"the model did not answer within {self.timeout:g} s")
 
-    def _run(self, encoded: list[np.ndarray]) -> list[np.ndarray]:
-        """Predictions of windows encoded once per shift, each (shifts, 4, seq_len), batched with
-        other requests' windows; a timeout or a non-finite output is an error."""
+    def _run(self, encoded: list[CodedWindows]) -> list[np.ndarray]:
+        """Predictions of coded windows (one each), batched with other requests' windows; a
+        timeout or a non-finite output is an error."""
         try:
             outputs = self.batcher.predict(encoded, timeout=self.timeout)
         except FutureTimeout:
@@ -148,14 +148,14 @@ class ServerPredictor:
         values = np.asarray(conservation if conservation is not None else np.zeros(len(sequence)), np.float32)
         use_conservation = conservation is not None and self.predictor.models.uses_conservation
         left = (self.seq_len - len(sequence)) // 2
-        encoded = []
-        for shift in self.engine.shifts:      # a shift moves the window, so the sequence moves the other way
-            lo = left - shift
-            a, b = max(lo, 0), min(lo + len(sequence), self.seq_len)
-            window_codes, window_cons = np.full(self.seq_len, 4, np.uint8), np.zeros(self.seq_len, np.float32)
-            window_codes[a:b], window_cons[a:b] = codes[a - lo: b - lo], values[a - lo: b - lo]
-            encoded.append(encode_codes(window_codes, window_cons if use_conservation else None))
-        prediction = self._run([np.stack(encoded)])[0]
+        # The coded window spans every shifted window; a shift moves the window, not the sequence.
+        lo = left - self.engine.coded_start(0)
+        a, b = max(lo, 0), min(lo + len(sequence), self.engine.coded_length)
+        window_codes = np.full(self.engine.coded_length, 4, np.uint8)
+        window_cons = np.zeros(self.engine.coded_length, np.float32)
+        window_codes[a:b], window_cons[a:b] = codes[a - lo: b - lo], values[a - lo: b - lo]
+        encoded = CodedWindows.of(window_codes, window_cons if use_conservation else None)
+        prediction = self._run([encoded])[0]
         return self._tracks(None, self.output_offset - left, {"sequence": prediction})
 
     def _tracks(self, chrom: str | None, output_start: int, predictions: dict[str, np.ndarray]) -> dict:

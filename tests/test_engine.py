@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from epiformer.engine import DeviceError, Engine, select_device
-from epiformer.genome import Genome
+from epiformer.genome import Genome, sequence_codes
 from epiformer.model import Epiformer
 
 from .conftest import write_fasta
@@ -69,6 +69,34 @@ def test_predict_genome_windows(tiny_model, tmp_path):
         direct = engine.predict(genome.encode("chr1", 15_000, 15_000 + 8192)[None])
     assert out.shape == (3, 8, 48)
     np.testing.assert_allclose(out[1], direct[0], atol=1e-5)
+
+
+def test_coded_windows_with_shifts_are_the_shifted_windows(tiny_model, demo_data):
+    """Codes and float16 conservation travel to the device, which makes every shifted window of
+    one coded window: the same as encoding each shifted window on the host."""
+    from epiformer.genome import CONSERVATION_DTYPE, encode_codes
+
+    engine = Engine(tiny_model, device="cpu", batch_size=2, shifts=(-3, 0, 5))
+    intervals = [("chr1", 40_000), ("chr2", -200), ("chr1", 40_128)]
+    with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as genome:
+        got = engine.predict_intervals(genome, intervals)
+        host = [[encode_codes(sequence_codes(genome.sequence(c, s + d, s + d + 8192)),
+                              genome.conservation(c, s + d, s + d + 8192).astype(CONSERVATION_DTYPE).astype(np.float32))
+                 for c, s in intervals] for d in (-3, 0, 5)]
+        float32 = np.mean([engine.predict(np.stack([genome.encode(c, s + d, s + d + 8192) for c, s in intervals]))
+                           for d in (-3, 0, 5)], axis=0)
+    expected = np.mean([engine.predict(np.stack(windows)) for windows in host], axis=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # float16 conservation moves a prediction by its rounding (steps of 2^-11 below 1) only
+    np.testing.assert_allclose(got, float32, rtol=2e-3, atol=1e-4)
+
+
+def test_coded_windows_of_the_wrong_length(tiny_model):
+    from epiformer.genome import CodedWindows
+
+    engine = Engine(tiny_model, device="cpu", shifts=(0, 2))
+    with pytest.raises(ValueError, match=r"\(N, 8194\)"):
+        engine.predict_coded(CodedWindows(np.zeros((1, 8192), np.uint8), None))
 
 
 def test_out_of_memory_splits_the_batch(tiny_model):

@@ -138,3 +138,46 @@ def test_chrom_sizes(tmp_path):
         read_chrom_sizes(dup)
     with pytest.raises(GenomeError, match="no such file"):
         read_chrom_sizes(tmp_path / "none.sizes")
+
+
+def test_device_encoding_is_the_host_encoding_of_float16_conservation():
+    import torch
+
+    from epiformer.genome import CONSERVATION_DTYPE, encode_codes, encode_tensor
+
+    codes = sequence_codes("ACGTacgtNRYn-" * 3)[None]
+    cons = np.linspace(0, 1, codes.shape[1]).astype(CONSERVATION_DTYPE)[None]
+    on_device = encode_tensor(torch.as_tensor(codes), torch.as_tensor(cons)).numpy()
+    np.testing.assert_allclose(on_device[0], encode_codes(codes[0], cons[0].astype(np.float32)), rtol=1e-6)
+    np.testing.assert_array_equal(encode_tensor(torch.as_tensor(codes)).numpy()[0], encode_codes(codes[0]))
+
+
+def test_coded_windows_are_the_windows_read_one_by_one(small_genome):
+    """Blocks of neighbouring windows, windows off either end of a chromosome, other chromosomes
+    and any order give what reading each window alone gives."""
+    from epiformer.genome import CONSERVATION_DTYPE
+
+    with Genome(small_genome["fasta"], small_genome["bigwig"]) as genome:
+        intervals = [("chr2", 60), ("chr1", -5), ("chr1", 3), ("chr2", 0), ("chr1", 30), ("chr2", 95)]
+        coded = genome.coded_windows(intervals, 12)
+        assert coded.codes.shape == (6, 12) and coded.conservation.dtype == CONSERVATION_DTYPE
+        for row, (chrom, start) in enumerate(intervals):
+            np.testing.assert_array_equal(coded.codes[row], sequence_codes(genome.sequence(chrom, start, start + 12)))
+            np.testing.assert_array_equal(coded.conservation[row],
+                                          genome.conservation(chrom, start, start + 12).astype(CONSERVATION_DTYPE))
+    with Genome(small_genome["fasta"]) as genome:
+        assert genome.coded_windows(intervals, 12).conservation is None
+
+
+def test_neighbouring_windows_are_read_as_one_block(small_genome, monkeypatch):
+    with Genome(small_genome["fasta"], small_genome["bigwig"]) as genome:
+        reads = []
+        original = genome.sequence
+        monkeypatch.setattr(genome, "sequence", lambda *span: reads.append(span) or original(*span))
+        genome.coded_windows([("chr2", 0), ("chr2", 10), ("chr2", 20), ("chr2", 30)], 12)
+        assert reads == [("chr2", 0, 42)]
+        reads.clear()
+        genome.coded_windows([("chr2", 2), ("chr2", 15)], 12)     # inside the block just read
+        assert reads == []
+        genome.coded_windows([("chr1", 0), ("chr2", 0), ("chr2", 80)], 5)   # far apart: one read each
+        assert reads == [("chr1", 0, 5), ("chr2", 0, 5), ("chr2", 80, 85)]
