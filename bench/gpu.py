@@ -6,9 +6,12 @@
 
 Prints one table, on the current device (CUDA when available), reverse-complement ensembling on:
 
-* forward pass of the paper configuration (98,304 bp), fp32 and bf16: windows/s, and the share of
-  the device's dense bf16 peak reached (FLOPs of a forward pass counted by
-  ``torch.utils.flop_counter``; two passes a window with reverse complement);
+* forward pass of the paper configuration (98,304 bp), fp32 and bf16 (and bf16 with the tower's
+  modules run one by one, the previous path): windows/s, and the share of the device's dense bf16
+  peak reached (FLOPs of a forward pass counted by ``torch.utils.flop_counter``; two passes a
+  window with reverse complement);
+* the host side alone: windows prepared for the device per second by one process (codes and
+  float16 conservation), for consecutive tiles and for dispersed windows;
 * ``epiformer precompute`` on a synthetic genome (30 Mb; the demo generator's): windows/s, and
   hg38 projected for one device and for eight;
 * ``score-variants`` (the library path it runs) on dispersed SNVs, and the server's variant
@@ -30,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_precompute import BF16_PEAK, HG38_BP, duration, forward_flops  # noqa: E402
+from bench_precompute import BF16_PEAK, HG38_BP, duration, forward_flops, host_rates  # noqa: E402
 from bench_variants import dispersed_snvs, scoring_rate  # noqa: E402
 from report import machine_description, publish  # noqa: E402
 
@@ -38,6 +41,7 @@ from epiformer.checkpoint import save_checkpoint  # noqa: E402
 from epiformer.config import preset  # noqa: E402
 from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
 from epiformer.engine import Engine, select_device  # noqa: E402
+from epiformer.genome import Genome  # noqa: E402
 from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor  # noqa: E402
 from epiformer.ism import saturation_mutagenesis  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
@@ -46,13 +50,16 @@ from epiformer.scorer import VariantScorer  # noqa: E402
 from epiformer.variants import make_variant  # noqa: E402
 
 FULL = {"preset": "paper", "genome_mb": 30.0, "forward_windows": 64, "batch": 16, "variants": 256,
-        "queries": 160, "ism_bp": 714}
+        "queries": 160, "ism_bp": 714, "host_seconds": 2.0}
 QUICK = {"preset": "tiny", "genome_mb": 1.0, "forward_windows": 8, "batch": 4, "variants": 16,
-         "queries": 16, "ism_bp": 10}
+         "queries": 16, "ism_bp": 10, "host_seconds": 0.2}
 
 
-def forward_rate(models, device: torch.device, bf16: bool, windows: int, batch: int) -> float:
-    """Windows/s of the engine's forward pass (reverse complement on) on random encoded windows."""
+def forward_rate(models, device: torch.device, bf16: bool, windows: int, batch: int, tower: str = "fused") -> float:
+    """Windows/s of the engine's forward pass (reverse complement on) on random encoded windows,
+    the tower in ``tower`` mode (:class:`epiformer.model.ConvTower`)."""
+    for member in models.members:
+        member.conv.mode = tower
     engine = Engine(models, device=device, batch_size=batch, bf16=bf16)
     x = torch.rand(windows, 4, models.config.seq_len)
     engine.predict(x[:batch])
@@ -120,13 +127,19 @@ def main() -> None:
         models = load_model_set([str(checkpoint)])
         flops = 2 * forward_flops(models, config.seq_len)       # a window and its reverse complement
         peak = next((v for k, v in BF16_PEAK.items() if cuda and k in torch.cuda.get_device_name(device)), None)
-        for name, bf16 in (("fp32", False), ("bf16", True)):
-            rate = forward_rate(models, device, bf16, size["forward_windows"], size["batch"])
+        for name, bf16, tower in (("fp32", False, "fused"), ("bf16", True, "fused"),
+                                  ("bf16, tower modules one by one (previous path)", True, "reference")):
+            rate = forward_rate(models, device, bf16, size["forward_windows"], size["batch"], tower)
             share = f", {rate * flops / peak:.1%} of the bf16 peak" if peak else ""
             rows.append((f"forward pass, {name}, batch {size['batch']}",
                          f"{rate:.2f} windows/s ({rate * flops / 1e12:.2f} TFLOP/s{share})"))
 
         paths = make_demo_data(tmp / "genome", DemoSpec.scaled(total_mb=size["genome_mb"], n_chroms=3, seed=7))
+        with Genome(paths["fasta"], paths["conservation"]) as genome:
+            host = host_rates(genome, config.seq_len, config.n_output_bins * config.bin_size, min_seconds=size["host_seconds"])
+        rates = {label: rate for label, method, rate in host if method.startswith("now")}
+        rows.append(("host side, one process: windows prepared for the device",
+                     ", ".join(f"{rate:,.0f}/s {label}" for label, rate in rates.items())))
         settings = InferenceSettings(device=str(device), batch_size=size["batch"], precision=precision,
                                      conservation=str(paths["conservation"]))
         result = precompute(models, paths["fasta"], tmp / "pre", settings,

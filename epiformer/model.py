@@ -79,12 +79,9 @@ class ConvTower(nn.Module):
         Returns (B, E, bins) with channels-last strides: the transformer's (B, bins, E) is then a
         free transpose."""
         bin_size, halo, tile = self.bin_size, self.halo_bins, self.tile_bins
-        if x.shape[-1] % bin_size:
-            return self.fused_tile(x)
         bins = x.shape[-1] // bin_size
-        if bins <= tile + 2 * halo:         # short windows (the incremental path's slices): a tile's worth per call
-            rows = max(1, (tile + 2 * halo) // bins)
-            return torch.cat([self.fused_tile(x[r: r + rows]) for r in range(0, len(x), rows)])
+        if x.shape[-1] % bin_size or bins <= tile + 2 * halo:    # off the grid, or short (the incremental path's slices)
+            return self.fused_tile(x)
         out = None
         for b0 in range(0, bins, tile):
             lo, hi = max(0, b0 - halo), min(bins, b0 + tile + halo)
