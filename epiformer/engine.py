@@ -303,15 +303,16 @@ class Engine:
             x = torch.as_tensor(window[None], device=self.device)
         return self._incremental(x, edits)[1]
 
-    def predict_alternates(self, groups: Sequence[tuple[CodedWindows, CodedWindows]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Reference and alternate predictions of windows: each group is a coded reference window
-        and its coded alternates (:class:`~epiformer.genome.CodedWindows` of 1 and of N windows);
-        returns per group (reference (targets, bins), alternates (N, targets, bins)), averaged over
-        the shifts. An alternate that differs from its reference in a few bases (an SNV or MNV)
-        runs incrementally (:meth:`_incremental`: the tower once per reference, then only near the
-        change); any other (an indel moves the rest of the window) runs whole. Out of device
-        memory, the groups (or one group's alternates) are split in two and each half retried, as
-        :meth:`_forward` does."""
+    def predict_alternates(self, groups: Sequence[AlternateGroup]) -> list[tuple[ReferenceState, np.ndarray]]:
+        """Reference and alternate predictions of windows: each group is a coded reference window,
+        its coded alternates (:class:`~epiformer.genome.CodedWindows` of 1 and of N windows) and
+        the reference's :class:`ReferenceState` when an earlier call made it (then the reference
+        does not run again), or None; returns per group (its reference state, alternates (N,
+        targets, bins)), averaged over the shifts. An alternate that differs from its reference
+        in a few bases (an SNV or MNV) runs incrementally (:meth:`_incremental`: the reference's
+        tower, then the tower only near the change); any other (an indel moves the rest of the
+        window) runs whole. Out of device memory, the groups (or one group's alternates) are
+        split in two and each half retried, as :meth:`_forward` does."""
         try:
             return self._alternates(groups)
         except torch.OutOfMemoryError:
@@ -321,39 +322,46 @@ class Engine:
             if len(groups) > 1:
                 half = len(groups) // 2
                 return self.predict_alternates(groups[:half]) + self.predict_alternates(groups[half:])
-            (reference, alternates), = groups
+            (reference, alternates, state), = groups
             if len(alternates) < 2:
                 raise
             half = len(alternates) // 2
-            (ref, first), (_, second) = self.predict_alternates([(reference, alternates[:half]),
-                                                                 (reference, alternates[half:])])
-            return [(ref, np.concatenate([first, second]))]
+            (state, first), = self.predict_alternates([(reference, alternates[:half], state)])
+            (_, second), = self.predict_alternates([(reference, alternates[half:], state)])
+            return [(state, np.concatenate([first, second]))]
 
-    def _alternates(self, groups: Sequence[tuple[CodedWindows, CodedWindows]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _alternates(self, groups: Sequence[AlternateGroup]) -> list[tuple[ReferenceState, np.ndarray]]:
         n_targets, n_bins = len(self.target_names), self.config.n_output_bins
-        results = [(np.zeros((n_targets, n_bins), np.float32), np.zeros((len(alts), n_targets, n_bins), np.float32))
-                   for _, alts in groups]
+        alternates_out = [np.zeros((len(alts), n_targets, n_bins), np.float32) for _, alts, _ in groups]
         if not groups:
-            return results
+            return []
         edits, whole = [], []
-        for g, (reference, alternates) in enumerate(groups):
+        for g, (reference, alternates, _) in enumerate(groups):
             for k in range(len(alternates)):
                 edit = self._edit(g, reference, alternates[k: k + 1])
                 (edits if edit is not None else whole).append((g, k, edit if edit is not None else alternates[k: k + 1]))
-        references = self._to_device(CodedWindows.concatenate([reference for reference, _ in groups]))
+        references = self._to_device(CodedWindows.concatenate([reference for reference, _, _ in groups]))
+        predictions = [np.zeros((n_targets, n_bins), np.float32) if state is None else state.prediction
+                       for _, _, state in groups]
+        towers: list[list] = [[] if state is None else state.towers for _, _, state in groups]
         with torch.inference_mode():
             for shift in range(len(self.shifts)):
                 offset = self.shifts[shift] - min(self.shifts)
                 shifted = [Edit(e.group, e.positions - offset, e.columns) for _, _, e in edits]
-                ref_predictions, edit_predictions = self._incremental(self._encoded(references, shift), shifted)
-                for g, (ref_total, _) in enumerate(results):
-                    ref_total += ref_predictions[g] / len(self.shifts)
+                given = [state.towers[shift] if state is not None else None for _, _, state in groups]
+                ref_predictions, edit_predictions, made = self._incremental(self._encoded(references, shift), shifted, given)
+                for g, (_, _, state) in enumerate(groups):
+                    if state is None:
+                        predictions[g] += ref_predictions[g] / len(self.shifts)
+                        towers[g].append(made[g])
                 for (g, k, _), prediction in zip(edits, edit_predictions):
-                    results[g][1][k] += prediction / len(self.shifts)
+                    alternates_out[g][k] += prediction / len(self.shifts)
         if whole:
             for (g, k, _), prediction in zip(whole, self.predict_coded(CodedWindows.concatenate([w for _, _, w in whole]))):
-                results[g][1][k] = prediction
-        return results
+                alternates_out[g][k] = prediction
+        states = [state if state is not None else ReferenceState(predictions[g], towers[g])
+                  for g, (_, _, state) in enumerate(groups)]
+        return list(zip(states, alternates_out))
 
     def _edit(self, group: int, reference: CodedWindows, alternate: CodedWindows) -> Edit | None:
         """The columns (in coded-window coordinates) where ``alternate`` differs from
@@ -371,30 +379,44 @@ class Engine:
         columns = encode_tensor(torch.as_tensor(alt_codes[changed])[None], None if cons is None else cons[None])[0]
         return Edit(group, changed, columns.numpy())
 
-    def _incremental(self, windows: torch.Tensor, edits: Sequence[Edit]) -> tuple[np.ndarray, np.ndarray]:
+    def _incremental(self, windows: torch.Tensor, edits: Sequence[Edit],
+                     given: Sequence[list | None] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
         """Predictions of encoded windows on the device (G, 4, seq_len), and of each edit (columns
-        replaced in one of them): (G, targets, bins), (E, targets, bins); reverse complement included.
+        replaced in one of them): (G, targets, bins), (E, targets, bins), reverse complement
+        included; and each window's tower outputs ([strand][member] (E, bins) tensors).
 
-        The convolutional tower runs once on each window (per strand); for each edit it runs only
-        on a slice around the changed columns, replacing the tower outputs they can reach
-        (``config.tower_radius``); the transformer and head run on whole windows. The slice reaches
-        twice as far as the replaced bins, so zero padding at its edges never touches them: the
-        result equals full recomputation up to float rounding.
+        The convolutional tower runs once on each window (per strand) unless ``given`` holds its
+        outputs from an earlier call (then its prediction is not made again: zeros in its row);
+        for each edit the tower runs only on a slice around the changed columns, replacing the
+        tower outputs they can reach (``config.tower_radius``); the transformer and head run on
+        whole windows. The slice reaches twice as far as the replaced bins, so zero padding at
+        its edges never touches them: the result equals full recomputation up to float rounding.
         """
         members = list(getattr(self.model, "members", [self.model]))
         strands = [False, True] if self.reverse_complement else [False]
+        given = list(given) if given is not None else [None] * len(windows)
+        missing = [g for g, towers in enumerate(given) if towers is None]
         seq_len = self.config.seq_len
         ref_total, edit_total = None, None
+        made: list[list] = [[] for _ in given]
         with torch.inference_mode(), self._autocast():
-            for reverse in strands:
+            for strand, reverse in enumerate(strands):
                 x = windows.flip(1, 2) if reverse else windows
                 strand_edits = [Edit(e.group, seq_len - 1 - e.positions, e.columns[::-1].copy()) if reverse else e
                                 for e in edits]
-                towers = [torch.cat([m.conv(x[lo: lo + self.batch_size]) for lo in range(0, len(x), self.batch_size)])
-                          for m in members]
-                refs = np.concatenate([self._combined([m.from_tower(t[lo: lo + self.batch_size])
-                                                       for m, t in zip(members, towers)])
-                                       for lo in range(0, len(x), self.batch_size)])
+                new = x[missing]
+                towers = []
+                for i, member in enumerate(members):
+                    computed = iter(torch.cat([member.conv(new[lo: lo + self.batch_size])
+                                               for lo in range(0, len(new), self.batch_size)]) if missing else [])
+                    towers.append(torch.stack([next(computed) if towers_g is None else towers_g[strand][i]
+                                               for towers_g in given]))
+                refs = np.zeros((len(given), len(self.target_names), self.config.n_output_bins), np.float32)
+                for lo in range(0, len(missing), self.batch_size):
+                    rows = missing[lo: lo + self.batch_size]
+                    refs[rows] = self._combined([member.from_tower(tower[rows]) for member, tower in zip(members, towers)])
+                for g in missing:
+                    made[g].append([tower[g].clone() for tower in towers])
                 outs = [self._substituted(members, towers, x, strand_edits[lo: lo + self.batch_size])
                         for lo in range(0, len(edits), self.batch_size)]
                 outs = np.concatenate(outs) if outs else np.zeros((0, *refs.shape[1:]), np.float32)
@@ -402,7 +424,7 @@ class Engine:
                     refs, outs = refs[:, :, ::-1], outs[:, :, ::-1]
                 ref_total = refs if ref_total is None else ref_total + refs
                 edit_total = outs if edit_total is None else edit_total + outs
-        return ref_total / len(strands), edit_total / len(strands)
+        return ref_total / len(strands), edit_total / len(strands), made
 
     def _tower_reach(self) -> int:
         """Tower output bins a changed base can reach, each side of its own bin."""
@@ -444,6 +466,19 @@ class Engine:
                     features[row, :, a:b] = computed[k, :, a - start: b - start]
             member_outputs.append(member.from_tower(features))
         return self._combined(member_outputs)
+
+
+@dataclass
+class ReferenceState:
+    """A reference window's prediction (targets, bins), averaged over shifts and strands, and
+    what its alternates reuse: the convolutional tower's outputs, on the engine's device, per
+    shift, strand and model of the set ([shift][strand][member] (E, bins) tensors)."""
+
+    prediction: np.ndarray
+    towers: list
+
+
+AlternateGroup = tuple[CodedWindows, CodedWindows, "ReferenceState | None"]
 
 
 @dataclass

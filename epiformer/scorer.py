@@ -18,14 +18,16 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .engine import PredictionCache
+from .engine import PredictionCache, ReferenceState
 from .inference import COMPARED_SETTINGS, InferenceError, Predictor, settings_mismatch
 from .genome import CodedWindows
 from .variants import Variant, coded_edited, score_variant
 
 Window = tuple[str, int, list]          # (chrom, window start, edits)
-Group = tuple[str, int, list]           # (chrom, window start, variants scored in it, each alone)
-Alternates = tuple[np.ndarray, np.ndarray]   # a group's reference (targets, bins), alternates (N, targets, bins)
+REFERENCE_STATE = "reference state"     # cache keys (chrom, start, REFERENCE_STATE): a window's ReferenceState
+Group = tuple[str, int, list, "ReferenceState | None"]   # (chrom, window start, variants scored in it, each
+                                                        # alone, the reference's state when already made)
+Alternates = tuple[ReferenceState, np.ndarray]   # a group's reference state, alternates (N, targets, bins)
 
 
 class Background(Protocol):
@@ -54,8 +56,8 @@ class VariantScorer:
     """Scores variants with a :class:`~epiformer.inference.Predictor`'s engine and genome.
 
     ``run`` predicts a list of windows, (chrom, start, edits) -> (N, targets, bins), and
-    ``run_alternates`` a list of groups (chrom, start, variants) -> (reference, alternates) per
-    group; the defaults run them on the engine in batches. ``share_bins`` (K) is how far from its
+    ``run_alternates`` a list of groups (chrom, start, variants, reference state or None) ->
+    (reference state, alternates) per group; the defaults run them on the engine in batches. ``share_bins`` (K) is how far from its
     window's centre a variant may be (:meth:`Engine.variant_window`; default
     :meth:`Engine.default_share_bins`, 0 centres every variant). ``incremental`` False scores every
     alternate as a whole window (the slow path, for comparison). ``calibration`` gives
@@ -121,8 +123,9 @@ class VariantScorer:
         return self.encode(chrom, start, []), CodedWindows.concatenate([self.encode(chrom, start, [v]) for v in variants])
 
     def predict_alternates(self, groups: list[Group]) -> list[Alternates]:
-        """Reference and alternate predictions of groups (chrom, start, variants), encoded and run
-        a few batches' worth of windows at a time (a group with more alternates runs alone)."""
+        """Reference states and alternate predictions of groups (chrom, start, variants, state),
+        coded and run a few batches' worth of windows at a time (a group with more alternates
+        runs alone)."""
         limit = 4 * self.engine.batch_size
         results: list[Alternates] = []
         lo = 0
@@ -131,7 +134,8 @@ class VariantScorer:
             while hi < len(groups) and windows + 1 + len(groups[hi][2]) <= limit:
                 windows += 1 + len(groups[hi][2])
                 hi += 1
-            results += self.engine.predict_alternates([self.encode_alternates(*g) for g in groups[lo:hi]])
+            results += self.engine.predict_alternates([(*self.encode_alternates(chrom, start, variants), state)
+                                                       for chrom, start, variants, state in groups[lo:hi]])
             lo = hi
         return results
 
@@ -172,19 +176,33 @@ class VariantScorer:
         return results
 
     def _alternates(self, variants: Sequence[Variant], starts: Sequence[int]) -> tuple[dict, list[np.ndarray]]:
-        """References by window, and each variant's alternate, from one group per window; a group
-        asked for again (the page asks a variant's tracks one target at a time) is cached, or
-        waited for while another caller computes it."""
+        """References by window, and each variant's alternate, from one group per window. A
+        window's reference state (its prediction and tower outputs) is cached, or waited for
+        while another caller makes it: a window met again runs only its new alternates."""
         rows: dict[tuple[str, int], list[int]] = {}
         for i, (v, s) in enumerate(zip(variants, starts)):
             rows.setdefault((v.chrom, s), []).append(i)
-        keys = [(chrom, s, tuple(variants[i] for i in members)) for (chrom, s), members in rows.items()]
-        found = self.cache.fetch(keys, lambda missing: self._run_alternates([(c, s, list(vs)) for c, s, vs in missing]),
-                                 self.timeout) if keys else {}
+        made: dict[tuple[str, int], np.ndarray] = {}
+
+        def run(groups: list[Group]) -> list[ReferenceState]:
+            results = self._run_alternates(groups)
+            for (chrom, start, _, _), (_, alts) in zip(groups, results):
+                made[chrom, start] = alts
+            return [state for state, _ in results]
+
+        def with_state(missing: list) -> list[ReferenceState]:
+            return run([(chrom, start, [variants[i] for i in rows[chrom, start]], None) for chrom, start, _ in missing])
+
+        keys = [(chrom, start, REFERENCE_STATE) for chrom, start in rows]
+        states = self.cache.fetch(keys, with_state, self.timeout) if keys else {}
+        known = [(chrom, start, [variants[i] for i in rows[chrom, start]], states[chrom, start, tag])
+                 for chrom, start, tag in keys if (chrom, start) not in made]
+        if known:
+            run(known)
         references, alternates = {}, [None] * len(variants)
-        for (key, members), (reference, alts) in zip(rows.items(), (found[k] for k in keys)):
-            references[key] = reference
-            for i, alt in zip(members, alts):
+        for (chrom, start, tag) in keys:
+            references[chrom, start] = states[chrom, start, tag].prediction
+            for i, alt in zip(rows[chrom, start], made[chrom, start]):
                 alternates[i] = alt
         return references, alternates
 

@@ -18,14 +18,17 @@ from typing import Hashable
 
 import numpy as np
 
-from epiformer.engine import Engine
+from epiformer.engine import Engine, ReferenceState
 from epiformer.genome import CodedWindows
+
+
+AlternateJob = tuple[Hashable, CodedWindows, CodedWindows, "ReferenceState | None"]
 
 
 @dataclass
 class _Job:
     window: CodedWindows | None = None                                # one coded window
-    group: tuple[Hashable, CodedWindows, CodedWindows] | None = None  # key, reference, alternates
+    group: AlternateJob | None = None                                 # key, reference, alternates, state
     future: Future = field(default_factory=Future)
 
     @property
@@ -57,10 +60,12 @@ class BatchPredictor:
         self._queue.put(job)
         return job.future
 
-    def submit_group(self, key: Hashable, reference: CodedWindows, alternates: CodedWindows) -> Future:
-        """Queue a window's coded reference and alternates, ``key`` naming the window; the
-        future's result is (reference, alternates) predictions."""
-        job = _Job(group=(key, reference, alternates))
+    def submit_group(self, key: Hashable, reference: CodedWindows, alternates: CodedWindows,
+                     state: ReferenceState | None = None) -> Future:
+        """Queue a window's coded reference and alternates, ``key`` naming the window, with the
+        reference's state when already made; the future's result is (reference state,
+        alternates predictions)."""
+        job = _Job(group=(key, reference, alternates, state))
         self._queue.put(job)
         return job.future
 
@@ -68,9 +73,9 @@ class BatchPredictor:
         """Predictions for several windows (batched with whatever else is waiting)."""
         return self._wait([self.submit(w) for w in windows], timeout)
 
-    def predict_groups(self, groups: list[tuple[Hashable, CodedWindows, CodedWindows]],
-                       timeout: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(reference, alternates) predictions of several groups (batched with what else waits)."""
+    def predict_groups(self, groups: list[AlternateJob],
+                       timeout: float | None = None) -> list[tuple[ReferenceState, np.ndarray]]:
+        """(reference state, alternates) of several groups (batched with what else waits)."""
         return self._wait([self.submit_group(*g) for g in groups], timeout)
 
     @staticmethod
@@ -129,20 +134,22 @@ class BatchPredictor:
             for job, output in zip(jobs, outputs):
                 job.future.set_result(output)
 
-    def _run_groups(self, groups: list[tuple[Hashable, CodedWindows, CodedWindows]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Groups of one window (by key) merged: its reference runs once, with all their alternates."""
+    def _run_groups(self, groups: list[AlternateJob]) -> list[tuple[ReferenceState, np.ndarray]]:
+        """Groups of one window (by key) merged: its reference runs once (not at all when one of
+        them brings its state), with all their alternates."""
         merged: dict[Hashable, list[int]] = {}
-        for i, (key, _, _) in enumerate(groups):
+        for i, (key, _, _, _) in enumerate(groups):
             merged.setdefault(key, []).append(i)
-        runs = [(groups[rows[0]][1], CodedWindows.concatenate([groups[i][2] for i in rows])) for rows in merged.values()]
+        runs = [(groups[rows[0]][1], CodedWindows.concatenate([groups[i][2] for i in rows]),
+                 next((groups[i][3] for i in rows if groups[i][3] is not None), None)) for rows in merged.values()]
         results = self.engine.predict_alternates(runs)
-        self.references += len(runs)
-        self.alternates += sum(len(alts) for _, alts in runs)
+        self.references += sum(state is None for _, _, state in runs)
+        self.alternates += sum(len(alts) for _, alts, _ in runs)
         outputs: list = [None] * len(groups)
-        for rows, (reference, alternates) in zip(merged.values(), results):
+        for rows, (state, alternates) in zip(merged.values(), results):
             lo = 0
             for i in rows:
                 n = len(groups[i][2])
-                outputs[i] = (reference, alternates[lo: lo + n])
+                outputs[i] = (state, alternates[lo: lo + n])
                 lo += n
         return outputs

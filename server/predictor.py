@@ -80,15 +80,16 @@ class ServerPredictor:
         return self._run([self.scorer.encode(*window) for window in windows])
 
     def _run_alternates(self, groups: list[Group]) -> list[Alternates]:
-        """A variant request's windows, each a reference with its alternates, batched with other
-        requests' groups (the same window's merged); a timeout or a non-finite output is an error."""
-        encoded = [((chrom, start), *self.scorer.encode_alternates(chrom, start, variants))
-                   for chrom, start, variants in groups]
+        """A variant request's windows, each a reference (or its state) with its alternates,
+        batched with other requests' groups (the same window's merged); a timeout or a non-finite
+        output is an error."""
+        encoded = [((chrom, start), *self.scorer.encode_alternates(chrom, start, variants), state)
+                   for chrom, start, variants, state in groups]
         try:
             outputs = self.batcher.predict_groups(encoded, timeout=self.timeout)
         except FutureTimeout:
             raise self._timed_out() from None
-        if not all(np.isfinite(ref).all() and np.isfinite(alts).all() for ref, alts in outputs):
+        if not all(np.isfinite(state.prediction).all() and np.isfinite(alts).all() for state, alts in outputs):
             raise NonFiniteOutput(NON_FINITE)
         return outputs
 

@@ -121,6 +121,27 @@ def test_variants_of_a_window_share_its_reference_and_regions_are_cached(api, mo
     assert predictor.batcher.windows == windows and predictor.cache.hits == 1
 
 
+@pytest.mark.parametrize("cache_windows", [512, 0])
+def test_a_window_met_again_runs_only_its_new_alternates(precomputed, tmp_path, genome, cache_windows):
+    """With the cache, a later request for another variant of a window reuses the window's
+    reference state (its prediction and tower outputs): no reference runs again, and the scores
+    are those of a cold start. Without it, every request runs its reference."""
+    app = make_model_app(precomputed, tmp_path / "hub", cache_windows=cache_windows)
+    predictor = app.config["PREDICTOR"]
+    cold = make_model_app(precomputed, tmp_path / "hub", cache_windows=0).test_client()
+    client = app.test_client()
+    for pos in (100_001, 100_002, 100_130):
+        body = {"variants": [snv(genome, pos=pos)]}
+        response = client.post("/api/variants", json=body)
+        assert response.status_code == 200, response.json
+        expected = cold.post("/api/variants", json=body).json["results"][0]["scores"]
+        for name, scores in response.json["results"][0]["scores"].items():
+            for field in ("ref_sum", "alt_sum", "sad"):
+                assert scores[field] == pytest.approx(expected[name][field], rel=1e-5, abs=1e-6)
+    assert predictor.batcher.alternates == 3
+    assert predictor.batcher.references == (1 if cache_windows else 3)
+
+
 @pytest.mark.parametrize("spacing", [5_000, 1])
 def test_concurrent_requests_share_batches(precomputed, tmp_path, genome, spacing):
     """Six concurrent queries: their windows run in shared batches; when they fall in one bin, the
