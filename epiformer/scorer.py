@@ -57,15 +57,18 @@ class VariantScorer:
 
     ``run`` predicts a list of windows, (chrom, start, edits) -> (N, targets, bins), and
     ``run_alternates`` a list of groups (chrom, start, variants, reference state or None) ->
-    (reference state, alternates) per group; the defaults run them on the engine in batches. ``share_bins`` (K) is how far from its
-    window's centre a variant may be (:meth:`Engine.variant_window`; default
-    :meth:`Engine.default_share_bins`, 0 centres every variant). ``incremental`` False scores every
+    (reference state, alternates) per group; the defaults run them on the engine in batches.
+    ``cache_windows`` reference states are kept (each holds its window's tower outputs;
+    position-sorted input meets a window again only at the next chunk, so a few suffice).
+    ``share_bins`` (K) is how far from its window's centre a variant may be
+    (:meth:`Engine.variant_window`; default :meth:`Engine.default_share_bins`, 0 centres every
+    variant). ``incremental`` False scores every
     alternate as a whole window (the slow path, for comparison). ``calibration`` gives
     percentiles when its settings match (see :meth:`percentiles_missing`). Genome reads are
     serialised, so one scorer may be used from several threads.
     """
 
-    def __init__(self, predictor: Predictor, score_bp: int = 1024, cache_windows: int = 256,
+    def __init__(self, predictor: Predictor, score_bp: int = 1024, cache_windows: int = 16,
                  calibration: Background | None = None,
                  run: Callable[[list[Window]], Sequence[np.ndarray]] | None = None,
                  run_alternates: Callable[[list[Group]], Sequence[Alternates]] | None = None,
