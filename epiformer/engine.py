@@ -87,7 +87,6 @@ class Engine:
         self.bf16 = bf16
         self.reverse_complement = reverse_complement
         self.shifts = tuple(shifts) or (0,)
-        self.compiled = compile
         if compile:
             for member in getattr(self.model, "members", [self.model]):
                 member.compile_for_inference()
@@ -165,15 +164,6 @@ class Engine:
             half = len(x) // 2
             self.oom_splits += 1
             return np.concatenate([self._forward(x[:half]), self._forward(x[half:])])
-
-    def predict_encoded(self, encoded: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Predictions for windows encoded once per shift, (shifts, N, 4, seq_len), averaged over
-        the shifts -> (N, targets, output bins)."""
-        total = None
-        for shifted in encoded:
-            prediction = self.predict(shifted)
-            total = prediction if total is None else total + prediction
-        return total / len(encoded)
 
     def predict_coded(self, windows: CodedWindows) -> np.ndarray:
         """Predictions for coded windows (:class:`~epiformer.genome.CodedWindows`, each

@@ -19,8 +19,8 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from .engine import PredictionCache, ReferenceState
-from .inference import COMPARED_SETTINGS, InferenceError, Predictor, settings_mismatch
 from .genome import CodedWindows
+from .inference import COMPARED_SETTINGS, InferenceError, Predictor, settings_mismatch
 from .variants import Variant, coded_edited, score_variant
 
 Window = tuple[str, int, list]          # (chrom, window start, edits)

@@ -21,7 +21,6 @@ import numpy as np
 from epiformer.engine import Engine, ReferenceState
 from epiformer.genome import CodedWindows
 
-
 AlternateJob = tuple[Hashable, CodedWindows, CodedWindows, "ReferenceState | None"]
 
 
