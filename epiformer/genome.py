@@ -101,17 +101,16 @@ class CodedWindows:
         return CodedWindows(np.asarray(codes, np.uint8)[None], cons)
 
 
-_ONE_HOT_TABLES: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+_ONE_HOT_TABLES: dict[torch.device, torch.Tensor] = {}      # _ONE_HOT, once per device
 
 
 def encode_tensor(codes: torch.Tensor, conservation: torch.Tensor | None = None) -> torch.Tensor:
     """The model input, on the tensors' device: one-hot of base codes (N, L) in A, C, G, T order
     (code 4, N and the rest, a zero column) times exp(conservation) -> (N, 4, L) float32. The
     result is a transposed view of (N, L, 4), the layout the model's tower reads fastest."""
-    key = (codes.device, torch.float32)
-    table = _ONE_HOT_TABLES.get(key)
+    table = _ONE_HOT_TABLES.get(codes.device)
     if table is None:
-        table = _ONE_HOT_TABLES[key] = torch.as_tensor(_ONE_HOT, device=codes.device)
+        table = _ONE_HOT_TABLES[codes.device] = torch.as_tensor(_ONE_HOT, device=codes.device)
     x = table[codes.long()]
     if conservation is not None:
         x *= torch.exp(conservation.float())[..., None]

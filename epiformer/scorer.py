@@ -179,35 +179,48 @@ class VariantScorer:
         return results
 
     def _alternates(self, variants: Sequence[Variant], starts: Sequence[int]) -> tuple[dict, list[np.ndarray]]:
-        """References by window, and each variant's alternate, from one group per window. A
-        window's reference state (its prediction and tower outputs) is cached, or waited for
-        while another caller makes it: a window met again runs only its new alternates."""
-        rows: dict[tuple[str, int], list[int]] = {}
-        for i, (v, s) in enumerate(zip(variants, starts)):
-            rows.setdefault((v.chrom, s), []).append(i)
-        made: dict[tuple[str, int], np.ndarray] = {}
+        """References by window, and each variant's alternate. Each variant's alternate and each
+        window's reference state (its prediction and tower outputs) are cached, or waited for
+        while another caller makes them: a variant asked again (the page asks a variant's tracks
+        one target at a time) runs nothing, and a window met again runs only its new alternates."""
+        states: dict[tuple[str, int], ReferenceState] = {}
+        made: dict[tuple, np.ndarray] = {}          # alternates made along the way, by (chrom, start, variant)
 
         def run(groups: list[Group]) -> list[ReferenceState]:
             results = self._run_alternates(groups)
-            for (chrom, start, _, _), (_, alts) in zip(groups, results):
-                made[chrom, start] = alts
+            for (chrom, start, group_variants, _), (state, alts) in zip(groups, results):
+                states[chrom, start] = state
+                made.update({(chrom, start, v): alt for v, alt in zip(group_variants, alts)})
             return [state for state, _ in results]
 
-        def with_state(missing: list) -> list[ReferenceState]:
-            return run([(chrom, start, [variants[i] for i in rows[chrom, start]], None) for chrom, start, _ in missing])
+        def window_states(wanted: dict[tuple[str, int], list[Variant]], alternates: bool = True) -> None:
+            """The reference states of the windows of ``wanted`` into ``states``: a missing one
+            runs with its variants ``wanted``; a known one runs them with its state when
+            ``alternates`` are asked for."""
+            keys = [(chrom, start, REFERENCE_STATE) for chrom, start in wanted]
+            found = self.cache.fetch(keys, lambda missing: run([(c, s, wanted[c, s], None) for c, s, _ in missing]),
+                                     self.timeout)
+            states.update({(c, s): found[c, s, tag] for c, s, tag in keys})
+            known = [(c, s, wanted[c, s], found[c, s, tag]) for c, s, tag in keys
+                     if alternates and any((c, s, v) not in made for v in wanted[c, s])]
+            if known:
+                run(known)
 
-        keys = [(chrom, start, REFERENCE_STATE) for chrom, start in rows]
-        states = self.cache.fetch(keys, with_state, self.timeout) if keys else {}
-        known = [(chrom, start, [variants[i] for i in rows[chrom, start]], states[chrom, start, tag])
-                 for chrom, start, tag in keys if (chrom, start) not in made]
-        if known:
-            run(known)
-        references, alternates = {}, [None] * len(variants)
-        for (chrom, start, tag) in keys:
-            references[chrom, start] = states[chrom, start, tag].prediction
-            for i, alt in zip(rows[chrom, start], made[chrom, start]):
-                alternates[i] = alt
-        return references, alternates
+        def alternates_of(missing: list[tuple]) -> list[np.ndarray]:
+            wanted: dict[tuple[str, int], list[Variant]] = {}
+            for chrom, start, variant in missing:
+                wanted.setdefault((chrom, start), []).append(variant)
+            window_states(wanted)
+            return [made[key] for key in missing]
+
+        keys = [(v.chrom, s, v) for v, s in zip(variants, starts)]
+        found = self.cache.fetch(keys, alternates_of, self.timeout) if keys else {}
+        unknown: dict[tuple[str, int], list[Variant]] = {}
+        for chrom, start, variant in keys:           # alternates all cached: their windows' states
+            if (chrom, start) not in states:
+                unknown.setdefault((chrom, start), []).append(variant)
+        window_states(unknown, alternates=False)
+        return {w: state.prediction for w, state in states.items()}, [found[key] for key in keys]
 
     def score_predictions(self, reference: np.ndarray, alternate: np.ndarray, variant: Variant, window_start: int,
                           score_bp: int | None = None) -> np.ndarray:

@@ -125,7 +125,8 @@ def test_variants_of_a_window_share_its_reference_and_regions_are_cached(api, mo
 def test_a_window_met_again_runs_only_its_new_alternates(precomputed, tmp_path, genome, cache_windows):
     """With the cache, a later request for another variant of a window reuses the window's
     reference state (its prediction and tower outputs): no reference runs again, and the scores
-    are those of a cold start. Without it, every request runs its reference."""
+    are those of a cold start; a variant asked again runs nothing. Without it, every request
+    runs its reference and its alternate."""
     app = make_model_app(precomputed, tmp_path / "hub", cache_windows=cache_windows)
     predictor = app.config["PREDICTOR"]
     cold = make_model_app(precomputed, tmp_path / "hub", cache_windows=0).test_client()
@@ -140,6 +141,12 @@ def test_a_window_met_again_runs_only_its_new_alternates(precomputed, tmp_path, 
                 assert scores[field] == pytest.approx(expected[name][field], rel=1e-5, abs=1e-6)
     assert predictor.batcher.alternates == 3
     assert predictor.batcher.references == (1 if cache_windows else 3)
+    again = client.post("/api/variants", json={"variants": [snv(genome, pos=100_001)], "tracks": True})
+    assert again.status_code == 200, again.json
+    if cache_windows:       # a variant asked again (the page asks its tracks target by target) runs nothing
+        assert (predictor.batcher.references, predictor.batcher.alternates) == (1, 3)
+    else:
+        assert (predictor.batcher.references, predictor.batcher.alternates) == (4, 4)
 
 
 @pytest.mark.parametrize("spacing", [5_000, 1])
