@@ -511,6 +511,17 @@ class PredictionCache:
         self.hits += 1
         return value
 
+    def peek(self, keys: Sequence[Hashable]) -> dict[Hashable, object]:
+        """The cached values of those ``keys`` that are cached (counted as hits and misses),
+        without waiting for any being computed."""
+        with self._lock:
+            found = {key: self._get(key) for key in dict.fromkeys(keys)}
+        return {key: value for key, value in found.items() if value is not None}
+
+    def put(self, key: Hashable, value: object) -> None:
+        """Keep ``value`` (the least recently used goes beyond the capacity)."""
+        self._put(key, value)
+
     def _put(self, key: Hashable, value: np.ndarray) -> None:
         if self.capacity <= 0:
             return

@@ -194,16 +194,18 @@ class VariantScorer:
             return [state for state, _ in results]
 
         def window_states(wanted: dict[tuple[str, int], list[Variant]], alternates: bool = True) -> None:
-            """The reference states of the windows of ``wanted`` into ``states``: a missing one
-            runs with its variants ``wanted``; a known one runs them with its state when
-            ``alternates`` are asked for."""
-            keys = [(chrom, start, REFERENCE_STATE) for chrom, start in wanted]
-            found = self.cache.fetch(keys, lambda missing: run([(c, s, wanted[c, s], None) for c, s, _ in missing]),
-                                     self.timeout)
-            states.update({(c, s): found[c, s, tag] for c, s, tag in keys})
-            known = [(c, s, wanted[c, s], found[c, s, tag]) for c, s, tag in keys
-                     if alternates and any((c, s, v) not in made for v in wanted[c, s])]
-            if known:
+            """The reference states of the windows of ``wanted`` into ``states``: a cached one
+            runs the variants ``wanted`` with it when ``alternates`` are asked for; any other
+            runs with them, and is kept. A state another caller is making is not waited for:
+            the batcher runs a window's groups that meet in one batch with one reference."""
+            found = self.cache.peek([(chrom, start, REFERENCE_STATE) for chrom, start in wanted])
+            known = [(c, s, vs, found[c, s, REFERENCE_STATE]) for (c, s), vs in wanted.items()
+                     if (c, s, REFERENCE_STATE) in found]
+            states.update({(c, s): state for c, s, _, state in known})
+            missing = [(c, s, vs, None) for (c, s), vs in wanted.items() if (c, s, REFERENCE_STATE) not in found]
+            for (chrom, start, _, _), state in zip(missing, run(missing) if missing else []):
+                self.cache.put((chrom, start, REFERENCE_STATE), state)
+            if alternates and known:
                 run(known)
 
         def alternates_of(missing: list[tuple]) -> list[np.ndarray]:
