@@ -397,9 +397,13 @@ class Engine:
                 new = x[missing]
                 towers = []
                 for i, member in enumerate(members):
-                    computed = iter(torch.cat([member.conv(new[lo: lo + self.batch_size])
-                                               for lo in range(0, len(new), self.batch_size)]) if missing else [])
-                    towers.append(torch.stack([next(computed) if towers_g is None else towers_g[strand][i]
+                    computed = torch.cat([member.conv(new[lo: lo + self.batch_size])
+                                          for lo in range(0, len(new), self.batch_size)]) if missing else None
+                    if len(missing) == len(given):          # no given towers: the computed ones, uncopied
+                        towers.append(computed)
+                        continue
+                    rows = iter(computed if computed is not None else [])
+                    towers.append(torch.stack([next(rows) if towers_g is None else towers_g[strand][i]
                                                for towers_g in given]))
                 refs = np.zeros((len(given), len(self.target_names), self.config.n_output_bins), np.float32)
                 for lo in range(0, len(missing), self.batch_size):
