@@ -272,26 +272,30 @@ class Engine:
         return RegionTracks(chrom, first, self.config.bin_size, values, self.target_names)
 
     def predict_substitutions(self, window: np.ndarray, substitutions: Sequence[tuple[int, np.ndarray]],
-                              incremental: bool = True) -> np.ndarray:
-        """Predictions for one encoded window (4, seq_len) with each substitution applied alone:
-        (position, new encoded column (4,)) -> (N, targets, output bins).
+                              incremental: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions of one encoded window (4, seq_len) and of it with each substitution applied
+        alone ((position, new encoded column (4,))): (targets, output bins), (N, targets, bins).
 
         ``incremental`` runs the convolutional tower once on the window (see :meth:`_incremental`);
-        otherwise every substituted window runs whole.
+        otherwise the window and every substituted window run whole, batched together.
         """
         window = np.asarray(window, dtype=np.float32)
         if not incremental:
+            rows = [None, *substitutions]                # the reference first, then each substitution
             outputs = []
-            for lo in range(0, len(substitutions), self.batch_size):
-                batch = np.repeat(window[None], len(substitutions[lo: lo + self.batch_size]), axis=0)
-                for row, (pos, column) in enumerate(substitutions[lo: lo + self.batch_size]):
-                    batch[row, :, pos] = column
+            for lo in range(0, len(rows), self.batch_size):
+                batch = np.repeat(window[None], len(rows[lo: lo + self.batch_size]), axis=0)
+                for row, substitution in enumerate(rows[lo: lo + self.batch_size]):
+                    if substitution is not None:
+                        batch[row, :, substitution[0]] = substitution[1]
                 outputs.append(self.predict(batch))
-            return np.concatenate(outputs) if outputs else np.zeros((0, len(self.target_names), 0), np.float32)
+            outputs = np.concatenate(outputs)
+            return outputs[0], outputs[1:]
         edits = [Edit(0, np.array([pos]), np.asarray(column, np.float32)[:, None]) for pos, column in substitutions]
         with torch.inference_mode():
             x = torch.as_tensor(window[None], device=self.device)
-        return self._incremental(x, edits)[1]
+        reference, alternates, _ = self._incremental(x, edits)
+        return reference[0], alternates
 
     def predict_alternates(self, groups: Sequence[AlternateGroup]) -> list[tuple[ReferenceState, np.ndarray]]:
         """Reference and alternate predictions of windows: each group is a coded reference window,

@@ -1,9 +1,9 @@
 """``epiformer ism``: saturation mutagenesis of a region — every position to each other base.
 
 The region's window is placed by the variant scorer's rule (the window of the region's centre
-bin), its reference predicted once, and each substitution predicted through
-:meth:`Engine.predict_substitutions` (incremental by default: only the tower columns a changed
-base reaches are recomputed), once per shift. The effect of a substitution on a target is its SAD
+bin), and its reference and each substitution predicted together through
+:meth:`Engine.predict_substitutions` (incremental by default: the reference's tower runs once and
+only the tower columns a changed base reaches are recomputed), once per shift. The effect of a substitution on a target is its SAD
 over the bins within ``score_bp`` of the position, scored by the same scorer as variants.
 Substituted bases keep their position's conservation.
 """
@@ -54,22 +54,22 @@ def saturation_mutagenesis(scorer: VariantScorer, chrom: str, start: int, end: i
     reference = genome.sequence(chrom, start, end).upper()
     codes = sequence_codes(reference)
     started = time.perf_counter()
-    ref_prediction = scorer.references([(chrom, first)])[(chrom, first)]
     where = [(offset, base) for offset, code in enumerate(codes) if code != 4 for base in range(4) if base != code]
-    predictions = None
+    ref_prediction, predictions = 0.0, 0.0
     for shift, window in zip(engine.shifts, engine.encode_coded(scorer.encode(chrom, first, [])).cpu().numpy()[:, 0]):
         substitutions = []
         for offset, base in where:
             pos = start + offset - first - shift
             substitutions.append((pos, np.eye(4, dtype=np.float32)[base] * window[:, pos].sum()))
-        shifted = engine.predict_substitutions(window, substitutions, incremental=incremental)
-        predictions = shifted if predictions is None else predictions + shifted
+        reference_shifted, shifted = engine.predict_substitutions(window, substitutions, incremental=incremental)
+        ref_prediction, predictions = ref_prediction + reference_shifted, predictions + shifted
+    ref_prediction = ref_prediction / len(engine.shifts)
     effects = np.full((len(engine.target_names), end - start, 4), np.nan, np.float32)
     for offset, code in enumerate(codes):
         if code != 4:
             effects[:, offset, code] = 0.0
     sad = SCORE_FIELDS.index("sad")
-    for (offset, base), alt in zip(where, [] if predictions is None else predictions / len(engine.shifts)):
+    for (offset, base), alt in zip(where, predictions / len(engine.shifts)):
         substitution = Variant(chrom, start + offset + 1, reference[offset], "ACGT"[base])
         effects[:, offset, base] = scorer.score_predictions(ref_prediction, alt, substitution, first)[:, sad]
     return ISMResult(chrom, start, end, reference, engine.target_names, effects, time.perf_counter() - started,
