@@ -24,6 +24,7 @@ setup(
         "pyBigWig>=0.3.22",
         "pybedtools>=0.9",
         "h5py>=3.8",
+        "hdf5plugin>=4.0",   # the LZ4 filter of the original's datasets
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pyyaml>=6",

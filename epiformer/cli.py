@@ -38,10 +38,12 @@ EPILOG_TRAIN = """examples:
   epiformer train -c brain.yaml -i datasets/brain -o runs/MGC --index 4        # one target, as the original
   torchrun --nproc_per_node=4 -m epiformer.cli train -c brain.yaml -i datasets/brain -o runs/brain
   epiformer train -c brain.yaml -i datasets/brain -o runs/brain --resume
+  epiformer train -c brain.yaml -i original_h5/ --fa hg38.fa -o runs/brain      # the original's datasets
 """
 
 EPILOG_EVALUATE = """examples:
   epiformer evaluate -m runs/demo.best_corr.pth.tar -i demo_out/datasets -o runs/demo.test.tsv
+  epiformer evaluate -m MGC.model.best_loss.pth.tar -i original_h5/ --test-chroms chr8 --index 4
 """
 
 EPILOG_PREDICT = """examples:
@@ -139,7 +141,7 @@ def _train(args: argparse.Namespace) -> None:
     overrides = {name: getattr(args, name) for name in names}
     cfg = load_train_config(args.config, **overrides)
     record = train(cfg, args.input, args.out, index=args.index, resume=args.resume, device=args.device,
-                   progress=not args.quiet)
+                   progress=not args.quiet, split_options=_split_options(args))
     if record and int(os.environ.get("RANK", "0")) == 0:
         print(f"done: validation Pearson R (log2) {record['valid_pearson_mean']:.3f}; checkpoints "
               f"{args.out}.{{last,best_loss,best_corr}}.pth.tar")
@@ -149,13 +151,38 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .train import evaluate
 
     rows = evaluate(args.model, args.input, split=args.split, out=args.out, settings=_inference_settings(args),
-                    index=args.index)
+                    index=args.index, split_options=_split_options(args))
     print(f"{'target':<10} {'pearson_log2':>12} {'poisson_loss':>12} {'bins':>9} {'nan_bins':>8}")
     for row in rows:
         print(f"{row['target']:<10} {row['pearson_log2']:>12.4f} {row['poisson_loss']:>12.4f} "
               f"{row['bins']:>9,} {row['nan_bins']:>8,}")
     if args.out:
         print(f"wrote {args.out}")
+
+
+def _split_options(args: argparse.Namespace):
+    from .datasets import SplitOptions
+
+    return SplitOptions(_chrom_list(args.valid_chroms), _chrom_list(args.test_chroms), args.fa)
+
+
+def _add_split_arguments(parser) -> None:
+    """--valid-chroms and --test-chroms, with the default split of :func:`~epiformer.datasets.default_split`."""
+    parser.add_argument("--valid-chroms", help="validation chromosomes, comma-separated "
+                        "(default: chr9 if present, else the second-to-last chromosome with windows)")
+    parser.add_argument("--test-chroms", help="test chromosomes, comma-separated "
+                        "(default: chr8 if present, else the last chromosome with windows)")
+
+
+def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """-i DATASET and how a folder of the original's HDF5 files is split and read (train, evaluate)."""
+    parser.add_argument("-i", "--input", required=True, metavar="DATASET",
+                        help="dataset folder or OUTPREFIX from generate-datasets, or a folder of the original "
+                             "generate_datasets.py's OUTPREFIX.{k}.h5 files (recognised by their layout)")
+    original = parser.add_argument_group("datasets of the original generate_datasets.py")
+    _add_split_arguments(original)
+    original.add_argument("--fa", help="genome FASTA, for files whose inputs/seq holds window names "
+                          "(written so with bedtools 2.27 or later)")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -460,10 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--out", required=True, metavar="OUTPREFIX", help="output prefix")
     gen.add_argument("--bed", help="regions to use instead of tiling: one window centred on each")
     gen.add_argument("--stride", type=int, help="tiling step in bp (default: seqlen, no overlap)")
-    gen.add_argument("--valid-chroms", help="validation chromosomes, comma-separated "
-                     "(default: chr9 if present, else the second-to-last chromosome with windows)")
-    gen.add_argument("--test-chroms", help="test chromosomes, comma-separated "
-                     "(default: chr8 if present, else the last chromosome with windows)")
+    _add_split_arguments(gen)
     gen.add_argument("--max-n-frac", type=float, default=0.0,
                      help="largest fraction of non-ACGT bases a window may hold (default: 0)")
     gen.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -481,8 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT.last/best_loss/best_corr.pth.tar, OUT.metrics.jsonl and OUT.learning_curves.png.",
         epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("-c", "--config", help="YAML or TOML file of hyperparameters")
-    tr.add_argument("-i", "--input", required=True, metavar="DATASET",
-                    help="dataset folder or OUTPREFIX from generate-datasets")
+    _add_dataset_arguments(tr)
     tr.add_argument("-o", "--out", required=True, metavar="OUTPREFIX", help="prefix of the files written")
     tr.add_argument("--index", type=int, help="train only this target (row of targets.txt, from 0)")
     tr.add_argument("--resume", action="store_true", help="continue from OUTPREFIX.last.pth.tar")
@@ -501,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Poisson loss and Pearson R of log2(x+1) per target over every bin of a split.",
         epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("-m", "--model", required=True, help="checkpoint (.pth.tar)")
-    ev.add_argument("-i", "--input", required=True, metavar="DATASET", help="dataset folder or OUTPREFIX")
+    _add_dataset_arguments(ev)
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"], help="default: test")
     ev.add_argument("--index", type=int, help="the target a single-output checkpoint predicts")
     ev.add_argument("-o", "--out", help="also write the table as TSV")

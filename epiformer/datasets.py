@@ -3,7 +3,8 @@
 ``generate_datasets`` tiles the genome (or takes given regions), drops windows on the blacklist
 or with too many unknown bases, splits them by chromosome into train/valid/test and writes
 shards of ``nchunk`` windows in parallel. ``ShardDataset`` reads them lazily for training, with
-optional reverse-complement and shift augmentation.
+optional reverse-complement and shift augmentation, and reads a folder of the original script's
+files too (:mod:`epiformer.original_datasets`); :func:`open_split` takes either.
 
 Shard layout (``OUTPREFIX.{split}.{k}.h5``): ``sequence`` (n, seqlen) uint8 codes A=0 C=1 G=2
 T=3 other=4; ``conservation`` (n, seqlen) float16, left out when the dataset is made without a
@@ -34,6 +35,14 @@ from .genome import (
     read_bed_intervals,
     read_chrom_sizes,
     sequence_codes,
+)
+from .original_datasets import (
+    OriginalDatasetError,
+    OriginalFile,
+    OriginalWindows,
+    is_original_dataset,
+    open_original,
+    read_original_dataset,
 )
 from .targets import PeakSet, Target, bin_values, read_targets
 
@@ -398,6 +407,26 @@ def _is_manifest(path: Path) -> bool:
         return False
 
 
+@dataclass
+class SplitOptions:
+    """How a folder of the original's HDF5 files is split and read: validation and test
+    chromosomes (None: as :func:`default_split` chooses) and the genome FASTA for files whose
+    ``inputs/seq`` holds window names. A dataset of generate-datasets is split already."""
+
+    valid_chroms: list[str] | None = None
+    test_chroms: list[str] | None = None
+    fasta: str | None = None
+
+
+@dataclass
+class _Shard:
+    """A file and the rows of it that belong to the split (the original's files mix chromosomes)."""
+
+    path: Path
+    rows: np.ndarray
+    original: OriginalFile | None = None
+
+
 class ShardDataset:
     """Windows of one split, read lazily from HDF5 shards; a torch ``Dataset``.
 
@@ -410,37 +439,48 @@ class ShardDataset:
     conservation move together, padded with N and 0; targets stay aligned to the window).
     Random draws use torch's generator, so DataLoader worker seeding applies. Files are opened
     on first use in each process, so DataLoader workers each hold their own handles.
+    :meth:`from_original` reads a folder of the original script's files instead.
     """
 
     def __init__(self, paths: list[str | os.PathLike], augment: bool = False, max_shift: int = 3,
                  use_conservation: bool | None = None, target_index: int | None = None) -> None:
         import h5py
 
-        self.paths = [Path(p) for p in paths]
-        if not self.paths:
+        paths = [Path(p) for p in paths]
+        if not paths:
             raise DatasetError("no shard files given")
-        self.augment, self.max_shift = augment, max_shift
-        self.target_index = target_index
-        lengths, self.targets, self.parameters, self.has_conservation = [], None, None, None
-        for path in self.paths:
+        shards, targets, parameters, has_conservation = [], None, None, None
+        for path in paths:
             try:
                 with h5py.File(path, "r") as h5:
-                    lengths.append(int(h5["sequence"].shape[0]))
-                    targets = json.loads(h5.attrs["targets"])
-                    parameters = json.loads(h5.attrs["parameters"])
+                    length = int(h5["sequence"].shape[0])
+                    shard_targets = json.loads(h5.attrs["targets"])
+                    shard_parameters = json.loads(h5.attrs["parameters"])
                     has_cons = bool(h5.attrs.get("has_conservation", "conservation" in h5))
             except (OSError, KeyError, ValueError) as err:
                 raise DatasetError(f"shard {path} cannot be read (corrupt or not a dataset shard): "
                                    f"{str(err).splitlines()[0][:200]}") from None
-            if self.targets is None:
-                self.targets, self.parameters, self.has_conservation = targets, parameters, has_cons
-            elif [t["identifier"] for t in targets] != [t["identifier"] for t in self.targets] or \
-                    parameters["seq_len"] != self.parameters["seq_len"] or \
-                    parameters["bin_size"] != self.parameters["bin_size"]:
-                raise DatasetError(f"shard {path} has other targets or window sizes than {self.paths[0]}")
-            elif has_cons != self.has_conservation:
+            if targets is None:
+                targets, parameters, has_conservation = shard_targets, shard_parameters, has_cons
+            elif [t["identifier"] for t in shard_targets] != [t["identifier"] for t in targets] or \
+                    shard_parameters["seq_len"] != parameters["seq_len"] or \
+                    shard_parameters["bin_size"] != parameters["bin_size"]:
+                raise DatasetError(f"shard {path} has other targets or window sizes than {paths[0]}")
+            elif has_cons != has_conservation:
                 raise DatasetError(f"shard {path} {'holds' if has_cons else 'has no'} conservation, "
-                                   f"unlike {self.paths[0]}")
+                                   f"unlike {paths[0]}")
+            shards.append(_Shard(path, np.arange(length)))
+        self._setup(shards, targets, parameters, has_conservation, None, augment, max_shift, use_conservation,
+                    target_index)
+
+    def _setup(self, shards: list[_Shard], targets: list[dict], parameters: dict, has_conservation: bool,
+               original: OriginalWindows | None, augment: bool, max_shift: int, use_conservation: bool | None,
+               target_index: int | None) -> None:
+        self._shards, self.targets, self.parameters = shards, targets, parameters
+        self.paths = [shard.path for shard in shards]
+        self.has_conservation, self._original = has_conservation, original
+        self.augment, self.max_shift = augment, max_shift
+        self.target_index = target_index
         if use_conservation is None:
             use_conservation = self.has_conservation
         elif use_conservation and not self.has_conservation:
@@ -450,7 +490,7 @@ class ShardDataset:
         if target_index is not None and not 0 <= target_index < len(self.targets):
             raise DatasetError(f"target index {target_index} is out of range: the dataset has "
                                f"{len(self.targets)} targets")
-        self._offsets = np.cumsum([0] + lengths)
+        self._offsets = np.cumsum([0] + [len(shard.rows) for shard in shards])
         self._handles: dict[int, object] = {}
         self._pid = os.getpid()
 
@@ -465,6 +505,46 @@ class ShardDataset:
             raise DatasetError(f"the {split} split of {folder} has no shards")
         return cls([folder / s for s in shards], **kwargs)
 
+    @classmethod
+    def from_original(cls, folder: str | os.PathLike, split: str, options: SplitOptions | None = None,
+                      augment: bool = False, max_shift: int = 3, use_conservation: bool | None = None,
+                      target_index: int | None = None) -> "ShardDataset":
+        """The ``split`` of a folder of the original ``generate_datasets.py``'s files, split by
+        the chromosome of each window (``segments/name``) as ``options`` say."""
+        options = options or SplitOptions()
+        if split not in SPLITS:
+            raise DatasetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        try:
+            files = read_original_dataset(folder, options.fasta)
+        except OriginalDatasetError as err:
+            raise DatasetError(str(err)) from None
+        chroms = list(dict.fromkeys(w[0] for f in files for w in f.windows))
+        valid, test = default_split(chroms, options.valid_chroms or None, options.test_chroms or None)
+        unknown = [c for c in valid + test if c not in chroms]
+        if unknown:
+            raise DatasetError(f"split chromosome {', '.join(unknown)} has no window in {folder} (its windows are "
+                               f"on {', '.join(chroms[:8])}{' ...' if len(chroms) > 8 else ''})")
+        if set(valid) & set(test):
+            raise DatasetError(f"chromosome {', '.join(sorted(set(valid) & set(test)))} is in both the "
+                               "validation and the test split")
+        chosen = set(valid if split == "valid" else test if split == "test" else
+                     [c for c in chroms if c not in valid + test])
+        shards = [_Shard(f.path, np.array([row for row, w in enumerate(f.windows) if w[0] in chosen], np.int64), f)
+                  for f in files]
+        shards = [shard for shard in shards if len(shard.rows)]
+        if not shards:
+            raise DatasetError(f"the {split} split of {folder} is empty: no window on "
+                               f"{', '.join(sorted(chosen)) or 'any chromosome'} (choose chromosomes with "
+                               "--valid-chroms / --test-chroms)")
+        first = files[0]
+        targets = [{"identifier": f"target_{i}"} for i in range(first.n_targets)]
+        parameters = {"seq_len": first.seq_len, "bin_size": first.seq_len // first.n_bins, "format": "original",
+                      "fasta": options.fasta, "valid_chroms": valid, "test_chroms": test}
+        dataset = cls.__new__(cls)
+        dataset._setup(shards, targets, parameters, True, OriginalWindows(options.fasta), augment, max_shift,
+                       use_conservation, target_index)
+        return dataset
+
     @property
     def target_names(self) -> list[str]:
         names = [t["identifier"] for t in self.targets]
@@ -473,6 +553,12 @@ class ShardDataset:
     @property
     def seq_len(self) -> int:
         return int(self.parameters["seq_len"])
+
+    @property
+    def genome(self) -> str | None:
+        """The assembly name, from the FASTA the windows were read from (None when not known)."""
+        fasta = self.parameters.get("fasta")
+        return genome_name(fasta) if fasta else None
 
     @property
     def bin_size(self) -> int:
@@ -487,7 +573,7 @@ class ShardDataset:
         if self._pid != os.getpid():
             self._handles, self._pid = {}, os.getpid()
         if i not in self._handles:
-            self._handles[i] = h5py.File(self.paths[i], "r")
+            self._handles[i] = open_original(self.paths[i]) if self._shards[i].original else h5py.File(self.paths[i], "r")
         return self._handles[i]
 
     def window(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -496,16 +582,21 @@ class ShardDataset:
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} out of range for {len(self)} windows")
         shard = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        row = index - int(self._offsets[shard])
+        info = self._shards[shard]
+        row = int(info.rows[index - int(self._offsets[shard])])
         h5 = self._file(shard)
-        targets = h5["targets"][row]
+        if info.original is not None:
+            codes, cons, targets, name = self._original.read(h5, info.original, row)
+        else:
+            targets = h5["targets"][row]
+            name = h5["name"][row]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            cons = h5["conservation"][row].astype(np.float32) if self.has_conservation else \
+                np.zeros(self.seq_len, np.float32)
+            codes = h5["sequence"][row]
         if self.target_index is not None:
             targets = targets[self.target_index: self.target_index + 1]
-        name = h5["name"][row]
-        cons = h5["conservation"][row].astype(np.float32) if self.has_conservation else \
-            np.zeros(self.seq_len, np.float32)
-        return (h5["sequence"][row], cons, targets,
-                name.decode() if isinstance(name, bytes) else str(name))
+        return codes, cons, targets, name
 
     def __getitem__(self, index: int):
         import torch
@@ -516,6 +607,27 @@ class ShardDataset:
         x = encode_codes(codes, cons if self.use_conservation else None)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), \
             torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+
+
+def open_split(dataset: str | os.PathLike, split: str, options: SplitOptions | None = None,
+               **kwargs) -> ShardDataset:
+    """One split of a dataset: a generate-datasets dataset (its folder or OUTPREFIX) or a folder of
+    the original's files, recognised by their layout and split as ``options`` say."""
+    options = options or SplitOptions()
+    if is_original_dataset(dataset):
+        return ShardDataset.from_original(dataset, split, options, **kwargs)
+    read_dataset_manifest(dataset)              # a clear error when it is neither kind
+    given = [flag for flag, value in (("--valid-chroms", options.valid_chroms), ("--test-chroms", options.test_chroms),
+                                      ("--fa", options.fasta)) if value]
+    if given:
+        raise DatasetError(f"{', '.join(given)} applies to the original's datasets only: {dataset} was split and "
+                           "its sequences stored by generate-datasets")
+    return ShardDataset.from_manifest(dataset, split, **kwargs)
+
+
+def dataset_has_conservation(dataset: str | os.PathLike) -> bool:
+    """Whether a dataset holds conservation (the original's files always do)."""
+    return True if is_original_dataset(dataset) else manifest_has_conservation(read_dataset_manifest(dataset)[0])
 
 
 _COMPLEMENT_CODES = np.array([3, 2, 1, 0, 4], dtype=np.uint8)

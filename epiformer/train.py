@@ -5,7 +5,8 @@
 
 Recipe: Poisson NLL (``log_input=False``) on the centre-cropped targets, AdamW, a per-step linear
 warm-up then cosine decay to ``min_lr``, gradient accumulation and clipping, bf16 autocast on
-CUDA, augmentation on training data only, validation in eval mode. Metrics per target are
+CUDA, augmentation on training data only, validation in eval mode; ``recipe: original`` sets the
+original script's settings instead (:data:`RECIPES`). Metrics per target are
 computed from sufficient statistics summed over all ranks, so they cover every bin of the split.
 """
 from __future__ import annotations
@@ -28,12 +29,7 @@ from torch import nn
 from . import distributed as dist_utils
 from .checkpoint import code_version, read_checkpoint, save_checkpoint
 from .config import ConfigError, ModelConfig, preset, read_config_file
-from .datasets import (
-    DatasetError,
-    ShardDataset,
-    manifest_has_conservation,
-    read_dataset_manifest,
-)
+from .datasets import DatasetError, ShardDataset, SplitOptions, dataset_has_conservation, open_split
 from .files import sha256_file
 from .inference import InferenceSettings
 from .model import Epiformer
@@ -44,8 +40,12 @@ class TrainConfig:
     """Training hyperparameters (the original's names where it had them) plus the model preset.
 
     ``if_cons`` left unset (None) follows the dataset: true when its shards hold conservation.
+    ``recipe`` names a set of defaults (:data:`RECIPES`) that the other settings given override.
+    ``schedule_per`` says whether the learning rate's warm-up and decay advance each optimizer
+    step or once per epoch.
     """
 
+    recipe: str = "default"
     preset: str = "paper"
     num_epoches: int = 20
     learning_rate: float = 1e-4
@@ -55,6 +55,8 @@ class TrainConfig:
     accum_iter: int = 1
     warmup_epoches: float = 1.0
     grad_clip: float = 1.0
+    optimizer: str = "adamw"
+    schedule_per: str = "step"
     if_augment: bool = True
     max_shift: int = 3
     if_cons: bool | None = None
@@ -74,6 +76,18 @@ class TrainConfig:
         return preset(self.preset, **overrides)
 
 
+# The original train_signals.py: Adam without weight decay, 100 epochs, 10 warm-up epochs with the
+# schedule stepped once per epoch, gradients accumulated over 8 batches and clipped at norm 5, fp32.
+# Its learning rate was 0 for the whole first epoch; here the warm-up starts above zero.
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "original": {"optimizer": "adam", "weight_decay": 0.0, "learning_rate": 1e-4, "min_lr": 1e-6,
+                 "num_epoches": 100, "warmup_epoches": 10, "schedule_per": "epoch", "grad_clip": 5.0,
+                 "accum_iter": 8, "batch_size": 8, "bf16": False},
+}
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULE_UNITS = ("step", "epoch")
+
 TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "model"}
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig) if f.name != "extra"}
 
@@ -90,6 +104,11 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
     if path is not None:
         values = read_config_file(path)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    where = f"config file {path}" if path else "configuration"
+    recipe = values.get("recipe", "default")
+    if not isinstance(recipe, str) or recipe not in RECIPES:
+        raise ConfigError(f"{where}: unknown recipe {recipe!r} (choose {' or '.join(RECIPES)})")
+    values = {**RECIPES[recipe], **values}
     train: dict[str, Any] = {}
     model: dict[str, Any] = {}
     for key, value in values.items():
@@ -98,7 +117,6 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
         elif key in MODEL_FIELDS:
             model[key] = value
         else:
-            where = f"config file {path}" if path else "configuration"
             raise ConfigError(f"{where}: unknown setting {key!r}")
     cfg = TrainConfig(**train, model=model)
     for name, spec in TRAIN_FIELDS.items():
@@ -108,6 +126,9 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
         kind = {"int": int, "float": (int, float), "bool": bool, "str": str}[kind_name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(f"{name} must be {kind_name}, got {value!r}")
+    for name, choices in (("optimizer", OPTIMIZERS), ("schedule_per", SCHEDULE_UNITS)):
+        if getattr(cfg, name) not in choices:
+            raise ConfigError(f"{name} must be {' or '.join(choices)}, got {getattr(cfg, name)!r}")
     for name in ("num_epoches", "batch_size", "accum_iter"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
@@ -243,22 +264,22 @@ def plot_learning_curves(history: list[dict], target_names: list[str], path: Pat
 
 def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.PathLike,
           index: int | None = None, resume: bool = False, device: str = "auto",
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, split_options: SplitOptions | None = None) -> dict[str, Any]:
     """Train and write ``OUTPREFIX.{last,best_loss,best_corr}.pth.tar``, ``OUTPREFIX.metrics.jsonl``
-    and ``OUTPREFIX.learning_curves.png``; return the last epoch's metrics."""
+    and ``OUTPREFIX.learning_curves.png``; return the last epoch's metrics. ``dataset`` is a
+    generate-datasets dataset or a folder of the original's files (split by ``split_options``)."""
     from tqdm import tqdm
 
     ctx = dist_utils.setup(device)
     try:
-        manifest, _ = read_dataset_manifest(dataset)
-        has_conservation = manifest_has_conservation(manifest)
+        has_conservation = dataset_has_conservation(dataset)
         if cfg.if_cons is None and not has_conservation and ctx.is_main:
             print(f"note: the dataset {dataset} has no conservation (made without --seqcons): training "
                   "with if_cons false", flush=True)
         cfg = dataclasses.replace(cfg, if_cons=dataset_if_cons(cfg.if_cons, has_conservation, dataset))
-        train_ds = ShardDataset.from_manifest(dataset, "train", augment=cfg.if_augment, max_shift=cfg.max_shift,
-                                              use_conservation=cfg.if_cons, target_index=index)
-        valid_ds = ShardDataset.from_manifest(dataset, "valid", use_conservation=cfg.if_cons, target_index=index)
+        train_ds = open_split(dataset, "train", split_options, augment=cfg.if_augment, max_shift=cfg.max_shift,
+                              use_conservation=cfg.if_cons, target_index=index)
+        valid_ds = open_split(dataset, "valid", split_options, use_conservation=cfg.if_cons, target_index=index)
         targets = train_ds.target_names
         model_cfg = cfg.model_config(len(targets))
         check_split(train_ds, "train", model_cfg)
@@ -275,7 +296,8 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
         model.uses_conservation = cfg.if_cons
         if cfg.sync_bn and ctx.enabled:
             model = dist_utils.convert_sync_batchnorm(model, ctx.device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        optimizer = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer](
+            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
                                                       shuffle=True, seed=cfg.seed, drop_last=True)
         loader_opts = {"num_workers": cfg.num_workers, "pin_memory": ctx.device.type == "cuda"}
@@ -287,7 +309,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
         if len(train_loader) == 0:
             raise DatasetError(f"the train split has {len(train_ds)} windows, fewer than one batch of "
                                f"{cfg.batch_size}")
-        steps_per_epoch = max(1, len(train_loader) // cfg.accum_iter)
+        steps_per_epoch = -(-len(train_loader) // cfg.accum_iter) if cfg.schedule_per == "step" else 1
         total_steps = steps_per_epoch * cfg.num_epoches
         warmup = max(1, round(cfg.warmup_epoches * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -305,7 +327,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         raw_model = getattr(model, "module", model)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and ctx.device.type == "cuda")
-        genome = manifest.get("genome")
+        genome = train_ds.genome
         record: dict[str, Any] = history[-1] if history else {}
 
         for epoch in range(start_epoch, cfg.num_epoches):
@@ -319,7 +341,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
             for i, (x, y) in enumerate(bar):
                 x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
                 y = crop_targets(y, model_cfg.crop_size)
-                last_micro = (i + 1) % cfg.accum_iter == 0
+                last_micro = (i + 1) % cfg.accum_iter == 0 or i + 1 == len(train_loader)
                 sync = model.no_sync() if ctx.enabled and not last_micro else contextlib.nullcontext()
                 with sync:
                     with autocast:
@@ -330,10 +352,13 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 if last_micro:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
-                    scheduler.step()
+                    if cfg.schedule_per == "step":
+                        scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 train_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64, device=ctx.device)
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if cfg.schedule_per == "epoch":
+                scheduler.step()
             dist_utils.all_reduce_sum(train_sum, ctx)
             valid = evaluate_loader(model, valid_loader, model_cfg.crop_size, len(targets), ctx,
                                     cfg.bf16 and ctx.device.type == "cuda")
@@ -411,11 +436,11 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: str = "test",
              out: str | os.PathLike | None = None, settings: InferenceSettings | None = None,
-             index: int | None = None) -> list[dict[str, Any]]:
-    """Per-target metrics of a checkpoint on one split (default: the test chromosomes), run with
-    the inference settings' device, precision, batch size and threads (the dataset's windows are
-    encoded already); written as a TSV to ``out`` when given, with the settings. Returns one row
-    per target."""
+             index: int | None = None, split_options: SplitOptions | None = None) -> list[dict[str, Any]]:
+    """Per-target metrics of a checkpoint on one split (default: the test chromosomes) of a
+    dataset (as for :func:`train`), run with the inference settings' device, precision, batch
+    size and threads (the dataset's windows are encoded already); written as a TSV to ``out``
+    when given, with the settings. Returns one row per target."""
     from .checkpoint import load_model
     from .engine import select_device
     from .files import atomic_path, settings_lines
@@ -423,8 +448,8 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
 
     settings = settings or InferenceSettings()
     model = load_model(checkpoint)
-    ds = ShardDataset.from_manifest(dataset, split, use_conservation=None if model.uses_conservation else False,
-                                    target_index=index)
+    ds = open_split(dataset, split, split_options, use_conservation=None if model.uses_conservation else False,
+                    target_index=index)
     if model.uses_conservation and not ds.has_conservation and settings.conservation != NO_CONSERVATION:
         raise DatasetError(f"checkpoint {checkpoint} was trained with conservation (if_cons true) but the dataset "
                            f"{dataset} has none (made without --seqcons): pass --no-conservation to run it with "

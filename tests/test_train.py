@@ -13,7 +13,7 @@ import torch
 from epiformer import load_model
 from epiformer.cli import main
 from epiformer.config import ConfigError
-from epiformer.datasets import DatasetError, DatasetParameters, generate_datasets
+from epiformer.datasets import DatasetError, DatasetParameters, ShardDataset, generate_datasets
 from epiformer.inference import InferenceSettings
 from epiformer.train import TrackMetrics, evaluate, load_train_config, lr_factor, train
 
@@ -80,6 +80,41 @@ def test_config_file_names_and_overrides(tmp_path):
     broken.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="broken.yaml cannot be parsed"):
         load_train_config(broken)
+
+
+def test_recipe_original_sets_the_original_settings_and_explicit_ones_win(tmp_path):
+    default, original = load_train_config(None), load_train_config(None, recipe="original")
+    assert (default.optimizer, default.weight_decay, default.accum_iter, default.schedule_per) == ("adamw", 0.01, 1, "step")
+    assert (original.optimizer, original.weight_decay, original.learning_rate, original.min_lr) == ("adam", 0.0, 1e-4, 1e-6)
+    assert (original.num_epoches, original.warmup_epoches, original.schedule_per) == (100, 10, "epoch")
+    assert (original.grad_clip, original.accum_iter, original.batch_size, original.bf16) == (5.0, 8, 8, False)
+    config = tmp_path / "c.yaml"
+    config.write_text("recipe: original\nnum_epoches: 30\n")
+    cfg = load_train_config(config, accum_iter=2)
+    assert (cfg.recipe, cfg.num_epoches, cfg.accum_iter, cfg.optimizer) == ("original", 30, 2, "adam")
+    with pytest.raises(ConfigError, match=r"unknown recipe 'paper' \(choose default or original\)"):
+        load_train_config(None, recipe="paper")
+    with pytest.raises(ConfigError, match="optimizer must be adamw or adam, got 'sgd'"):
+        load_train_config(None, optimizer="sgd")
+    with pytest.raises(ConfigError, match="schedule_per must be step or epoch"):
+        load_train_config(None, schedule_per="batch")
+
+
+def test_recipe_original_trains_with_adam_and_a_per_epoch_warm_up(dataset, tmp_path):
+    run = tmp_path / "run"
+    settings = {k: v for k, v in SMALL.items() if k not in ("warmup_epoches", "min_lr", "batch_size")}
+    assert main(run_args(dataset, run, {**settings, "recipe": "original", "num_epoches": 2, "learning_rate": 1e-3})) == 0
+    history = [json.loads(line) for line in (tmp_path / "run.metrics.jsonl").read_text().splitlines()]
+    # 10 warm-up epochs stepped once per epoch, from above zero: 0.1 of the rate in the first, 0.2 after it, ...
+    assert [h["lr"] for h in history] == pytest.approx([2e-4, 3e-4])
+    raw = torch.load(tmp_path / "run.last.pth.tar", weights_only=True)
+    assert raw["train_config"]["recipe"] == "original" and raw["train_config"]["optimizer"] == "adam"
+    group = raw["optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 0.0 and group.get("decoupled_weight_decay", False) is False
+    assert raw["scheduler"]["last_epoch"] == 2, "one scheduler step per epoch"
+    batches = len(ShardDataset.from_manifest(dataset, "train")) // 8
+    assert batches % 8, "a short last accumulation, stepped too"
+    assert raw["optimizer"]["state"][0]["step"] == 2 * -(-batches // 8)
 
 
 def test_learning_rate_warms_up_from_above_zero_then_decays():
@@ -225,6 +260,14 @@ def run_args(dataset, out, settings):
     for key, value in settings.items():
         args += [f"--{key}", str(value)]
     return args
+
+
+def test_split_flags_are_refused_for_a_dataset_split_already(dataset, tmp_path, capsys):
+    args = run_args(dataset, tmp_path / "run", SMALL)
+    assert main(args + ["--valid-chroms", "chr1"]) == 2
+    assert "--valid-chroms applies to the original's datasets only" in capsys.readouterr().err
+    assert main(args + ["--fa", "genome.fa"]) == 2
+    assert "--fa applies to the original's datasets only" in capsys.readouterr().err
 
 
 @pytest.mark.slow
