@@ -125,7 +125,7 @@ def _generate_datasets(args: argparse.Namespace) -> None:
     params = DatasetParameters(
         fasta=args.fa, conservation=args.seqcons, chrom_sizes=args.gsize, targets=args.target,
         blacklist=args.blacklist, bed=args.bed, seq_len=args.seqlen, bin_size=args.binsize,
-        stride=args.stride, nchunk=args.nchunk, max_n_frac=args.max_n_frac,
+        stride=args.stride, nchunk=args.nchunk, max_n_frac=args.max_n_frac, missing=args.missing,
         valid_chroms=_chrom_list(args.valid_chroms), test_chroms=_chrom_list(args.test_chroms))
     manifest = generate_datasets(params, args.out, workers=args.workers, progress=not args.quiet)
     for split, info in manifest["splits"].items():
@@ -166,6 +166,14 @@ def _split_options(args: argparse.Namespace):
     return SplitOptions(_chrom_list(args.valid_chroms), _chrom_list(args.test_chroms), args.fa)
 
 
+def _add_missing_argument(parser: argparse.ArgumentParser) -> None:
+    """--missing: how bigWig bases without data count in observed per-bin values."""
+    parser.add_argument("--missing", choices=["zero", "nan"], default="zero",
+                        help="bigWig bases without data count as 0 (default; the deepTools and basenji "
+                             "convention, so tracks that omit zero-coverage stretches bin like ones that write "
+                             "them) or are left out of their bin (nan; a bin without any data is masked)")
+
+
 def _add_split_arguments(parser) -> None:
     """--valid-chroms and --test-chroms, with the default split of :func:`~epiformer.datasets.default_split`."""
     parser.add_argument("--valid-chroms", help="validation chromosomes, comma-separated "
@@ -192,7 +200,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
         check_window_flags(predictor.models.config, args.seqlen, args.binsize)
-        result = predict_regions(predictor, read_regions_arg(args.region), args.out, args.format, args.targets)
+        result = predict_regions(predictor, read_regions_arg(args.region), args.out, args.format, args.targets,
+                                 missing=args.missing)
     print("wrote " + ", ".join(result["files"]))
     for name, r in result["pearson"].items():
         print(f"  {name:<10} Pearson R (log2) against observed {r:.3f}")
@@ -274,18 +283,31 @@ def _score_variants(args: argparse.Namespace) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> None:
-    from .calibration import calibrate, calibration_path
+    from .calibration import CalibrationError, calibrate, calibrate_on_variants, calibration_path
     from .inference import open_predictor
     from .scorer import VariantScorer
 
+    if args.background and (args.n is not None or args.blacklist):
+        raise CalibrationError("-n and --blacklist shape the random SNVs; with --background the file's variants are the "
+                        "background")
     with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
         scorer = VariantScorer(predictor, score_bp=args.score_bp, cache_windows=0, share_bins=args.share_bins)
-        calibration = calibrate(scorer, count=args.n, seed=args.seed, progress=not args.quiet)
+        if args.background:
+            calibration = calibrate_on_variants(scorer, args.background, progress=not args.quiet)
+        else:
+            calibration = calibrate(scorer, count=args.n or 2000, seed=args.seed, progress=not args.quiet,
+                                    blacklist=args.blacklist)
         path = calibration.save(args.out or calibration_path(predictor.models.sources))
+    settings = calibration.settings
+    what = f"variants of {args.background}" if args.background else "random SNVs"
     median = {t: float(calibration.background["sad"][i][calibration.size // 2]) for i, t in enumerate(calibration.targets)}
-    print(f"calibrated on {calibration.size:,} random SNVs (--score-bp {args.score_bp}, {calibration.settings['precision']}"
-          f", reverse complement {'on' if calibration.settings['reverse_complement'] else 'off'}, shifts "
-          f"{','.join(map(str, calibration.settings['shifts']))}): {path}")
+    print(f"calibrated on {calibration.size:,} {what} (--score-bp {args.score_bp}, {settings['precision']}"
+          f", reverse complement {'on' if settings['reverse_complement'] else 'off'}, shifts "
+          f"{','.join(map(str, settings['shifts']))}): {path}")
+    if not args.background:
+        print(f"drawn from {settings['background']['allowed_bp']:,} bp on {settings['background']['chroms']} "
+              "chromosome(s): positions whose whole window lies inside the chromosome, clear of N runs"
+              + (" and of the blacklist" if args.blacklist else ""))
     print("median |SAD| " + "  ".join(f"{t} {v:.3g}" for t, v in median.items()))
 
 
@@ -323,7 +345,9 @@ def _add_model_set_arguments(parser: argparse.ArgumentParser,
 
 def _add_scoring_arguments(parser: argparse.ArgumentParser, placement: bool = True) -> None:
     """--score-bp and (for scored variants) --share-bins: what a score sums, and where its window is."""
-    parser.add_argument("--score-bp", type=int, default=1024, help="score the bins within this many bp (default: 1024)")
+    parser.add_argument("--score-bp", type=int, default=1024,
+                        help="score the bins within this many bp of the variant (default: 1024); 0 scores every "
+                             "output bin, as Enformer's and basenji's SAD")
     if placement:
         parser.add_argument("--share-bins", type=int, metavar="K",
                             help="variants within K bins of a window's centre share that window's reference "
@@ -490,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_arguments(gen)
     gen.add_argument("--max-n-frac", type=float, default=0.0,
                      help="largest fraction of non-ACGT bases a window may hold (default: 0)")
+    _add_missing_argument(gen)
     gen.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                      help="parallel processes (default: up to 4)")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -546,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=["bigwig", "bedgraph", "tsv"], default="bigwig")
     pr.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
     pr.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
+    _add_missing_argument(pr)
     _add_inference_arguments(pr)
     pr.set_defaults(func=_predict)
 
@@ -649,17 +675,24 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=_score_variants)
 
     cal = sub.add_parser(
-        "calibrate", help="score random SNVs once so variant scores come with percentiles",
-        description="Score N random single-base substitutions drawn from the genome's A/C/G/T positions and "
-                    "store, per target and score, their sorted |values| beside the first checkpoint "
-                    "(CHECKPOINT.calibration.npz). score-variants and the server then report each score's "
-                    "percentile against them (for the same --score-bp).",
+        "calibrate", help="score a background of variants once so variant scores come with percentiles",
+        description="Score a background and store, per target and score, its sorted absolute and signed values "
+                    "beside the first checkpoint (CHECKPOINT.calibration.npz). The background is N random "
+                    "single-base substitutions, drawn uniformly over the positions whose whole model window lies "
+                    "inside a chromosome and clear of N runs and of --blacklist, or the variants of "
+                    "--background FILE (common variants, say; read as a stream). score-variants and the server "
+                    "then report each score's percentile and signed quantile against it (for the same settings).",
         epilog="examples:\n  epiformer calibrate -m demo_out/runs/demo.best_corr.pth.tar --fa demo_out/data/genome.fa "
-               "--seqcons demo_out/data/conservation.bw -n 2000\n",
+               "--seqcons demo_out/data/conservation.bw -n 2000 --blacklist demo_out/data/blacklist.bed\n"
+               "  epiformer calibrate -m brain.pth.tar --fa hg38.fa --seqcons hg38.phastCons100way.bw "
+               "--background gnomad.common_snvs.vcf.gz\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_set_arguments(cal)
-    cal.add_argument("-n", type=int, default=2000, help="random SNVs (default: 2000)")
+    cal.add_argument("-n", type=int, help="random SNVs (default: 2000)")
     cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--blacklist", help="BED of regions random SNVs keep a window's length away from")
+    cal.add_argument("--background", metavar="VARIANTS", help="VCF (.vcf or .vcf.gz) or TSV of the variants to "
+                     "calibrate on instead of random SNVs, e.g. common SNVs of gnomAD")
     _add_scoring_arguments(cal)
     cal.add_argument("-o", "--out", help="calibration file (default: beside the first checkpoint)")
     _add_inference_arguments(cal)

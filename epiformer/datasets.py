@@ -8,10 +8,12 @@ files too (:mod:`epiformer.original_datasets`); :func:`open_split` takes either.
 
 Shard layout (``OUTPREFIX.{split}.{k}.h5``): ``sequence`` (n, seqlen) uint8 codes A=0 C=1 G=2
 T=3 other=4; ``conservation`` (n, seqlen) float16, left out when the dataset is made without a
-conservation track; ``targets`` (n, targets, bins) float32 (NaN where a bin has no data);
+conservation track; ``targets`` (n, targets, bins) float32 (bases without data count as 0, or
+with ``missing="nan"`` are left out and a bin without any data is NaN);
 ``labels`` (n, targets, bins) uint8 peak overlap; ``chrom``, ``start``, ``end``, ``name`` per
 window (0-based half-open, ``name`` is ``chrom:start-end``); attributes ``targets`` and
-``parameters`` (JSON) and ``has_conservation``. ``OUTPREFIX.json`` lists the shards of every
+``parameters`` (JSON, ``missing`` included), ``has_conservation`` and ``bins_without_data`` (per
+target). ``OUTPREFIX.json`` lists the shards of every
 split and says ``has_conservation`` too. Shards and manifests written before conservation was
 optional lack the flag and always hold conservation.
 """
@@ -20,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -44,9 +48,10 @@ from .original_datasets import (
     open_original,
     read_original_dataset,
 )
-from .targets import PeakSet, Target, bin_values, read_targets
+from .targets import MISSING_RULES, PeakSet, Target, bin_values, bins_without_data, fill_missing, read_targets
 
 SPLITS = ("train", "valid", "test")
+EMPTY_BINS_WARNING = 0.05       # the share of a split's bins without data that makes generate-datasets warn
 FORMAT = "epiformer-dataset"
 FORMAT_VERSION = 1
 
@@ -70,6 +75,7 @@ class DatasetParameters:
     stride: int | None = None
     nchunk: int = 5000
     max_n_frac: float = 0.0
+    missing: str = "zero"
     valid_chroms: list[str] = field(default_factory=list)
     test_chroms: list[str] = field(default_factory=list)
 
@@ -189,9 +195,10 @@ class _ShardTask:
     peaks: list[PeakSet | None]
 
 
-def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
+def _write_shard(task: _ShardTask) -> tuple[str, str, int, int, list[int]]:
     """Compute and write one shard, a window at a time (memory stays bounded by one window);
-    return (split, file name, windows written, windows dropped for unknown bases)."""
+    return (split, file name, windows written, windows dropped for unknown bases, bins without
+    any data per target)."""
     import h5py
     import pyBigWig
 
@@ -200,6 +207,7 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
     peaks = task.peaks
     signals = [pyBigWig.open(str(t.file)) for t in task.targets]
     kept: list[tuple[str, int, int]] = []
+    empty_bins = [0] * n_targets
     try:
         with Genome(p.fasta, p.conservation) as genome, atomic_path(task.path) as tmp, \
                 h5py.File(tmp, "w") as h5:
@@ -224,9 +232,12 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
                     sequence[row] = codes
                     if conservation is not None:
                         conservation[row] = span_cons[start - lo: end - lo]
+                    window_values = [values[start - lo: end - lo] for values in span_values]
+                    for k, values in enumerate(window_values):
+                        empty_bins[k] += bins_without_data(values, p.bin_size)
                     targets[row] = np.stack([
-                        bin_values(values[start - lo: end - lo], p.bin_size, t.sum_stat, t.clip, t.scale)
-                        for values, t in zip(span_values, task.targets)])
+                        bin_values(fill_missing(values, p.missing), p.bin_size, t.sum_stat, t.clip, t.scale)
+                        for values, t in zip(window_values, task.targets)])
                     labels[row] = np.stack([
                         ps.labels(chrom, start, end, p.bin_size) if ps else np.zeros(n_bins, np.uint8)
                         for ps in peaks])
@@ -243,11 +254,12 @@ def _write_shard(task: _ShardTask) -> tuple[str, str, int, int]:
             h5.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "split": task.split,
                              "genome": genome_name(p.fasta), "has_conservation": p.has_conservation,
                              "digest": p.digest(), "parameters": json.dumps(asdict(p)),
+                             "bins_without_data": json.dumps(empty_bins),
                              "targets": json.dumps([t.to_dict() for t in task.targets])})
     finally:
         for bw in signals:
             bw.close()
-    return task.split, task.path.name, len(kept), size - len(kept)
+    return task.split, task.path.name, len(kept), size - len(kept), empty_bins
 
 
 def _spans(windows: list[tuple[str, int, int]], max_span: int):
@@ -267,24 +279,30 @@ def _spans(windows: list[tuple[str, int, int]], max_span: int):
         yield chrom, group[0][0], span_end, group
 
 
-def _finished(path: Path, digest: str) -> int | None:
-    """Window count of a shard already written with the same parameters, else None."""
+def _finished(path: Path, digest: str) -> tuple[int, list[int]] | None:
+    """Window count and bins without data per target of a shard already written with the same
+    parameters, else None."""
     import h5py
 
     try:
         with h5py.File(path, "r") as h5:
-            return int(h5["sequence"].shape[0]) if h5.attrs.get("digest") == digest else None
-    except (OSError, KeyError):
+            if h5.attrs.get("digest") != digest:
+                return None
+            return int(h5["sequence"].shape[0]), json.loads(h5.attrs["bins_without_data"])
+    except (OSError, KeyError, ValueError):
         return None
 
 
 def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, workers: int = 1,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, warn: Callable[[str], None] | None = None) -> dict:
     """Check the inputs, plan windows and splits, write the shards and ``OUTPREFIX.json``.
 
-    Returns the manifest (shards and window counts per split). Shards already written by an
-    interrupted run with the same parameters are kept.
+    Returns the manifest (shards, window counts and bins without data per target, per split).
+    Shards already written by an interrupted run with the same parameters are kept. A target
+    with more than 5% of a split's bins without any data is named through ``warn`` (default:
+    standard error).
     """
+    warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
     from tqdm import tqdm
 
     chrom_sizes = read_chrom_sizes(params.chrom_sizes)
@@ -295,6 +313,8 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
         raise DatasetError(f"nchunk must be at least 1, got {params.nchunk}")
     if not 0.0 <= params.max_n_frac <= 1.0:
         raise DatasetError(f"max-n-frac must be between 0 and 1, got {params.max_n_frac}")
+    if params.missing not in MISSING_RULES:
+        raise DatasetError(f"missing must be one of {', '.join(MISSING_RULES)}, got {params.missing!r}")
     with Genome(params.fasta) as genome:
         missing = [c for c in chrom_sizes if c not in genome.chrom_sizes]
         if missing:
@@ -342,14 +362,15 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
                                     Path(f"{outprefix}.{split}.{k // params.nchunk}.h5"), peaks))
 
     digest = params.digest()
-    results: list[tuple[str, str, int, int]] = []
+    results: list[tuple[str, str, int, int, list[int]]] = []
     todo = []
     for task in tasks:
-        count = _finished(task.path, digest)
-        if count is None:
+        finished = _finished(task.path, digest)
+        if finished is None:
             todo.append(task)
         else:
-            results.append((task.split, task.path.name, count, len(task.windows) - count))
+            count, empty_bins = finished
+            results.append((task.split, task.path.name, count, len(task.windows) - count, empty_bins))
     bar = tqdm(total=sum(len(t.windows) for t in tasks), unit="window", disable=not progress,
                desc="generate-datasets", initial=sum(len(t.windows) for t in tasks if t not in todo))
     if workers > 1 and len(todo) > 1:
@@ -368,10 +389,19 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
                 "targets": [t.to_dict() for t in targets], "splits": {}}
     for split in SPLITS:
         rows = sorted((r for r in results if r[0] == split), key=lambda r: int(r[1].rsplit(".", 2)[-2]))
+        windows = sum(r[2] for r in rows)
+        empty = [sum(r[4][k] for r in rows) for k in range(len(targets))]
         manifest["splits"][split] = {
             "chroms": [c for c in chrom_sizes if split_of[c] == split],
-            "shards": [r[1] for r in rows], "windows": sum(r[2] for r in rows),
-            "dropped_for_n": sum(r[3] for r in rows)}
+            "shards": [r[1] for r in rows], "windows": windows,
+            "dropped_for_n": sum(r[3] for r in rows),
+            "bins_without_data": {t.identifier: n for t, n in zip(targets, empty)}}
+        n_bins = windows * (params.seq_len // params.bin_size)
+        for target, n in zip(targets, empty):
+            if n_bins and n > EMPTY_BINS_WARNING * n_bins:
+                warn(f"warning: {n / n_bins:.0%} of the {split} split's bins have no data in the bigWig of "
+                     f"target {target.identifier} ({target.file}); they count as "
+                     f"{'0' if params.missing == 'zero' else 'NaN, masked in training'} (--missing {params.missing})")
     with atomic_path(f"{outprefix}.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -539,7 +569,7 @@ class ShardDataset:
         first = files[0]
         targets = [{"identifier": f"target_{i}"} for i in range(first.n_targets)]
         parameters = {"seq_len": first.seq_len, "bin_size": first.seq_len // first.n_bins, "format": "original",
-                      "fasta": options.fasta, "valid_chroms": valid, "test_chroms": test}
+                      "missing": "original", "fasta": options.fasta, "valid_chroms": valid, "test_chroms": test}
         dataset = cls.__new__(cls)
         dataset._setup(shards, targets, parameters, True, OriginalWindows(options.fasta), augment, max_shift,
                        use_conservation, target_index)
@@ -553,6 +583,12 @@ class ShardDataset:
     @property
     def seq_len(self) -> int:
         return int(self.parameters["seq_len"])
+
+    @property
+    def missing(self) -> str:
+        """How the targets count bigWig bases without data: ``zero`` or ``nan`` (datasets made before
+        the choice existed), or ``original`` (the original's mean: one such base makes its bin NaN)."""
+        return str(self.parameters.get("missing", "nan"))
 
     @property
     def genome(self) -> str | None:

@@ -459,7 +459,8 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
     with open_predictor(models, paths["fasta"], settings) as predictor:
         scorer = VariantScorer(predictor, calibration=find_calibration(models.models))
         if scorer.percentiles_missing():
-            scorer.calibration = calibrate(VariantScorer(predictor, cache_windows=0), count=500, progress=False)
+            scorer.calibration = calibrate(VariantScorer(predictor, cache_windows=0), count=500, progress=False,
+                                           blacklist=paths["blacklist"])
             print(f"calibration {scorer.calibration.size} random SNVs: "
                   f"{scorer.calibration.save(calibration_path(models.models))}")
         scored = score_variant_file(scorer, paths["variants"], outdir / "variants" / "demo",

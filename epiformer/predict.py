@@ -13,7 +13,7 @@ from .engine import RegionTracks
 from .files import atomic_path, bedgraph_text, bigwig_writer, settings_lines
 from .genome import GenomeError, parse_region, read_bed_intervals
 from .inference import Predictor
-from .targets import Target, bin_values, read_targets
+from .targets import Target, bin_values, fill_missing, read_targets
 
 FORMATS = ("bigwig", "bedgraph", "tsv")
 
@@ -92,8 +92,11 @@ def write_tracks(tracks: list[RegionTracks], outprefix: str | os.PathLike, fmt: 
     return written
 
 
-def observed_tracks(tracks: list[RegionTracks], targets: list[Target]) -> dict[str, list[np.ndarray]]:
-    """Observed values of each predicted target found in targets.txt, binned like the prediction."""
+def observed_tracks(tracks: list[RegionTracks], targets: list[Target],
+                    missing: str = "zero") -> dict[str, list[np.ndarray]]:
+    """Observed values of each predicted target found in targets.txt, binned like the prediction
+    and like generate-datasets (bases without data by the ``missing`` rule; beyond a chromosome's
+    end there is no base, so no value)."""
     import pyBigWig
 
     by_name = {t.identifier: t for t in targets}
@@ -110,7 +113,7 @@ def observed_tracks(tracks: list[RegionTracks], targets: list[Target]) -> dict[s
                 raw = np.full(hi - lo, np.nan, np.float32)
                 a, b = max(lo, 0), min(hi, size.get(t.chrom, 0))
                 if a < b:
-                    raw[a - lo: b - lo] = bw.values(t.chrom, a, b, numpy=True)
+                    raw[a - lo: b - lo] = fill_missing(bw.values(t.chrom, a, b, numpy=True), missing)
                 per_region.append(bin_values(raw, t.bin_size, target.sum_stat, target.clip, target.scale))
             observed[name] = per_region
     return observed
@@ -147,16 +150,18 @@ def plot_predicted_vs_observed(track: RegionTracks, observed: dict[str, list[np.
 
 
 def predict_regions(predictor: Predictor, regions: list[tuple[str, int, int]], outprefix: str | os.PathLike,
-                    fmt: str = "bigwig", targets_file: str | os.PathLike | None = None) -> dict:
+                    fmt: str = "bigwig", targets_file: str | os.PathLike | None = None,
+                    missing: str = "zero") -> dict:
     """Predict every region (windows by :meth:`Engine.region_windows`), write the tracks with the
-    predictor's settings record; with ``targets_file`` also compare with the observed tracks
-    (Pearson R of log2(x+1) per target, and a PNG of the first region)."""
+    predictor's settings record; with ``targets_file`` also compare with the observed tracks,
+    binned with the ``missing`` rule (Pearson R of log2(x+1) per target, and a PNG of the first
+    region)."""
     engine, genome = predictor.engine, predictor.genome
     tracks = [engine.predict_region(genome, chrom, start, end) for chrom, start, end in regions]
     files = write_tracks(tracks, outprefix, fmt, genome.chrom_sizes, predictor.record())
     result: dict = {"files": [str(f) for f in files], "pearson": {}}
     if targets_file:
-        observed = observed_tracks(tracks, read_targets(targets_file))
+        observed = observed_tracks(tracks, read_targets(targets_file), missing)
         for name, per_region in observed.items():
             i = tracks[0].target_names.index(name)
             result["pearson"][name] = pearson_log2(np.concatenate([t.values[i] for t in tracks]),

@@ -34,8 +34,11 @@ class Background(Protocol):
     """What the scorer needs of a calibration (:class:`epiformer.calibration.Calibration`)."""
 
     settings: dict
+    signed: dict
 
     def percentiles(self, scores: np.ndarray) -> np.ndarray: ...
+
+    def signed_quantiles(self, scores: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -50,6 +53,7 @@ class VariantScore:
     reference: np.ndarray                # (targets, output bins)
     alternate: np.ndarray                # (targets, output bins), on the reference's bins
     percentiles: np.ndarray | None       # (targets, len(CALIBRATED)), or None (see the scorer's reason)
+    signed_quantiles: np.ndarray | None = None   # (targets, len(SIGNED)) in [-1, 1], given with the percentiles
 
 
 class VariantScorer:
@@ -99,8 +103,9 @@ class VariantScorer:
         """Why scores made with ``score_bp`` get no percentiles, or None when they do."""
         if self.calibration is None:
             return "the model set has no calibration (epiformer calibrate makes one)"
-        if not self.calibration.settings:
-            return "the calibration records no settings (an older version made it): rerun epiformer calibrate"
+        if not self.calibration.settings or not self.calibration.signed:
+            return ("the calibration records no settings or no signed scores (an older version made it): rerun "
+                    "epiformer calibrate")
         reason = settings_mismatch(self.calibration.settings, self.record(score_bp),
                                    keys=("score_bp", "share_bins", *COMPARED_SETTINGS))
         return f"the calibration was made with other settings: {reason}" if reason else None
@@ -174,8 +179,9 @@ class VariantScorer:
             ref = references[(v.chrom, s)]
             output_start = s + self.engine.output_offset
             scores, alt, bins = score_variant(ref, alt, v, output_start, cfg.bin_size, score_bp)
-            percentiles = self.calibration.percentiles(scores) if with_percentiles else None
-            results.append(VariantScore(v, s, output_start, scores, bins, ref, alt, percentiles))
+            percentiles, signed = (self.calibration.percentiles(scores), self.calibration.signed_quantiles(scores)) \
+                if with_percentiles else (None, None)
+            results.append(VariantScore(v, s, output_start, scores, bins, ref, alt, percentiles, signed))
         return results
 
     def _alternates(self, variants: Sequence[Variant], starts: Sequence[int]) -> tuple[dict, list[np.ndarray]]:

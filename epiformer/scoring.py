@@ -30,12 +30,10 @@ from .files import atomic_path, settings_lines, sha256_file, tsv_field
 from .genome import Genome
 from .inference import InferenceSettings, ModelSetOptions, open_predictor
 from .scorer import VariantScorer
-from .variants import SCORE_FIELDS, Variant, VariantError, check_reference
+from .variants import SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference
 from .vcf import Skipped, VariantRecord, VcfError, read_variants
 
 MISMATCH_MODES = ("skip", "swap", "score")
-# Scores whose sign turns when REF and ALT trade places (Σref and Σalt trade values).
-SIGNED = ("sad", "log2fc", "max_diff")
 
 
 @dataclass
@@ -100,6 +98,8 @@ def score_chunk(scorer: VariantScorer, entries: list[VariantRecord | Skipped], o
         "flag": np.array([f for *_, f in rows], str), "scores": scores.astype(np.float32),
         "input_alt": np.array([e.variant.alt for e, *_ in rows], str),
         "percentiles": np.stack([s.percentiles for s in scored]) if calibrated else
+        np.zeros((len(rows), n_targets, 0), np.float32),
+        "signed_quantiles": np.stack([s.signed_quantiles for s in scored]) if calibrated else
         np.zeros((len(rows), n_targets, 0), np.float32),
         "skipped_line": np.array([s.line for s in skipped], np.int64),
         "skipped_text": np.array([s.text for s in skipped], str),
@@ -208,8 +208,9 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
     import h5py
 
     tsv, h5, skipped = Path(f"{outprefix}.tsv"), Path(f"{outprefix}.h5"), Path(f"{outprefix}.skipped.tsv")
-    pct_fields = CALIBRATED if calibrated else ()
-    columns = [f"{t}.{f}" for t in targets for f in SCORE_FIELDS] + [f"{t}.{f}_pct" for t in targets for f in pct_fields]
+    pct_fields, signed_fields = (CALIBRATED, SIGNED) if calibrated else ((), ())
+    columns = [f"{t}.{f}" for t in targets for f in SCORE_FIELDS] + [f"{t}.{f}_pct" for t in targets for f in pct_fields] \
+        + [f"{t}.{f}_signed_q" for t in targets for f in signed_fields]
     with atomic_path(tsv) as tmp_tsv, atomic_path(h5) as tmp_h5, atomic_path(skipped) as tmp_skipped, \
             open(tmp_tsv, "w") as out, open(tmp_skipped, "w") as out_skipped, h5py.File(tmp_h5, "w") as store:
         out.write(settings_lines(settings))
@@ -224,6 +225,9 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
                                               dtype="f4", chunks=True) for f in SCORE_FIELDS}
         pct_sets = {f: store.create_dataset(f"percentiles/{f}", (0, len(targets)), maxshape=(None, len(targets)),
                                             dtype="f4", chunks=True) for f in pct_fields}
+        signed_sets = {f: store.create_dataset(f"signed_quantiles/{f}", (0, len(targets)),
+                                               maxshape=(None, len(targets)), dtype="f4", chunks=True)
+                       for f in signed_fields}
         store.attrs["targets"] = targets
         store.attrs["score_fields"] = list(SCORE_FIELDS)
         store.attrs["settings"] = json.dumps(settings, sort_keys=True)
@@ -232,7 +236,8 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
             counts["scored"] += n
             counts["skipped"] += len(part["skipped_line"])
             for i in range(n):
-                values = list(part["scores"][i].ravel()) + list(part["percentiles"][i].ravel())
+                values = list(part["scores"][i].ravel()) + list(part["percentiles"][i].ravel()) \
+                    + list(part["signed_quantiles"][i].ravel())
                 out.write("\t".join([str(part["id"][i]), str(part["chrom"][i]), str(part["pos"][i]), part["ref"][i] or "-",
                                      part["alt"][i] or "-", str(part["flag"][i])]
                                     + [f"{v:.6g}" for v in values]) + "\n")
@@ -247,10 +252,12 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
                 dataset = score_sets[f]
                 dataset.resize((len(dataset) + n, len(targets)))
                 dataset[-n:] = part["scores"][:, :, j]
-            for j, f in enumerate(pct_fields):
-                dataset = pct_sets[f]
-                dataset.resize((len(dataset) + n, len(targets)))
-                dataset[-n:] = part["percentiles"][:, :, j]
+            for key, fields, datasets in (("percentiles", pct_fields, pct_sets),
+                                          ("signed_quantiles", signed_fields, signed_sets)):
+                for j, f in enumerate(fields):
+                    dataset = datasets[f]
+                    dataset.resize((len(dataset) + n, len(targets)))
+                    dataset[-n:] = part[key][:, :, j]
     written = [tsv, h5, skipped]
     if ".vcf" in source.name.lower():
         written.append(annotate_vcf(source, parts, total, Path(f"{outprefix}.vcf"), targets, settings))

@@ -476,7 +476,7 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
         lines = [header] + ["\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r.values())
                             for r in rows]
         record = {"checkpoints": [{"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}],
-                  "dataset": str(dataset), "split": split, "precision": settings.precision,
+                  "dataset": str(dataset), "split": split, "missing": ds.missing, "precision": settings.precision,
                   "conservation": "dataset" if use_conservation else
                   NO_CONSERVATION if model.uses_conservation else "not used",
                   "device": ctx.device.type, "code_version": code_version()}

@@ -148,7 +148,12 @@ def coded_edited(genome: Genome, chrom: str, start: int, length: int, edits: lis
 
 
 def score_bins(output_start: int, bin_size: int, n_bins: int, variant: Variant, score_bp: int) -> slice:
-    """Output bins overlapping [variant start − score_bp, variant end + score_bp)."""
+    """Output bins overlapping [variant start − score_bp, variant end + score_bp), or with
+    ``score_bp`` 0 every output bin (the SAD of Enformer and basenji)."""
+    if score_bp < 0:
+        raise VariantError(f"score_bp must be 0 (the whole output) or positive, got {score_bp}")
+    if score_bp == 0:
+        return slice(0, n_bins)
     lo = max(0, (variant.start - score_bp - output_start) // bin_size)
     hi = min(n_bins, -(-(variant.end + score_bp - output_start) // bin_size))
     if hi <= lo:
@@ -179,6 +184,8 @@ def to_reference_bins(alt: np.ndarray, output_start: int, bin_size: int, variant
 
 
 SCORE_FIELDS = ("ref_sum", "alt_sum", "sad", "log2fc", "max_diff", "max_diff_start", "d1", "d2")
+# Scores whose sign turns when REF and ALT trade places (Σref and Σalt trade values).
+SIGNED = ("sad", "log2fc", "max_diff")
 
 
 def score_arrays(ref: np.ndarray, alt: np.ndarray, bins: slice, output_start: int, bin_size: int) -> np.ndarray:

@@ -35,8 +35,13 @@ SCORE = {"type": "object", "required": ["ref_sum", "alt_sum", "sad", "log2fc", "
                                          "description": "0-based start and end of the bin of largest |alt - ref|"},
                         "d1": {"type": "number"}, "d2": {"type": "number"},
                         "percentiles": {"type": "object", "additionalProperties": {"type": "number"},
-                                        "description": "0-100 against random SNVs, when the model is calibrated "
-                                                       "for this score_bp"}}}
+                                        "description": "0-100: the share of the calibration's background |scores| "
+                                                       "below |score| (sad, log2fc, max_diff, d1, d2), when the model "
+                                                       "is calibrated for this score_bp"},
+                        "signed_quantiles": {"type": "object", "additionalProperties": {"type": "number"},
+                                             "description": "-1 to 1: where the signed score falls among the "
+                                                            "background's signed scores (sad, log2fc, max_diff; 0 at "
+                                                            "their median), given with the percentiles"}}}
 TRACK_VALUES = {"type": "object", "additionalProperties": {
     "type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}}}
 VARIANTS_REQUEST = {"type": "object", "required": ["variants"],
@@ -44,7 +49,8 @@ VARIANTS_REQUEST = {"type": "object", "required": ["variants"],
                                    "tracks": {"type": "boolean", "default": False,
                                               "description": "also return ref, alt and diff tracks"},
                                    "score_bp": {"type": "integer", "minimum": 0, "default": 1024,
-                                                "description": "score the bins within this many bp of the variant"}}}
+                                                "description": "score the bins within this many bp of the variant; "
+                                                               "0 scores every output bin"}}}
 VARIANTS_RESPONSE = {"type": "object", "required": ["targets", "results", "problems"],
                      "properties": {"targets": {"type": "array", "items": {"type": "string"}},
                                     "score_bp": {"type": "integer"},

@@ -17,7 +17,7 @@ from epiformer.calibration import CALIBRATED, find_calibration
 from epiformer.genome import CodedWindows, sequence_codes
 from epiformer.inference import open_predictor
 from epiformer.scorer import Alternates, Group, VariantScorer, Window
-from epiformer.variants import Variant, VariantError, check_reference, scores_by_target
+from epiformer.variants import SIGNED, Variant, VariantError, check_reference, scores_by_target
 
 from .batching import BatchPredictor
 from .config import ServerConfig
@@ -111,8 +111,9 @@ class ServerPredictor:
                                  "score_bins": [s.bins.start, s.bins.stop]},
                       "scores": scores_by_target(s.scores, self.names, self.bin_size)}
             if s.percentiles is not None:
-                for name, row in zip(self.names, s.percentiles):
+                for name, row, signed in zip(self.names, s.percentiles, s.signed_quantiles):
                     result["scores"][name]["percentiles"] = {f: float(v) for f, v in zip(CALIBRATED, row)}
+                    result["scores"][name]["signed_quantiles"] = {f: float(v) for f, v in zip(SIGNED, signed)}
             if with_tracks:
                 result["tracks"] = self._by_target({"ref": s.reference, "alt": s.alternate,
                                                     "diff": s.alternate - s.reference})

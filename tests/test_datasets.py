@@ -99,10 +99,49 @@ def test_shard_contents_by_hand(inputs):
     with h5py.File(f"{out}.train.2.h5") as h5:
         names = [n.decode() for n in h5["name"][:]]
         row = names.index("chr2:128-256")
-        np.testing.assert_allclose(h5["targets"][row][0], 2.0, err_msg="NaN bases are left out of the mean")
+        np.testing.assert_allclose(h5["targets"][row][0], [1.0] + [2.0] * 7,
+                                   err_msg="8 of the first bin's 16 bases have no data: they count as 0")
         row = names.index("chr2:0-128")
         seq = "".join("ACGTN"[c] for c in h5["sequence"][row])
         assert seq == inputs["seqs"]["chr2"][:128].upper()
+
+
+def test_bases_without_data_count_as_zero_or_nan_and_sparse_tracks_are_named(inputs, capsys):
+    """A bigWig that omits zero-coverage stretches: chr3 (the validation split) has data on 10
+    bases of each 128, so 7 of its 8 bins per window have none."""
+    d = inputs["dir"]
+    sparse = {c: np.full(n, np.nan) for c, n in SIZES.items()}
+    for c, n in SIZES.items():
+        if c != "chr3":
+            sparse[c][:] = 3.0
+    for start in range(0, SIZES["chr3"], 128):
+        sparse["chr3"][start: start + 10] = 1.0
+    write_bigwig(d / "C.bw", SIZES, sparse)
+    (d / "sparse.txt").write_text("identifier\tfile\tclip\tsum_stat\tdescription\n"
+                                  "C\tC.bw\t100\tmean\tsparse\nB\tB.bw\t100\tmean\tfull\n")
+    params = replace(inputs["params"], targets=str(d / "sparse.txt"))
+    manifest = generate_datasets(params, d / "zero", progress=False)
+    err = capsys.readouterr().err
+    assert "warning: 88% of the valid split's bins have no data in the bigWig of target C" in err
+    assert "count as 0 (--missing zero)" in err and "target B" not in err and "train split" not in err
+    assert manifest["splits"]["valid"]["bins_without_data"] == {"C": 4 * 7, "B": 0}
+    assert manifest["parameters"]["missing"] == "zero"
+    with h5py.File(d / "zero.valid.0.h5") as h5:
+        np.testing.assert_allclose(h5["targets"][0][0], [10 / 16] + [0.0] * 7)
+        assert json.loads(h5.attrs["parameters"])["missing"] == "zero"
+        assert json.loads(h5.attrs["bins_without_data"]) == [3 * 7, 0]
+    assert ShardDataset.from_manifest(d / "zero", "valid").missing == "zero"
+    kept = generate_datasets(params, d / "zero", progress=False)
+    assert kept["splits"] == manifest["splits"], "a rerun keeps the finished shards and their counts"
+    capsys.readouterr()
+    nan = generate_datasets(replace(params, missing="nan"), d / "nan", progress=False)
+    assert "they count as NaN, masked in training (--missing nan)" in capsys.readouterr().err
+    assert nan["splits"]["valid"]["bins_without_data"] == {"C": 28, "B": 0}
+    with h5py.File(d / "nan.valid.0.h5") as h5:
+        targets = h5["targets"][0][0]
+        assert targets[0] == pytest.approx(1.0) and np.isnan(targets[1:]).all()
+    with pytest.raises(DatasetError, match="missing must be one of zero, nan, got 'skip'"):
+        generate_datasets(replace(params, missing="skip"), d / "bad", progress=False)
 
 
 def test_median_with_scale_and_clip(inputs):

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from epiformer.cli import main
-from epiformer.files import read_table
+from epiformer.files import read_table, sha256_file
 from epiformer.genome import Genome
 from epiformer.inference import InferenceError, InferenceSettings, ModelSetOptions, open_predictor
 from epiformer.scorer import VariantScorer
 from epiformer.scoring import ScoreOptions, score_variant_file
-from epiformer.variants import SCORE_FIELDS, Variant, make_variant
+from epiformer.variants import SCORE_FIELDS, Variant, VariantError, make_variant
 from epiformer.vcf import Skipped, VariantRecord, VcfError, read_variants
 
 from .conftest import make_model_app
@@ -208,12 +208,12 @@ def test_missing_inputs_are_named(precomputed, demo_data, tmp_path, capsys):
 def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data, vcf, tmp_path, capsys):
     import shutil
 
-    from epiformer.calibration import Calibration, calibration_path, random_snvs
+    from epiformer.calibration import Calibration, background_snvs, calibration_path
 
     model = tmp_path / "model.pth.tar"
     shutil.copy(precomputed.parent / "model.pth.tar", model)
     with Genome(demo_data / "genome.fa") as genome:
-        background = random_snvs(genome, 50, seed=1)
+        background, _ = background_snvs(genome, 50, 8192, seed=1)
         assert all(genome.sequence(v.chrom, v.start, v.end).upper() == v.ref for v in background)
     common = ["--fa", str(demo_data / "genome.fa"), "--seqcons", str(demo_data / "conservation.bw"), "--device", "cpu",
               "-q"]
@@ -238,11 +238,18 @@ def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data,
     row = max(rows[1:], key=lambda r: abs(float(r[header.index("HIP.sad")])))
     assert abs(float(row[header.index("HIP.sad")])) > 1e-4
     assert "HIP.sad_pct" in header and "ET.d2_pct" in header and settings["percentiles"] == "given"
+    assert "HIP.sad_signed_q" in header and "ET.max_diff_signed_q" in header and "HIP.d1_signed_q" not in header
+    signed = float(row[header.index("HIP.sad_signed_q")])
+    assert -1 <= signed <= 1 and np.sign(signed) == np.sign(float(row[header.index("HIP.sad")])), \
+        "a large effect lies beyond the background's median on its own side"
+    with h5py.File(tmp_path / "s.h5") as h5:
+        assert h5["signed_quantiles/sad"].shape == h5["percentiles/sad"].shape
     app = make_model_app(precomputed, tmp_path / "hub", models=[str(model)])
     body = app.test_client().post("/api/variants", json={"variants": [f"{row[1]}:{row[2]}:{row[3]}:{row[4]}"]}).json
     app.config["PREDICTOR"].close()
     assert body["results"][0]["scores"]["HIP"]["percentiles"]["sad"] == pytest.approx(
         float(row[header.index("HIP.sad_pct")]), abs=1e-4)
+    assert body["results"][0]["scores"]["HIP"]["signed_quantiles"]["sad"] == pytest.approx(signed, abs=1e-4)
     capsys.readouterr()
     for flags, differs in ((["--score-bp", "100"], "score_bp differs (1024 there, 100 here)"),
                            (["--no-rc"], "reverse_complement differs"), (["--bf16"], "precision differs"),
@@ -257,6 +264,33 @@ def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data,
     app.config["PREDICTOR"].close()
     assert "percentiles" not in body["results"][0]["scores"]["HIP"]
     assert "reverse_complement differs" in body["percentiles_missing"]
+
+
+def test_calibration_on_the_users_variants(precomputed, demo_data, vcf, tmp_path, capsys):
+    import shutil
+
+    from epiformer.calibration import Calibration
+
+    model = tmp_path / "model.pth.tar"
+    shutil.copy(precomputed.parent / "model.pth.tar", model)
+    common = ["-m", str(model), "--fa", str(demo_data / "genome.fa"), "--seqcons", str(demo_data / "conservation.bw"),
+              "--device", "cpu", "-q", "-o", str(tmp_path / "common.npz")]
+    assert main(["calibrate", "--background", str(vcf), *common]) == 0
+    out = capsys.readouterr().out
+    assert f"calibrated on 3 variants of {vcf}" in out
+    assert "note: 6 line(s) of" in out and "are not in the background: line 4: " in out
+    calibration = Calibration.load(tmp_path / "common.npz")
+    background = calibration.settings["background"]
+    assert (background["kind"], background["file"], background["variants"], background["skipped"]) == \
+        ("variants of a file", "in.vcf", 3, 6)
+    assert background["sha256"] == sha256_file(vcf) and calibration.size == 3
+    assert calibration.signed["sad"].shape == (8, 3) and np.all(np.diff(calibration.signed["sad"], axis=1) >= 0)
+    assert main(["calibrate", "--background", str(vcf), "-n", "10", *common]) == 2
+    assert "with --background the file's variants are the background" in capsys.readouterr().err
+    empty = tmp_path / "empty.vcf"
+    empty.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+    assert main(["calibrate", "--background", str(empty), *common]) == 2
+    assert "holds no variant that could be scored" in capsys.readouterr().err
 
 
 def test_indel_predictions_are_mapped_back_to_reference_bins():
@@ -298,6 +332,21 @@ def test_shift_ensembling_averages_shifted_windows(precomputed, demo_data, vcf):
     output_start = start + plain.engine.output_offset
     expected = score_arrays(ref, alt, score_bins(output_start, 128, 48, v, 1024), output_start, 128)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_score_bp_0_scores_the_whole_output(precomputed, demo_data, vcf):
+    from epiformer.variants import score_bins
+
+    v = next(e for e in read_variants(vcf) if isinstance(e, VariantRecord)).variant
+    assert score_bins(1000, 128, 48, v, 0) == slice(0, 48)
+    with pytest.raises(VariantError, match="score_bp must be 0 .* or positive"):
+        score_bins(1000, 128, 48, v, -5)
+    with open_demo(precomputed, demo_data) as predictor:
+        whole, near = VariantScorer(predictor, score_bp=0).score([v])[0], VariantScorer(predictor).score([v])[0]
+    assert whole.bins == slice(0, 48) and near.bins.stop - near.bins.start == 17, "±1,024 bp of an SNV: 17 bins"
+    sad = SCORE_FIELDS.index("sad")
+    np.testing.assert_allclose(whole.scores[:, sad], (whole.alternate - whole.reference).sum(axis=1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(whole.reference, near.reference)
 
 
 def variant_mix(demo_data) -> list[Variant]:
