@@ -186,80 +186,176 @@ def default_split(chroms_with_windows: list[str], valid: list[str] | None,
 
 @dataclass
 class _ShardTask:
-    params: DatasetParameters
-    targets: list[Target]
     split: str
     index: int
     windows: list[tuple[str, int, int]]
     path: Path
-    peaks: list[PeakSet | None]
 
 
-def _write_shard(task: _ShardTask) -> tuple[str, str, int, int, list[int]]:
-    """Compute and write one shard, a window at a time (memory stays bounded by one window);
-    return (split, file name, windows written, windows dropped for unknown bases, bins without
-    any data per target)."""
-    import h5py
-    import pyBigWig
+@dataclass
+class _Rows:
+    """The computed rows of consecutive windows of one shard (what a worker hands the writer):
+    the windows kept, their arrays, how many were dropped for unknown bases and the bins without
+    any data per target."""
 
-    p = task.params
-    n_bins, n_targets, size = p.seq_len // p.bin_size, len(task.targets), len(task.windows)
-    peaks = task.peaks
-    signals = [pyBigWig.open(str(t.file)) for t in task.targets]
-    kept: list[tuple[str, int, int]] = []
-    empty_bins = [0] * n_targets
-    try:
-        with Genome(p.fasta, p.conservation) as genome, atomic_path(task.path) as tmp, \
-                h5py.File(tmp, "w") as h5:
-            opts = {"compression": "lzf", "shuffle": True}
-            per_base = {"shape": (size, p.seq_len), "maxshape": (None, p.seq_len), "chunks": (1, p.seq_len)}
-            per_bin = {"shape": (size, n_targets, n_bins), "maxshape": (None, n_targets, n_bins),
-                       "chunks": (1, n_targets, n_bins)}
-            sequence = h5.create_dataset("sequence", dtype=np.uint8, **per_base, **opts)
-            conservation = (h5.create_dataset("conservation", dtype=np.float16, **per_base, **opts)
-                            if p.has_conservation else None)
-            targets = h5.create_dataset("targets", dtype=np.float32, **per_bin, **opts)
-            labels = h5.create_dataset("labels", dtype=np.uint8, **per_bin, **opts)
-            for chrom, lo, hi, windows in _spans(task.windows, max(8 * p.seq_len, 1_000_000)):
-                span_codes = sequence_codes(genome.sequence(chrom, lo, hi))
-                span_cons = genome.conservation(chrom, lo, hi) if conservation is not None else None
-                span_values = [bw.values(chrom, lo, hi, numpy=True) for bw in signals]
-                for start, end in windows:
-                    codes = span_codes[start - lo: end - lo]
-                    if np.count_nonzero(codes == 4) > p.max_n_frac * p.seq_len:
-                        continue
-                    row = len(kept)
-                    sequence[row] = codes
-                    if conservation is not None:
-                        conservation[row] = span_cons[start - lo: end - lo]
-                    window_values = [values[start - lo: end - lo] for values in span_values]
-                    for k, values in enumerate(window_values):
-                        empty_bins[k] += bins_without_data(values, p.bin_size)
-                    targets[row] = np.stack([
-                        bin_values(fill_missing(values, p.missing), p.bin_size, t.sum_stat, t.clip, t.scale)
-                        for values, t in zip(window_values, task.targets)])
-                    labels[row] = np.stack([
-                        ps.labels(chrom, start, end, p.bin_size) if ps else np.zeros(n_bins, np.uint8)
-                        for ps in peaks])
-                    kept.append((chrom, start, end))
-            for dataset in (sequence, conservation, targets, labels):
-                if dataset is not None:
-                    dataset.resize(len(kept), axis=0)
-            text = h5py.string_dtype()
-            h5.create_dataset("chrom", data=np.array([w[0] for w in kept], dtype=object), dtype=text)
-            h5.create_dataset("start", data=np.array([w[1] for w in kept], np.int64))
-            h5.create_dataset("end", data=np.array([w[2] for w in kept], np.int64))
-            h5.create_dataset("name", data=np.array([f"{c}:{s}-{e}" for c, s, e in kept], dtype=object),
-                              dtype=text)
-            h5.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "split": task.split,
-                             "genome": genome_name(p.fasta), "has_conservation": p.has_conservation,
-                             "digest": p.digest(), "parameters": json.dumps(asdict(p)),
-                             "bins_without_data": json.dumps(empty_bins),
-                             "targets": json.dumps([t.to_dict() for t in task.targets])})
-    finally:
-        for bw in signals:
+    windows: list[tuple[str, int, int]]
+    codes: np.ndarray                    # (k, seq_len) uint8
+    conservation: np.ndarray | None      # (k, seq_len) float16
+    targets: np.ndarray                  # (k, targets, bins) float32
+    labels: np.ndarray                   # (k, targets, bins) uint8
+    dropped: int
+    empty_bins: np.ndarray               # (targets,) int64
+
+
+class _Inputs:
+    """The genome, the bigWigs and the peaks of a dataset, opened once per process."""
+
+    def __init__(self, params: DatasetParameters, targets: list[Target], peaks: list[PeakSet | None]) -> None:
+        import pyBigWig
+
+        self.params, self.targets, self.peaks = params, targets, peaks
+        self.genome = Genome(params.fasta, params.conservation)
+        self.signals = [pyBigWig.open(str(t.file)) for t in targets]
+
+    def close(self) -> None:
+        for bw in self.signals:
             bw.close()
-    return task.split, task.path.name, len(kept), size - len(kept), empty_bins
+        self.genome.close()
+
+    def rows(self, windows: list[tuple[str, int, int]]) -> _Rows:
+        """Read, encode and bin consecutive windows; a window with too many unknown bases is dropped."""
+        p, n_targets = self.params, len(self.targets)
+        n_bins = p.seq_len // p.bin_size
+        kept, codes, cons, values, labels = [], [], [], [], []
+        empty = np.zeros(n_targets, np.int64)
+        for chrom, lo, hi, group in _spans(windows, max(8 * p.seq_len, 1_000_000)):
+            span_codes = sequence_codes(self.genome.sequence(chrom, lo, hi))
+            span_cons = self.genome.conservation(chrom, lo, hi, np.float16) if p.has_conservation else None
+            span_values = [bw.values(chrom, lo, hi, numpy=True) for bw in self.signals]
+            span_missing = [np.isnan(v) for v in span_values]
+            span_values = [fill_missing(v, p.missing) for v in span_values]
+            for start, end in group:
+                window_codes = span_codes[start - lo: end - lo]
+                if np.count_nonzero(window_codes == 4) > p.max_n_frac * p.seq_len:
+                    continue
+                kept.append((chrom, start, end))
+                codes.append(window_codes)
+                if span_cons is not None:
+                    cons.append(span_cons[start - lo: end - lo])
+                for k, missing in enumerate(span_missing):
+                    empty[k] += bins_without_data(missing[start - lo: end - lo], p.bin_size)
+                values.append([bin_values(v[start - lo: end - lo], p.bin_size, t.sum_stat, t.clip, t.scale)
+                               for v, t in zip(span_values, self.targets)])
+                labels.append([ps.labels(chrom, start, end, p.bin_size) if ps else np.zeros(n_bins, np.uint8)
+                               for ps in self.peaks])
+        shape = (len(kept), n_targets, n_bins)
+        return _Rows(kept, np.array(codes, np.uint8).reshape(len(kept), p.seq_len),
+                     np.array(cons, np.float16).reshape(len(kept), p.seq_len) if p.has_conservation else None,
+                     np.array(values, np.float32).reshape(shape), np.array(labels, np.uint8).reshape(shape),
+                     len(windows) - len(kept), empty)
+
+
+_PROCESS_INPUTS: list[_Inputs] = []       # a worker process's inputs, opened by its initializer
+
+
+def _open_worker_inputs(params: DatasetParameters, targets: list[Target], peaks: list[PeakSet | None]) -> None:
+    _PROCESS_INPUTS.append(_Inputs(params, targets, peaks))
+
+
+def _worker_rows(windows: list[tuple[str, int, int]]) -> _Rows:
+    return _PROCESS_INPUTS[0].rows(windows)
+
+
+ROWS_PER_BLOCK = 16      # windows a worker computes at a time
+
+
+def _write_shards(tasks: list[_ShardTask], params: DatasetParameters, targets: list[Target],
+                  peaks: list[PeakSet | None], workers: int, bar) -> list[tuple[str, str, int, int, list[int]]]:
+    """Write the shards in order. Blocks of windows are computed in ``workers`` processes (here
+    with one) and written by this process, each shard under a temporary name then renamed; the
+    content does not depend on the number of workers."""
+    from collections import deque
+    from concurrent.futures import Future
+
+    blocks = [(t, task.windows[lo: lo + ROWS_PER_BLOCK]) for t, task in enumerate(tasks)
+              for lo in range(0, len(task.windows), ROWS_PER_BLOCK)]
+    results = []
+    if workers > 1 and len(blocks) > 1:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_open_worker_inputs,
+                                   initargs=(params, targets, peaks))
+        local = None
+    else:
+        pool, local = None, _Inputs(params, targets, peaks)
+    in_flight: deque[Future] = deque()
+    pending = iter(blocks)
+
+    def next_rows() -> _Rows:
+        if local is not None:
+            return local.rows(next(pending)[1])
+        while len(in_flight) < 4 * workers:
+            block = next(pending, None)
+            if block is None:
+                break
+            in_flight.append(pool.submit(_worker_rows, block[1]))
+        return in_flight.popleft().result()
+
+    try:
+        for t, task in enumerate(tasks):
+            n_blocks = sum(1 for b, _ in blocks if b == t)
+            results.append(_write_shard(task, params, targets, (next_rows() for _ in range(n_blocks)), bar))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if local is not None:
+            local.close()
+    return results
+
+
+def _write_shard(task: _ShardTask, params: DatasetParameters, targets: list[Target], blocks,
+                 bar) -> tuple[str, str, int, int, list[int]]:
+    """Write one shard from its blocks of rows; return (split, file name, windows written,
+    windows dropped for unknown bases, bins without any data per target)."""
+    import h5py
+
+    p = params
+    n_bins, n_targets, size = p.seq_len // p.bin_size, len(targets), len(task.windows)
+    kept: list[tuple[str, int, int]] = []
+    dropped, empty_bins = 0, np.zeros(n_targets, np.int64)
+    with atomic_path(task.path) as tmp, h5py.File(tmp, "w") as h5:
+        opts = {"compression": "lzf", "shuffle": True}
+        per_base = {"shape": (size, p.seq_len), "maxshape": (None, p.seq_len), "chunks": (1, p.seq_len)}
+        per_bin = {"shape": (size, n_targets, n_bins), "maxshape": (None, n_targets, n_bins),
+                   "chunks": (1, n_targets, n_bins)}
+        sequence = h5.create_dataset("sequence", dtype=np.uint8, **per_base, compression="lzf")
+        conservation = (h5.create_dataset("conservation", dtype=np.float16, **per_base, **opts)
+                        if p.has_conservation else None)
+        values = h5.create_dataset("targets", dtype=np.float32, **per_bin, **opts)
+        labels = h5.create_dataset("labels", dtype=np.uint8, **per_bin, **opts)
+        for rows in blocks:
+            lo, hi = len(kept), len(kept) + len(rows.windows)
+            if hi > lo:
+                sequence[lo:hi] = rows.codes
+                if conservation is not None:
+                    conservation[lo:hi] = rows.conservation
+                values[lo:hi], labels[lo:hi] = rows.targets, rows.labels
+            kept += rows.windows
+            dropped += rows.dropped
+            empty_bins += rows.empty_bins
+            bar.update(len(rows.windows) + rows.dropped)
+        for dataset in (sequence, conservation, values, labels):
+            if dataset is not None:
+                dataset.resize(len(kept), axis=0)
+        text = h5py.string_dtype()
+        h5.create_dataset("chrom", data=np.array([w[0] for w in kept], dtype=object), dtype=text)
+        h5.create_dataset("start", data=np.array([w[1] for w in kept], np.int64))
+        h5.create_dataset("end", data=np.array([w[2] for w in kept], np.int64))
+        h5.create_dataset("name", data=np.array([f"{c}:{s}-{e}" for c, s, e in kept], dtype=object), dtype=text)
+        h5.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "split": task.split,
+                         "genome": genome_name(p.fasta), "has_conservation": p.has_conservation,
+                         "digest": p.digest(), "parameters": json.dumps(asdict(p)),
+                         "bins_without_data": json.dumps(empty_bins.tolist()),
+                         "targets": json.dumps([t.to_dict() for t in targets])})
+    return task.split, task.path.name, len(kept), dropped, empty_bins.tolist()
 
 
 def _spans(windows: list[tuple[str, int, int]], max_span: int):
@@ -358,8 +454,8 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
                                f"{', '.join(c for c in chrom_sizes if split_of[c] == split) or 'any chromosome'}"
                                " (choose chromosomes with --valid-chroms / --test-chroms)")
         for k in range(0, len(chosen), params.nchunk):
-            tasks.append(_ShardTask(params, targets, split, k // params.nchunk, chosen[k: k + params.nchunk],
-                                    Path(f"{outprefix}.{split}.{k // params.nchunk}.h5"), peaks))
+            tasks.append(_ShardTask(split, k // params.nchunk, chosen[k: k + params.nchunk],
+                                    Path(f"{outprefix}.{split}.{k // params.nchunk}.h5")))
 
     digest = params.digest()
     results: list[tuple[str, str, int, int, list[int]]] = []
@@ -373,15 +469,7 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
             results.append((task.split, task.path.name, count, len(task.windows) - count, empty_bins))
     bar = tqdm(total=sum(len(t.windows) for t in tasks), unit="window", disable=not progress,
                desc="generate-datasets", initial=sum(len(t.windows) for t in tasks if t not in todo))
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for task, result in zip(todo, pool.map(_write_shard, todo)):
-                results.append(result)
-                bar.update(len(task.windows))
-    else:
-        for task in todo:
-            results.append(_write_shard(task))
-            bar.update(len(task.windows))
+    results += _write_shards(todo, params, targets, peaks, workers, bar)
     bar.close()
 
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "genome": genome_name(params.fasta),

@@ -114,15 +114,18 @@ def fill_missing(values: np.ndarray, missing: str) -> np.ndarray:
     """Per-base bigWig values with the bases that have no data (NaN) counted as 0
     (``missing="zero"``, the convention of deepTools and basenji, so a bigWig that omits
     zero-coverage stretches gives the same targets as one that writes them) or left NaN
-    (``"nan"``: left out of their bin's statistic; a bin without any data is masked)."""
+    (``"nan"``: left out of their bin's statistic; a bin without any data is masked). Zeros are
+    written into ``values`` itself."""
     if missing not in MISSING_RULES:
         raise ValueError(f"missing must be one of {MISSING_RULES}, got {missing!r}")
-    return np.nan_to_num(values, nan=0.0) if missing == "zero" else values
+    if missing == "zero":
+        values[np.isnan(values)] = 0.0
+    return values
 
 
-def bins_without_data(values: np.ndarray, bin_size: int) -> int:
-    """How many bins of per-base values (L,) have no base with data."""
-    return int(np.isnan(values).reshape(-1, bin_size).all(axis=-1).sum())
+def bins_without_data(missing: np.ndarray, bin_size: int) -> int:
+    """How many bins of a per-base mask of bases without data (L,) have no base with data."""
+    return int(missing.reshape(-1, bin_size).all(axis=1).sum())
 
 
 def bin_values(values: np.ndarray, bin_size: int, sum_stat: str, clip: float,

@@ -180,14 +180,22 @@ def test_max_n_fraction(inputs):
     assert "chr1:256-384" in windows_of(manifest, inputs["dir"], "train")
 
 
-def test_parallel_matches_serial_and_rerun_keeps_finished_shards(inputs):
+def test_parallel_matches_serial_and_rerun_keeps_finished_shards(inputs, monkeypatch):
+    import epiformer.datasets as datasets
+
     serial = generate_datasets(inputs["params"], inputs["dir"] / "s", workers=1, progress=False)
     parallel = generate_datasets(inputs["params"], inputs["dir"] / "p", workers=2, progress=False)
-    for split in ("train", "valid", "test"):
-        for a, b in zip(serial["splits"][split]["shards"], parallel["splits"][split]["shards"]):
-            with h5py.File(inputs["dir"] / a) as ha, h5py.File(inputs["dir"] / b) as hb:
-                for key in ("sequence", "conservation", "targets", "labels"):
-                    np.testing.assert_array_equal(ha[key][:], hb[key][:])
+    monkeypatch.setattr(datasets, "ROWS_PER_BLOCK", 2)         # blocks smaller than a shard, computed apart
+    blocks = generate_datasets(replace(inputs["params"], nchunk=5), inputs["dir"] / "b", workers=2, progress=False)
+    whole = generate_datasets(replace(inputs["params"], nchunk=5), inputs["dir"] / "w", workers=1, progress=False)
+    for one, other in ((serial, parallel), (whole, blocks)):
+        for split in ("train", "valid", "test"):
+            assert {k: v for k, v in one["splits"][split].items() if k != "shards"} == \
+                {k: v for k, v in other["splits"][split].items() if k != "shards"}
+            for a, b in zip(one["splits"][split]["shards"], other["splits"][split]["shards"], strict=True):
+                with h5py.File(inputs["dir"] / a) as ha, h5py.File(inputs["dir"] / b) as hb:
+                    for key in ("sequence", "conservation", "targets", "labels", "name"):
+                        np.testing.assert_array_equal(ha[key][:], hb[key][:])
     shard = inputs["dir"] / "s.train.0.h5"
     before = shard.stat().st_mtime_ns
     generate_datasets(inputs["params"], inputs["dir"] / "s", progress=False)
