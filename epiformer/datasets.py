@@ -233,7 +233,7 @@ class _Inputs:
             span_cons = self.genome.conservation(chrom, lo, hi, np.float16) if p.has_conservation else None
             span_values = [bw.values(chrom, lo, hi, numpy=True) for bw in self.signals]
             span_missing = [np.isnan(v) for v in span_values]
-            span_values = [fill_missing(v, p.missing) for v in span_values]
+            span_values = [fill_missing(v, p.missing, missing) for v, missing in zip(span_values, span_missing)]
             for start, end in group:
                 window_codes = span_codes[start - lo: end - lo]
                 if np.count_nonzero(window_codes == 4) > p.max_n_frac * p.seq_len:
@@ -277,8 +277,9 @@ def _write_shards(tasks: list[_ShardTask], params: DatasetParameters, targets: l
     from collections import deque
     from concurrent.futures import Future
 
-    blocks = [(t, task.windows[lo: lo + ROWS_PER_BLOCK]) for t, task in enumerate(tasks)
-              for lo in range(0, len(task.windows), ROWS_PER_BLOCK)]
+    task_blocks = [[task.windows[lo: lo + ROWS_PER_BLOCK] for lo in range(0, len(task.windows), ROWS_PER_BLOCK)]
+                   for task in tasks]
+    blocks = [block for per_task in task_blocks for block in per_task]
     results = []
     if workers > 1 and len(blocks) > 1:
         pool = ProcessPoolExecutor(max_workers=workers, initializer=_open_worker_inputs,
@@ -291,18 +292,17 @@ def _write_shards(tasks: list[_ShardTask], params: DatasetParameters, targets: l
 
     def next_rows() -> _Rows:
         if local is not None:
-            return local.rows(next(pending)[1])
+            return local.rows(next(pending))
         while len(in_flight) < 4 * workers:
             block = next(pending, None)
             if block is None:
                 break
-            in_flight.append(pool.submit(_worker_rows, block[1]))
+            in_flight.append(pool.submit(_worker_rows, block))
         return in_flight.popleft().result()
 
     try:
-        for t, task in enumerate(tasks):
-            n_blocks = sum(1 for b, _ in blocks if b == t)
-            results.append(_write_shard(task, params, targets, (next_rows() for _ in range(n_blocks)), bar))
+        for task, per_task in zip(tasks, task_blocks):
+            results.append(_write_shard(task, params, targets, (next_rows() for _ in per_task), bar))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -110,16 +110,16 @@ def read_targets(path: str | os.PathLike) -> list[Target]:
     return targets
 
 
-def fill_missing(values: np.ndarray, missing: str) -> np.ndarray:
+def fill_missing(values: np.ndarray, missing: str, without_data: np.ndarray | None = None) -> np.ndarray:
     """Per-base bigWig values with the bases that have no data (NaN) counted as 0
     (``missing="zero"``, the convention of deepTools and basenji, so a bigWig that omits
     zero-coverage stretches gives the same targets as one that writes them) or left NaN
     (``"nan"``: left out of their bin's statistic; a bin without any data is masked). Zeros are
-    written into ``values`` itself."""
+    written into ``values`` itself; ``without_data`` is its NaN mask when the caller has it."""
     if missing not in MISSING_RULES:
         raise ValueError(f"missing must be one of {MISSING_RULES}, got {missing!r}")
     if missing == "zero":
-        values[np.isnan(values)] = 0.0
+        values[np.isnan(values) if without_data is None else without_data] = 0.0
     return values
 
 
