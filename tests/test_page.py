@@ -74,6 +74,23 @@ def driver():
     browser.quit()
 
 
+MERGED_FEATURES = """
+const [name, done] = [arguments[0], arguments[arguments.length - 1]];
+(async () => {
+  const browser = window.epiformerBrowser;
+  const frame = browser.referenceFrameList[0];
+  const [merged] = browser.findTracks(t => t.name === name && t.type === "merged");
+  if (!merged) return done([]);
+  const out = [];
+  for (const track of merged.tracks) {
+    const features = await track.getFeatures(frame.chr, frame.start, frame.end, frame.bpPerPixel);
+    out.push([track.name, features.length]);
+  }
+  done(out);
+})().catch(() => done([]));
+"""
+
+
 def wait_for(driver, script: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -162,7 +179,7 @@ def base_at(site: str, chrom: str, pos: int) -> str:
 
 
 def track_names(driver) -> list[str]:
-    return driver.execute_script("return window.epiformerBrowser.findTracks(t => t.type === 'wig').map(t => t.name)")
+    return driver.execute_script("return window.epiformerBrowser.findTracks(t => t.type === 'wig' || t.type === 'merged').map(t => t.name)")
 
 
 def wait_until(check, timeout: float = 60.0):
@@ -192,14 +209,17 @@ def test_variant_panel_scores_compares_and_keeps_the_view_in_the_url(site, drive
     card = wait_until(lambda: driver.find_elements("css selector", f'.card[data-variant="{first}"]'))[0]
     rows = card.find_elements("css selector", "tbody tr")
     assert [r.find_elements("tag name", "td")[0].text for r in rows] == list(CELL_TYPES)
-    expected = sorted(f"{cell} {kind} {first}" for cell in ("MGC", "OPC") for kind in ("ref", "alt", "diff"))
+    expected = sorted(f"{cell} {kind} {first}" for cell in ("MGC", "OPC") for kind in ("ref/alt", "diff"))
     wait_until(lambda: sorted(n for n in track_names(driver) if n.endswith(first)) == expected)
+    overlaid = driver.execute_async_script(MERGED_FEATURES, f"MGC ref/alt {first}")
+    assert [name for name, _ in overlaid] == ["MGC ref", "MGC alt"], "reference and alternate in one track"
+    assert all(count > 0 for _, count in overlaid), overlaid
     second_ref = base_at(site, "chr1", 150_101)
     second = f"chr1 150101 {second_ref} {'G' if second_ref != 'G' else 'T'}"
     box.clear()
     box.send_keys(second, Keys.ENTER)
     wait_until(lambda: len(driver.find_elements("css selector", ".card")) == 2)
-    wait_until(lambda: len([n for n in track_names(driver) if "150101" in n]) == 6)
+    wait_until(lambda: len([n for n in track_names(driver) if "150101" in n]) == 4)
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "page_variants.png"))
     assert "variants=chr1%3A150001" in driver.current_url and "tracks=OPC%2CMGC" in driver.current_url
@@ -211,7 +231,7 @@ def test_variant_panel_scores_compares_and_keeps_the_view_in_the_url(site, drive
     assert "the same" in message
     driver.get(link)
     wait_until(lambda: len(driver.find_elements("css selector", ".card")) == 2)
-    assert len([n for n in track_names(driver) if n.endswith(first)]) == 6, "a link reproduces the view"
+    assert len([n for n in track_names(driver) if n.endswith(first)]) == 4, "a link reproduces the view"
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "/api/variants" not in e["message"]]
     assert errors == [], errors
 

@@ -172,15 +172,27 @@ function cellColor(cell) {
   return track ? rgb(track.color) : "rgb(80,80,80)";
 }
 
+function variantTrackURL(name, cell, kind) {
+  return `/api/variant-track?variant=${encodeURIComponent(name)}&target=${encodeURIComponent(cell)}&kind=${kind}`;
+}
+
+// Per cell type: the reference (grey) and alternate (the cell type's colour) predictions overlaid in
+// one igv.js merged track, and their difference beneath it.
 async function addVariantTracks(name) {
   for (const cell of state.cells) {
-    for (const kind of ["ref", "alt", "diff"]) {
-      await state.browser.loadTrack({
-        name: `${cell} ${kind} ${name}`, type: "wig", format: "bedgraph", height: 40,
-        color: kind === "diff" ? "rgb(90,90,90)" : cellColor(cell),
-        url: `/api/variant-track?variant=${encodeURIComponent(name)}&target=${encodeURIComponent(cell)}&kind=${kind}`,
-      });
-    }
+    await state.browser.loadTrack({
+      name: `${cell} ref/alt ${name}`, type: "merged", height: 50, alpha: 0.6,
+      tracks: [
+        { name: `${cell} ref`, type: "wig", format: "bedgraph", color: "rgb(150,150,150)",
+          url: variantTrackURL(name, cell, "ref") },
+        { name: `${cell} alt`, type: "wig", format: "bedgraph", color: cellColor(cell),
+          url: variantTrackURL(name, cell, "alt") },
+      ],
+    });
+    await state.browser.loadTrack({
+      name: `${cell} diff ${name}`, type: "wig", format: "bedgraph", height: 40, color: "rgb(90,90,90)",
+      url: variantTrackURL(name, cell, "diff"),
+    });
   }
 }
 
