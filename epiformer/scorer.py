@@ -159,15 +159,18 @@ class VariantScorer:
         references = {(v.chrom, self.window_for(v)) for v in distinct}
         return (len(references) + len(distinct)) * len(self.engine.shifts)
 
-    def score(self, variants: Sequence[Variant], score_bp: int | None = None) -> list[VariantScore]:
-        """Scores of reference-checked variants, in order; a variant given twice is computed once."""
+    def score(self, variants: Sequence[Variant], score_bp: int | None = None,
+              window_start: int | None = None) -> list[VariantScore]:
+        """Scores of reference-checked variants, in order; a variant given twice is computed once.
+        Each variant is scored in its own window (:meth:`window_for`), or all of them in the one
+        at ``window_start`` (as saturation mutagenesis of a region places them)."""
         distinct = list(dict.fromkeys(variants))
         if len(distinct) < len(variants):
-            scored = dict(zip(distinct, self.score(distinct, score_bp)))
+            scored = dict(zip(distinct, self.score(distinct, score_bp, window_start)))
             return [scored[v] for v in variants]
         score_bp = self.score_bp if score_bp is None else score_bp
         cfg = self.engine.config
-        starts = [self.window_for(v) for v in variants]
+        starts = [self.window_for(v) if window_start is None else window_start for v in variants]
         if self.incremental:
             references, alternates = self._alternates(variants, starts)
         else:

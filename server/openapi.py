@@ -51,6 +51,25 @@ VARIANTS_REQUEST = {"type": "object", "required": ["variants"],
                                    "score_bp": {"type": "integer", "minimum": 0, "default": 1024,
                                                 "description": "score the bins within this many bp of the variant; "
                                                                "0 scores every output bin"}}}
+ISM_REQUEST = {"type": "object", "required": ["region"],
+               "properties": {"region": {"type": "string", "example": "chr1:150,001-150,100",
+                                         "description": "chr:start-end, 1-based, at most 1,000 bp"},
+                              "targets": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                          "description": "targets to answer for (default: all)"},
+                              "score_bp": {"type": "integer", "minimum": 0, "default": 1024,
+                                           "description": "score the bins within this many bp of each base; 0 "
+                                                          "scores every output bin"}}}
+ISM_RESPONSE = {"type": "object", "required": ["region", "reference", "targets", "bases", "effects", "settings"],
+                "properties": {"region": {"type": "object"}, "reference": {"type": "string"},
+                               "targets": {"type": "array", "items": {"type": "string"}},
+                               "bases": {"type": "array", "items": {"type": "string"}},
+                               "score_bp": {"type": "integer"}, "substitutions": {"type": "integer"},
+                               "window": {"type": "object"},
+                               "effects": {"type": "object", "additionalProperties": {
+                                   "type": "array", "items": {"type": "array", "items": {
+                                       "type": ["number", "null"]}}},
+                                   "description": "per target, per position: the SAD of A, C, G, T"},
+                               "settings": {"$ref": "#/components/schemas/Settings"}}}
 VARIANTS_RESPONSE = {"type": "object", "required": ["targets", "results", "problems"],
                      "properties": {"targets": {"type": "array", "items": {"type": "string"}},
                                     "score_bp": {"type": "integer"},
@@ -128,6 +147,14 @@ def openapi_document(server_url: str) -> dict:
                 "operationId": "scoreVariants",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": VARIANTS_REQUEST}}},
                 "responses": {"200": _json(VARIANTS_RESPONSE, "scores"), **_errors("400", "401", "413", "422", "429", "503", "504")}}},
+            "/api/ism": {"post": {
+                "summary": "Saturation mutagenesis of a region (at most 1 kb) per target",
+                "description": "Every substitution of the region is scored in the region's window (as epiformer "
+                               "ism places it) through the incremental path: per target and position the SAD of "
+                               "A, C, G and T over the bins within score_bp (0 at the reference base, null at N).",
+                "operationId": "mutagenesis",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ISM_REQUEST}}},
+                "responses": {"200": _json(ISM_RESPONSE, "effects"), **_errors("400", "401", "413", "429", "503", "504")}}},
             "/api/predict": {"post": {
                 "summary": "Predicted tracks for a region with edits, or for a raw sequence",
                 "description": "Edited bases keep their position's conservation; inserted and raw bases get 0 "

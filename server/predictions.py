@@ -1,4 +1,4 @@
-"""Prediction endpoints: /api/variants, /api/predict and /api/variant-track.
+"""Prediction endpoints: /api/variants, /api/ism, /api/predict and /api/variant-track.
 
 Client mistakes are 400 (malformed request), 422 (well-formed but nothing could be scored) or
 413 (body too large), with a JSON body naming each problem; a model that does not answer in
@@ -21,6 +21,7 @@ from .predictor import NonFiniteOutput, PredictionTimeout, ServerPredictor
 
 predictions = Blueprint("predictions", __name__)
 DEFAULT_SCORE_BP = 1024
+MAX_ISM_BP = 1_000        # bases of one /api/ism request (three substitutions each)
 MAX_CONSERVATION = 20.0   # phastCons is 0-1 and phyloP about -20 to 10; the model sees exp(value)
 
 
@@ -204,6 +205,36 @@ def variants() -> Response:
     if missing:
         answer["percentiles_missing"] = missing
     return jsonify(answer)
+
+
+@predictions.post("/api/ism")
+def ism() -> Response:
+    """Saturation mutagenesis of a region of at most 1 kb: the SAD of every substitution per target."""
+    body = json_body()
+    model = predictor()
+    region = body.get("region")
+    if not isinstance(region, str):
+        raise ApiError(400, f"give region (chr:start-end, 1-based, at most {MAX_ISM_BP:,} bp)")
+    try:
+        chrom, start, end = parse_region(region)
+        if chrom not in model.genome.chrom_sizes:
+            raise VariantError(f"chromosome {chrom!r} is not in the genome")
+        if end > model.genome.chrom_sizes[chrom]:
+            raise VariantError(f"region end {end:,} is past the end of {chrom} ({model.genome.chrom_sizes[chrom]:,} bp)")
+    except (GenomeError, VariantError) as err:
+        raise ApiError(400, f"region: {err}") from None
+    limit = min(MAX_ISM_BP, model.n_bins * model.bin_size)
+    if end - start > limit:
+        raise ApiError(400, f"region: {end - start:,} bp; /api/ism takes at most {limit:,}")
+    targets = body.get("targets", model.names)
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise ApiError(400, "targets must be a non-empty list of target names")
+    unknown = [t for t in targets if t not in model.names]
+    if unknown:
+        raise ApiError(400, f"unknown target(s) {', '.join(map(repr, unknown[:5]))}; the model predicts "
+                            f"{', '.join(model.names)}")
+    score_bp = _int_field(body, "score_bp", DEFAULT_SCORE_BP, 0, model.n_bins * model.bin_size)
+    return jsonify(_timed(lambda: model.mutagenesis(chrom, start, end, score_bp, list(dict.fromkeys(targets)))))
 
 
 @predictions.post("/api/predict")

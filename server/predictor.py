@@ -17,7 +17,7 @@ from epiformer.calibration import CALIBRATED, find_calibration
 from epiformer.genome import CodedWindows, sequence_codes
 from epiformer.inference import open_predictor
 from epiformer.scorer import Alternates, Group, VariantScorer, Window
-from epiformer.variants import SIGNED, Variant, VariantError, check_reference, scores_by_target
+from epiformer.variants import SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference, scores_by_target
 
 from .batching import BatchPredictor
 from .config import ServerConfig
@@ -119,6 +119,27 @@ class ServerPredictor:
                                                     "diff": s.alternate - s.reference})
             results.append(result)
         return results
+
+    def mutagenesis(self, chrom: str, start: int, end: int, score_bp: int, targets: list[str]) -> dict:
+        """Every substitution of [start, end) scored in the region's window, as ``epiformer ism``
+        places it, through the scorer (incremental alternates, batched with other requests):
+        per target and position the SAD of A, C, G and T (0 at the reference, None at an N)."""
+        window = self.engine.window_for((start + end) // 2)
+        with self.genome_lock:
+            reference = self.genome.sequence(chrom, start, end).upper()
+        substitutions = [Variant(chrom, start + offset + 1, base, alt) for offset, base in enumerate(reference)
+                         if base in "ACGT" for alt in "ACGT" if alt != base]
+        scored = {(s.variant.pos, s.variant.alt): s.scores for s in self.scorer.score(substitutions, score_bp, window)}
+        sad = SCORE_FIELDS.index("sad")
+        rows = [self.names.index(t) for t in targets]
+        effects = {t: [[None if base not in "ACGT" else 0.0 if alt == base else
+                        float(scored[start + offset + 1, alt][row, sad]) for alt in "ACGT"]
+                       for offset, base in enumerate(reference)] for t, row in zip(targets, rows)}
+        return {"region": {"chrom": chrom, "start": start + 1, "end": end}, "reference": reference,
+                "targets": targets, "score_bp": score_bp, "bases": list("ACGT"),
+                "window": {"chrom": chrom, "start": window + self.engine.output_offset,
+                           "end": window + self.engine.output_offset + self.n_bins * self.bin_size},
+                "effects": effects, "substitutions": len(substitutions), "settings": self.settings(score_bp)}
 
     def predict_region(self, chrom: str, start: int, end: int, edits: list[Variant]) -> dict:
         """Reference and edited predictions of the region's window (the engine's window rule)."""

@@ -409,3 +409,39 @@ def test_duplicates_run_once_and_a_request_has_a_window_budget(precomputed, tmp_
         assert client.post("/api/variants", json={"variants": spread[:3]}).status_code == 200
     finally:
         predictor.close()
+
+
+def test_ism_answers_every_substitution_as_epiformer_ism_does(api, model_app, genome):
+    from epiformer.ism import saturation_mutagenesis
+
+    body = api.post("/api/ism", json={"region": "chr1:150,001-150,012", "targets": ["MGC", "HIP"]}).json
+    assert body["targets"] == ["MGC", "HIP"] and body["bases"] == ["A", "C", "G", "T"]
+    assert body["region"] == {"chrom": "chr1", "start": 150_001, "end": 150_012}
+    reference = genome.sequence("chr1", 150_000, 150_012).upper()
+    assert body["reference"] == reference and body["substitutions"] == 3 * 12
+    model = model_app.config["PREDICTOR"]
+    expected = saturation_mutagenesis(model.scorer, "chr1", 150_000, 150_012)   # the CLI's path, the same window
+    for target in ("MGC", "HIP"):
+        effects = np.array(body["effects"][target], dtype=float)
+        assert effects.shape == (12, 4)
+        assert all(effects[k, "ACGT".index(base)] == 0.0 for k, base in enumerate(reference))
+        np.testing.assert_allclose(effects, expected.effects[model.names.index(target)], rtol=1e-3, atol=1e-6)
+    assert body["settings"]["score_bp"] == 1024
+    everything = api.post("/api/ism", json={"region": "chr1:150001-150004", "score_bp": 0}).json
+    assert everything["targets"] == model.names and everything["score_bp"] == 0
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({}, "give region"),
+    ({"region": 7}, "give region"),
+    ({"region": "chr1:150001-151001"}, "1,001 bp; /api/ism takes at most 1,000"),
+    ({"region": "chrZ:1-10"}, "chromosome 'chrZ' is not in the genome"),
+    ({"region": "chr1:10-5"}, "region:"),
+    ({"region": "chr1:1-10", "targets": "MGC"}, "targets must be a non-empty list"),
+    ({"region": "chr1:1-10", "targets": []}, "targets must be a non-empty list"),
+    ({"region": "chr1:1-10", "targets": ["MGC", "nope"]}, "unknown target(s) 'nope'"),
+    ({"region": "chr1:1-10", "score_bp": -1}, "score_bp"),
+])
+def test_bad_ism_requests_are_400(api, payload, message):
+    answer = api.post("/api/ism", json=payload)
+    assert answer.status_code == 400 and message in answer.json["error"]["message"], answer.json
