@@ -171,10 +171,12 @@ def test_igv_opens_the_served_single_file_hub(site, driver):
     driver.save_screenshot(str(ARTIFACTS / "page_hub.png"))
 
 
-def base_at(site: str, chrom: str, pos: int) -> str:
+def base_at(site: str, chrom: str, pos: int | str) -> str:
+    """The reference base at ``pos`` (1-based), or the bases of a span "start-end"."""
     import urllib.request
 
-    with urllib.request.urlopen(f"{site}/api/sequence?region={chrom}:{pos}-{pos}") as response:
+    span = pos if isinstance(pos, str) else f"{pos}-{pos}"
+    with urllib.request.urlopen(f"{site}/api/sequence?region={chrom}:{span}") as response:
         return json.loads(response.read())["sequence"]
 
 
@@ -273,3 +275,41 @@ def test_clicking_a_track_fills_in_the_variant(site, driver):
     assert match and int(match.group(1)) == 150_050, value
     assert match.group(2) == base_at(site, "chr1", 150_050)
     assert driver.switch_to.active_element.get_attribute("id") == "variant", "focus moves to the variant box"
+
+
+def test_mutagenesis_panel_draws_a_heatmap_per_cell_type_and_scores_a_clicked_square(site, driver):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.select import Select
+
+    driver.get(f"{site}/?locus=chr1:149001-151000")
+    wait_for(driver, TRACK_FEATURES)
+    driver.find_element("id", "ism-view").click()
+    region = driver.find_element("id", "ism-region")
+    start, end = (int(x) for x in region.get_attribute("value").split(":")[1].split("-"))
+    assert end - start + 1 == 100 and start <= 150_001 <= end, "the view's centre, 100 bp"
+    cells = Select(driver.find_element("id", "variant-cells"))
+    cells.deselect_all()
+    cells.select_by_value("MGC")
+    cells.select_by_value("OPC")
+    region.clear()
+    region.send_keys("chr1:150,001-150,030", Keys.ENTER)
+    tables = wait_until(lambda: driver.find_elements("css selector", ".card.ism table.heatmap"))
+    assert [t.get_attribute("data-target") for t in tables] == ["OPC", "MGC"], "one heatmap per chosen cell type"
+    reference = base_at(site, "chr1", "150001-150030").upper()
+    squares = tables[1].find_elements("css selector", "td[data-variant]")
+    assert len(squares) == 3 * sum(b in "ACGT" for b in reference), "every substitution, none at the reference"
+    variant = squares[7].get_attribute("data-variant")
+    chrom, pos, ref, alt = variant.split(":")
+    assert ref == reference[int(pos) - 150_001] and alt != ref
+    squares[7].click()
+    card = wait_until(lambda: driver.find_elements("css selector", f'.card[data-variant="{variant}"]'))[0]
+    rows = card.find_elements("css selector", "tbody tr")
+    assert [r.find_elements("tag name", "td")[0].text for r in rows] == list(CELL_TYPES), "scored in the variant panel"
+    expected = sorted(f"{cell} {kind} {variant}" for cell in ("OPC", "MGC") for kind in ("ref/alt", "diff"))
+    wait_until(lambda: sorted(n for n in track_names(driver) if n.endswith(variant)) == expected)
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "page_mutagenesis.png"))
+    driver.find_element("id", "ism-region").clear()
+    driver.find_element("id", "ism-region").send_keys("chr1:150,001-151,500", Keys.ENTER)
+    message = wait_until(lambda: driver.find_element("id", "ism-error").text)
+    assert "at most 1,000" in message

@@ -299,6 +299,85 @@ async function showPrediction(body, label) {
     className: "hint", textContent: `Predicted ${label}: reference and edited tracks added to the browser.` }));
 }
 
+// Mutagenesis: /api/ism's effects drawn as one heatmap per chosen cell type (positions across, the four
+// bases down); a square is the variant it stands for, scored in the variant panel when clicked.
+const ISM_VIEW_BP = 100;
+
+function heatColor(value, top) {
+  if (value === null) return "rgb(235,235,235)";
+  const share = Math.min(1, Math.abs(value) / top);
+  const fade = Math.round(255 * (1 - share));
+  return value < 0 ? `rgb(${fade},${fade},255)` : `rgb(255,${fade},${fade})`;
+}
+
+function renderMutagenesis(body) {
+  const { chrom, start } = body.region;
+  const card = document.createElement("div");
+  card.className = "card ism";
+  card.dataset.region = `${chrom}:${start}-${body.region.end}`;
+  card.append(Object.assign(document.createElement("h3"), {
+    textContent: `${chrom}:${start.toLocaleString()}-${body.region.end.toLocaleString()}, SAD within ` +
+      `${body.score_bp} bp` }));
+  for (const target of body.targets) {
+    const effects = body.effects[target];
+    const top = Math.max(1e-12, ...effects.flat().filter((v) => v !== null).map(Math.abs));
+    const table = document.createElement("table");
+    table.className = "heatmap";
+    table.dataset.target = target;
+    table.createCaption().textContent = `${target} (largest |SAD| ${top.toPrecision(3)})`;
+    body.bases.forEach((base, b) => {
+      const row = table.insertRow();
+      row.insertCell().textContent = base;
+      effects.forEach((values, k) => {
+        const cell = row.insertCell();
+        const ref = body.reference[k];
+        cell.style.background = heatColor(values[b], top);
+        if (values[b] === null || base === ref) return;
+        cell.dataset.variant = `${chrom}:${start + k}:${ref}:${base}`;
+        cell.title = `${cell.dataset.variant}: SAD ${values[b].toPrecision(3)}`;
+        cell.addEventListener("click", () => {
+          state.cells = [...body.targets];           // its tracks for the heatmaps' cell types
+          scoreVariant(cell.dataset.variant);
+        });
+      });
+    });
+    card.append(table);
+  }
+  document.getElementById("ism-results").prepend(card);
+}
+
+document.getElementById("ism-view").addEventListener("click", () => {
+  const frame = state.browser.referenceFrameList[0];
+  const centre = Math.round((frame.start + frame.end) / 2);
+  const lo = Math.max(1, centre - ISM_VIEW_BP / 2 + 1);
+  document.getElementById("ism-region").value = `${frame.chr}:${lo}-${lo + ISM_VIEW_BP - 1}`;
+});
+
+document.getElementById("ism-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showError("ism-error", "");
+  const region = document.getElementById("ism-region").value.trim();
+  if (!region) {
+    showError("ism-error", "Give a region of at most 1 kb, or use the view's centre.");
+    return;
+  }
+  const select = document.getElementById("variant-cells");
+  const targets = Array.from(select.selectedOptions).map((o) => o.value);
+  const loading = document.getElementById("ism-loading");
+  loading.hidden = false;
+  try {
+    const body = await fetchJSON("/api/ism", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ region, targets: targets.length ? targets : state.cells }),
+    });
+    renderMutagenesis(body);
+  } catch (err) {
+    showError("ism-error", err.message);
+  } finally {
+    loading.hidden = true;
+  }
+});
+
 document.getElementById("locus-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   showError("locus-error", "");
