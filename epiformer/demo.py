@@ -324,7 +324,8 @@ def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> d
     with atomic_path(paths["elements"]) as tmp:
         tmp.write_text("".join(
             f"{e.chrom}\t{e.center - 300}\t{e.center + 300}\t{e.kind}\t"
-            f"{','.join(s[0] for s in e.sites) or '.'}\t{','.join(f'{h:.3f}' for h in e.heights)}\n"
+            f"{','.join(s[0] for s in e.sites) or '.'}\t{','.join(f'{h:.3f}' for h in e.heights)}\t"
+            f"{','.join(f'{s[1]}-{s[1] + len(s[2])}' for s in e.sites) or '.'}\n"
             for b in builders for e in sorted(b.elements, key=lambda e: e.center)))
 
     with atomic_path(paths["variants"]) as tmp:

@@ -144,18 +144,20 @@ class Engine:
             for lo in range(0, batch.shape[0], self.batch_size):
                 yield self._forward(batch[lo: lo + self.batch_size])
 
+    def ensembled(self, x: torch.Tensor) -> torch.Tensor:
+        """The model set's output for encoded windows on the device (N, 4, seq_len), averaged with
+        the reverse complement's when it is on: (N, targets, output bins), float32. Differentiable
+        (interpretation takes its gradients); :meth:`predict` runs it without them."""
+        if not self.reverse_complement:
+            return self.model(x).float()
+        both = self.model(torch.cat([x, x.flip(1, 2)])).float()
+        return (both[: len(x)] + both[len(x):].flip(2)) / 2
+
     def _forward(self, x: torch.Tensor) -> np.ndarray:
         """One batch, reverse complement included. Out of device memory, the batch is split in two
         and each half retried (down to one window), so a large batch slows down instead of failing."""
         try:
-            x = x.to(self.device, non_blocking=True)
-            if self.reverse_complement:
-                both = self.model(torch.cat([x, x.flip(1, 2)])).float()
-                forward, reverse = both[: len(x)], both[len(x):]
-                y = (forward + reverse.flip(2)) / 2
-            else:
-                y = self.model(x).float()
-            return y.cpu().numpy()
+            return self.ensembled(x.to(self.device, non_blocking=True)).cpu().numpy()
         except torch.OutOfMemoryError:
             if len(x) == 1:
                 raise

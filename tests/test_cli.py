@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,34 @@ def test_console_script_is_installed():
     script = shutil.which("epiformer") or str(Path(sys.executable).parent / "epiformer")
     result = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("epiformer ")
+
+
+def motif_contributions_stand_out(demo: Path) -> None:
+    """The trained demo model's gradient x input, per planted element in the cell type where it is
+    most active, is larger on its motif sites than on the rest of the element."""
+    import pyBigWig
+
+    rows = [line.split("\t") for line in (demo / "data" / "elements.bed").read_text().splitlines()]
+    rows = [r for r in rows if r[3] in ("enhancer", "promoter", "ctcf") and r[6] != "."][:24]
+    bed = demo / "motif_elements.bed"
+    bed.write_text("".join(f"{r[0]}\t{r[1]}\t{r[2]}\n" for r in rows))
+    data = demo / "data"
+    assert main(["interpret", "-m", str(demo / "runs" / "demo.best_corr.pth.tar"), "--fa", str(data / "genome.fa"),
+                 "--seqcons", str(data / "conservation.bw"), "--bed", str(bed), "-o", str(demo / "precompute"),
+                 "--device", "cpu", "-q"]) == 0
+    names = [line.split("\t")[1] for line in (data / "targets.txt").read_text().splitlines()[1:]]
+    ratios = []
+    for chrom, start, end, _, _, heights, sites in rows:
+        start, end = int(start), int(end)
+        target = names[int(np.argmax([float(h) for h in heights.split(",")]))]
+        with pyBigWig.open(str(demo / "precompute" / "tracks" / f"{target}.contrib.bw")) as bw:
+            contribution = np.abs(bw.values(chrom, start, end, numpy=True))
+        on_site = np.zeros(end - start, bool)
+        for site in sites.split(","):
+            lo, hi = map(int, site.split("-"))
+            on_site[lo - start: hi - start] = True
+        ratios.append(contribution[on_site].mean() / contribution[~on_site].mean())
+    assert len(ratios) >= 10 and np.median(ratios) > 3, np.round(ratios, 2)
 
 
 @pytest.mark.slow
@@ -53,6 +82,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert manifest["genome"]["name"] == "demo" and len(manifest["tracks"]) == 8
     assert all((tmp_path / "demo" / "precompute" / t["file"]).stat().st_size == t["bytes"] for t in manifest["tracks"])
     assert manifest["tracks"][0]["description"] != "predicted HIP accessibility", "described from targets.txt"
+    motif_contributions_stand_out(tmp_path / "demo")
     assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     assert "training    reusing" in capsys.readouterr().out
 

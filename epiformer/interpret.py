@@ -1,0 +1,267 @@
+"""``epiformer interpret``: per-base contribution and mutagenesis tracks of regions, into a
+precompute folder.
+
+For each region (a BED, or the strongest predicted peaks of the folder's tracks) and target:
+
+* ``method="grad"``: gradient x input of the target's predicted signal summed over the output
+  bins the region overlaps, through the engine's own ensemble (model set, reverse complement,
+  shifts): one forward and one backward pass per window and target. The input is one-hot x
+  exp(conservation), so a base's contribution is the gradient at its own base times its factor.
+* ``method="ism"``: saturation mutagenesis through the incremental tower (:mod:`epiformer.ism`,
+  the region's window and score window as ``epiformer ism``); the contribution is minus the
+  mean SAD of the three substitutions (positive where changing the base lowers the signal), and
+  ``TARGET.ism_A.bw`` ... ``TARGET.ism_T.bw`` hold each substitution's SAD (0 at the reference
+  base), ``TARGET.ism_max.bw`` the largest |SAD| per position.
+
+Regions are worked in parts of ``REGIONS_PER_PART``, part k by shard k mod N (``--shard I/N`` or
+torchrun ranks), each part written under a temporary name to ``DIR/interpret.parts/``; a rerun
+keeps finished parts. When every part exists, the bigWigs are written to ``DIR/tracks/`` and
+``manifest.json`` gets an ``interpretation`` section with the files and the settings record.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .files import atomic_path, bigwig_writer, sha256_file
+from .genome import read_bed_intervals
+from .ism import MAX_ISM_BP, saturation_mutagenesis
+from .manifest import MANIFEST, read_manifest
+from .scorer import VariantScorer
+
+METHODS = ("grad", "ism")
+ISM_KINDS = ("ism_A", "ism_C", "ism_G", "ism_T", "ism_max")
+REGIONS_PER_PART = 16
+PARTS = "interpret.parts"
+TRACKS = "tracks"
+
+
+class InterpretError(UserError, ValueError):
+    """Regions or a folder that cannot be interpreted, naming the file or flag."""
+
+
+@dataclass
+class InterpretOptions:
+    """How to interpret: the method, the shard of the regions, and whether to discard another run's parts."""
+
+    method: str = "grad"
+    shard: tuple[int, int] = (0, 1)
+    restart: bool = False
+    progress: bool = True
+
+
+def merge_regions(regions: list[tuple[str, int, int]], chrom_order: list[str]) -> list[tuple[str, int, int]]:
+    """Regions sorted in the genome's order, overlapping or abutting ones merged (one value per base)."""
+    rank = {c: i for i, c in enumerate(chrom_order)}
+    merged: list[tuple[str, int, int]] = []
+    for chrom, start, end in sorted(regions, key=lambda r: (rank[r[0]], r[1], r[2])):
+        if merged and merged[-1][0] == chrom and start <= merged[-1][2]:
+            merged[-1] = (chrom, merged[-1][1], max(end, merged[-1][2]))
+        else:
+            merged.append((chrom, start, end))
+    return merged
+
+
+def read_regions(path: str | os.PathLike, chrom_sizes: dict[str, int], limit: int) -> list[tuple[str, int, int]]:
+    """The regions of a BED file, checked against the genome and the longest region a window takes."""
+    regions = []
+    for line, (chrom, start, end) in enumerate(read_bed_intervals(path, "regions BED"), start=1):
+        if chrom not in chrom_sizes:
+            raise InterpretError(f"{path}, region {line}: chromosome {chrom!r} is not in the genome")
+        if end > chrom_sizes[chrom]:
+            raise InterpretError(f"{path}, region {line}: {chrom}:{start + 1}-{end} runs past the end of {chrom}")
+        if end - start > limit:
+            raise InterpretError(f"{path}, region {line}: {end - start:,} bp; interpret takes regions of at most "
+                                 f"{limit:,} bp (split longer ones)")
+        regions.append((chrom, start, end))
+    if not regions:
+        raise InterpretError(f"{path} holds no region")
+    return merge_regions(regions, list(chrom_sizes))
+
+
+def top_regions(outdir: str | os.PathLike, count: int, width: int = 500) -> list[tuple[str, int, int]]:
+    """The ``count`` strongest predicted peaks of a precompute folder's tracks: the bins highest in
+    any target, at least ``width`` apart, each as a ``width`` bp region centred on its bin."""
+    import pyBigWig
+
+    outdir = Path(outdir)
+    manifest = read_manifest(outdir)
+    sizes = manifest["genome"]["chrom_sizes"]
+    bin_size = manifest["params"]["bin_size"]
+    best: list[tuple[float, str, int]] = []
+    for chrom, size in sizes.items():
+        peak = np.zeros(-(-size // bin_size), np.float32)
+        for track in manifest["tracks"]:
+            with pyBigWig.open(str(outdir / track["file"])) as bw:
+                values = np.nan_to_num(np.asarray(bw.stats(chrom, 0, size, type="max", nBins=len(peak)),
+                                                  dtype=np.float64))
+            peak = np.maximum(peak, values.astype(np.float32))
+        taken = np.zeros(len(peak), bool)
+        for k in np.argsort(-peak, kind="stable")[: 4 * count]:
+            if not taken[k]:
+                best.append((float(peak[k]), chrom, int(k)))
+                taken[max(0, k - width // bin_size): k + width // bin_size + 1] = True
+    chosen = sorted(best, key=lambda b: -b[0])[:count]
+    regions = []
+    for _, chrom, k in chosen:
+        centre = k * bin_size + bin_size // 2
+        start = min(max(0, centre - width // 2), max(0, sizes[chrom] - width))
+        regions.append((chrom, start, min(sizes[chrom], start + width)))
+    return merge_regions(regions, list(sizes))
+
+
+def gradient_contributions(scorer: VariantScorer, chrom: str, start: int, end: int) -> np.ndarray:
+    """Gradient x input of each target's signal over the output bins [start, end) overlaps,
+    averaged over the engine's shifts: (targets, end - start)."""
+    engine = scorer.engine
+    cfg = engine.config
+    window = engine.window_for((start + end) // 2)
+    output_start = window + engine.output_offset
+    lo, hi = (start - output_start) // cfg.bin_size, -(-(end - output_start) // cfg.bin_size)
+    inputs = engine.encode_coded(scorer.encode(chrom, window, []))[:, 0]        # (shifts, 4, seq_len)
+    out = np.zeros((len(engine.target_names), end - start), np.float64)
+    for shift, x in zip(engine.shifts, inputs):
+        x = x[None].float().clone().requires_grad_(True)          # a plain tensor, not an inference one
+        with torch.enable_grad(), engine._autocast():
+            signal = engine.ensembled(x)[0, :, lo:hi].sum(dim=1)
+        first = start - window - shift
+        for t in range(len(signal)):
+            (grad,) = torch.autograd.grad(signal[t], x, retain_graph=t + 1 < len(signal))
+            out[t] += (grad[0] * x[0].detach()).sum(dim=0)[first: first + end - start].cpu().numpy()
+    return (out / len(engine.shifts)).astype(np.float32)
+
+
+def mutagenesis_tracks(scorer: VariantScorer, chrom: str, start: int, end: int) -> np.ndarray:
+    """Each substitution's SAD and the contribution from them: (targets, 1 + len(ISM_KINDS), end - start),
+    the contribution first (NaN where the reference is not A/C/G/T)."""
+    effects = saturation_mutagenesis(scorer, chrom, start, end).effects           # (targets, positions, 4)
+    contribution = -effects.sum(axis=2) / 3                                       # the reference's entry is 0
+    largest = np.abs(effects).max(axis=2)
+    return np.concatenate([contribution[:, None], effects.transpose(0, 2, 1), largest[:, None]], axis=1)
+
+
+def interpret(scorer: VariantScorer, outdir: str | os.PathLike, regions: list[tuple[str, int, int]],
+              options: InterpretOptions | None = None, launched: bool = False, log=print) -> dict:
+    """Interpret ``regions`` into the precompute folder ``outdir``: this shard's parts, then (by
+    the last shard to finish, or rank 0 under torchrun) the bigWigs and the manifest's record."""
+    from tqdm import tqdm
+
+    from .distributed import wait_for_all_ranks
+
+    options = options or InterpretOptions()
+    if options.method not in METHODS:
+        raise InterpretError(f"--method must be one of {', '.join(METHODS)}, got {options.method!r}")
+    outdir = Path(outdir)
+    manifest = read_manifest(outdir)
+    genome_sizes = dict(manifest["genome"]["chrom_sizes"])
+    if genome_sizes != dict(scorer.genome.chrom_sizes):
+        raise InterpretError(f"the FASTA {scorer.genome.fasta_path} is not the genome of {outdir} (other "
+                             "chromosomes or sizes)")
+    regions = merge_regions(regions, list(genome_sizes))
+    settings = {**scorer.record(), "method": options.method}
+    fingerprint = json.loads(json.dumps({
+        "regions": regions, "method": options.method,
+        "settings": {k: v for k, v in settings.items() if k not in ("device", "threads", "code_version")}}))
+    parts = outdir / PARTS
+    run_file = parts / "run.json"
+    if run_file.is_file() and json.loads(run_file.read_text()) != fingerprint:
+        if not options.restart:
+            raise InterpretError(f"{parts} holds another interpret run (other regions, method or settings): pass "
+                                 "--restart to discard it")
+        for stale in parts.glob("part-*.npz"):
+            stale.unlink()
+    parts.mkdir(exist_ok=True)
+    with atomic_path(run_file) as tmp:
+        tmp.write_text(json.dumps(fingerprint))
+    index, n_shards = options.shard
+    chunks = [regions[k: k + REGIONS_PER_PART] for k in range(0, len(regions), REGIONS_PER_PART)]
+    compute = gradient_contributions if options.method == "grad" else mutagenesis_tracks
+    mine = [k for k in range(len(chunks)) if k % n_shards == index]
+    for k in tqdm(mine, desc=f"interpret ({options.method})", unit="part", disable=not options.progress):
+        part = parts / f"part-{k:06d}.npz"
+        if part.exists():
+            continue
+        values = [compute(scorer, *region) for region in chunks[k]]
+        with atomic_path(part) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **{f"region_{i}": v for i, v in enumerate(values)})
+    if launched:
+        wait_for_all_ranks()
+        if index != 0:
+            return {"files": []}
+    missing = [k for k in range(len(chunks)) if not (parts / f"part-{k:06d}.npz").exists()]
+    if missing:
+        log(f"shard {index}/{n_shards} done; {len(missing)} of {len(chunks)} parts are still to come from the other "
+            "shards: the last shard to finish writes the tracks")
+        return {"files": [], "missing_parts": len(missing)}
+    return _write_tracks(outdir, manifest, scorer.engine.target_names, regions, chunks, options.method, settings)
+
+
+def _part_values(parts: Path, chunks: list[list]) -> list[np.ndarray]:
+    values = []
+    for k, chunk in enumerate(chunks):
+        with np.load(parts / f"part-{k:06d}.npz") as data:
+            values += [data[f"region_{i}"] for i in range(len(chunk))]
+    return values
+
+
+def _write_tracks(outdir: Path, manifest: dict, targets: list[str], regions: list[tuple[str, int, int]],
+                  chunks: list[list], method: str, settings: dict) -> dict:
+    """The bigWigs at 1 bp over the regions, per target and kind, and the manifest's record."""
+    values = _part_values(outdir / PARTS, chunks)
+    kinds = ["contrib"] + (list(ISM_KINDS) if method == "ism" else [])
+    stems = {t["name"]: Path(t["file"]).stem for t in manifest["tracks"]}
+    sizes = list(manifest["genome"]["chrom_sizes"].items())
+    tracks = []
+    for t, target in enumerate(targets):
+        for j, kind in enumerate(kinds):
+            path = outdir / TRACKS / f"{stems.get(target, target)}.{kind}.bw"
+            with bigwig_writer(path, sizes) as bw:
+                for (chrom, start, _), region_values in zip(regions, values):
+                    row = region_values[t] if method == "grad" else region_values[t, j]
+                    known = np.flatnonzero(~np.isnan(row))
+                    if len(known):
+                        bw.addEntries(chrom, (start + known).tolist(), values=row[known].astype(np.float64).tolist(),
+                                      span=1)
+            tracks.append({"target": target, "kind": kind, "file": f"{TRACKS}/{path.name}",
+                           "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    manifest["interpretation"] = {"method": method, "regions": len(regions),
+                                  "bases": int(sum(end - start for _, start, end in regions)),
+                                  "tracks": tracks, "settings": settings}
+    with atomic_path(outdir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    return {"files": [t["file"] for t in tracks], "interpretation": manifest["interpretation"]}
+
+
+def region_limit(scorer: VariantScorer) -> int:
+    """The longest region interpret takes: one window's output, and ism's limit."""
+    return min(MAX_ISM_BP, scorer.engine.output_span)
+
+
+def interpret_job(models, fasta: str | os.PathLike, settings, outdir: str | os.PathLike,
+                  bed: str | os.PathLike | None = None, top: int | None = None,
+                  options: InterpretOptions | None = None, score_bp: int = 1024, log=print) -> dict:
+    """The interpret command: the model set opened with ``settings`` (under torchrun each rank a
+    shard on its own GPU), the regions of ``bed`` or the ``top`` strongest peaks of ``outdir``,
+    and :func:`interpret`."""
+    import dataclasses
+
+    from .distributed import job_shard
+    from .inference import open_predictor
+
+    options = options or InterpretOptions()
+    if (bed is None) == (top is None):
+        raise InterpretError("give the regions with --bed REGIONS.bed or --top N, not both")
+    if top is not None and top < 1:
+        raise InterpretError(f"--top must be at least 1, got {top}")
+    index, count, device, launched = job_shard(options.shard if options.shard != (0, 1) else None, settings.device)
+    with open_predictor(models, fasta, dataclasses.replace(settings, device=device)) as predictor:
+        scorer = VariantScorer(predictor, score_bp=score_bp, cache_windows=0)
+        regions = read_regions(bed, predictor.genome.chrom_sizes, region_limit(scorer)) if bed is not None \
+            else top_regions(outdir, top)
+        return interpret(scorer, outdir, regions, dataclasses.replace(options, shard=(index, count)), launched, log)

@@ -1,0 +1,141 @@
+"""epiformer interpret: contribution and mutagenesis tracks into a precompute folder."""
+import json
+import shutil
+
+import numpy as np
+import pyBigWig
+import pytest
+import torch
+
+import epiformer.interpret as interpret_module
+from epiformer.cli import main
+from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor
+from epiformer.interpret import InterpretError, InterpretOptions, interpret_job, top_regions
+from epiformer.ism import saturation_mutagenesis
+from epiformer.scorer import VariantScorer
+
+REGIONS = "chr1\t150000\t150020\nchr2\t80000\t80012\nchr1\t150010\t150030\n"     # the last two chr1 ones merge
+
+
+@pytest.fixture
+def folder(precomputed, tmp_path):
+    """A copy of the session's precompute folder, which interpret adds to."""
+    return shutil.copytree(precomputed, tmp_path / "pc")
+
+
+@pytest.fixture
+def job(folder, demo_data, model_path, tmp_path):
+    bed = tmp_path / "regions.bed"
+    bed.write_text(REGIONS)
+    models = ModelSetOptions((str(model_path),))
+
+    def run(method="grad", settings=None, **options):
+        chosen = settings or InferenceSettings(device="cpu", conservation=str(demo_data / "conservation.bw"))
+        return interpret_job(models, demo_data / "genome.fa", chosen, folder, bed,
+                             options=InterpretOptions(method=method, progress=False, **options), log=lambda _: None)
+    return run
+
+
+@pytest.fixture
+def model_path(precomputed):
+    return precomputed.parent / "model.pth.tar"
+
+
+def values(path, chrom, start, end):
+    with pyBigWig.open(str(path)) as bw:
+        return bw.values(chrom, start, end, numpy=True)
+
+
+def open_demo(model_path, demo_data, **settings):
+    return open_predictor(ModelSetOptions((str(model_path),)), demo_data / "genome.fa",
+                          InferenceSettings(device="cpu", conservation=str(demo_data / "conservation.bw"), **settings))
+
+
+def test_ism_tracks_equal_epiformer_ism(folder, demo_data, model_path, tmp_path):
+    bed = tmp_path / "regions.bed"
+    bed.write_text(REGIONS)
+    assert main(["interpret", "-m", str(model_path), "--fa", str(demo_data / "genome.fa"), "--seqcons",
+                 str(demo_data / "conservation.bw"), "--bed", str(bed), "-o", str(folder), "--method", "ism",
+                 "--device", "cpu", "-q"]) == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    record = manifest["interpretation"]
+    assert (record["method"], record["regions"], record["bases"]) == ("ism", 2, 30 + 12)
+    assert record["settings"]["score_bp"] == 1024 and record["settings"]["method"] == "ism"
+    assert len(record["tracks"]) == 8 * 6 and {t["kind"] for t in record["tracks"]} == \
+        {"contrib", "ism_A", "ism_C", "ism_G", "ism_T", "ism_max"}
+    with open_demo(model_path, demo_data) as predictor:
+        expected = saturation_mutagenesis(VariantScorer(predictor), "chr1", 150_000, 150_030)
+    for t, target in enumerate(expected.targets[:3]):
+        effects = expected.effects[t]                                      # (positions, 4)
+        for b, base in enumerate("ACGT"):
+            np.testing.assert_allclose(values(folder / f"tracks/{target}.ism_{base}.bw", "chr1", 150_000, 150_030),
+                                       effects[:, b], rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(values(folder / f"tracks/{target}.ism_max.bw", "chr1", 150_000, 150_030),
+                                   np.abs(effects).max(axis=1), rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(values(folder / f"tracks/{target}.contrib.bw", "chr1", 150_000, 150_030),
+                                   -effects.sum(axis=1) / 3, rtol=1e-5, atol=1e-9)
+    assert np.isnan(values(folder / "tracks/HIP.contrib.bw", "chr1", 150_030, 150_040)).all(), "only the regions"
+    entry = next(t for t in record["tracks"] if t["file"] == "tracks/HIP.ism_A.bw")
+    assert entry["bytes"] == (folder / "tracks/HIP.ism_A.bw").stat().st_size
+
+
+def test_gradient_times_input_and_shards(job, folder, demo_data, model_path, monkeypatch):
+    monkeypatch.setattr(interpret_module, "REGIONS_PER_PART", 1)
+    settings = InferenceSettings(device="cpu", conservation=str(demo_data / "conservation.bw"), shifts=(0,))
+    assert job(settings=settings, shard=(1, 2))["files"] == [], "the other shard's parts are still to come"
+    done = job(settings=settings, shard=(0, 2))
+    assert len(done["files"]) == 8 and done["interpretation"]["method"] == "grad"
+    contrib = values(folder / "tracks/MGC.contrib.bw", "chr2", 80_000, 80_012)
+    with open_demo(model_path, demo_data, shifts=(0,)) as predictor:
+        scorer = VariantScorer(predictor)
+        engine = scorer.engine
+        window = engine.window_for(80_006)
+        x = engine.encode_coded(scorer.encode("chr2", window, []))[0].clone().requires_grad_(True)
+        out = (engine.model(x) + engine.model(x.flip(1, 2)).flip(2)) / 2          # reverse complement on
+        lo = (80_000 - window - engine.output_offset) // 128
+        out[0, engine.target_names.index("MGC"), lo: lo + 1].sum().backward()
+        expected = (x.grad * x).sum(dim=1)[0, 80_000 - window: 80_012 - window].detach().numpy()
+    np.testing.assert_allclose(contrib, expected, rtol=1e-4, atol=1e-9)
+    assert np.abs(contrib).max() > 0
+    before = {p.name: p.stat().st_mtime_ns for p in (folder / "interpret.parts").glob("part-*.npz")}
+    job(settings=settings)
+    assert {p.name: p.stat().st_mtime_ns for p in (folder / "interpret.parts").glob("part-*.npz")} == before, \
+        "a rerun keeps the finished parts"
+    with pytest.raises(InterpretError, match="holds another interpret run"):
+        job(settings=settings, method="ism")
+
+
+def test_bad_regions_and_flags(job, folder, demo_data, model_path, tmp_path, capsys):
+    common = ["interpret", "-m", str(model_path), "--fa", str(demo_data / "genome.fa"), "--seqcons",
+              str(demo_data / "conservation.bw"), "-o", str(folder), "--device", "cpu", "-q"]
+    for text, message in (("chr1\t100\t9000\n", "region 1: 8,900 bp; interpret takes regions of at most"),
+                          ("chr1\t1\t10\nchrZ\t1\t10\n", "region 2: chromosome 'chrZ' is not in the genome"),
+                          ("", "holds no region")):
+        bed = tmp_path / "bad.bed"
+        bed.write_text(text)
+        assert main(common + ["--bed", str(bed)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert main(common + ["--top", "0"]) == 2
+    assert "--top must be at least 1" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bed = tmp_path / "ok.bed"
+    bed.write_text("chr1\t100\t110\n")
+    assert main(common[:-5] + ["-o", str(empty), "--device", "cpu", "-q", "--bed", str(bed)]) == 2
+    assert "manifest.json: no such file" in capsys.readouterr().err
+
+
+def test_top_peaks_are_the_strongest_predicted_bins(folder):
+    regions = top_regions(folder, 5)
+    assert len(regions) == 5 and all(end - start == 500 for _, start, end in regions)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    strongest = []
+    for chrom, start, end in regions:
+        peak = max(np.nanmax(values(folder / t["file"], chrom, start, end)) for t in manifest["tracks"])
+        strongest.append(peak)
+    with pyBigWig.open(str(folder / manifest["tracks"][0]["file"])) as bw:
+        chrom, size = next(iter(bw.chroms().items()))
+        typical = np.nanmedian(bw.values(chrom, 0, size, numpy=True))
+    assert min(strongest) > typical
+    assert torch.is_grad_enabled(), "interpretation leaves autograd as it found it"
