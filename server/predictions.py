@@ -157,6 +157,19 @@ def _echo(item: Any) -> str | dict | None:
     return None
 
 
+def _genome_region(model: ServerPredictor, region: str) -> tuple[str, int, int]:
+    """A region string (chr:start-end, 1-based) checked against the genome -> 0-based half-open, or a 400."""
+    try:
+        chrom, start, end = parse_region(region)
+        if chrom not in model.genome.chrom_sizes:
+            raise VariantError(f"chromosome {chrom!r} is not in the genome")
+        if end > model.genome.chrom_sizes[chrom]:
+            raise VariantError(f"region end {end:,} is past the end of {chrom} ({model.genome.chrom_sizes[chrom]:,} bp)")
+    except (GenomeError, VariantError) as err:
+        raise ApiError(400, f"region: {err}") from None
+    return chrom, start, end
+
+
 def _timed(call):
     try:
         return call()
@@ -215,14 +228,7 @@ def ism() -> Response:
     region = body.get("region")
     if not isinstance(region, str):
         raise ApiError(400, f"give region (chr:start-end, 1-based, at most {MAX_ISM_BP:,} bp)")
-    try:
-        chrom, start, end = parse_region(region)
-        if chrom not in model.genome.chrom_sizes:
-            raise VariantError(f"chromosome {chrom!r} is not in the genome")
-        if end > model.genome.chrom_sizes[chrom]:
-            raise VariantError(f"region end {end:,} is past the end of {chrom} ({model.genome.chrom_sizes[chrom]:,} bp)")
-    except (GenomeError, VariantError) as err:
-        raise ApiError(400, f"region: {err}") from None
+    chrom, start, end = _genome_region(model, region)
     limit = min(MAX_ISM_BP, model.n_bins * model.bin_size)
     if end - start > limit:
         raise ApiError(400, f"region: {end - start:,} bp; /api/ism takes at most {limit:,}")
@@ -261,14 +267,7 @@ def predict() -> Response:
     edits_in = body.get("edits", [])
     if not isinstance(edits_in, list):
         raise ApiError(400, "edits must be a list of {pos, ref, alt} (chrom taken from the region)")
-    try:
-        chrom, start, end = parse_region(region)
-        if chrom not in model.genome.chrom_sizes:
-            raise VariantError(f"chromosome {chrom!r} is not in the genome")
-        if end > model.genome.chrom_sizes[chrom]:
-            raise VariantError(f"region end {end:,} is past the end of {chrom} ({model.genome.chrom_sizes[chrom]:,} bp)")
-    except (GenomeError, VariantError) as err:
-        raise ApiError(400, f"region: {err}") from None
+    chrom, start, end = _genome_region(model, region)
     edits, problems = [], []
     for index, item in enumerate(edits_in):
         try:
