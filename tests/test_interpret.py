@@ -9,6 +9,7 @@ import torch
 
 import epiformer.interpret as interpret_module
 from epiformer.cli import main
+from epiformer.demo import CELL_TYPES
 from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor
 from epiformer.interpret import InterpretError, InterpretOptions, interpret_job, top_regions
 from epiformer.ism import saturation_mutagenesis
@@ -139,3 +140,38 @@ def test_top_peaks_are_the_strongest_predicted_bins(folder):
         typical = np.nanmedian(bw.values(chrom, 0, size, numpy=True))
     assert min(strongest) > typical
     assert torch.is_grad_enabled(), "interpretation leaves autograd as it found it"
+
+
+def test_the_hub_gets_contribution_and_mutagenesis_composites(job, folder, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from trackhub import build_hub
+
+    from .test_trackhub import check_tracks, read_stanzas
+
+    job(method="ism")
+    result = build_hub(folder, tmp_path / "hub")
+    stanzas = read_stanzas(tmp_path / "hub" / "hub.txt")[2:]
+    check_tracks(stanzas, lambda url: tmp_path / "hub" / url)
+    by_name = {t["track"]: t for t in stanzas}
+    contrib, ism = by_name["epiformer_contrib"], by_name["epiformer_ism"]
+    assert contrib["compositeTrack"] == "on" and contrib["logo"] == "on", "sequence logos when zoomed in"
+    assert contrib["subGroup1"].split()[2:] == [f"{c}={c}" for c in CELL_TYPES]
+    leaves = [t for t in stanzas if t.get("parent") == "epiformer_contrib"]
+    assert [t["subGroups"] for t in leaves] == [f"celltype={c}" for c in CELL_TYPES]
+    assert all(t["logo"] == "on" and t["bigDataUrl"].endswith(".bw") for t in leaves)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    colors = {t["name"]: t["color"] for t in manifest["tracks"]}
+    assert [t["color"] for t in leaves] == [colors[c] for c in CELL_TYPES], "in the cell type's colour"
+    assert ism["subGroup2"] == "base Substitution A=A C=C G=G T=T max=max"
+    bases = [t for t in stanzas if t.get("parent") == "epiformer_ism"]
+    assert len(bases) == 5 * len(CELL_TYPES)
+    assert {t["subGroups"] for t in bases if t["subGroups"].startswith("celltype=MGC ")} == \
+        {f"celltype=MGC base={b}" for b in ("A", "C", "G", "T", "max")}
+    assert {t["color"] for t in bases if t["subGroups"].endswith("base=A")} == {"0,150,0"}
+    assert len(result["tracks"]) == 8 + 8 * 6 and all((tmp_path / "hub" / f).is_file() for f in result["tracks"])
+    session = json.loads((tmp_path / "hub" / "igv_session.json").read_text())
+    groups = {t["name"]: t["autoscaleGroup"] for t in session["tracks"]}
+    assert groups["HIP"] == "epiformer" and groups["HIP contrib"] == "contrib" and groups["HIP ism_A"] == "ism"
+    paths = [r.get("path") for r in ET.parse(tmp_path / "hub" / "igv_session.xml").getroot().iter("Resource")]
+    assert len(paths) == 8 + 8 * 6 and all((tmp_path / "hub" / p).is_file() for p in paths)

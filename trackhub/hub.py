@@ -7,7 +7,10 @@ HUBDIR/
   GENOME/trackDb.txt
   description.html             what the tracks are: model, genome, parameters
   tracks/TARGET.SHA8.bw        the bigWigs (hard links, else copies), named by their content so
-                               that a regenerated track gets a new URL and caches never mix versions
+                               that a regenerated track gets a new URL and caches never mix versions;
+                               with them the interpretation tracks ``epiformer interpret`` recorded
+                               (TARGET.contrib.SHA8.bw, TARGET.ism_A.SHA8.bw, ...), in composites of
+                               their own (contributions with ``logo on``; substitutions by base)
   genome/GENOME.2bit, .chrom.sizes, .fa, .fa.fai
                                the genome for assembly hubs, igv.js and IGV desktop (offline)
   igv_session.json             igv.js browser options (reference and tracks)
@@ -39,6 +42,10 @@ UCSC_GENOMES = frozenset({"hg38", "hg19", "hg18", "hs1", "mm39", "mm10", "mm9", 
                           "dm6", "ce11", "sacCer3", "galGal6", "bosTau9", "susScr11", "rheMac10", "panTro6",
                           "canFam6", "xenTro10"})
 SHORT_LABEL, LONG_LABEL = 17, 76
+# Mutagenesis tracks in the usual base colours (A green, C blue, G amber, T red), the largest |effect| grey.
+BASE_COLORS = {"ism_A": "0,150,0", "ism_C": "0,0,230", "ism_G": "230,160,0", "ism_T": "210,0,0",
+               "ism_max": "90,90,90"}
+AUTOSCALE_GROUPS = {"epiformer": "1", "contrib": "2", "ism": "3"}     # predicted signal, contributions, effects
 
 
 class HubError(UserError, ValueError):
@@ -136,7 +143,8 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
         file = f"tracks/{stem}.{track['sha256'][:8]}.bw"
         _link_or_copy(source, hubdir / file)
         tracks.append({**track, "hub_file": file, "track": _track_name(f"{options.name}_{stem}")})
-    _remove_stale(hubdir / "tracks", {Path(t["hub_file"]).name for t in tracks})
+    interpretation = _interpretation_files(precompute_dir, hubdir, manifest)
+    _remove_stale(hubdir / "tracks", {Path(t["hub_file"]).name for t in tracks + interpretation})
 
     genome_files = [f"genome/{name}{ext}" for ext in (".2bit", ".chrom.sizes", ".fa", ".fa.fai")]
     twobit, chrom_sizes, fasta_copy, fasta_index = (hubdir / relative for relative in genome_files)
@@ -158,7 +166,8 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
                           ("scientificName", options.scientific_name or name),
                           ("description", _label(f"{name} (Epiformer track hub)", LONG_LABEL)),
                           ("defaultPos", position), ("orderKey", 1)]
-    track_db = _track_db(tracks, options, base, limit)
+    method = manifest.get("interpretation", {}).get("method")
+    track_db = _track_db(tracks, options, base, limit) + _interpretation_db(interpretation, tracks, options, base, method)
     hub_pairs = [("hub", options.name), ("shortLabel", _label(options.short_label, SHORT_LABEL)),
                  ("longLabel", _label(options.long_label, LONG_LABEL))]
     contact = [("email", options.email), ("descriptionUrl", f"{base}description.html")]
@@ -166,20 +175,77 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
         "hub.txt": _stanza(hub_pairs + [("useOneFile", "on")] + contact) + _stanza(genome_stanza) + track_db,
         "hub.multi.txt": _stanza(hub_pairs + [("genomesFile", "genomes.txt")] + contact),
         "genomes.txt": _stanza(genome_stanza + [("trackDb", f"{name}/trackDb.txt")]),
-        f"{name}/trackDb.txt": _track_db(tracks, options, base or "../", limit),
+        f"{name}/trackDb.txt": _track_db(tracks, options, base or "../", limit)
+        + _interpretation_db(interpretation, tracks, options, base or "../", method),
         "description.html": _description(manifest, tracks, options),
-        "igv_session.json": json.dumps(_igv_js_session(name, tracks, base, position), indent=1) + "\n",
-        "igv_session.xml": _igv_desktop_session(name, tracks, base, position),
+        "igv_session.json": json.dumps(_igv_js_session(name, tracks + interpretation, base, position), indent=1) + "\n",
+        "igv_session.xml": _igv_desktop_session(name, tracks + interpretation, base, position),
     }
     for relative, text in files.items():
         with atomic_path(hubdir / relative) as tmp:
             tmp.write_text(text)
     # The tracks' digests come from the manifest: gigabyte bigWigs are not read again.
-    digests = {t["hub_file"]: t["sha256"] for t in tracks}
+    digests = {t["hub_file"]: t["sha256"] for t in tracks + interpretation}
     digests.update((relative, sha256_file(hubdir / relative)) for relative in [*genome_files, *files])
     write_sha256sums(hubdir, digests)
     return {"hub": hubdir / "hub.txt", "genome": name, "assembly_hub": assembly, "default_position": position,
-            "tracks": [t["hub_file"] for t in tracks], "files": sorted(files)}
+            "tracks": [t["hub_file"] for t in tracks + interpretation], "files": sorted(files)}
+
+
+def _interpretation_files(precompute_dir: Path, hubdir: Path, manifest: dict) -> list[dict]:
+    """The interpretation tracks ``epiformer interpret`` recorded, linked into the hub like the
+    predicted tracks, each with its target's colour and a name and label for igv."""
+    colors = {t["name"]: t["color"] for t in manifest["tracks"]}
+    files = []
+    for item in manifest.get("interpretation", {}).get("tracks", []):
+        source = precompute_dir / item["file"]
+        if not source.is_file():
+            raise HubError(f"{source} (listed under interpretation in {precompute_dir}/manifest.json) is missing")
+        file = f"tracks/{Path(item['file']).stem}.{item['sha256'][:8]}.bw"
+        _link_or_copy(source, hubdir / file)
+        color = BASE_COLORS.get(item["kind"], colors.get(item["target"], "90,90,90"))
+        files.append({**item, "hub_file": file, "name": f"{item['target']} {item['kind']}", "color": color,
+                      "autoscale": "contrib" if item["kind"] == "contrib" else "ism"})
+    return files
+
+
+def _interpretation_db(items: list[dict], tracks: list[dict], options: HubOptions, base: str,
+                       method: str | None) -> str:
+    """Composites of the interpretation tracks: the contributions (drawn as sequence logos when
+    zoomed in, ``logo on``) and, from mutagenesis, each base's substitution track in its colour,
+    both in the cell types' subgroup."""
+    if not items:
+        return ""
+    cells = list(dict.fromkeys(i["target"] for i in items))
+    groups = " ".join(f"{_track_name(c)}={_track_name(c)}" for c in cells)
+    text = ""
+    for kinds, suffix, label, extra in (
+            (("contrib",), "contrib", f"per-base contributions ({method})", [("logo", "on")]),
+            (tuple(BASE_COLORS), "ism", "each base's substitution effect (SAD)", [])):
+        chosen = [i for i in items if i["kind"] in kinds]
+        if not chosen:
+            continue
+        composite = _track_name(f"{options.name}_{suffix}")
+        dimensions = [("subGroup1", f"celltype Cell_type {groups}")]
+        if suffix == "ism":
+            dimensions += [("subGroup2", "base Substitution " + " ".join(f"{k[4:]}={k[4:]}" for k in kinds)),
+                           ("dimensions", "dimX=celltype dimY=base")]
+        else:
+            dimensions += [("dimensions", "dimX=celltype")]
+        text += _stanza([("track", composite), ("compositeTrack", "on"),
+                         ("shortLabel", _label(f"{options.short_label} {suffix}", SHORT_LABEL)),
+                         ("longLabel", _label(f"{options.short_label} {label}", LONG_LABEL)),
+                         ("type", "bigWig"), *dimensions, ("autoScale", "on"), ("maxHeightPixels", "100:40:16"),
+                         ("visibility", "hide"), *extra])
+        for i in chosen:
+            groups_of = f"celltype={_track_name(i['target'])}" + (f" base={i['kind'][4:]}" if suffix == "ism" else "")
+            text += _stanza([("track", _track_name(f"{options.name}_{i['target']}_{i['kind']}")),
+                             ("parent", composite), ("subGroups", groups_of),
+                             ("shortLabel", _label(i["name"], SHORT_LABEL)),
+                             ("longLabel", _label(f"{i['target']} {label}", LONG_LABEL)),
+                             ("type", "bigWig"), ("bigDataUrl", f"{base}{i['hub_file']}"), ("color", i["color"]),
+                             *extra], indent="    ")
+    return text
 
 
 def _remove_stale(folder: Path, keep: set[str]) -> None:
@@ -230,14 +296,16 @@ def _igv_js_session(name: str, tracks: list[dict], base: str, position: str) -> 
                       "chromSizesURL": f"{base}genome/{name}.chrom.sizes"},
         "locus": position,
         "tracks": [{"name": t["name"], "type": "wig", "format": "bigwig", "url": f"{base}{t['hub_file']}",
-                    "color": _rgb(t["color"]), "autoscaleGroup": "epiformer", "height": 50} for t in tracks],
+                    "color": _rgb(t["color"]), "autoscaleGroup": t.get("autoscale", "epiformer"), "height": 50}
+                   for t in tracks],
     }
 
 
 def _igv_desktop_session(name: str, tracks: list[dict], base: str, position: str) -> str:
     resources = "".join(f"    <Resource name={quoteattr(t['name'])} path={quoteattr(base + t['hub_file'])} "
                         "type=\"bigwig\"/>\n" for t in tracks)
-    panel = "".join(f"    <Track attributeKey={quoteattr(t['name'])} autoScale=\"true\" autoscaleGroup=\"1\" "
+    panel = "".join(f"    <Track attributeKey={quoteattr(t['name'])} autoScale=\"true\" "
+                    f"autoscaleGroup={quoteattr(AUTOSCALE_GROUPS[t.get('autoscale', 'epiformer')])} "
                     f"clazz=\"org.broad.igv.track.DataSourceTrack\" color={quoteattr(t['color'])} "
                     f"fontSize=\"10\" id={quoteattr(base + t['hub_file'])} name={quoteattr(t['name'])} "
                     "renderer=\"BAR_CHART\" visible=\"true\" windowFunction=\"mean\"/>\n" for t in tracks)
