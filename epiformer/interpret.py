@@ -5,7 +5,7 @@ For each region (a BED, or the strongest predicted peaks of the folder's tracks)
 
 * ``method="grad"``: gradient x input of the target's predicted signal summed over the output
   bins the region overlaps, through the engine's own ensemble (model set, reverse complement,
-  shifts): one forward and one backward pass per window and target. The input is one-hot x
+  shifts): per batch of windows, one forward pass and one backward pass per target. The input is one-hot x
   exp(conservation), so a base's contribution is the gradient at its own base times its factor.
 * ``method="ism"``: saturation mutagenesis through the incremental tower (:mod:`epiformer.ism`,
   the region's window and score window as ``epiformer ism``); the contribution is minus the
@@ -30,7 +30,7 @@ import torch
 
 from .errors import UserError
 from .files import atomic_path, bigwig_writer, sha256_file
-from .genome import read_bed_intervals
+from .genome import CodedWindows, read_bed_intervals
 from .ism import MAX_ISM_BP, saturation_mutagenesis
 from .manifest import MANIFEST, read_manifest
 from .scorer import VariantScorer
@@ -116,25 +116,35 @@ def top_regions(outdir: str | os.PathLike, count: int, width: int = 500) -> list
     return merge_regions(regions, list(sizes))
 
 
-def gradient_contributions(scorer: VariantScorer, chrom: str, start: int, end: int) -> np.ndarray:
-    """Gradient x input of each target's signal over the output bins [start, end) overlaps,
-    averaged over the engine's shifts: (targets, end - start)."""
+def gradient_contributions(scorer: VariantScorer, regions: list[tuple[str, int, int]]) -> list[np.ndarray]:
+    """Gradient x input of each target's signal over the output bins each region overlaps,
+    averaged over the engine's shifts: per region (targets, end - start). Regions run a batch of
+    windows at a time; the windows are independent inputs, so one backward pass of the batch's
+    summed signal gives each window its own gradient."""
     engine = scorer.engine
     cfg = engine.config
-    window = engine.window_for((start + end) // 2)
-    output_start = window + engine.output_offset
-    lo, hi = (start - output_start) // cfg.bin_size, -(-(end - output_start) // cfg.bin_size)
-    inputs = engine.encode_coded(scorer.encode(chrom, window, []))[:, 0]        # (shifts, 4, seq_len)
-    out = np.zeros((len(engine.target_names), end - start), np.float64)
-    for shift, x in zip(engine.shifts, inputs):
-        x = x[None].float().clone().requires_grad_(True)          # a plain tensor, not an inference one
-        with torch.enable_grad(), engine._autocast():
-            signal = engine.ensembled(x)[0, :, lo:hi].sum(dim=1)
-        first = start - window - shift
-        for t in range(len(signal)):
-            (grad,) = torch.autograd.grad(signal[t], x, retain_graph=t + 1 < len(signal))
-            out[t] += (grad[0] * x[0].detach()).sum(dim=0)[first: first + end - start].cpu().numpy()
-    return (out / len(engine.shifts)).astype(np.float32)
+    out = []
+    for lo_region in range(0, len(regions), engine.batch_size):
+        batch = regions[lo_region: lo_region + engine.batch_size]
+        windows = [engine.window_for((start + end) // 2) for _, start, end in batch]
+        coded = CodedWindows.concatenate([scorer.encode(chrom, w, []) for (chrom, _, _), w in zip(batch, windows)])
+        inputs = engine.encode_coded(coded)                                       # (shifts, B, 4, seq_len)
+        bins = [((start - w - engine.output_offset) // cfg.bin_size, -(-(end - w - engine.output_offset) // cfg.bin_size))
+                for (_, start, end), w in zip(batch, windows)]
+        totals = [np.zeros((len(engine.target_names), end - start), np.float64) for _, start, end in batch]
+        for shift, x in zip(engine.shifts, inputs):
+            x = x.float().clone().requires_grad_(True)             # a plain tensor, not an inference one
+            with torch.enable_grad(), engine._autocast():
+                predicted = engine.ensembled(x)
+                signal = torch.stack([predicted[k, :, lo:hi].sum(dim=1) for k, (lo, hi) in enumerate(bins)])
+            for t in range(signal.shape[1]):
+                (grad,) = torch.autograd.grad(signal[:, t].sum(), x, retain_graph=t + 1 < signal.shape[1])
+                per_base = (grad * x.detach()).sum(dim=1).cpu().numpy()             # (B, seq_len)
+                for k, ((_, start, end), w) in enumerate(zip(batch, windows)):
+                    first = start - w - shift
+                    totals[k][t] += per_base[k, first: first + end - start]
+        out += [(total / len(engine.shifts)).astype(np.float32) for total in totals]
+    return out
 
 
 def mutagenesis_tracks(scorer: VariantScorer, chrom: str, start: int, end: int) -> np.ndarray:
@@ -181,13 +191,18 @@ def interpret(scorer: VariantScorer, outdir: str | os.PathLike, regions: list[tu
         tmp.write_text(json.dumps(fingerprint))
     index, n_shards = options.shard
     chunks = [regions[k: k + REGIONS_PER_PART] for k in range(0, len(regions), REGIONS_PER_PART)]
-    compute = gradient_contributions if options.method == "grad" else mutagenesis_tracks
+
+    def compute(chunk: list[tuple[str, int, int]]) -> list[np.ndarray]:
+        if options.method == "grad":
+            return gradient_contributions(scorer, chunk)
+        return [mutagenesis_tracks(scorer, *region) for region in chunk]
+
     mine = [k for k in range(len(chunks)) if k % n_shards == index]
     for k in tqdm(mine, desc=f"interpret ({options.method})", unit="part", disable=not options.progress):
         part = parts / f"part-{k:06d}.npz"
         if part.exists():
             continue
-        values = [compute(scorer, *region) for region in chunks[k]]
+        values = compute(chunks[k])
         with atomic_path(part) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **{f"region_{i}": v for i, v in enumerate(values)})
     if launched:

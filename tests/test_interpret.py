@@ -175,3 +175,16 @@ def test_the_hub_gets_contribution_and_mutagenesis_composites(job, folder, tmp_p
     assert groups["HIP"] == "epiformer" and groups["HIP contrib"] == "contrib" and groups["HIP ism_A"] == "ism"
     paths = [r.get("path") for r in ET.parse(tmp_path / "hub" / "igv_session.xml").getroot().iter("Resource")]
     assert len(paths) == 8 + 8 * 6 and all((tmp_path / "hub" / p).is_file() for p in paths)
+
+
+def test_a_batch_of_regions_gives_each_its_own_gradient(demo_data, model_path):
+    from epiformer.interpret import gradient_contributions
+
+    regions = [("chr1", 150_000, 150_020), ("chr2", 80_000, 80_012), ("chr1", 200_000, 200_128)]
+    with open_demo(model_path, demo_data, shifts=(-1, 0, 1)) as predictor:
+        scorer = VariantScorer(predictor)
+        batched = gradient_contributions(scorer, regions)
+        alone = [gradient_contributions(scorer, [region])[0] for region in regions]
+    for a, b, (_, start, end) in zip(batched, alone, regions):
+        assert a.shape == (8, end - start)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)
