@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_precompute import BF16_PEAK, HG38_BP, duration, forward_flops, host_rates  # noqa: E402
+from bench_interpret import PEAK_BP, PEAKS, interpretation_rates  # noqa: E402
 from bench_variants import dispersed_snvs, scoring_rate  # noqa: E402
 from report import machine_description, publish  # noqa: E402
 
@@ -50,9 +51,9 @@ from epiformer.scorer import VariantScorer  # noqa: E402
 from epiformer.variants import make_variant  # noqa: E402
 
 FULL = {"preset": "paper", "genome_mb": 30.0, "forward_windows": 64, "batch": 16, "variants": 256,
-        "queries": 160, "ism_bp": 714, "host_seconds": 2.0}
+        "queries": 160, "ism_bp": 714, "host_seconds": 2.0, "interpret_regions": 64, "interpret_ism_bp": 20}
 QUICK = {"preset": "tiny", "genome_mb": 1.0, "forward_windows": 8, "batch": 4, "variants": 16,
-         "queries": 16, "ism_bp": 10, "host_seconds": 0.2}
+         "queries": 16, "ism_bp": 10, "host_seconds": 0.2, "interpret_regions": 4, "interpret_ism_bp": 2}
 
 
 def forward_rate(models, device: torch.device, bf16: bool, windows: int, batch: int, tower: str = "fused") -> float:
@@ -160,6 +161,11 @@ def main() -> None:
             ism = saturation_mutagenesis(VariantScorer(predictor), chrom, start, start + size["ism_bp"])
             rows.append((f"saturation mutagenesis, {size['ism_bp']} bp x 3",
                          f"{ism.seconds:.1f} s ({3 * size['ism_bp'] / ism.seconds:.1f} substitutions/s)"))
+            rates = interpretation_rates(predictor, size["interpret_regions"], size["interpret_ism_bp"])
+            for method, rate in rates.items():
+                rows.append((f"interpret --method {method}, {len(CELL_TYPES)} cell types at once",
+                             f"{rate:,.1f} bases/s; {PEAKS:,} peaks of {PEAK_BP} bp in "
+                             f"{duration(PEAKS * PEAK_BP / rate)} on one device"))
         for clients in (1, 16):
             rate = server_rate(tmp / "pre", checkpoint, device, queries, clients)
             rows.append((f"server variant queries, {clients} client{'s' if clients > 1 else ''}", f"{rate:.2f} queries/s"))

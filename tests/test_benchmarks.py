@@ -18,6 +18,7 @@ def test_gpu_script_runs_in_quick_mode(tmp_path):
     table = report.read_text()
     for row in ("forward pass, fp32", "forward pass, bf16", "precompute, 1 Mb synthetic genome",
                 "score-variants, 16 dispersed SNVs", "saturation mutagenesis, 10 bp x 3",
-                "server variant queries, 1 client", "server variant queries, 16 clients"):
+                "server variant queries, 1 client", "server variant queries, 16 clients",
+                "interpret --method grad, 8 cell types at once", "interpret --method ism, 8 cell types at once"):
         assert f"| {row}" in table, row
     assert "<!-- bench:gpu-quick -->" in table and "windows/s" in table and "hg38 projected" in table
