@@ -52,10 +52,14 @@ def tracks_document() -> dict:
     hub_url = urljoin(hub_base, "hub.txt")
     genome = manifest["genome"]["name"]
     described = {t["name"]: t for t in manifest["tracks"]}
-    tracks = [{"name": t["name"], "url": urljoin(hub_base, t["url"]),
-               "color": described.get(t["name"], {}).get("color", "0,0,0"),
-               "description": described.get(t["name"], {}).get("description", ""),
-               "sha256": described.get(t["name"], {}).get("sha256")} for t in session["tracks"]]
+    predicted = [t for t in session["tracks"] if t["name"] in described]
+    tracks = [{"name": t["name"], "url": urljoin(hub_base, t["url"]), "color": described[t["name"]]["color"],
+               "description": described[t["name"]]["description"], "sha256": described[t["name"]]["sha256"]}
+              for t in predicted]
+    recorded = {f"{i['target']} {i['kind']}": i for i in manifest.get("interpretation", {}).get("tracks", [])}
+    interpretation = [{"name": t["name"], "target": recorded[t["name"]]["target"], "kind": recorded[t["name"]]["kind"],
+                       "url": urljoin(hub_base, t["url"]), "color": t["color"]}
+                      for t in session["tracks"] if t["name"] in recorded]
     reference = {key: urljoin(hub_base, value) if key.endswith("URL") else value
                  for key, value in session["reference"].items()}
     fasta_url = urljoin(hub_base, f"genome/{genome}.fa")
@@ -70,6 +74,7 @@ def tracks_document() -> dict:
         "default_locus": session["locus"],
         "bin_size": manifest["params"]["bin_size"],
         "tracks": tracks,
+        "interpretation": interpretation,
         "hub": hub_url,
         "links": {
             "ucsc": f"https://genome.ucsc.edu/cgi-bin/hgTracks?{ucsc_key}={quote(genome)}&hubUrl={quote(hub_url, safe='')}",

@@ -19,6 +19,9 @@ TRACK = {"type": "object", "required": ["name", "url", "color"],
 TRACKS = {"type": "object", "required": ["genome", "tracks", "hub", "links", "default_locus"],
           "properties": {"genome": {"type": "object"}, "default_locus": {"type": "string"},
                          "bin_size": {"type": "integer"}, "tracks": {"type": "array", "items": TRACK},
+                         "interpretation": {"type": "array", "items": {"type": "object"},
+                                            "description": "contribution and mutagenesis tracks (epiformer "
+                                                           "interpret): name, target, kind, url, color"},
                          "hub": {"type": "string"}, "links": {"type": "object"}, "igv_js": {"type": "object"}}}
 VARIANT = {"oneOf": [
     {"type": "string", "description": "chrom:pos:ref:alt, pos 1-based", "example": "chr1:1000:A:G"},

@@ -188,3 +188,15 @@ def test_a_batch_of_regions_gives_each_its_own_gradient(demo_data, model_path):
     for a, b, (_, start, end) in zip(batched, alone, regions):
         assert a.shape == (8, end - start)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)
+
+
+def test_the_servers_track_list_keeps_interpretation_apart(job, folder, tmp_path):
+    from server import create_app
+
+    job(method="grad")
+    app = create_app({"precompute_dir": str(folder), "hub_dir": str(tmp_path / "hub"), "log_requests": False})
+    doc = app.test_client().get("/api/tracks").json
+    assert [t["name"] for t in doc["tracks"]] == list(CELL_TYPES), "the predicted tracks only"
+    assert [(t["target"], t["kind"]) for t in doc["interpretation"]] == [(c, "contrib") for c in CELL_TYPES]
+    assert all(t["url"].startswith("http") and "/hub/tracks/" in t["url"] for t in doc["interpretation"])
+    assert app.test_client().get(doc["interpretation"][0]["url"].split("localhost", 1)[-1]).status_code == 200
