@@ -46,7 +46,8 @@ $(STAMP): setup.py constraints.txt Makefile scripts/system-deps.sh
 
 demo: install
 	$(BIN)/epiformer demo -o demo_out
-	$(BIN)/epiformer serve demo_out/precompute -m demo_out/runs/demo.best_corr.pth.tar --port $(PORT)
+	$(BIN)/epiformer serve demo_out/precompute -m demo_out/runs/demo.best_corr.pth.tar \
+		--annotation demo_out/data/annotation.bed --port $(PORT)
 
 test: install
 	@scripts/system-deps.sh $(BROWSER_PROGRAMS) || echo "set-up: Chromium could not be installed here; the browser tests will be skipped"

@@ -22,6 +22,7 @@ setup(
         "numpy>=1.24",
         "pyfaidx>=0.8.1",
         "pyBigWig>=0.3.22",
+        "pybigtools>=0.3",   # bigBed writing (the hub's gene annotation)
         "pybedtools>=0.9",
         "h5py>=3.8",
         "hdf5plugin>=4.0",   # the LZ4 filter of the original's datasets

@@ -239,7 +239,7 @@ def _hub(args: argparse.Namespace) -> None:
     from trackhub import HubOptions, build_hub
 
     options = HubOptions(email=args.email, base_url=args.base_url, assembly_hub=args.assembly_hub,
-                         organism=args.organism, scientific_name=args.scientific_name)
+                         organism=args.organism, scientific_name=args.scientific_name, annotation=args.annotation)
     if args.name:
         options.name = args.name
     result = build_hub(args.precompute_dir, args.out, options)
@@ -258,7 +258,7 @@ def _serve(args: argparse.Namespace) -> None:
                  "precision": args.precision, "reverse_complement": False if args.no_rc else None,
                  "shifts": list(args.shifts) if args.shifts else None, "bind": f"{args.host}:{args.port}",
                  "workers": args.workers, "public_url": args.public_url, "hub_dir": args.hub_dir,
-                 "allowed_hosts": args.allowed_hosts, "compile": args.compile}
+                 "allowed_hosts": args.allowed_hosts, "compile": args.compile, "annotation": args.annotation}
     cfg = load_config({k: v for k, v in overrides.items() if v is not None})
     base = cfg.public_url or f"http://{args.host}:{args.port}"
     print(f"hub         {hub_dir(cfg)}/hub.txt")
@@ -643,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the genome is one UCSC hosts under the manifest's genome name")
     hub.add_argument("--organism", help="organism shown by UCSC for an assembly hub")
     hub.add_argument("--scientific-name", help="scientific name for an assembly hub")
+    hub.add_argument("--annotation", metavar="GENES", help="a GTF (exons and CDS by transcript_id) or BED of genes "
+                     "or elements, added as a bigBed track beside the predictions")
     hub.set_defaults(func=_hub)
 
     serve = sub.add_parser(
@@ -657,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_set_arguments(serve, required=False)
     _add_inference_arguments(serve, defaults=False)
     serve.add_argument("--hub-dir", help="hub folder (default: PRECOMPUTE_DIR/hub)")
+    serve.add_argument("--annotation", metavar="GENES", help="a GTF or BED of genes for the hub and the page "
+                       "(as epiformer hub --annotation)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per GPU, or 2)")

@@ -281,7 +281,7 @@ def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> d
     paths = {"fasta": outdir / "genome.fa", "chrom_sizes": outdir / "chrom.sizes",
              "conservation": outdir / "conservation.bw", "blacklist": outdir / "blacklist.bed",
              "targets": outdir / "targets.txt", "variants": outdir / "variants.vcf",
-             "elements": outdir / "elements.bed"}
+             "elements": outdir / "elements.bed", "annotation": outdir / "annotation.bed"}
     with atomic_path(paths["fasta"]) as tmp, open(tmp, "w") as handle:
         for b in builders:
             seq = b.sequence()
@@ -327,6 +327,11 @@ def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> d
             f"{','.join(s[0] for s in e.sites) or '.'}\t{','.join(f'{h:.3f}' for h in e.heights)}\t"
             f"{','.join(f'{s[1]}-{s[1] + len(s[2])}' for s in e.sites) or '.'}\n"
             for b in builders for e in sorted(b.elements, key=lambda e: e.center)))
+
+    with atomic_path(paths["annotation"]) as tmp:        # the planted elements, for the hub and the page
+        tmp.write_text("".join(
+            f"{e.chrom}\t{e.center - 300}\t{e.center + 300}\t{e.kind}{':' + '+'.join(x[0] for x in e.sites) if e.sites else ''}"
+            f"\t0\t.\n" for b in builders for e in sorted(b.elements, key=lambda e: e.center)))
 
     with atomic_path(paths["variants"]) as tmp:
         tmp.write_text(_demo_vcf(builders, motifs, rng))
@@ -408,6 +413,7 @@ def dataset_parameters(paths: dict[str, Path], **settings):
                              chrom_sizes=str(paths["chrom_sizes"]), targets=str(paths["targets"]), **settings)
 
 
+DEMO_INTERPRET_PEAKS = 100     # predicted peaks the demo's contribution tracks cover
 DEMO_TRAINING = {"preset": "tiny", "num_epoches": 4, "batch_size": 16, "learning_rate": 2e-3,
                  "min_lr": 1e-4, "warmup_epoches": 0.5, "num_workers": 1}
 
@@ -416,7 +422,8 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
     """The demo: demo genome -> training shards -> the ``tiny`` model trained for a few minutes ->
     its per-cell-type Pearson R on the held-out test chromosome -> the demo VCF's variant scores
     (and how well they separate motif-disrupting from neutral variants) -> genome-wide predicted
-    bigWigs (precompute). A finished training run in ``outdir`` is reused. Returns the test metrics (one
+    bigWigs (precompute) -> contribution tracks of its strongest predicted peaks (interpret). A
+    finished training run in ``outdir`` is reused. Returns the test metrics (one
     row per cell type, then the mean) and the precompute manifest."""
     import time
 
@@ -425,6 +432,7 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
     from .calibration import calibrate, calibration_path, find_calibration
     from .datasets import generate_datasets
     from .inference import InferenceSettings, ModelSetOptions, open_predictor
+    from .interpret import InterpretOptions, interpret_job
     from .scorer import VariantScorer
     from .scoring import ScoreOptions, score_variant_file
     from .targets import read_targets
@@ -474,6 +482,10 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
                         targets=read_targets(paths["targets"]), blacklist=paths["blacklist"], genome_name="demo")
     print(f"precompute  {len(result['manifest']['tracks'])} genome-wide bigWigs in "
           f"{time.perf_counter() - started:.0f} s: {outdir / 'precompute' / 'manifest.json'}")
+    interpreted = interpret_job(models, paths["fasta"], settings, outdir / "precompute", top=DEMO_INTERPRET_PEAKS,
+                                options=InterpretOptions(progress=False, restart=True), log=lambda _: None)
+    print(f"interpret   gradient x input over the {DEMO_INTERPRET_PEAKS} strongest predicted peaks: "
+          f"{len(interpreted['files'])} contribution bigWigs in {outdir / 'precompute' / 'tracks'}")
     return {"test": rows, "variants_auroc": auroc, "precompute": result["manifest"]}
 
 

@@ -38,17 +38,20 @@ def gunicorn_command() -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "server:create_app()"]
 
 
-def ensure_hub(precompute_dir: Path, hub_dir: Path) -> Path:
+def ensure_hub(precompute_dir: Path, hub_dir: Path, annotation: str = "") -> Path:
     """Build the hub of ``precompute_dir`` into ``hub_dir`` when it is missing, older than the
-    precompute's manifest (a regenerated run) or without SHA256SUMS (a hub from before the
-    checksums); returns ``hub_dir``."""
-    from trackhub import SUMS_FILE, build_hub
+    precompute's manifest (a regenerated run), without SHA256SUMS (a hub from before the
+    checksums) or holding another annotation than ``annotation``; returns ``hub_dir``."""
+    from trackhub import SUMS_FILE, HubOptions, annotation_source, build_hub
 
     hub = hub_dir / "hub.txt"
     manifest = precompute_dir / "manifest.json"
+    recorded = hub_dir / "annotation" / "source.json"
+    held = json.loads(recorded.read_text()) if recorded.is_file() else None
     if (not hub.is_file() or not (hub_dir / SUMS_FILE).is_file()
-            or hub.stat().st_mtime < manifest.stat().st_mtime):
-        build_hub(precompute_dir, hub_dir)
+            or hub.stat().st_mtime < manifest.stat().st_mtime
+            or held != (annotation_source(annotation) if annotation else None)):
+        build_hub(precompute_dir, hub_dir, HubOptions(annotation=annotation or None))
     return hub_dir
 
 
@@ -62,7 +65,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
                                 "or run epiformer serve PRECOMPUTE_DIR")
     precompute_dir = Path(cfg.precompute_dir)
     manifest = read_manifest(precompute_dir)
-    hub_dir = ensure_hub(precompute_dir, Path(cfg.hub_dir) if cfg.hub_dir else precompute_dir / "hub")
+    hub_dir = ensure_hub(precompute_dir, Path(cfg.hub_dir) if cfg.hub_dir else precompute_dir / "hub", cfg.annotation)
 
     from .api import api
     from .files import files

@@ -75,6 +75,8 @@ def tracks_document() -> dict:
         "bin_size": manifest["params"]["bin_size"],
         "tracks": tracks,
         "interpretation": interpretation,
+        "annotation": next(({"name": t["name"], "url": urljoin(hub_base, t["url"])} for t in session["tracks"]
+                            if t.get("type") == "annotation"), None),
         "hub": hub_url,
         "links": {
             "ucsc": f"https://genome.ucsc.edu/cgi-bin/hgTracks?{ucsc_key}={quote(genome)}&hubUrl={quote(hub_url, safe='')}",

@@ -28,6 +28,7 @@ class ServerConfig:
 
     precompute_dir: str = ""             # the -o folder of epiformer precompute (manifest.json)
     hub_dir: str = ""                    # default: PRECOMPUTE_DIR/hub, built on start when missing
+    annotation: str = ""                 # a GTF or BED of genes, added to the hub and the page
     models: list[str] = field(default_factory=list)   # -m specs; none: files and tracks only
     targets: str = ""                    # targets.txt naming original checkpoints' outputs
     index: int | None = None             # row of targets.txt a single-output original checkpoint predicts

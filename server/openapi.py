@@ -22,6 +22,8 @@ TRACKS = {"type": "object", "required": ["genome", "tracks", "hub", "links", "de
                          "interpretation": {"type": "array", "items": {"type": "object"},
                                             "description": "contribution and mutagenesis tracks (epiformer "
                                                            "interpret): name, target, kind, url, color"},
+                         "annotation": {"type": ["object", "null"],
+                                        "description": "the gene annotation's bigBed (name, url), when served"},
                          "hub": {"type": "string"}, "links": {"type": "object"}, "igv_js": {"type": "object"}}}
 VARIANT = {"oneOf": [
     {"type": "string", "description": "chrom:pos:ref:alt, pos 1-based", "example": "chr1:1000:A:G"},

@@ -20,7 +20,7 @@ def test_default_size_and_chromosomes():
 
 def test_files_and_targets_layout(demo_data):
     for name in ("genome.fa", "genome.fa.fai", "chrom.sizes", "conservation.bw", "blacklist.bed",
-                 "targets.txt", "variants.vcf", "elements.bed"):
+                 "targets.txt", "variants.vcf", "elements.bed", "annotation.bed"):
         assert (demo_data / name).is_file(), name
     lines = (demo_data / "targets.txt").read_text().splitlines()
     assert lines[0] == "index\tidentifier\tfile\tclip\tsum_stat\tdescription\tpeak"

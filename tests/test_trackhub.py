@@ -49,12 +49,17 @@ def check_tracks(tracks: list[dict[str, str]], resolve) -> None:
             assert key in t, f"track {t.get('track')} lacks {key}"
         assert t["track"][0].isalpha() and t["track"].replace("_", "").isalnum()
         assert len(t["shortLabel"]) <= 17 and len(t["longLabel"]) <= 76
-        assert t["type"].startswith("bigWig"), "igv.js only loads bigWig* tracks"
+        assert t["type"].startswith(("bigWig", "bigBed")), "igv.js loads bigWig and bigBed tracks"
         if "parent" in t:
             assert t["parent"].split()[0] in by_name, f"{t['track']}'s parent does not exist"
         is_container = "compositeTrack" in t or "container" in t
         assert ("bigDataUrl" in t) != is_container
-        if "bigDataUrl" in t:
+        if "bigDataUrl" in t and t["type"].startswith("bigBed"):
+            import bbi
+
+            with bbi.open(str(resolve(t["bigDataUrl"]))) as bb:
+                assert bb.is_bigbed
+        elif "bigDataUrl" in t:
             with pyBigWig.open(str(resolve(t["bigDataUrl"]))) as bw:
                 assert bw.isBigWig()
             color = [int(c) for c in t["color"].split(",")]
@@ -187,3 +192,67 @@ def test_hub_command_and_bad_input(precomputed, tmp_path, capsys):
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(HubError, match="tracks/HIP.bw .* is missing"):
         build_hub(broken, tmp_path / "hub3")
+
+
+GTF = """\
+chr1\ttest\ttranscript\t1001\t3000\t.\t+\t.\tgene_id "g1"; transcript_id "t1"; gene_name "ALPHA";
+chr1\ttest\texon\t1001\t1200\t.\t+\t.\tgene_id "g1"; transcript_id "t1"; gene_name "ALPHA";
+chr1\ttest\texon\t2501\t3000\t.\t+\t.\tgene_id "g1"; transcript_id "t1"; gene_name "ALPHA";
+chr1\ttest\tCDS\t1101\t1200\t.\t+\t0\tgene_id "g1"; transcript_id "t1"; gene_name "ALPHA";
+chr1\ttest\tCDS\t2501\t2700\t.\t+\t0\tgene_id "g1"; transcript_id "t1"; gene_name "ALPHA";
+chr2\ttest\texon\t501\t900\t.\t-\t.\tgene_id "g2"; transcript_id "t2";
+"""
+
+
+def test_gene_annotation_becomes_a_bigbed_track(precomputed, tmp_path, capsys):
+    import bbi
+
+    gtf = tmp_path / "genes.gtf"
+    gtf.write_text(GTF)
+    result = build_hub(precomputed, tmp_path / "hub", HubOptions(annotation=str(gtf)))
+    stanzas = read_stanzas(tmp_path / "hub" / "hub.txt")[2:]
+    check_tracks(stanzas, lambda url: tmp_path / "hub" / url)
+    genes = next(t for t in stanzas if t["track"] == "epiformer_annotation")
+    assert genes["type"] == "bigBed 12" and genes["bigDataUrl"] == result["annotation"]
+    with bbi.open(str(tmp_path / "hub" / genes["bigDataUrl"])) as bb:
+        first = bb.fetch_intervals("chr1", 0, 10_000)
+        second = bb.fetch_intervals("chr2", 0, 10_000)
+    assert list(first["name"]) == ["ALPHA"] and list(first["start"]) == [1000] and list(first["end"]) == [3000]
+    assert [int(first[k][0]) for k in ("thickStart", "thickEnd", "blockCount")] == [1100, 2700, 2]
+    assert first["blockSizes"][0] == "200,500," and first["chromStarts"][0] == "0,1500,"
+    assert list(second["name"]) == ["g2"] and list(second["strand"]) == ["-"]
+    session = json.loads((tmp_path / "hub" / "igv_session.json").read_text())
+    assert session["tracks"][0] == {"name": "genes.gtf", "type": "annotation", "format": "bigbed",
+                                    "url": result["annotation"], "displayMode": "EXPANDED"}
+    root = ET.parse(tmp_path / "hub" / "igv_session.xml").getroot()
+    assert result["annotation"] in [r.get("path") for r in root.iter("Resource")]
+    bed = tmp_path / "elements.bed"
+    bed.write_text("chr1\t100\t400\tenhancer:SOX9\t0\t.\nchr2\t50\t80\n")
+    again = build_hub(precomputed, tmp_path / "hub", HubOptions(annotation=str(bed)))
+    assert again["annotation"] != result["annotation"] and not (tmp_path / "hub" / result["annotation"]).exists()
+    with bbi.open(str(tmp_path / "hub" / again["annotation"])) as bb:
+        assert list(bb.fetch_intervals("chr1", 0, 1000)["name"]) == ["enhancer:SOX9"]
+    for text, message in (("chrZ\t1\t10\n", "line 1: chromosome 'chrZ' is not in the genome"),
+                          ("chr1\tx\t10\n", "line 1: a BED line starts with chrom, start, end"),
+                          ("chr1\t5\t999999999\n", "is not inside chr1")):
+        bad = tmp_path / "bad.bed"
+        bad.write_text(text)
+        assert main(["hub", str(precomputed), "-o", str(tmp_path / "hub"), "--annotation", str(bad)]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["hub", str(precomputed), "-o", str(tmp_path / "hub2"), "--annotation", str(gtf)]) == 0
+    assert (tmp_path / "hub2" / "annotation" / "source.json").is_file()
+
+
+def test_the_server_serves_the_annotation_it_is_given(precomputed, tmp_path, demo_data):
+    from server import create_app
+
+    first = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
+                        "annotation": str(demo_data / "annotation.bed")})
+    doc = first.test_client().get("/api/tracks").json
+    assert doc["annotation"]["name"] == "annotation.bed" and doc["annotation"]["url"].endswith(".bb")
+    path = doc["annotation"]["url"].split("/hub/", 1)[1]
+    assert first.test_client().get(f"/hub/{path}").status_code == 200
+    assert [t["name"] for t in doc["tracks"]] == list(CELL_TYPES)
+    without = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False})
+    assert without.test_client().get("/api/tracks").json["annotation"] is None, "the hub is rebuilt without it"
+    assert not (tmp_path / "hub" / "annotation").exists()

@@ -34,6 +34,7 @@ import numpy as np
 from epiformer.errors import UserError
 from epiformer.files import atomic_path, sha256_file
 
+from .annotation import write_annotation_bigbed
 from .checksums import write_sha256sums
 from .twobit import write_twobit
 
@@ -64,6 +65,7 @@ class HubOptions:
     assembly_hub: bool | None = None  # default: for genomes UCSC does not host
     organism: str | None = None
     scientific_name: str | None = None
+    annotation: str | None = None     # a GTF or BED of genes, converted to bigBed beside the tracks
 
 
 def _label(text: str, limit: int) -> str:
@@ -144,6 +146,7 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
         _link_or_copy(source, hubdir / file)
         tracks.append({**track, "hub_file": file, "track": _track_name(f"{options.name}_{stem}")})
     interpretation = _interpretation_files(precompute_dir, hubdir, manifest)
+    annotation = _annotation_file(options.annotation, hubdir, genome["chrom_sizes"])
     _remove_stale(hubdir / "tracks", {Path(t["hub_file"]).name for t in tracks + interpretation})
 
     genome_files = [f"genome/{name}{ext}" for ext in (".2bit", ".chrom.sizes", ".fa", ".fa.fai")]
@@ -167,7 +170,8 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
                           ("description", _label(f"{name} (Epiformer track hub)", LONG_LABEL)),
                           ("defaultPos", position), ("orderKey", 1)]
     method = manifest.get("interpretation", {}).get("method")
-    track_db = _track_db(tracks, options, base, limit) + _interpretation_db(interpretation, tracks, options, base, method)
+    track_db = (_track_db(tracks, options, base, limit) + _annotation_db(annotation, options, base)
+                + _interpretation_db(interpretation, tracks, options, base, method))
     hub_pairs = [("hub", options.name), ("shortLabel", _label(options.short_label, SHORT_LABEL)),
                  ("longLabel", _label(options.long_label, LONG_LABEL))]
     contact = [("email", options.email), ("descriptionUrl", f"{base}description.html")]
@@ -176,20 +180,61 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
         "hub.multi.txt": _stanza(hub_pairs + [("genomesFile", "genomes.txt")] + contact),
         "genomes.txt": _stanza(genome_stanza + [("trackDb", f"{name}/trackDb.txt")]),
         f"{name}/trackDb.txt": _track_db(tracks, options, base or "../", limit)
+        + _annotation_db(annotation, options, base or "../")
         + _interpretation_db(interpretation, tracks, options, base or "../", method),
         "description.html": _description(manifest, tracks, options),
-        "igv_session.json": json.dumps(_igv_js_session(name, tracks + interpretation, base, position), indent=1) + "\n",
-        "igv_session.xml": _igv_desktop_session(name, tracks + interpretation, base, position),
+        "igv_session.json": json.dumps(_igv_js_session(name, tracks + interpretation, base, position, annotation),
+                                       indent=1) + "\n",
+        "igv_session.xml": _igv_desktop_session(name, tracks + interpretation, base, position, annotation),
     }
     for relative, text in files.items():
         with atomic_path(hubdir / relative) as tmp:
             tmp.write_text(text)
     # The tracks' digests come from the manifest: gigabyte bigWigs are not read again.
-    digests = {t["hub_file"]: t["sha256"] for t in tracks + interpretation}
+    digests = {t["hub_file"]: t["sha256"] for t in tracks + interpretation + ([annotation] if annotation else [])}
     digests.update((relative, sha256_file(hubdir / relative)) for relative in [*genome_files, *files])
     write_sha256sums(hubdir, digests)
     return {"hub": hubdir / "hub.txt", "genome": name, "assembly_hub": assembly, "default_position": position,
-            "tracks": [t["hub_file"] for t in tracks + interpretation], "files": sorted(files)}
+            "tracks": [t["hub_file"] for t in tracks + interpretation], "files": sorted(files),
+            "annotation": annotation["hub_file"] if annotation else None}
+
+
+def _annotation_file(source: str | None, hubdir: Path, chrom_sizes: dict[str, int]) -> dict | None:
+    """The annotation converted to ``annotation/NAME.SHA8.bb`` (named by content), with a record
+    of its source (``annotation/source.json``) for the server to know which one the hub holds."""
+    folder = hubdir / "annotation"
+    if source is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _track_name(Path(source).name.split(".")[0]) or "annotation"
+    scratch = folder / f".{stem}.new.bb"            # renamed by its content once written
+    records = write_annotation_bigbed(source, chrom_sizes, scratch)
+    digest = sha256_file(scratch)
+    file = f"annotation/{stem}.{digest[:8]}.bb"
+    scratch.replace(hubdir / file)
+    for stale in folder.glob("*.bb"):
+        if stale.name != Path(file).name:
+            stale.unlink()
+    with atomic_path(folder / "source.json") as tmp:
+        tmp.write_text(json.dumps(annotation_source(source)) + "\n")
+    return {"hub_file": file, "sha256": digest, "name": Path(source).name, "records": records,
+            "track": f"{stem}"}
+
+
+def annotation_source(source: str | os.PathLike) -> dict:
+    """What identifies an annotation file: its absolute path and checksum."""
+    return {"file": str(Path(source).resolve()), "sha256": sha256_file(source)}
+
+
+def _annotation_db(annotation: dict | None, options: HubOptions, base: str) -> str:
+    if annotation is None:
+        return ""
+    return _stanza([("track", _track_name(f"{options.name}_annotation")),
+                    ("shortLabel", _label(Path(annotation["name"]).name.split(".")[0], SHORT_LABEL)),
+                    ("longLabel", _label(f"Annotation: {annotation['name']}", LONG_LABEL)),
+                    ("type", "bigBed 12"), ("bigDataUrl", f"{base}{annotation['hub_file']}"),
+                    ("visibility", "pack"), ("color", "20,20,20")])
 
 
 def _interpretation_files(precompute_dir: Path, hubdir: Path, manifest: dict) -> list[dict]:
@@ -290,29 +335,38 @@ def _rgb(color: str) -> str:
     return f"rgb({color})"
 
 
-def _igv_js_session(name: str, tracks: list[dict], base: str, position: str) -> dict:
+def _igv_js_session(name: str, tracks: list[dict], base: str, position: str, annotation: dict | None) -> dict:
+    genes = [{"name": annotation["name"], "type": "annotation", "format": "bigbed",
+              "url": f"{base}{annotation['hub_file']}", "displayMode": "EXPANDED"}] if annotation else []
     return {
         "reference": {"id": name, "name": name, "twoBitURL": f"{base}genome/{name}.2bit",
                       "chromSizesURL": f"{base}genome/{name}.chrom.sizes"},
         "locus": position,
-        "tracks": [{"name": t["name"], "type": "wig", "format": "bigwig", "url": f"{base}{t['hub_file']}",
-                    "color": _rgb(t["color"]), "autoscaleGroup": t.get("autoscale", "epiformer"), "height": 50}
-                   for t in tracks],
+        "tracks": genes + [{"name": t["name"], "type": "wig", "format": "bigwig", "url": f"{base}{t['hub_file']}",
+                            "color": _rgb(t["color"]), "autoscaleGroup": t.get("autoscale", "epiformer"),
+                            "height": 50} for t in tracks],
     }
 
 
-def _igv_desktop_session(name: str, tracks: list[dict], base: str, position: str) -> str:
+def _igv_desktop_session(name: str, tracks: list[dict], base: str, position: str, annotation: dict | None) -> str:
+    genes = base + annotation["hub_file"] if annotation else None
     resources = "".join(f"    <Resource name={quoteattr(t['name'])} path={quoteattr(base + t['hub_file'])} "
                         "type=\"bigwig\"/>\n" for t in tracks)
+    if genes:
+        resources = f"    <Resource name={quoteattr(annotation['name'])} path={quoteattr(genes)} type=\"bigbed\"/>\n" \
+            + resources
     panel = "".join(f"    <Track attributeKey={quoteattr(t['name'])} autoScale=\"true\" "
                     f"autoscaleGroup={quoteattr(AUTOSCALE_GROUPS[t.get('autoscale', 'epiformer')])} "
                     f"clazz=\"org.broad.igv.track.DataSourceTrack\" color={quoteattr(t['color'])} "
                     f"fontSize=\"10\" id={quoteattr(base + t['hub_file'])} name={quoteattr(t['name'])} "
                     "renderer=\"BAR_CHART\" visible=\"true\" windowFunction=\"mean\"/>\n" for t in tracks)
+    features = (f"  <Panel name=\"FeaturePanel\">\n    <Track attributeKey={quoteattr(annotation['name'])} "
+                f"clazz=\"org.broad.igv.track.FeatureTrack\" displayMode=\"EXPANDED\" id={quoteattr(genes)} "
+                f"name={quoteattr(annotation['name'])} visible=\"true\"/>\n  </Panel>\n") if genes else ""
     return ("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n"
             f"<Session genome={quoteattr(base + f'genome/{name}.fa')} hasGeneTrack=\"false\" "
             f"hasSequenceTrack=\"true\" locus={quoteattr(position)} version=\"8\">\n"
-            f"  <Resources>\n{resources}  </Resources>\n"
+            f"  <Resources>\n{resources}  </Resources>\n{features}"
             f"  <Panel height=\"{60 * len(tracks)}\" name=\"DataPanel\" width=\"1200\">\n{panel}  </Panel>\n"
             "</Session>\n")
 

@@ -61,10 +61,14 @@ async function start() {
     search: false,               // igv.js would otherwise ask igv.org for names it does not know
     reference: doc.igv_js.reference,
     locus: locus,
-    tracks: doc.tracks.map((t) => ({
-      name: t.name, type: "wig", format: "bigwig", url: t.url, color: rgb(t.color),
-      autoscaleGroup: "predicted", height: 50,
-    })),
+    tracks: [
+      ...(doc.annotation ? [{ name: doc.annotation.name, type: "annotation", format: "bigbed",
+        url: doc.annotation.url, displayMode: "EXPANDED", height: 60 }] : []),
+      ...doc.tracks.map((t) => ({
+        name: t.name, type: "wig", format: "bigwig", url: t.url, color: rgb(t.color),
+        autoscaleGroup: "predicted", height: 50,
+      })),
+    ],
   };
   state.browser = await igv.createBrowser(document.getElementById("igv"), options);
   window.epiformerBrowser = state.browser;
@@ -74,6 +78,11 @@ async function start() {
   const select = document.getElementById("variant-cells");
   for (const t of doc.tracks) select.append(new Option(t.name, t.name));
   state.cells = (params.get("tracks") || doc.tracks[0].name).split(",").filter(Boolean);
+  // The contribution tracks (epiformer interpret) of the chosen cell types, under the predictions.
+  for (const t of (doc.interpretation || []).filter((x) => x.kind === "contrib" && state.cells.includes(x.target))) {
+    await state.browser.loadTrack({ name: t.name, type: "wig", format: "bigwig", url: t.url, color: rgb(t.color),
+      autoscaleGroup: "contrib", height: 40 });
+  }
   for (const option of select.options) option.selected = state.cells.includes(option.value);
   for (const variant of (params.get("variants") || "").split(",").filter(Boolean)) await scoreVariant(variant);
 }
