@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from trackhub import UCSC_GENOMES
+from trackhub.hub import BASE_COLORS
 
 from .openapi import openapi_document
 
@@ -57,9 +58,10 @@ def tracks_document() -> dict:
                "description": described[t["name"]]["description"], "sha256": described[t["name"]]["sha256"]}
               for t in predicted]
     recorded = {f"{i['target']} {i['kind']}": i for i in manifest.get("interpretation", {}).get("tracks", [])}
-    interpretation = [{"name": t["name"], "target": recorded[t["name"]]["target"], "kind": recorded[t["name"]]["kind"],
-                       "url": urljoin(hub_base, t["url"]), "color": t["color"]}
-                      for t in session["tracks"] if t["name"] in recorded]
+    interpretation = [{"name": t["name"], "target": item["target"], "kind": item["kind"],
+                       "url": urljoin(hub_base, t["url"]),
+                       "color": BASE_COLORS.get(item["kind"], described.get(item["target"], {}).get("color", "90,90,90"))}
+                      for t in session["tracks"] if (item := recorded.get(t["name"]))]
     reference = {key: urljoin(hub_base, value) if key.endswith("URL") else value
                  for key, value in session["reference"].items()}
     fasta_url = urljoin(hub_base, f"genome/{genome}.fa")

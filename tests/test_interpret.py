@@ -199,4 +199,6 @@ def test_the_servers_track_list_keeps_interpretation_apart(job, folder, tmp_path
     assert [t["name"] for t in doc["tracks"]] == list(CELL_TYPES), "the predicted tracks only"
     assert [(t["target"], t["kind"]) for t in doc["interpretation"]] == [(c, "contrib") for c in CELL_TYPES]
     assert all(t["url"].startswith("http") and "/hub/tracks/" in t["url"] for t in doc["interpretation"])
+    colors = {t["name"]: t["color"] for t in doc["tracks"]}
+    assert all(t["color"] == colors[t["target"]] for t in doc["interpretation"]), "r,g,b like the predicted tracks"
     assert app.test_client().get(doc["interpretation"][0]["url"].split("localhost", 1)[-1]).status_code == 200

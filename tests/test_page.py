@@ -313,3 +313,57 @@ def test_mutagenesis_panel_draws_a_heatmap_per_cell_type_and_scores_a_clicked_sq
     driver.find_element("id", "ism-region").send_keys("chr1:150,001-151,500", Keys.ENTER)
     message = wait_until(lambda: driver.find_element("id", "ism-error").text)
     assert "at most 1,000" in message
+
+
+@pytest.fixture(scope="module")
+def interpreted_site(precomputed, demo_data, tmp_path_factory):
+    """A site over a copy of the precompute folder with contribution tracks, serving the demo's annotation."""
+    from epiformer.inference import InferenceSettings, ModelSetOptions
+    from epiformer.interpret import InterpretOptions, interpret_job
+
+    folder = shutil.copytree(precomputed, tmp_path_factory.mktemp("interpreted") / "pc")
+    shutil.copy(precomputed.parent / "model.pth.tar", folder.parent / "model.pth.tar")   # where make_model_app looks
+    bed = folder.parent / "regions.bed"
+    bed.write_text("chr1\t149800\t150300\n")
+    interpret_job(ModelSetOptions((str(precomputed.parent / "model.pth.tar"),)), demo_data / "genome.fa",
+                  InferenceSettings(device="cpu", conservation=str(demo_data / "conservation.bw")), folder, bed,
+                  options=InterpretOptions(progress=False), log=lambda _: None)
+    app = make_model_app(folder, folder.parent / "hub", annotation=str(demo_data / "annotation.bed"))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    app.config["PREDICTOR"].close()
+
+
+FEATURES_OF = """
+const [type, done] = [arguments[0], arguments[arguments.length - 1]];
+(async () => {
+  const browser = window.epiformerBrowser;
+  if (!browser) return done(null);
+  const frame = browser.referenceFrameList[0];
+  const out = [];
+  for (const track of browser.findTracks(t => t.type === type)) {
+    const features = await track.getFeatures(frame.chr, frame.start, frame.end, frame.bpPerPixel);
+    out.push([track.name, features.length]);
+  }
+  done(out.length ? out : null);
+})().catch(() => done(null));
+"""
+
+
+def test_the_page_shows_the_annotation_and_the_chosen_cell_types_contributions(interpreted_site, driver):
+    driver.get(f"{interpreted_site}/?locus=chr1:149001-151000&tracks=MGC,OPC")
+    wait_for(driver, TRACK_FEATURES)
+    annotation = wait_until(lambda: driver.execute_async_script(FEATURES_OF, "annotation"))
+    assert annotation[0][0] == "annotation.bed" and annotation[0][1] > 0, annotation
+    def contributions_loaded():
+        named = dict(driver.execute_async_script(FEATURES_OF, "wig") or [])
+        return named if {"MGC contrib", "OPC contrib"} <= set(named) else None
+
+    wigs = wait_until(contributions_loaded)
+    assert wigs["MGC contrib"] > 0 and wigs["OPC contrib"] > 0 and "HIP contrib" not in wigs, wigs
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "page_interpretation.png"))
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
