@@ -41,7 +41,7 @@ def motif_contributions_stand_out(demo: Path) -> None:
     data = demo / "data"
     assert main(["interpret", "-m", str(demo / "runs" / "demo.best_corr.pth.tar"), "--fa", str(data / "genome.fa"),
                  "--seqcons", str(data / "conservation.bw"), "--bed", str(bed), "-o", str(demo / "precompute"),
-                 "--device", "cpu", "-q"]) == 0
+                 "--device", "cpu", "-q", "--restart"]) == 0, "replacing the demo's own interpretation of its peaks"
     names = [line.split("\t")[1] for line in (data / "targets.txt").read_text().splitlines()[1:]]
     ratios = []
     for chrom, start, end, _, _, heights, sites in rows:
@@ -82,6 +82,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert manifest["genome"]["name"] == "demo" and len(manifest["tracks"]) == 8
     assert all((tmp_path / "demo" / "precompute" / t["file"]).stat().st_size == t["bytes"] for t in manifest["tracks"])
     assert manifest["tracks"][0]["description"] != "predicted HIP accessibility", "described from targets.txt"
+    assert "interpret   gradient x input over the 100 strongest predicted peaks" in out
+    assert json.loads((tmp_path / "demo" / "precompute" / "manifest.json").read_text())["interpretation"]["regions"] > 0
     motif_contributions_stand_out(tmp_path / "demo")
     assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     assert "training    reusing" in capsys.readouterr().out

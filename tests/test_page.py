@@ -353,6 +353,7 @@ const [type, done] = [arguments[0], arguments[arguments.length - 1]];
 
 
 def test_the_page_shows_the_annotation_and_the_chosen_cell_types_contributions(interpreted_site, driver):
+    driver.get_log("browser")                    # earlier tests' messages (the driver is shared) are not this page's
     driver.get(f"{interpreted_site}/?locus=chr1:149001-151000&tracks=MGC,OPC")
     wait_for(driver, TRACK_FEATURES)
     annotation = wait_until(lambda: driver.execute_async_script(FEATURES_OF, "annotation"))
