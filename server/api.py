@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from trackhub import UCSC_GENOMES
-from trackhub.hub import BASE_COLORS
+from trackhub.hub import interpretation_color, interpretation_name
 
 from .openapi import openapi_document
 
@@ -57,10 +57,10 @@ def tracks_document() -> dict:
     tracks = [{"name": t["name"], "url": urljoin(hub_base, t["url"]), "color": described[t["name"]]["color"],
                "description": described[t["name"]]["description"], "sha256": described[t["name"]]["sha256"]}
               for t in predicted]
-    recorded = {f"{i['target']} {i['kind']}": i for i in manifest.get("interpretation", {}).get("tracks", [])}
+    recorded = {interpretation_name(i): i for i in manifest.get("interpretation", {}).get("tracks", [])}
+    colors = {name: t["color"] for name, t in described.items()}
     interpretation = [{"name": t["name"], "target": item["target"], "kind": item["kind"],
-                       "url": urljoin(hub_base, t["url"]),
-                       "color": BASE_COLORS.get(item["kind"], described.get(item["target"], {}).get("color", "90,90,90"))}
+                       "url": urljoin(hub_base, t["url"]), "color": interpretation_color(item, colors)}
                       for t in session["tracks"] if (item := recorded.get(t["name"]))]
     reference = {key: urljoin(hub_base, value) if key.endswith("URL") else value
                  for key, value in session["reference"].items()}

@@ -171,7 +171,7 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
                           ("defaultPos", position), ("orderKey", 1)]
     method = manifest.get("interpretation", {}).get("method")
     track_db = (_track_db(tracks, options, base, limit) + _annotation_db(annotation, options, base)
-                + _interpretation_db(interpretation, tracks, options, base, method))
+                + _interpretation_db(interpretation, options, base, method))
     hub_pairs = [("hub", options.name), ("shortLabel", _label(options.short_label, SHORT_LABEL)),
                  ("longLabel", _label(options.long_label, LONG_LABEL))]
     contact = [("email", options.email), ("descriptionUrl", f"{base}description.html")]
@@ -181,7 +181,7 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
         "genomes.txt": _stanza(genome_stanza + [("trackDb", f"{name}/trackDb.txt")]),
         f"{name}/trackDb.txt": _track_db(tracks, options, base or "../", limit)
         + _annotation_db(annotation, options, base or "../")
-        + _interpretation_db(interpretation, tracks, options, base or "../", method),
+        + _interpretation_db(interpretation, options, base or "../", method),
         "description.html": _description(manifest, tracks, options),
         "igv_session.json": json.dumps(_igv_js_session(name, tracks + interpretation, base, position, annotation),
                                        indent=1) + "\n",
@@ -207,9 +207,10 @@ def _annotation_file(source: str | None, hubdir: Path, chrom_sizes: dict[str, in
         shutil.rmtree(folder, ignore_errors=True)
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    stem = _track_name(Path(source).name.split(".")[0]) or "annotation"
+    label = Path(source).name.split(".")[0]
+    stem = _track_name(label) or "annotation"
     scratch = folder / f".{stem}.new.bb"            # renamed by its content once written
-    records = write_annotation_bigbed(source, chrom_sizes, scratch)
+    write_annotation_bigbed(source, chrom_sizes, scratch)
     digest = sha256_file(scratch)
     file = f"annotation/{stem}.{digest[:8]}.bb"
     scratch.replace(hubdir / file)
@@ -218,8 +219,7 @@ def _annotation_file(source: str | None, hubdir: Path, chrom_sizes: dict[str, in
             stale.unlink()
     with atomic_path(folder / "source.json") as tmp:
         tmp.write_text(json.dumps(annotation_source(source)) + "\n")
-    return {"hub_file": file, "sha256": digest, "name": Path(source).name, "records": records,
-            "track": f"{stem}"}
+    return {"hub_file": file, "sha256": digest, "name": Path(source).name, "label": label}
 
 
 def annotation_source(source: str | os.PathLike) -> dict:
@@ -231,10 +231,20 @@ def _annotation_db(annotation: dict | None, options: HubOptions, base: str) -> s
     if annotation is None:
         return ""
     return _stanza([("track", _track_name(f"{options.name}_annotation")),
-                    ("shortLabel", _label(Path(annotation["name"]).name.split(".")[0], SHORT_LABEL)),
+                    ("shortLabel", _label(annotation["label"], SHORT_LABEL)),
                     ("longLabel", _label(f"Annotation: {annotation['name']}", LONG_LABEL)),
                     ("type", "bigBed 12"), ("bigDataUrl", f"{base}{annotation['hub_file']}"),
                     ("visibility", "pack"), ("color", "20,20,20")])
+
+
+def interpretation_name(item: dict) -> str:
+    """The track name of an interpretation track (a manifest ``interpretation`` entry): "TARGET KIND"."""
+    return f"{item['target']} {item['kind']}"
+
+
+def interpretation_color(item: dict, target_colors: dict[str, str]) -> str:
+    """An interpretation track's colour, "r,g,b": its base's for a substitution track, else its target's."""
+    return BASE_COLORS.get(item["kind"], target_colors.get(item["target"], "90,90,90"))
 
 
 def _interpretation_files(precompute_dir: Path, hubdir: Path, manifest: dict) -> list[dict]:
@@ -248,14 +258,13 @@ def _interpretation_files(precompute_dir: Path, hubdir: Path, manifest: dict) ->
             raise HubError(f"{source} (listed under interpretation in {precompute_dir}/manifest.json) is missing")
         file = f"tracks/{Path(item['file']).stem}.{item['sha256'][:8]}.bw"
         _link_or_copy(source, hubdir / file)
-        color = BASE_COLORS.get(item["kind"], colors.get(item["target"], "90,90,90"))
-        files.append({**item, "hub_file": file, "name": f"{item['target']} {item['kind']}", "color": color,
+        files.append({**item, "hub_file": file, "name": interpretation_name(item),
+                      "color": interpretation_color(item, colors),
                       "autoscale": "contrib" if item["kind"] == "contrib" else "ism"})
     return files
 
 
-def _interpretation_db(items: list[dict], tracks: list[dict], options: HubOptions, base: str,
-                       method: str | None) -> str:
+def _interpretation_db(items: list[dict], options: HubOptions, base: str, method: str | None) -> str:
     """Composites of the interpretation tracks: the contributions (drawn as sequence logos when
     zoomed in, ``logo on``) and, from mutagenesis, each base's substitution track in its colour,
     both in the cell types' subgroup."""
