@@ -61,6 +61,9 @@ EPILOG_PRECOMPUTE = """examples:
   # the demo genome and model (a few seconds on a CPU)
   epiformer precompute -m demo_out/runs/demo.best_corr.pth.tar --fa demo_out/data/genome.fa \\
       --seqcons demo_out/data/conservation.bw --blacklist demo_out/data/blacklist.bed -o demo_out/precompute
+  # with each cell type's difference from the mean over cell types (the specificity tracks)
+  epiformer precompute -m runs/brain.best_corr.pth.tar --fa hg38.fa --seqcons hg38.phastCons100way.bw \\
+      --genome hg38 -o hg38_tracks --specificity
   # hg38 with published single-output checkpoints: first the projected time, then the run
   epiformer precompute -m MGC=MGC.best_loss.pth.tar -m OPC=OPC.best_loss.pth.tar --fa hg38.fa \\
       --seqcons hg38.phastCons100way.bw --blacklist hg38-blacklist.v2.bed --genome hg38 -o hg38_tracks --dry-run
@@ -70,10 +73,12 @@ EPILOG_PRECOMPUTE = """examples:
   # a job array task (SLURM: --array=0-15), then the merge once all have finished
   epiformer precompute -m models.tsv --fa hg38.fa --seqcons cons.bw -o hg38_tracks --shard $SLURM_ARRAY_TASK_ID/16
   epiformer precompute-merge hg38_tracks
+  epiformer precompute-merge hg38_tracks --specificity
 """
 
 EPILOG_MERGE = """examples:
   epiformer precompute-merge hg38_tracks
+  epiformer precompute-merge hg38_tracks --specificity
 """
 
 EPILOG_HUB = """examples:
@@ -151,13 +156,32 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .train import evaluate
 
     rows = evaluate(args.model, args.input, split=args.split, out=args.out, settings=_inference_settings(args),
-                    index=args.index, split_options=_split_options(args))
-    print(f"{'target':<10} {'pearson_log2':>12} {'poisson_loss':>12} {'bins':>9} {'nan_bins':>8}")
+                    index=args.index, split_options=_split_options(args), specific_min=args.specific_min)
+    print(f"{'target':<10} {'pearson_log2':>12} {'specific_r':>10} {'poisson_loss':>12} {'bins':>9} "
+          f"{'specific_bins':>13} {'nan_bins':>8}")
     for row in rows:
-        print(f"{row['target']:<10} {row['pearson_log2']:>12.4f} {row['poisson_loss']:>12.4f} "
-              f"{row['bins']:>9,} {row['nan_bins']:>8,}")
+        print(f"{row['target']:<10} {row['pearson_log2']:>12.4f} {row['specific_r']:>10.4f} "
+              f"{row['poisson_loss']:>12.4f} {row['bins']:>9,} {row['specific_bins']:>13,} {row['nan_bins']:>8,}")
     if args.out:
         print(f"wrote {args.out}")
+
+
+def _add_specificity_argument(parser: argparse.ArgumentParser) -> None:
+    """--specificity: the merge also writes each target's difference from the mean (precompute, precompute-merge)."""
+    parser.add_argument("--specificity", action="store_true",
+                        help="also write tracks/TARGET.specificity.bw: log2(x+1) of each target minus its mean over "
+                             "all targets, per bin (where a cell type differs from the rest; the hub and the page "
+                             "show them)")
+
+
+def _add_specific_min_argument(parser: argparse.ArgumentParser) -> None:
+    """--specific-min: which bins the cell-type-specific R covers (evaluate, predict -t)."""
+    from .metrics import SPECIFIC_MIN
+
+    parser.add_argument("--specific-min", type=float, default=SPECIFIC_MIN, metavar="X",
+                        help="the cell-type-specific R (log2(x+1) centred across targets per bin) covers bins where "
+                             f"some target's observed value is at least X (default: {SPECIFIC_MIN:g}, in the "
+                             "targets' units)")
 
 
 def _split_options(args: argparse.Namespace):
@@ -201,10 +225,15 @@ def _predict(args: argparse.Namespace) -> None:
     with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
         check_window_flags(predictor.models.config, args.seqlen, args.binsize)
         result = predict_regions(predictor, read_regions_arg(args.region), args.out, args.format, args.targets,
-                                 missing=args.missing)
+                                 missing=args.missing, specific_min=args.specific_min)
     print("wrote " + ", ".join(result["files"]))
     for name, r in result["pearson"].items():
-        print(f"  {name:<10} Pearson R (log2) against observed {r:.3f}")
+        print(f"  {name:<10} Pearson R (log2) against observed {r:.3f}, cell-type-specific R "
+              f"{result['specific'][name]:.3f}")
+    if result["pearson"]:
+        print(f"  {'mean':<10} Pearson R (log2) against observed {result['pearson_mean']:.3f}, cell-type-specific R "
+              f"{result['specific_mean']:.3f} (over {result['specific_bins']:,} bins where a target is at least "
+              f"{args.specific_min:g})")
     if "plot" in result:
         print(f"plot: {result['plot']}")
 
@@ -220,7 +249,7 @@ def _precompute(args: argparse.Namespace) -> None:
     models = _model_set_options(args).load()
     check_window_flags(models.config, args.seqlen, args.binsize)
     precompute(models, args.fa, args.out, _inference_settings(args),
-               PrecomputeOptions(io_workers=args.io_workers, progress=not args.quiet),
+               PrecomputeOptions(io_workers=args.io_workers, progress=not args.quiet, specificity=args.specificity),
                targets=read_targets(args.targets) if args.targets else None, blacklist=args.blacklist,
                chroms=_chrom_list(args.chroms) or None,
                regions=list(read_bed_intervals(args.bed, "--bed")) if args.bed else None,
@@ -231,8 +260,10 @@ def _precompute(args: argparse.Namespace) -> None:
 def _precompute_merge(args: argparse.Namespace) -> None:
     from precompute import merge_tracks
 
-    manifest = merge_tracks(args.outdir, progress=not args.quiet)
-    print(f"wrote {len(manifest['tracks'])} bigWigs in {args.outdir}/tracks and {args.outdir}/manifest.json")
+    manifest = merge_tracks(args.outdir, progress=not args.quiet, specificity=args.specificity)
+    specific = len(manifest.get("specificity", {}).get("tracks", []))
+    print(f"wrote {len(manifest['tracks'])} bigWigs" + (f" and {specific} specificity bigWigs" if specific else "")
+          + f" in {args.outdir}/tracks and {args.outdir}/manifest.json")
 
 
 def _hub(args: argparse.Namespace) -> None:
@@ -560,13 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate", help="per-target metrics of a checkpoint on the test chromosomes",
-        description="Poisson loss and Pearson R of log2(x+1) per target over every bin of a split.",
+        description="Poisson loss and Pearson R of log2(x+1) per target over every bin of a split, and the "
+                    "cell-type-specific R: log2(x+1) centred across targets at each bin, correlated over the bins "
+                    "where some target is at least --specific-min.",
         epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("-m", "--model", required=True, help="checkpoint (.pth.tar)")
     _add_dataset_arguments(ev)
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"], help="default: test")
     ev.add_argument("--index", type=int, help="the target a single-output checkpoint predicts")
     ev.add_argument("-o", "--out", help="also write the table as TSV")
+    _add_specific_min_argument(ev)
     _add_inference_arguments(ev, genome=False, ensembles=False)
     ev.set_defaults(func=_evaluate)
 
@@ -586,6 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
     pr.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
     _add_missing_argument(pr)
+    _add_specific_min_argument(pr)
     _add_inference_arguments(pr)
     pr.set_defaults(func=_predict)
 
@@ -606,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--bed", help="only windows whose output overlaps these regions (BED)")
     pc.add_argument("--genome", help="assembly name for the manifest and hub, e.g. hg38 (default: FASTA name)")
     pc.add_argument("--shard", metavar="I/N", help="run shard I of N (0-based), e.g. $SLURM_ARRAY_TASK_ID/16")
+    _add_specificity_argument(pc)
     pc.add_argument("--dry-run", action="store_true",
                     help="print the number of windows and a projected run time from a short timing; write nothing")
     pc.add_argument("--io-workers", type=int,
@@ -622,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=EPILOG_MERGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     merge.add_argument("outdir", help="the -o folder of epiformer precompute")
     merge.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_specificity_argument(merge)
     merge.set_defaults(func=_precompute_merge)
 
     hub = sub.add_parser(

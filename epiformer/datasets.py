@@ -554,14 +554,16 @@ class ShardDataset:
     conservation 0 and refuse ``use_conservation=True``. With
     ``augment``, each item is reverse-complemented with probability 1/2 (sequence, conservation
     and targets flipped together) and shifted by up to ``max_shift`` bases (sequence and
-    conservation move together, padded with N and 0; targets stay aligned to the window).
+    conservation move together, padded with N and 0; targets stay aligned to the window). With
+    ``cons_dropout``, a window's conservation is set to 0 (a factor of 1) with that probability.
     Random draws use torch's generator, so DataLoader worker seeding applies. Files are opened
     on first use in each process, so DataLoader workers each hold their own handles.
     :meth:`from_original` reads a folder of the original script's files instead.
     """
 
     def __init__(self, paths: list[str | os.PathLike], augment: bool = False, max_shift: int = 3,
-                 use_conservation: bool | None = None, target_index: int | None = None) -> None:
+                 use_conservation: bool | None = None, target_index: int | None = None,
+                 cons_dropout: float = 0.0) -> None:
         import h5py
 
         paths = [Path(p) for p in paths]
@@ -589,15 +591,15 @@ class ShardDataset:
                                    f"unlike {paths[0]}")
             shards.append(_Shard(path, np.arange(length)))
         self._setup(shards, targets, parameters, has_conservation, None, augment, max_shift, use_conservation,
-                    target_index)
+                    target_index, cons_dropout)
 
     def _setup(self, shards: list[_Shard], targets: list[dict], parameters: dict, has_conservation: bool,
                original: OriginalWindows | None, augment: bool, max_shift: int, use_conservation: bool | None,
-               target_index: int | None) -> None:
+               target_index: int | None, cons_dropout: float = 0.0) -> None:
         self._shards, self.targets, self.parameters = shards, targets, parameters
         self.paths = [shard.path for shard in shards]
         self.has_conservation, self._original = has_conservation, original
-        self.augment, self.max_shift = augment, max_shift
+        self.augment, self.max_shift, self.cons_dropout = augment, max_shift, cons_dropout
         self.target_index = target_index
         if use_conservation is None:
             use_conservation = self.has_conservation
@@ -626,7 +628,7 @@ class ShardDataset:
     @classmethod
     def from_original(cls, folder: str | os.PathLike, split: str, options: SplitOptions | None = None,
                       augment: bool = False, max_shift: int = 3, use_conservation: bool | None = None,
-                      target_index: int | None = None) -> "ShardDataset":
+                      target_index: int | None = None, cons_dropout: float = 0.0) -> "ShardDataset":
         """The ``split`` of a folder of the original ``generate_datasets.py``'s files, split by
         the chromosome of each window (``segments/name``) as ``options`` say."""
         options = options or SplitOptions()
@@ -660,7 +662,7 @@ class ShardDataset:
                       "missing": "original", "fasta": options.fasta, "valid_chroms": valid, "test_chroms": test}
         dataset = cls.__new__(cls)
         dataset._setup(shards, targets, parameters, True, OriginalWindows(options.fasta), augment, max_shift,
-                       use_conservation, target_index)
+                       use_conservation, target_index, cons_dropout)
         return dataset
 
     @property
@@ -728,6 +730,8 @@ class ShardDataset:
         codes, cons, targets, _ = self.window(index)
         if self.augment:
             codes, cons, targets = augment_window(codes, cons, targets, self.max_shift)
+        if self.cons_dropout and torch.rand(()).item() < self.cons_dropout:
+            cons = np.zeros_like(cons)
         x = encode_codes(codes, cons if self.use_conservation else None)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), \
             torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))

@@ -84,6 +84,21 @@ class Element:
     center: int
     heights: np.ndarray
     sites: list[tuple[str, int, str, int]] = field(default_factory=list)  # (factor, start, site, strand)
+    qualities: list[float] = field(default_factory=list)  # each site's score relative to its motif's best
+
+
+def enhancer_heights(factors: list[str], qualities: list[float]) -> np.ndarray:
+    """An enhancer's peak height per cell type from its sites' factors and qualities: each site
+    drives its factor's activity in the cell type times its quality; two distinct factors that
+    both drive a cell type act together (x1.6); the height saturates at 2.2."""
+    heights = np.zeros(len(CELL_TYPES), dtype=np.float32)
+    for i, ct in enumerate(CELL_TYPES):
+        contributions = [FACTOR_ACTIVITY[f].get(ct, 0.0) * q for f, q in zip(factors, qualities)]
+        drive = sum(contributions)
+        if len({f for f, c in zip(factors, contributions) if c > 0.15}) >= 2:
+            drive *= 1.6
+        heights[i] = 2.2 * (1.0 - np.exp(-1.1 * drive))
+    return heights
 
 
 class _ChromosomeBuilder:
@@ -206,6 +221,7 @@ class _ChromosomeBuilder:
                 self.conservation[center - 100: center + 100] = self.rng.uniform(0.7, 1.0, 200)
                 planted = []
             element.sites = [p[:4] for p in planted if p]
+            element.qualities = [p[4] for p in planted if p]
             self.occupied[start: start + 600] = True
             self.elements.append(element)
 
@@ -219,14 +235,7 @@ class _ChromosomeBuilder:
         if self.rng.random() < 0.3:
             factors.append("FOS::JUN")
         planted = [p for p in (self._plant(f, lo, hi, 0.75) for f in factors) if p]
-        names = list(CELL_TYPES)
-        for i, ct in enumerate(names):
-            contributions = [FACTOR_ACTIVITY[p[0]].get(ct, 0.0) * p[4] for p in planted]
-            drive = sum(contributions)
-            distinct = {p[0] for p, c in zip(planted, contributions) if c > 0.15}
-            if len(distinct) >= 2:
-                drive *= 1.6
-            heights[i] = 2.2 * (1.0 - np.exp(-1.1 * drive))
+        heights[:] = enhancer_heights([p[0] for p in planted], [p[4] for p in planted])
         return planted
 
     def add_repeats(self) -> None:
@@ -354,27 +363,35 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
         strong = [e for e in b.elements if e.kind == "enhancer" and e.sites and e.heights.max() >= 0.8]
         rng.shuffle(strong)
         for n, element in enumerate(strong[:40]):
-            factor, start, site, strand = max(element.sites, key=lambda s: max(
-                FACTOR_ACTIVITY.get(s[0], {}).values(), default=0))
+            hit = max(range(len(element.sites)), key=lambda k: max(
+                FACTOR_ACTIVITY.get(element.sites[k][0], {}).values(), default=0))
+            factor, start, site, strand = element.sites[hit]
             motif = motifs[factor]
-            cell_types = ",".join(ct for ct, h in zip(names, element.heights) if h >= 0.5) or "."
-            info = f"TRUTH=disrupting;MOTIF={factor};CELLTYPES={cell_types}"
+            active = [i for i, h in enumerate(element.heights) if h >= 0.5]
             core = motif.most_informative_position()
             pos = start + (core if strand == 1 else motif.width - 1 - core)
             kind = n % 4
+            quality = 0.0                   # a deletion or insertion in the site removes it
             if kind < 2:
                 probs = motif.probabilities[:, core]
                 worst = BASES[int(probs.argmin())]
                 alt = worst if strand == 1 else reverse_complement(worst)
                 if alt == seq[pos]:
                     continue
-                records.append((b.name, pos + 1, seq[pos], alt, info))
+                mutated = site[: pos - start] + alt + site[pos - start + 1:]
+                quality = max(motif.score(mutated if strand == 1 else reverse_complement(mutated)) / motif.max_score, 0.0)
+                record = (b.name, pos + 1, seq[pos], alt)
             elif kind == 2:
                 first = max(start, pos - 2)
-                records.append((b.name, first, seq[first - 1: first + 4], seq[first - 1], info))
+                record = (b.name, first, seq[first - 1: first + 4], seq[first - 1])
             else:
                 insert = "".join(BASES[i] for i in rng.integers(0, 4, 5))
-                records.append((b.name, pos, seq[pos - 1], seq[pos - 1] + insert, info))
+                record = (b.name, pos, seq[pos - 1], seq[pos - 1] + insert)
+            qualities = [quality if k == hit else q for k, q in enumerate(element.qualities)]
+            effect = enhancer_heights([x[0] for x in element.sites], qualities) - element.heights
+            info = (f"TRUTH=disrupting;MOTIF={factor};CELLTYPES={','.join(names[i] for i in active) or '.'};"
+                    f"EFFECT={','.join(f'{effect[i]:.3f}' for i in active) or '.'}")
+            records.append((*record, info))
         centers = np.array([e.center for e in b.elements])
         neutral = 0
         for _ in range(20_000):
@@ -383,7 +400,7 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
             pos = int(rng.integers(100, b.size - 100))
             if seq[pos] == "N" or b.occupied[pos] or (centers.size and np.abs(centers - pos).min() < 2_000):
                 continue
-            info = "TRUTH=neutral;MOTIF=.;CELLTYPES=."
+            info = "TRUTH=neutral;MOTIF=.;CELLTYPES=.;EFFECT=."
             if neutral % 4 == 3:
                 records.append((b.name, pos + 1, seq[pos: pos + 3], seq[pos], info))
             else:
@@ -396,6 +413,8 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
              'motif of an active enhancer; neutral: far from any element">',
              '##INFO=<ID=MOTIF,Number=1,Type=String,Description="Motif the variant alters">',
              '##INFO=<ID=CELLTYPES,Number=.,Type=String,Description="Cell types where the element is open">',
+             '##INFO=<ID=EFFECT,Number=.,Type=Float,Description="True change of the element\'s peak height in each '
+             'of CELLTYPES (the site rescored with the variant; an indel removes it)">',
              "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
     order = {b.name: i for i, b in enumerate(builders)}
     for i, (chrom, pos, ref, alt, info) in enumerate(sorted(records, key=lambda r: (order[r[0]], r[1]))):
@@ -461,8 +480,10 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
     settings = InferenceSettings(device=device, conservation=str(paths["conservation"]))
     rows = evaluate(f"{run}.best_corr.pth.tar", dataset, split="test", out=f"{run}.test_metrics.tsv",
                     settings=settings)
-    print(f"test chromosome {','.join(manifest['splits']['test']['chroms'])}, Pearson R of log2(x+1) per cell type:")
+    print(f"test chromosome {','.join(manifest['splits']['test']['chroms'])}, Pearson R of log2(x+1) per cell type, "
+          "then the cell-type-specific R (centred across cell types, bins where one is open):")
     print("  " + "  ".join(f"{r['target']} {r['pearson_log2']:.3f}" for r in rows))
+    print("  " + "  ".join(f"{r['target']} {r['specific_r']:.3f}" for r in rows))
     print(f"outputs     {run}.best_corr.pth.tar, {run}.learning_curves.png, {run}.test_metrics.tsv")
     models = ModelSetOptions((f"{run}.best_corr.pth.tar",))
     with open_predictor(models, paths["fasta"], settings) as predictor:
@@ -475,39 +496,79 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
         scored = score_variant_file(scorer, paths["variants"], outdir / "variants" / "demo",
                                     ScoreOptions(progress=False, log=lambda _: None), restart=True)
     auroc = variant_auroc(outdir / "variants" / "demo.tsv", paths["variants"])
+    signs = variant_sign_metrics(outdir / "variants" / "demo.tsv", paths["variants"])
     print(f"variants    {scored['scored']} scored; |SAD| ranks motif-disrupting above neutral variants with AUROC "
           + "  ".join(f"{k} {v:.3f}" for k, v in auroc.items()) + f": {outdir / 'variants' / 'demo.tsv'}")
+    print(f"            in the cell types where their element is open, SAD has the true change's sign in "
+          f"{signs['sign_accuracy']:.0%} of {signs['pairs']} pairs; Spearman with the true change {signs['spearman']:.3f}")
     started = time.perf_counter()
-    result = precompute(models, paths["fasta"], outdir / "precompute", settings, PrecomputeOptions(progress=False),
+    result = precompute(models, paths["fasta"], outdir / "precompute", settings,
+                        PrecomputeOptions(progress=False, specificity=True),
                         targets=read_targets(paths["targets"]), blacklist=paths["blacklist"], genome_name="demo")
-    print(f"precompute  {len(result['manifest']['tracks'])} genome-wide bigWigs in "
+    print(f"precompute  {len(result['manifest']['tracks'])} genome-wide bigWigs and their specificity tracks in "
           f"{time.perf_counter() - started:.0f} s: {outdir / 'precompute' / 'manifest.json'}")
     interpreted = interpret_job(models, paths["fasta"], settings, outdir / "precompute", top=DEMO_INTERPRET_PEAKS,
                                 options=InterpretOptions(progress=False, restart=True), log=lambda _: None)
     print(f"interpret   gradient x input over the {DEMO_INTERPRET_PEAKS} strongest predicted peaks: "
           f"{len(interpreted['files'])} contribution bigWigs in {outdir / 'precompute' / 'tracks'}")
-    return {"test": rows, "variants_auroc": auroc, "precompute": result["manifest"]}
+    return {"test": rows, "variants_auroc": auroc, "variants_sign": signs, "precompute": result["manifest"]}
+
+
+def read_variant_truth(vcf: str | os.PathLike) -> dict[str, dict]:
+    """The truth the demo VCF carries, by variant ID: ``kind`` (INFO/TRUTH: disrupting or neutral)
+    and ``effects``, the true change of the element's height in each cell type where it is open
+    (INFO/CELLTYPES with INFO/EFFECT; a VCF without EFFECT gives None for each)."""
+    truth = {}
+    for line in Path(vcf).read_text().splitlines():
+        if not line.startswith("#"):
+            fields = line.split("\t")
+            info = dict(item.split("=", 1) for item in fields[7].split(";"))
+            cells = [c for c in info["CELLTYPES"].split(",") if c != "."]
+            effects = [float(v) for v in info.get("EFFECT", ".").split(",") if v != "."] or [None] * len(cells)
+            truth[fields[2]] = {"kind": info["TRUTH"], "effects": dict(zip(cells, effects))}
+    return truth
 
 
 def variant_auroc(scores_tsv: str | os.PathLike, vcf: str | os.PathLike) -> dict[str, float]:
     """How well |SAD| ranks the demo VCF's motif-disrupting variants above its neutral ones: per
     cell type, the AUROC of the disrupting variants of elements open in it against all neutral
     variants (INFO/TRUTH and INFO/CELLTYPES hold the truth), and ``mean`` over cell types."""
-    truth = {}
-    for line in Path(vcf).read_text().splitlines():
-        if not line.startswith("#"):
-            fields = line.split("\t")
-            info = dict(item.split("=", 1) for item in fields[7].split(";"))
-            truth[fields[2]] = (info["TRUTH"], set(info["CELLTYPES"].split(",")))
+    truth = read_variant_truth(vcf)
     header, *rows = read_table(scores_tsv)[1]
     out = {}
     for cell in CELL_TYPES:
         column = header.index(f"{cell}.sad")
-        pos = np.array([abs(float(r[column])) for r in rows if truth[r[0]][0] == "disrupting" and cell in truth[r[0]][1]])
-        neg = np.array([abs(float(r[column])) for r in rows if truth[r[0]][0] == "neutral"])
+        pos = np.array([abs(float(r[column])) for r in rows
+                        if truth[r[0]]["kind"] == "disrupting" and cell in truth[r[0]]["effects"]])
+        neg = np.array([abs(float(r[column])) for r in rows if truth[r[0]]["kind"] == "neutral"])
         out[cell] = float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
     out["mean"] = float(np.mean(list(out.values())))
     return out
+
+
+SIGN_MIN_EFFECT = 0.05      # |true change| below this has no sign to get right
+
+
+def variant_sign_metrics(scores_tsv: str | os.PathLike, vcf: str | os.PathLike) -> dict[str, float]:
+    """Whether SAD says *where* a variant acts: over each motif-disrupting variant and each cell
+    type its element is open in, ``sign_accuracy`` (the share of pairs with a true change of at
+    least :data:`SIGN_MIN_EFFECT` whose SAD has the same sign), ``spearman`` (of SAD with the
+    true change, INFO/EFFECT, over every pair) and ``pairs``."""
+    from .metrics import spearman
+
+    truth = read_variant_truth(vcf)
+    header, *rows = read_table(scores_tsv)[1]
+    sad, effect = [], []
+    for r in rows:
+        for cell, change in truth[r[0]]["effects"].items():
+            if truth[r[0]]["kind"] == "disrupting" and change is not None:
+                sad.append(float(r[header.index(f"{cell}.sad")]))
+                effect.append(change)
+    sad, effect = np.array(sad), np.array(effect)
+    signed = np.abs(effect) >= SIGN_MIN_EFFECT
+    right = np.sign(sad[signed]) == np.sign(effect[signed])
+    return {"sign_accuracy": float(right.mean()) if right.size else float("nan"),
+            "spearman": spearman(sad, effect), "pairs": int(sad.size)}
 
 
 def _finished_run(last: Path, num_epoches: int) -> bool:

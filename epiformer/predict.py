@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from .engine import RegionTracks
 from .files import atomic_path, bedgraph_text, bigwig_writer, settings_lines
 from .genome import GenomeError, parse_region, read_bed_intervals
 from .inference import Predictor
+from .metrics import SPECIFIC_MIN, TrackMetrics, nan_mean
 from .targets import Target, bin_values, fill_missing, read_targets
 
 FORMATS = ("bigwig", "bedgraph", "tsv")
@@ -119,13 +121,6 @@ def observed_tracks(tracks: list[RegionTracks], targets: list[Target],
     return observed
 
 
-def pearson_log2(predicted: np.ndarray, observed: np.ndarray) -> float:
-    keep = ~np.isnan(observed)
-    if keep.sum() < 2:
-        return float("nan")
-    return float(np.corrcoef(np.log2(predicted[keep] + 1), np.log2(observed[keep] + 1))[0, 1])
-
-
 def plot_predicted_vs_observed(track: RegionTracks, observed: dict[str, list[np.ndarray]], path: Path) -> None:
     """One panel per target: predicted and observed along the first region."""
     import matplotlib
@@ -151,22 +146,30 @@ def plot_predicted_vs_observed(track: RegionTracks, observed: dict[str, list[np.
 
 def predict_regions(predictor: Predictor, regions: list[tuple[str, int, int]], outprefix: str | os.PathLike,
                     fmt: str = "bigwig", targets_file: str | os.PathLike | None = None,
-                    missing: str = "zero") -> dict:
+                    missing: str = "zero", specific_min: float = SPECIFIC_MIN) -> dict:
     """Predict every region (windows by :meth:`Engine.region_windows`), write the tracks with the
     predictor's settings record; with ``targets_file`` also compare with the observed tracks,
-    binned with the ``missing`` rule (Pearson R of log2(x+1) per target, and a PNG of the first
-    region)."""
+    binned with the ``missing`` rule: Pearson R of log2(x+1) and the cell-type-specific R (over
+    bins where some target is at least ``specific_min``, among the targets observed;
+    :mod:`epiformer.metrics`) per target and their means, and a PNG of the first region."""
     engine, genome = predictor.engine, predictor.genome
     tracks = [engine.predict_region(genome, chrom, start, end) for chrom, start, end in regions]
     files = write_tracks(tracks, outprefix, fmt, genome.chrom_sizes, predictor.record())
-    result: dict = {"files": [str(f) for f in files], "pearson": {}}
+    result: dict = {"files": [str(f) for f in files], "pearson": {}, "specific": {}}
     if targets_file:
         observed = observed_tracks(tracks, read_targets(targets_file), missing)
-        for name, per_region in observed.items():
-            i = tracks[0].target_names.index(name)
-            result["pearson"][name] = pearson_log2(np.concatenate([t.values[i] for t in tracks]),
-                                                   np.concatenate(per_region))
         if observed:
+            names = list(observed)
+            rows = [tracks[0].target_names.index(name) for name in names]
+            metrics = TrackMetrics(len(names), specific_min=specific_min)
+            for k, t in enumerate(tracks):
+                metrics.update(torch.from_numpy(np.asarray(t.values[rows], np.float64))[None],
+                               torch.from_numpy(np.stack([observed[name][k] for name in names]).astype(np.float64))[None])
+            values = metrics.compute()
+            result["pearson"] = dict(zip(names, values["pearson"]))
+            result["specific"] = dict(zip(names, values["specific"]))
+            result.update(pearson_mean=nan_mean(values["pearson"]), specific_mean=nan_mean(values["specific"]),
+                          specific_bins=values["specific_bins"][0], specific_min=specific_min)
             png = Path(f"{outprefix}.predicted_vs_observed.png")
             plot_predicted_vs_observed(tracks[0], observed, png)
             result["plot"] = str(png)

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist_utils
@@ -32,6 +31,7 @@ from .config import ConfigError, ModelConfig, preset, read_config_file
 from .datasets import DatasetError, ShardDataset, SplitOptions, dataset_has_conservation, open_split
 from .files import sha256_file
 from .inference import InferenceSettings
+from .metrics import LOSSES, SPECIFIC_MIN, TrackMetrics, nan_mean, training_loss
 from .model import Epiformer
 
 
@@ -42,7 +42,12 @@ class TrainConfig:
     ``if_cons`` left unset (None) follows the dataset: true when its shards hold conservation.
     ``recipe`` names a set of defaults (:data:`RECIPES`) that the other settings given override.
     ``schedule_per`` says whether the learning rate's warm-up and decay advance each optimizer
-    step or once per epoch.
+    step or once per epoch. ``loss`` is ``poisson`` or ``poisson_multinomial`` (plus
+    ``multinomial_weight`` times the across-target multinomial term, :func:`training_loss`);
+    ``cons_dropout`` sets a training window's conservation to 0 with that probability, so the
+    sequence must carry the signal. ``best_corr_metric`` chooses what ``best_corr`` keeps: the
+    highest validation ``pearson`` or cell-type-``specific`` R (over bins where some target is at
+    least ``specific_min``; :mod:`epiformer.metrics`).
     """
 
     recipe: str = "default"
@@ -60,6 +65,11 @@ class TrainConfig:
     if_augment: bool = True
     max_shift: int = 3
     if_cons: bool | None = None
+    cons_dropout: float = 0.0
+    loss: str = "poisson"
+    multinomial_weight: float = 1.0
+    best_corr_metric: str = "pearson"
+    specific_min: float = SPECIFIC_MIN
     sync_bn: bool = False
     bf16: bool = True
     num_workers: int = 2
@@ -87,6 +97,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULE_UNITS = ("step", "epoch")
+CORR_METRICS = ("pearson", "specific")
 
 TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "model"}
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig) if f.name != "extra"}
@@ -126,7 +137,8 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
         kind = {"int": int, "float": (int, float), "bool": bool, "str": str}[kind_name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(f"{name} must be {kind_name}, got {value!r}")
-    for name, choices in (("optimizer", OPTIMIZERS), ("schedule_per", SCHEDULE_UNITS)):
+    for name, choices in (("optimizer", OPTIMIZERS), ("schedule_per", SCHEDULE_UNITS), ("loss", LOSSES),
+                          ("best_corr_metric", CORR_METRICS)):
         if getattr(cfg, name) not in choices:
             raise ConfigError(f"{name} must be {' or '.join(choices)}, got {getattr(cfg, name)!r}")
     for name in ("num_epoches", "batch_size", "accum_iter"):
@@ -134,48 +146,11 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0 or cfg.min_lr > cfg.learning_rate:
         raise ConfigError("need 0 <= min_lr <= learning_rate and learning_rate > 0")
+    if not 0 <= cfg.cons_dropout <= 1:
+        raise ConfigError(f"cons_dropout must be in [0, 1], got {cfg.cons_dropout}")
+    if cfg.multinomial_weight < 0:
+        raise ConfigError(f"multinomial_weight must be at least 0, got {cfg.multinomial_weight}")
     return cfg
-
-
-def poisson_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-element Poisson NLL (``log_input=False``) and the mask of targets that are not NaN."""
-    mask = ~torch.isnan(target)
-    safe = torch.where(mask, target, torch.zeros_like(target))
-    loss = F.poisson_nll_loss(pred, safe, log_input=False, full=False, reduction="none")
-    return loss, mask
-
-
-class TrackMetrics:
-    """Per-target Poisson loss and Pearson R of log2(x + 1) over every bin, from sums that can
-    be added across batches and ranks."""
-
-    FIELDS = ("bins", "loss", "p", "t", "pp", "tt", "pt", "nan")
-
-    def __init__(self, n_targets: int, device: torch.device) -> None:
-        self.sums = torch.zeros(len(self.FIELDS), n_targets, dtype=torch.float64, device=device)
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        loss, mask = poisson_loss(pred.float(), target.float())
-        m = mask.double()
-        p = torch.log2(pred.double().clamp_min(0) + 1) * m
-        t = torch.log2(torch.where(mask, target, torch.zeros_like(target)).double().clamp_min(0) + 1) * m
-        dims = (0, 2)
-        self.sums += torch.stack([m.sum(dims), (loss.double() * m).sum(dims), p.sum(dims), t.sum(dims),
-                                  (p * p).sum(dims), (t * t).sum(dims), (p * t).sum(dims),
-                                  (~mask).double().sum(dims)])
-
-    def compute(self, ctx: dist_utils.DistributedContext | None = None) -> dict[str, list[float]]:
-        sums = self.sums.clone()
-        if ctx is not None:
-            dist_utils.all_reduce_sum(sums, ctx)
-        n, loss, p, t, pp, tt, pt, nan = sums
-        n_safe = n.clamp_min(1)
-        cov = pt / n_safe - (p / n_safe) * (t / n_safe)
-        var_p = (pp / n_safe - (p / n_safe) ** 2).clamp_min(0)
-        var_t = (tt / n_safe - (t / n_safe) ** 2).clamp_min(0)
-        pearson = cov / torch.sqrt(var_p * var_t).clamp_min(1e-12)
-        return {"loss": (loss / n_safe).tolist(), "pearson": pearson.tolist(),
-                "bins": n.long().tolist(), "nan_bins": nan.long().tolist()}
 
 
 class IndexSampler(torch.utils.data.Sampler):
@@ -204,10 +179,11 @@ def crop_targets(y: torch.Tensor, crop: int) -> torch.Tensor:
 
 
 def evaluate_loader(model: nn.Module, loader, crop: int, n_targets: int,
-                    ctx: dist_utils.DistributedContext, bf16: bool) -> dict[str, list[float]]:
+                    ctx: dist_utils.DistributedContext, bf16: bool,
+                    specific_min: float = SPECIFIC_MIN) -> dict[str, list[float]]:
     """Metrics of ``model`` (eval mode, inference mode) over a loader, summed over ranks."""
     model.eval()
-    metrics = TrackMetrics(n_targets, ctx.device)
+    metrics = TrackMetrics(n_targets, ctx.device, specific_min)
     autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.inference_mode(), autocast:
         for x, y in loader:
@@ -237,7 +213,8 @@ def check_split(ds: ShardDataset, split: str, model_cfg: ModelConfig, model_name
 
 
 def plot_learning_curves(history: list[dict], target_names: list[str], path: Path) -> None:
-    """Loss (train and validation) and validation Pearson R per target against epoch, as a PNG."""
+    """Loss (train and validation), validation Pearson R and cell-type-specific R per target
+    against epoch, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,16 +223,20 @@ def plot_learning_curves(history: list[dict], target_names: list[str], path: Pat
     from .files import atomic_path
 
     epochs = [h["epoch"] + 1 for h in history]
-    fig, (ax_loss, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h["valid_loss"] for h in history], "o-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="Poisson loss", title="loss")
+    fig, (ax_loss, ax_r, ax_s) = plt.subplots(1, 3, figsize=(15, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (objective)")
+    ax_loss.plot(epochs, [h["valid_loss"] for h in history], "o-", label="validation (Poisson)")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
-    for i, name in enumerate(target_names):
-        ax_r.plot(epochs, [h["valid_pearson"][i] for h in history], ".-", lw=1, label=name)
-    ax_r.plot(epochs, [h["valid_pearson_mean"] for h in history], "k-", lw=2.5, label="mean")
-    ax_r.set(xlabel="epoch", ylabel="Pearson R, log2(x+1)", title="validation correlation")
-    ax_r.legend(fontsize=7, ncol=2)
+    for ax, key, title in ((ax_r, "valid_pearson", "validation correlation, every bin"),
+                           (ax_s, "valid_specific", "cell-type-specific correlation, active bins")):
+        for i, name in enumerate(target_names):
+            ax.plot(epochs, [h.get(key, [math.nan] * len(target_names))[i] for h in history], ".-", lw=1,
+                    label=name)
+        ax.plot(epochs, [h.get(f"{key}_mean", math.nan) for h in history], "k-", lw=2.5, label="mean")
+        ax.set(xlabel="epoch", ylabel="Pearson R, log2(x+1)" + (" centred across targets" if ax is ax_s else ""),
+               title=title)
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -278,7 +259,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                   "with if_cons false", flush=True)
         cfg = dataclasses.replace(cfg, if_cons=dataset_if_cons(cfg.if_cons, has_conservation, dataset))
         train_ds = open_split(dataset, "train", split_options, augment=cfg.if_augment, max_shift=cfg.max_shift,
-                              use_conservation=cfg.if_cons, target_index=index)
+                              use_conservation=cfg.if_cons, target_index=index, cons_dropout=cfg.cons_dropout)
         valid_ds = open_split(dataset, "valid", split_options, use_conservation=cfg.if_cons, target_index=index)
         targets = train_ds.target_names
         model_cfg = cfg.model_config(len(targets))
@@ -320,6 +301,8 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
         if resume:
             start_epoch, history, best = _resume(paths["last"], model, optimizer, scheduler, targets,
                                                  model_cfg, ctx)
+            scores = [h.get(f"valid_{cfg.best_corr_metric}_mean", math.nan) for h in history]
+            best["corr"] = max((v for v in scores if not math.isnan(v)), default=-math.inf)
         else:
             torch.manual_seed(cfg.seed * 7919 + ctx.rank)
         if ctx.enabled:
@@ -346,8 +329,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 with sync:
                     with autocast:
                         pred = model(x)
-                    loss, mask = poisson_loss(pred.float(), y)
-                    loss = (loss * mask).sum() / mask.sum().clamp_min(1)
+                    loss = training_loss(pred.float(), y, cfg.loss, cfg.multinomial_weight)
                     (loss / cfg.accum_iter).backward()
                 if last_micro:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -361,27 +343,31 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 scheduler.step()
             dist_utils.all_reduce_sum(train_sum, ctx)
             valid = evaluate_loader(model, valid_loader, model_cfg.crop_size, len(targets), ctx,
-                                    cfg.bf16 and ctx.device.type == "cuda")
+                                    cfg.bf16 and ctx.device.type == "cuda", cfg.specific_min)
             record = {
                 "epoch": epoch, "train_loss": float(train_sum[0] / train_sum[1].clamp_min(1)),
                 "valid_loss": float(np.mean(valid["loss"])), "valid_pearson_mean": float(np.mean(valid["pearson"])),
-                "valid_pearson": valid["pearson"], "valid_loss_per_target": valid["loss"],
+                "valid_pearson": valid["pearson"], "valid_specific_mean": nan_mean(valid["specific"]),
+                "valid_specific": valid["specific"], "valid_specific_bins": valid["specific_bins"][0],
+                "specific_min": cfg.specific_min, "valid_loss_per_target": valid["loss"],
                 "valid_bins": valid["bins"], "valid_nan_bins": valid["nan_bins"],
                 "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started,
             }
             history.append(record)
             rng_states = dist_utils.gather_objects(_rng_state(), ctx)
             if ctx.is_main:
+                corr = record[f"valid_{cfg.best_corr_metric}_mean"]
                 improved = {"loss": record["valid_loss"] < best["loss"],
-                            "corr": record["valid_pearson_mean"] > best["corr"]}
+                            "corr": not math.isnan(corr) and corr > best["corr"]}
                 if improved["loss"]:
                     best["loss"] = record["valid_loss"]
                 if improved["corr"]:
-                    best["corr"] = record["valid_pearson_mean"]
+                    best["corr"] = corr
                 state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "rng_states": rng_states, "history": history, "best": best,
                          "train_config": dataclasses.asdict(cfg), "dataset": str(dataset)}
-                metrics = {k: record[k] for k in ("valid_loss", "valid_pearson_mean", "valid_pearson")}
+                metrics = {k: record[k] for k in ("valid_loss", "valid_pearson_mean", "valid_pearson",
+                                                  "valid_specific_mean", "valid_specific", "specific_min")}
                 save_checkpoint(paths["last"], raw_model, genome=genome, metrics=metrics, **state)
                 for key, name in (("loss", "best_loss"), ("corr", "best_corr")):
                     if improved[key]:
@@ -390,7 +376,8 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 plot_learning_curves(history, targets, Path(f"{outprefix}.learning_curves.png"))
                 if progress:
                     print(f"epoch {epoch + 1}/{cfg.num_epoches}: train loss {record['train_loss']:.4f}, "
-                          f"valid loss {record['valid_loss']:.4f}, valid R {record['valid_pearson_mean']:.3f} "
+                          f"valid loss {record['valid_loss']:.4f}, valid R {record['valid_pearson_mean']:.3f}, "
+                          f"cell-type-specific R {record['valid_specific_mean']:.3f} "
                           f"({record['seconds']:.0f} s)", flush=True)
             dist_utils.barrier(ctx)
         return record
@@ -436,11 +423,14 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: str = "test",
              out: str | os.PathLike | None = None, settings: InferenceSettings | None = None,
-             index: int | None = None, split_options: SplitOptions | None = None) -> list[dict[str, Any]]:
+             index: int | None = None, split_options: SplitOptions | None = None,
+             specific_min: float = SPECIFIC_MIN) -> list[dict[str, Any]]:
     """Per-target metrics of a checkpoint on one split (default: the test chromosomes) of a
     dataset (as for :func:`train`), run with the inference settings' device, precision, batch
-    size and threads (the dataset's windows are encoded already); written as a TSV to ``out``
-    when given, with the settings. Returns one row per target."""
+    size and threads (the dataset's windows are encoded already): Pearson R of log2(x+1), the
+    cell-type-specific R over bins where some target is at least ``specific_min``
+    (:mod:`epiformer.metrics`) and the Poisson loss; written as a TSV to ``out`` when given, with
+    the settings. Returns one row per target, then their mean."""
     from .checkpoint import load_model
     from .engine import select_device
     from .files import atomic_path, settings_lines
@@ -464,12 +454,14 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
     model.to(ctx.device)
     loader = torch.utils.data.DataLoader(ds, batch_size=settings.batch_size)
     metrics = evaluate_loader(model, loader, model.config.crop_size, len(ds.target_names), ctx,
-                              bf16=settings.precision == "bf16")
-    rows = [{"target": name, "pearson_log2": metrics["pearson"][i], "poisson_loss": metrics["loss"][i],
-             "bins": metrics["bins"][i], "nan_bins": metrics["nan_bins"][i]}
+                              bf16=settings.precision == "bf16", specific_min=specific_min)
+    rows = [{"target": name, "pearson_log2": metrics["pearson"][i], "specific_r": metrics["specific"][i],
+             "poisson_loss": metrics["loss"][i], "bins": metrics["bins"][i],
+             "specific_bins": metrics["specific_bins"][i], "nan_bins": metrics["nan_bins"][i]}
             for i, name in enumerate(ds.target_names)]
     rows.append({"target": "mean", "pearson_log2": float(np.mean(metrics["pearson"])),
-                 "poisson_loss": float(np.mean(metrics["loss"])), "bins": int(sum(metrics["bins"])),
+                 "specific_r": nan_mean(metrics["specific"]), "poisson_loss": float(np.mean(metrics["loss"])),
+                 "bins": int(sum(metrics["bins"])), "specific_bins": int(metrics["specific_bins"][0]),
                  "nan_bins": int(sum(metrics["nan_bins"]))})
     if out is not None:
         header = "\t".join(rows[0])
@@ -479,7 +471,7 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
                   "dataset": str(dataset), "split": split, "missing": ds.missing, "precision": settings.precision,
                   "conservation": "dataset" if use_conservation else
                   NO_CONSERVATION if model.uses_conservation else "not used",
-                  "device": ctx.device.type, "code_version": code_version()}
+                  "device": ctx.device.type, "specific_min": specific_min, "code_version": code_version()}
         with atomic_path(out) as tmp:
             tmp.write_text(settings_lines(record) + "\n".join(lines) + "\n")
     return rows

@@ -45,6 +45,7 @@ class PrecomputeOptions:
 
     io_workers: int | None = None       # processes reading the genome; None: 2 on CUDA, 0 on CPU
     progress: bool = True
+    specificity: bool = False           # the merge also writes each target minus the mean over targets
     log: Callable[[str], None] = field(default=print, repr=False)
 
 
@@ -178,10 +179,13 @@ def precompute(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike, out
     if launched:
         wait_for_all_ranks()
     if n_shards == 1 or (launched and index == 0):
-        result["manifest"] = merge_tracks(outdir, progress=options.progress)
-        log(f"wrote       {len(result['manifest']['tracks'])} bigWigs in {outdir / 'tracks'}, {outdir / MANIFEST}")
+        result["manifest"] = merge_tracks(outdir, progress=options.progress, specificity=options.specificity)
+        specific = len(result["manifest"].get("specificity", {}).get("tracks", []))
+        log(f"wrote       {len(result['manifest']['tracks'])} bigWigs"
+            + (f" and {specific} specificity bigWigs" if specific else "") + f" in {outdir / 'tracks'}, {outdir / MANIFEST}")
     elif not launched:
-        log(f"when every shard is done: epiformer precompute-merge {outdir}")
+        log(f"when every shard is done: epiformer precompute-merge {outdir}"
+            + (" --specificity" if options.specificity else ""))
     return result
 
 

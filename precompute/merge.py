@@ -90,9 +90,23 @@ def write_bigwig(path: Path, plan: TilePlan, values: np.ndarray) -> None:
                 bw.addEntries(chrom, [int(starts[-1])], values=[float(vals[-1])], span=int(size - starts[-1]))
 
 
-def merge_tracks(outdir: str | Path, progress: bool = True) -> dict:
+SPECIFICITY_DEFINITION = "log2(x+1) of the target minus its mean over all targets, per bin"
+
+
+def mean_log_signal(outdir: Path, plan: TilePlan, n_shards: int, n_targets: int) -> np.ndarray:
+    """Per window and bin, the mean over targets of log2(x + 1) of the predicted tracks, float32."""
+    total = np.zeros((plan.n_windows, plan.output_bins), dtype=np.float32)
+    for t in range(n_targets):
+        total += np.log2(gather_target(outdir, plan, n_shards, t).astype(np.float32).clip(0) + 1)
+    return total / n_targets
+
+
+def merge_tracks(outdir: str | Path, progress: bool = True, specificity: bool = False) -> dict:
     """Write ``tracks/NAME.bw`` for every target from the finished shards of ``outdir``, then
-    ``manifest.json``. The bigWigs are identical bytes whatever the number of shards."""
+    ``manifest.json``. The bigWigs are identical bytes whatever the number of shards. With
+    ``specificity``, also ``tracks/NAME.specificity.bw``: where each target differs from the others
+    (:data:`SPECIFICITY_DEFINITION`, the quantity the cell-type-specific R scores), listed under
+    ``specificity`` in the manifest."""
     outdir = Path(outdir)
     run = read_run(outdir)
     if run is None:
@@ -105,6 +119,21 @@ def merge_tracks(outdir: str | Path, progress: bool = True) -> dict:
         write_bigwig(path, plan, gather_target(outdir, plan, n_shards, t))
         tracks.append({"name": target["name"], "description": target["description"], "color": target["color"],
                        "file": f"{TRACK_DIR}/{path.name}", "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    derived = []
+    if specificity:
+        if len(run["targets"]) < 2:
+            raise PrecomputeError("--specificity needs two targets or more: with one there is no mean over "
+                                  "targets to differ from")
+        mean = mean_log_signal(outdir, plan, n_shards, len(run["targets"]))
+        for t, target in enumerate(tqdm(run["targets"], desc="specificity", unit="track", disable=not progress)):
+            path = outdir / TRACK_DIR / f"{target['file_stem']}.specificity.bw"
+            signal = np.log2(gather_target(outdir, plan, n_shards, t).astype(np.float32).clip(0) + 1)
+            write_bigwig(path, plan, signal - mean)
+            derived.append({"target": target["name"], "kind": "specificity", "file": f"{TRACK_DIR}/{path.name}",
+                            "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    else:
+        for stale in (outdir / TRACK_DIR).glob("*.specificity.bw"):
+            stale.unlink()
     threads = [shard_threads(shard_path(outdir, shard, n_shards)) for shard in range(n_shards)]
     manifest = {
         "format": "epiformer-precompute",
@@ -120,6 +149,8 @@ def merge_tracks(outdir: str | Path, progress: bool = True) -> dict:
         "fingerprint": run["fingerprint_sha256"],
         "settings": {**run["settings"], "threads": threads[0] if len(set(threads)) == 1 else threads},
     }
+    if derived:
+        manifest["specificity"] = {"definition": SPECIFICITY_DEFINITION, "tracks": derived}
     with atomic_path(outdir / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from trackhub import UCSC_GENOMES
-from trackhub.hub import interpretation_color, interpretation_name
+from trackhub.hub import derived_color, derived_name, derived_tracks
 
 from .openapi import openapi_document
 
@@ -57,11 +57,11 @@ def tracks_document() -> dict:
     tracks = [{"name": t["name"], "url": urljoin(hub_base, t["url"]), "color": described[t["name"]]["color"],
                "description": described[t["name"]]["description"], "sha256": described[t["name"]]["sha256"]}
               for t in predicted]
-    recorded = {interpretation_name(i): i for i in manifest.get("interpretation", {}).get("tracks", [])}
+    recorded = {derived_name(i): i for i in derived_tracks(manifest)}
     colors = {name: t["color"] for name, t in described.items()}
-    interpretation = [{"name": t["name"], "target": item["target"], "kind": item["kind"],
-                       "url": urljoin(hub_base, t["url"]), "color": interpretation_color(item, colors)}
-                      for t in session["tracks"] if (item := recorded.get(t["name"]))]
+    derived = [{"name": t["name"], "target": item["target"], "kind": item["kind"],
+                "url": urljoin(hub_base, t["url"]), "color": derived_color(item, colors)}
+               for t in session["tracks"] if (item := recorded.get(t["name"]))]
     reference = {key: urljoin(hub_base, value) if key.endswith("URL") else value
                  for key, value in session["reference"].items()}
     fasta_url = urljoin(hub_base, f"genome/{genome}.fa")
@@ -76,7 +76,8 @@ def tracks_document() -> dict:
         "default_locus": session["locus"],
         "bin_size": manifest["params"]["bin_size"],
         "tracks": tracks,
-        "interpretation": interpretation,
+        "specificity": [t for t in derived if t["kind"] == "specificity"],
+        "interpretation": [t for t in derived if t["kind"] != "specificity"],
         "annotation": next(({"name": t["name"], "url": urljoin(hub_base, t["url"])} for t in session["tracks"]
                             if t.get("type") == "annotation"), None),
         "hub": hub_url,

@@ -19,6 +19,9 @@ TRACK = {"type": "object", "required": ["name", "url", "color"],
 TRACKS = {"type": "object", "required": ["genome", "tracks", "hub", "links", "default_locus"],
           "properties": {"genome": {"type": "object"}, "default_locus": {"type": "string"},
                          "bin_size": {"type": "integer"}, "tracks": {"type": "array", "items": TRACK},
+                         "specificity": {"type": "array", "items": {"type": "object"},
+                                         "description": "each cell type's log2(x+1) minus the mean over cell types "
+                                                        "(precompute --specificity): name, target, kind, url, color"},
                          "interpretation": {"type": "array", "items": {"type": "object"},
                                             "description": "contribution and mutagenesis tracks (epiformer "
                                                            "interpret): name, target, kind, url, color"},

@@ -15,7 +15,8 @@ from epiformer.cli import main
 from epiformer.config import ConfigError
 from epiformer.datasets import DatasetError, DatasetParameters, ShardDataset, generate_datasets
 from epiformer.inference import InferenceSettings
-from epiformer.train import TrackMetrics, evaluate, load_train_config, lr_factor, train
+from epiformer.metrics import SPECIFIC_MIN, TrackMetrics, multinomial_loss, training_loss
+from epiformer.train import evaluate, load_train_config, lr_factor, train
 
 from .conftest import free_port
 
@@ -143,6 +144,65 @@ def test_metrics_match_numpy_and_mask_nan():
     assert out["nan_bins"] == [0, 3] and out["bins"] == [60, 57]
 
 
+def specific_case(n_bins: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Observed tracks of 4 targets in which elements open in some targets only, (1, 4, bins)."""
+    rng = np.random.default_rng(seed)
+    observed = rng.gamma(0.3, 0.1, (1, 4, n_bins))
+    peaks = rng.choice(n_bins, 40, replace=False)
+    observed[0, rng.integers(0, 4, 40), peaks] += rng.uniform(1, 5, 40)
+    observed[0, :, peaks[:10]] += 2.0                                   # shared elements
+    return observed, peaks
+
+
+def test_specific_r_is_zero_for_identical_tracks_and_one_for_exact_differences():
+    observed, _ = specific_case()
+    identical = np.repeat(observed.mean(1, keepdims=True), 4, axis=1)
+    scaled = (observed + 1) ** 1.7 - 1            # the same across-target differences, stronger, in log2(x+1)
+    out = {}
+    for name, pred in (("identical", identical), ("exact", observed), ("scaled", scaled)):
+        metrics = TrackMetrics(4)
+        metrics.update(torch.tensor(pred), torch.tensor(observed))
+        out[name] = metrics.compute()
+    assert out["identical"]["specific"] == pytest.approx([0.0] * 4, abs=1e-6)
+    assert min(out["identical"]["pearson"]) > 0.3, "while the overall R rewards the shared signal"
+    assert out["exact"]["specific"] == pytest.approx([1.0] * 4, abs=1e-9)
+    assert out["scaled"]["specific"] == pytest.approx([1.0] * 4, abs=1e-9), "a Pearson R: scale-free"
+
+
+def test_specific_r_covers_active_bins_only_and_matches_numpy():
+    observed, _ = specific_case(seed=1)
+    rng = np.random.default_rng(2)
+    pred = observed * rng.uniform(0.5, 1.5, observed.shape) + rng.gamma(0.5, 0.2, observed.shape)
+    observed[0, 2, 5] = np.nan
+    metrics = TrackMetrics(4, specific_min=0.8)
+    for lo in (0, 120):
+        metrics.update(torch.tensor(pred[..., lo: lo + 120]), torch.tensor(observed[..., lo: lo + 120]))
+    out = metrics.compute()
+    active = (np.nan_to_num(observed[0], nan=0) >= 0.8).any(0) & ~np.isnan(observed[0]).any(0)
+    lp, lo_ = np.log2(pred[0][:, active] + 1), np.log2(observed[0][:, active] + 1)
+    cp, co = lp - lp.mean(0), lo_ - lo_.mean(0)
+    for i in range(4):
+        assert out["specific"][i] == pytest.approx(np.corrcoef(cp[i], co[i])[0, 1], abs=1e-9)
+    assert out["specific_bins"] == [int(active.sum())] * 4 and 0 < active.sum() < 200
+    single = TrackMetrics(1)
+    single.update(torch.tensor(pred[:, :1]), torch.tensor(observed[:, :1]))
+    assert np.isnan(single.compute()["specific"][0]), "one target has no cell-type-specific part"
+
+
+def test_multinomial_loss_rewards_the_right_share_of_each_bin():
+    observed, _ = specific_case()
+    target = torch.tensor(observed)
+    shared = torch.tensor(np.repeat(observed.mean(1, keepdims=True), 4, axis=1))
+    right = target.clone() + 1e-3
+    assert multinomial_loss(right, target) < multinomial_loss(shared, target)
+    assert multinomial_loss(right * 7, target) == pytest.approx(multinomial_loss(right, target)), "scale-free"
+    poisson = training_loss(right, target)
+    assert training_loss(right, target, "poisson_multinomial", 0.0) == pytest.approx(poisson)
+    assert training_loss(right, target, "poisson_multinomial", 2.0) > poisson
+    target[0, 1, :5] = float("nan")
+    assert torch.isfinite(training_loss(right, target, "poisson_multinomial"))
+
+
 def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path):
     cfg = load_train_config(None, **{**SMALL, "num_epoches": 2})
     record = train(cfg, dataset, tmp_path / "run", progress=False)
@@ -162,8 +222,12 @@ def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path):
     rows = evaluate(tmp_path / "run.last.pth.tar", dataset, out=tmp_path / "test.tsv")
     assert [r["target"] for r in rows][-1] == "mean" and -1 <= rows[-1]["pearson_log2"] <= 1
     settings, header = (tmp_path / "test.tsv").read_text().splitlines()[:2]
-    assert header.startswith("target\tpearson_log2\tpoisson_loss")
+    assert header.startswith("target\tpearson_log2\tspecific_r\tpoisson_loss")
     assert json.loads(settings.removeprefix("#epiformer_settings="))["precision"] == "fp32"
+    assert json.loads(settings.removeprefix("#epiformer_settings="))["specific_min"] == SPECIFIC_MIN
+    assert len(history[-1]["valid_specific"]) == 8 and -1 <= history[-1]["valid_specific_mean"] <= 1
+    assert 0 < history[-1]["valid_specific_bins"] < history[-1]["valid_bins"][0]
+    assert raw["metrics"]["valid_specific_mean"] == pytest.approx(history[-1]["valid_specific_mean"])
 
 
 def test_dataset_without_conservation_trains_an_if_cons_false_model(nocons_dataset, tmp_path, capsys):

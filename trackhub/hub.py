@@ -10,7 +10,10 @@ HUBDIR/
                                that a regenerated track gets a new URL and caches never mix versions;
                                with them the interpretation tracks ``epiformer interpret`` recorded
                                (TARGET.contrib.SHA8.bw, TARGET.ism_A.SHA8.bw, ...), in composites of
-                               their own (contributions with ``logo on``; substitutions by base)
+                               their own (contributions with ``logo on``; substitutions by base),
+                               and the specificity tracks precompute --specificity wrote
+                               (TARGET.specificity.SHA8.bw: above the mean over cell types in the
+                               cell type's colour, below it in grey)
   genome/GENOME.2bit, .chrom.sizes, .fa, .fa.fai
                                the genome for assembly hubs, igv.js and IGV desktop (offline)
   igv_session.json             igv.js browser options (reference and tracks)
@@ -46,7 +49,10 @@ SHORT_LABEL, LONG_LABEL = 17, 76
 # Mutagenesis tracks in the usual base colours (A green, C blue, G amber, T red), the largest |effect| grey.
 BASE_COLORS = {"ism_A": "0,150,0", "ism_C": "0,0,230", "ism_G": "230,160,0", "ism_T": "210,0,0",
                "ism_max": "90,90,90"}
-AUTOSCALE_GROUPS = {"epiformer": "1", "contrib": "2", "ism": "3"}     # predicted signal, contributions, effects
+# predicted signal, contributions, effects, differences from the mean over cell types
+AUTOSCALE_GROUPS = {"epiformer": "1", "contrib": "2", "ism": "3", "specificity": "4"}
+NEGATIVE_COLOR = "150,150,150"          # specificity below the mean over cell types
+DERIVED_SECTIONS = ("specificity", "interpretation")    # manifest sections of tracks made from the predictions
 
 
 class HubError(UserError, ValueError):
@@ -145,9 +151,9 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
         file = f"tracks/{stem}.{track['sha256'][:8]}.bw"
         _link_or_copy(source, hubdir / file)
         tracks.append({**track, "hub_file": file, "track": _track_name(f"{options.name}_{stem}")})
-    interpretation = _interpretation_files(precompute_dir, hubdir, manifest)
+    derived = _derived_files(precompute_dir, hubdir, manifest)
     annotation = _annotation_file(options.annotation, hubdir, genome["chrom_sizes"])
-    _remove_stale(hubdir / "tracks", {Path(t["hub_file"]).name for t in tracks + interpretation})
+    _remove_stale(hubdir / "tracks", {Path(t["hub_file"]).name for t in tracks + derived})
 
     genome_files = [f"genome/{name}{ext}" for ext in (".2bit", ".chrom.sizes", ".fa", ".fa.fai")]
     twobit, chrom_sizes, fasta_copy, fasta_index = (hubdir / relative for relative in genome_files)
@@ -171,7 +177,7 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
                           ("defaultPos", position), ("orderKey", 1)]
     method = manifest.get("interpretation", {}).get("method")
     track_db = (_track_db(tracks, options, base, limit) + _annotation_db(annotation, options, base)
-                + _interpretation_db(interpretation, options, base, method))
+                + _derived_db(derived, options, base, method))
     hub_pairs = [("hub", options.name), ("shortLabel", _label(options.short_label, SHORT_LABEL)),
                  ("longLabel", _label(options.long_label, LONG_LABEL))]
     contact = [("email", options.email), ("descriptionUrl", f"{base}description.html")]
@@ -181,21 +187,21 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
         "genomes.txt": _stanza(genome_stanza + [("trackDb", f"{name}/trackDb.txt")]),
         f"{name}/trackDb.txt": _track_db(tracks, options, base or "../", limit)
         + _annotation_db(annotation, options, base or "../")
-        + _interpretation_db(interpretation, options, base or "../", method),
+        + _derived_db(derived, options, base or "../", method),
         "description.html": _description(manifest, tracks, options),
-        "igv_session.json": json.dumps(_igv_js_session(name, tracks + interpretation, base, position, annotation),
+        "igv_session.json": json.dumps(_igv_js_session(name, tracks + derived, base, position, annotation),
                                        indent=1) + "\n",
-        "igv_session.xml": _igv_desktop_session(name, tracks + interpretation, base, position, annotation),
+        "igv_session.xml": _igv_desktop_session(name, tracks + derived, base, position, annotation),
     }
     for relative, text in files.items():
         with atomic_path(hubdir / relative) as tmp:
             tmp.write_text(text)
     # The tracks' digests come from the manifest: gigabyte bigWigs are not read again.
-    digests = {t["hub_file"]: t["sha256"] for t in tracks + interpretation + ([annotation] if annotation else [])}
+    digests = {t["hub_file"]: t["sha256"] for t in tracks + derived + ([annotation] if annotation else [])}
     digests.update((relative, sha256_file(hubdir / relative)) for relative in [*genome_files, *files])
     write_sha256sums(hubdir, digests)
     return {"hub": hubdir / "hub.txt", "genome": name, "assembly_hub": assembly, "default_position": position,
-            "tracks": [t["hub_file"] for t in tracks + interpretation], "files": sorted(files),
+            "tracks": [t["hub_file"] for t in tracks + derived], "files": sorted(files),
             "annotation": annotation["hub_file"] if annotation else None}
 
 
@@ -237,43 +243,53 @@ def _annotation_db(annotation: dict | None, options: HubOptions, base: str) -> s
                     ("visibility", "pack"), ("color", "20,20,20")])
 
 
-def interpretation_name(item: dict) -> str:
-    """The track name of an interpretation track (a manifest ``interpretation`` entry): "TARGET KIND"."""
+def derived_tracks(manifest: dict) -> list[dict]:
+    """The tracks a manifest lists beside the predictions, each with its ``target``, ``kind``,
+    ``file`` and ``sha256``: the specificity tracks (``precompute --specificity``), then the
+    interpretation tracks (``epiformer interpret``)."""
+    return [item for section in DERIVED_SECTIONS for item in manifest.get(section, {}).get("tracks", [])]
+
+
+def derived_name(item: dict) -> str:
+    """The track name of a derived track (:func:`derived_tracks`): "TARGET KIND"."""
     return f"{item['target']} {item['kind']}"
 
 
-def interpretation_color(item: dict, target_colors: dict[str, str]) -> str:
-    """An interpretation track's colour, "r,g,b": its base's for a substitution track, else its target's."""
+def derived_color(item: dict, target_colors: dict[str, str]) -> str:
+    """A derived track's colour, "r,g,b": its base's for a substitution track, else its target's."""
     return BASE_COLORS.get(item["kind"], target_colors.get(item["target"], "90,90,90"))
 
 
-def _interpretation_files(precompute_dir: Path, hubdir: Path, manifest: dict) -> list[dict]:
-    """The interpretation tracks ``epiformer interpret`` recorded, linked into the hub like the
-    predicted tracks, each with its target's colour and a name and label for igv."""
+def _derived_files(precompute_dir: Path, hubdir: Path, manifest: dict) -> list[dict]:
+    """The derived tracks, linked into the hub like the predicted tracks, each with its target's
+    colour, a name and label for igv and its autoscale group."""
     colors = {t["name"]: t["color"] for t in manifest["tracks"]}
     files = []
-    for item in manifest.get("interpretation", {}).get("tracks", []):
-        source = precompute_dir / item["file"]
-        if not source.is_file():
-            raise HubError(f"{source} (listed under interpretation in {precompute_dir}/manifest.json) is missing")
-        file = f"tracks/{Path(item['file']).stem}.{item['sha256'][:8]}.bw"
-        _link_or_copy(source, hubdir / file)
-        files.append({**item, "hub_file": file, "name": interpretation_name(item),
-                      "color": interpretation_color(item, colors),
-                      "autoscale": "contrib" if item["kind"] == "contrib" else "ism"})
+    for section in DERIVED_SECTIONS:
+        for item in manifest.get(section, {}).get("tracks", []):
+            source = precompute_dir / item["file"]
+            if not source.is_file():
+                raise HubError(f"{source} (listed under {section} in {precompute_dir}/manifest.json) is missing")
+            file = f"tracks/{Path(item['file']).stem}.{item['sha256'][:8]}.bw"
+            _link_or_copy(source, hubdir / file)
+            files.append({**item, "hub_file": file, "name": derived_name(item), "color": derived_color(item, colors),
+                          "autoscale": item["kind"] if item["kind"] in AUTOSCALE_GROUPS else "ism"})
     return files
 
 
-def _interpretation_db(items: list[dict], options: HubOptions, base: str, method: str | None) -> str:
-    """Composites of the interpretation tracks: the contributions (drawn as sequence logos when
-    zoomed in, ``logo on``) and, from mutagenesis, each base's substitution track in its colour,
-    both in the cell types' subgroup."""
+def _derived_db(items: list[dict], options: HubOptions, base: str, method: str | None) -> str:
+    """Composites of the derived tracks, in the cell types' subgroup: the specificity tracks (above
+    the mean over cell types in the cell type's colour, below it in grey, on one scale), the
+    contributions (drawn as sequence logos when zoomed in, ``logo on``) and, from mutagenesis,
+    each base's substitution track in its colour."""
     if not items:
         return ""
     cells = list(dict.fromkeys(i["target"] for i in items))
     groups = " ".join(f"{_track_name(c)}={_track_name(c)}" for c in cells)
     text = ""
     for kinds, suffix, label, extra in (
+            (("specificity",), "specificity", "log2(x+1) minus the mean over cell types",
+             [("altColor", NEGATIVE_COLOR), ("yLineOnOff", "on"), ("yLineMark", "0")]),
             (("contrib",), "contrib", f"per-base contributions ({method})", [("logo", "on")]),
             (tuple(BASE_COLORS), "ism", "each base's substitution effect (SAD)", [])):
         chosen = [i for i in items if i["kind"] in kinds]
@@ -289,7 +305,8 @@ def _interpretation_db(items: list[dict], options: HubOptions, base: str, method
         text += _stanza([("track", composite), ("compositeTrack", "on"),
                          ("shortLabel", _label(f"{options.short_label} {suffix}", SHORT_LABEL)),
                          ("longLabel", _label(f"{options.short_label} {label}", LONG_LABEL)),
-                         ("type", "bigWig"), *dimensions, ("autoScale", "on"), ("maxHeightPixels", "100:40:16"),
+                         ("type", "bigWig"), *dimensions,
+                         ("autoScale", "group" if suffix == "specificity" else "on"), ("maxHeightPixels", "100:40:16"),
                          ("visibility", "hide"), *extra])
         for i in chosen:
             groups_of = f"celltype={_track_name(i['target'])}" + (f" base={i['kind'][4:]}" if suffix == "ism" else "")
@@ -353,7 +370,8 @@ def _igv_js_session(name: str, tracks: list[dict], base: str, position: str, ann
         "locus": position,
         "tracks": genes + [{"name": t["name"], "type": "wig", "format": "bigwig", "url": f"{base}{t['hub_file']}",
                             "color": _rgb(t["color"]), "autoscaleGroup": t.get("autoscale", "epiformer"),
-                            "height": 50} for t in tracks],
+                            "height": 50, **({"altColor": _rgb(NEGATIVE_COLOR)} if t.get("kind") == "specificity" else {})}
+                           for t in tracks],
     }
 
 

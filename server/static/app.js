@@ -84,8 +84,32 @@ async function start() {
       autoscaleGroup: "contrib", height: 40 });
   }
   for (const option of select.options) option.selected = state.cells.includes(option.value);
+  if ((doc.specificity || []).length) {
+    document.getElementById("specificity-toggle").hidden = false;
+    document.getElementById("show-specificity").checked = params.get("specificity") === "1";
+    await showSpecificity(params.get("specificity") === "1");
+  }
   for (const variant of (params.get("variants") || "").split(",").filter(Boolean)) await scoreVariant(variant);
 }
+
+// Each cell type's specificity track (precompute --specificity) on one scale, above its predicted tracks' mean
+// in the cell type's colour and below it in grey; the checkbox shows or hides them all.
+async function showSpecificity(show) {
+  for (const track of state.browser.findTracks((t) => t.name && t.name.endsWith(" specificity"))) {
+    state.browser.removeTrack(track);
+  }
+  if (show) {
+    for (const t of state.tracks.specificity || []) {
+      await state.browser.loadTrack({ name: t.name, type: "wig", format: "bigwig", url: t.url, color: rgb(t.color),
+        altColor: "rgb(150,150,150)", autoscaleGroup: "specificity", height: 40 });
+    }
+  }
+}
+
+document.getElementById("show-specificity").addEventListener("change", async (event) => {
+  await showSpecificity(event.target.checked);
+  rememberView();
+});
 
 // The view (locus, variants, their tracks) lives in the URL, so a link reproduces it.
 function rememberLocus() {
@@ -101,6 +125,7 @@ function rememberView() {
   url.searchParams.set("locus", document.getElementById("locus").value);
   url.searchParams.set("variants", state.variants.map((v) => v.text).join(","));
   url.searchParams.set("tracks", state.cells.join(","));
+  url.searchParams.set("specificity", document.getElementById("show-specificity").checked ? "1" : "0");
   window.history.replaceState(null, "", url);
 }
 
