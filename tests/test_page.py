@@ -368,3 +368,48 @@ def test_the_page_shows_the_annotation_and_the_chosen_cell_types_contributions(i
     driver.save_screenshot(str(ARTIFACTS / "page_interpretation.png"))
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def specific_site(precomputed, tmp_path_factory):
+    """A site over a copy of the precompute folder merged again with its specificity tracks."""
+    from precompute import merge_tracks
+
+    folder = shutil.copytree(precomputed, tmp_path_factory.mktemp("specific") / "pc")
+    shutil.copy(precomputed.parent / "model.pth.tar", folder.parent / "model.pth.tar")   # where make_model_app looks
+    merge_tracks(folder, progress=False, specificity=True)
+    app = make_model_app(folder, folder.parent / "hub")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    app.config["PREDICTOR"].close()
+
+
+def test_the_specificity_checkbox_shows_where_each_cell_type_differs(specific_site, driver):
+    driver.get_log("browser")
+    driver.get(f"{specific_site}/?locus=chr1:149001-151000")
+    wait_for(driver, TRACK_FEATURES)
+    box = driver.find_element("id", "show-specificity")
+    assert box.is_displayed() and not box.is_selected()
+    assert not [n for n in track_names(driver) if n.endswith(" specificity")], "off until asked for"
+    box.click()
+    wanted = {f"{cell} specificity" for cell in CELL_TYPES}
+
+    def loaded():
+        named = dict(driver.execute_async_script(FEATURES_OF, "wig") or [])
+        return named if wanted <= set(named) else None
+
+    wigs = wait_until(loaded)
+    assert all(wigs[name] > 0 for name in wanted), wigs
+    wait_until(lambda: "specificity=1" in driver.current_url)
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "page_specificity.png"))
+    driver.get(driver.current_url)
+    wait_until(loaded)                                          # a link keeps them
+    assert driver.find_element("id", "show-specificity").is_selected()
+    driver.find_element("id", "show-specificity").click()
+    wait_until(lambda: not [n for n in track_names(driver) if n.endswith(" specificity")])
+    wait_until(lambda: "specificity=0" in driver.current_url)
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

@@ -89,6 +89,7 @@ def test_recipe_original_sets_the_original_settings_and_explicit_ones_win(tmp_pa
     assert (original.optimizer, original.weight_decay, original.learning_rate, original.min_lr) == ("adam", 0.0, 1e-4, 1e-6)
     assert (original.num_epoches, original.warmup_epoches, original.schedule_per) == (100, 10, "epoch")
     assert (original.grad_clip, original.accum_iter, original.batch_size, original.bf16) == (5.0, 8, 8, False)
+    assert (default.loss, original.loss) == ("poisson_multinomial", "poisson")
     config = tmp_path / "c.yaml"
     config.write_text("recipe: original\nnum_epoches: 30\n")
     cfg = load_train_config(config, accum_iter=2)
@@ -97,6 +98,12 @@ def test_recipe_original_sets_the_original_settings_and_explicit_ones_win(tmp_pa
         load_train_config(None, recipe="paper")
     with pytest.raises(ConfigError, match="optimizer must be adamw or adam, got 'sgd'"):
         load_train_config(None, optimizer="sgd")
+    with pytest.raises(ConfigError, match="loss must be poisson or poisson_multinomial, got 'mse'"):
+        load_train_config(None, loss="mse")
+    with pytest.raises(ConfigError, match="best_corr_metric must be pearson or specific"):
+        load_train_config(None, best_corr_metric="spearman")
+    with pytest.raises(ConfigError, match=r"cons_dropout must be in \[0, 1\], got 1.5"):
+        load_train_config(None, cons_dropout=1.5)
     with pytest.raises(ConfigError, match="schedule_per must be step or epoch"):
         load_train_config(None, schedule_per="batch")
 
@@ -201,6 +208,35 @@ def test_multinomial_loss_rewards_the_right_share_of_each_bin():
     assert training_loss(right, target, "poisson_multinomial", 2.0) > poisson
     target[0, 1, :5] = float("nan")
     assert torch.isfinite(training_loss(right, target, "poisson_multinomial"))
+
+
+def test_cons_dropout_leaves_a_window_its_sequence_only(dataset):
+    kept = ShardDataset.from_manifest(dataset, "train", augment=True)
+    dropped = ShardDataset.from_manifest(dataset, "train", augment=True, cons_dropout=1.0)
+    assert kept.use_conservation and kept[0][0].max() > 1.5, "exp(conservation) scales the one-hot"
+    for i in range(5):
+        x = dropped[i][0]
+        assert set(x.unique().tolist()) <= {0.0, 1.0}, "a factor of 1: the one-hot alone"
+    torch.manual_seed(0)
+    half = ShardDataset.from_manifest(dataset, "train", cons_dropout=0.5)
+    scaled = [bool(half[i][0].max() > 1.0) for i in range(40)]
+    assert 5 < sum(scaled) < 35, "each window draws its own"
+
+
+def test_best_corr_can_keep_the_most_cell_type_specific_epoch(dataset, tmp_path):
+    cfg = load_train_config(None, **{**SMALL, "num_epoches": 3, "best_corr_metric": "specific"})
+    train(cfg, dataset, tmp_path / "run", progress=False)
+    history = [json.loads(line) for line in (tmp_path / "run.metrics.jsonl").read_text().splitlines()]
+    scores = [h["valid_specific_mean"] for h in history]
+    best = torch.load(tmp_path / "run.best_corr.pth.tar", weights_only=True)
+    assert best["epoch"] == int(np.argmax(scores)) and best["train_config"]["loss"] == "poisson_multinomial"
+    assert best["best"]["corr"] == pytest.approx(max(scores))
+    cfg = load_train_config(None, **{**SMALL, "num_epoches": 4, "best_corr_metric": "pearson"})
+    train(cfg, dataset, tmp_path / "run", resume=True, progress=False)
+    history = [json.loads(line) for line in (tmp_path / "run.metrics.jsonl").read_text().splitlines()]
+    resumed = torch.load(tmp_path / "run.last.pth.tar", weights_only=True)
+    assert resumed["best"]["corr"] == pytest.approx(max(h["valid_pearson_mean"] for h in history)), \
+        "a resumed run ranks its epochs by the metric it is given"
 
 
 def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path):
