@@ -44,15 +44,16 @@ def multinomial_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def training_loss(pred: torch.Tensor, target: torch.Tensor, loss: str = "poisson",
-                  multinomial_weight: float = 1.0) -> torch.Tensor:
-    """The training objective: the Poisson NLL averaged over non-NaN elements, plus with
-    ``poisson_multinomial`` ``multinomial_weight`` times :func:`multinomial_loss` (the
-    per-target Poisson terms fix each track's scale, the multinomial term its share of each bin)."""
+                  multinomial_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training objective and its Poisson part: the Poisson NLL averaged over non-NaN
+    elements, plus with ``poisson_multinomial`` ``multinomial_weight`` times
+    :func:`multinomial_loss` per target (the per-target Poisson terms fix each track's scale, the
+    multinomial term its share of each bin)."""
     elementwise, mask = poisson_loss(pred, target)
-    value = (elementwise * mask).sum() / mask.sum().clamp_min(1)
+    poisson = (elementwise * mask).sum() / mask.sum().clamp_min(1)
     if loss == "poisson_multinomial":
-        value = value + multinomial_weight * multinomial_loss(pred, target) / max(1, target.shape[1])
-    return value
+        return poisson + multinomial_weight * multinomial_loss(pred, target) / max(1, target.shape[1]), poisson
+    return poisson, poisson
 
 
 class TrackMetrics:

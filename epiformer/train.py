@@ -225,10 +225,14 @@ def plot_learning_curves(history: list[dict], target_names: list[str], path: Pat
 
     epochs = [h["epoch"] + 1 for h in history]
     fig, (ax_loss, ax_r, ax_s) = plt.subplots(1, 3, figsize=(15, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (objective)")
-    ax_loss.plot(epochs, [h["valid_loss"] for h in history], "o-", label="validation (Poisson)")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_loss.legend()
+    ax_loss.plot(epochs, [h.get("train_poisson", h["train_loss"]) for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["valid_loss"] for h in history], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="Poisson loss", title="loss")
+    ax_objective = ax_loss.twinx()
+    ax_objective.plot(epochs, [h["train_loss"] for h in history], "k--", lw=1, label="train objective (right)")
+    ax_objective.set_ylabel("training objective")
+    lines = ax_loss.get_legend_handles_labels(), ax_objective.get_legend_handles_labels()
+    ax_loss.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8)
     for ax, key, title in ((ax_r, "valid_pearson", "validation correlation, every bin"),
                            (ax_s, "valid_specific", "cell-type-specific correlation, active bins")):
         for i, name in enumerate(target_names):
@@ -317,7 +321,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
         for epoch in range(start_epoch, cfg.num_epoches):
             sampler.set_epoch(epoch)
             model.train()
-            train_sum = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+            train_sum = torch.zeros(3, dtype=torch.float64, device=ctx.device)
             bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.num_epoches}", unit="batch",
                        disable=not (progress and ctx.is_main), leave=False)
             started = time.perf_counter()
@@ -330,7 +334,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 with sync:
                     with autocast:
                         pred = model(x)
-                    loss = training_loss(pred.float(), y, cfg.loss, cfg.multinomial_weight)
+                    loss, poisson = training_loss(pred.float(), y, cfg.loss, cfg.multinomial_weight)
                     (loss / cfg.accum_iter).backward()
                 if last_micro:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -338,7 +342,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                     if cfg.schedule_per == "step":
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                train_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64, device=ctx.device)
+                train_sum += torch.tensor([loss.item(), poisson.item(), 1.0], dtype=torch.float64, device=ctx.device)
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if cfg.schedule_per == "epoch":
                 scheduler.step()
@@ -346,7 +350,8 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
             valid = evaluate_loader(model, valid_loader, model_cfg.crop_size, len(targets), ctx,
                                     cfg.bf16 and ctx.device.type == "cuda", cfg.specific_min)
             record = {
-                "epoch": epoch, "train_loss": float(train_sum[0] / train_sum[1].clamp_min(1)),
+                "epoch": epoch, "train_loss": float(train_sum[0] / train_sum[2].clamp_min(1)),
+                "train_poisson": float(train_sum[1] / train_sum[2].clamp_min(1)),
                 "valid_loss": float(np.mean(valid["loss"])), "valid_pearson_mean": float(np.mean(valid["pearson"])),
                 "valid_pearson": valid["pearson"], "valid_specific_mean": nan_mean(valid["specific"]),
                 "valid_specific": valid["specific"], "valid_specific_bins": valid["specific_bins"][0],

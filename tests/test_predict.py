@@ -187,8 +187,9 @@ def test_predict_against_observed(tmp_path, demo_data, capsys):
                  "-r", "chr1:20,001-40,000", "-o", str(tmp_path / "p"), "-t", str(demo_data / "targets.txt")])
     assert code == 0
     out = capsys.readouterr().out
-    assert "HIP        Pearson R (log2) against observed" in out
+    assert "HIP        Pearson R (log2) against observed" in out and ", cell-type-specific R " in out
     assert "Other      Pearson" not in out, "targets not in targets.txt are not compared"
+    assert "mean       Pearson R (log2) against observed" in out and "bins where a target is at least 0.5)" in out
     assert (tmp_path / "p.predicted_vs_observed.png").read_bytes()[:4] == b"\x89PNG"
     assert load_model(ckpt).target_names == ["HIP", "MGC", "Other"]
 

@@ -203,11 +203,15 @@ def test_multinomial_loss_rewards_the_right_share_of_each_bin():
     right = target.clone() + 1e-3
     assert multinomial_loss(right, target) < multinomial_loss(shared, target)
     assert multinomial_loss(right * 7, target) == pytest.approx(multinomial_loss(right, target)), "scale-free"
-    poisson = training_loss(right, target)
-    assert training_loss(right, target, "poisson_multinomial", 0.0) == pytest.approx(poisson)
-    assert training_loss(right, target, "poisson_multinomial", 2.0) > poisson
+    poisson, part = training_loss(right, target)
+    assert part == poisson and training_loss(right, target, "poisson_multinomial", 0.0)[0] == pytest.approx(poisson)
+    objective, part = training_loss(right, target, "poisson_multinomial", 2.0)
+    assert objective > poisson and part == pytest.approx(poisson)
     target[0, 1, :5] = float("nan")
-    assert torch.isfinite(training_loss(right, target, "poisson_multinomial"))
+    right.requires_grad_(True)
+    objective = training_loss(right, target, "poisson_multinomial")[0]
+    objective.backward()
+    assert torch.isfinite(objective) and torch.isfinite(right.grad).all(), "NaN targets are left out, gradients too"
 
 
 def test_cons_dropout_leaves_a_window_its_sequence_only(dataset):
@@ -251,6 +255,7 @@ def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path):
     history = [json.loads(line) for line in (tmp_path / "run.metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]
     assert history[-1]["valid_bins"][0] > 0 and history[-1]["valid_nan_bins"] == [0] * 8
+    assert 0 < history[-1]["train_poisson"] < history[-1]["train_loss"], "the objective adds the multinomial term"
     assert (tmp_path / "run.learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     raw = torch.load(tmp_path / "run.last.pth.tar", weights_only=True)
     assert raw["epoch"] == 1 and "optimizer" in raw and "scheduler" in raw
