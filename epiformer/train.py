@@ -3,11 +3,13 @@
     epiformer train --preset tiny -i demo_out/datasets -o runs/demo
     torchrun --nproc_per_node=4 -m epiformer.cli train -c brain.yaml -i datasets/brain -o runs/brain
 
-Recipe: Poisson NLL (``log_input=False``) on the centre-cropped targets, AdamW, a per-step linear
+Recipe: Poisson NLL (``log_input=False``) on the centre-cropped targets plus a multinomial NLL of
+each bin's profile across targets (``loss``; :mod:`epiformer.metrics`), AdamW, a per-step linear
 warm-up then cosine decay to ``min_lr``, gradient accumulation and clipping, bf16 autocast on
 CUDA, augmentation on training data only, validation in eval mode; ``recipe: original`` sets the
-original script's settings instead (:data:`RECIPES`). Metrics per target are
-computed from sufficient statistics summed over all ranks, so they cover every bin of the split.
+original script's settings instead (:data:`RECIPES`). Metrics per target (Pearson R and the
+cell-type-specific R) are computed from sufficient statistics summed over all ranks, so they cover
+every bin of the split.
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ class TrainConfig:
     if_cons: bool | None = None
     cons_dropout: float = 0.0
     loss: str = "poisson_multinomial"
-    multinomial_weight: float = 5.0
+    multinomial_weight: float = 10.0
     best_corr_metric: str = "pearson"
     specific_min: float = SPECIFIC_MIN
     sync_bn: bool = False
@@ -270,6 +272,9 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
         model_cfg = cfg.model_config(len(targets))
         check_split(train_ds, "train", model_cfg)
         check_split(valid_ds, "valid", model_cfg)
+        if cfg.best_corr_metric == "specific" and len(targets) < 2:
+            raise ConfigError("best_corr_metric specific needs two targets or more: one target has no "
+                              "cell-type-specific part (use pearson)")
         if cfg.batch_size % ctx.world_size:
             raise ConfigError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly "
                               f"over {ctx.world_size} processes")

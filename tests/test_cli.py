@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from epiformer.cli import main
-from epiformer.demo import variant_auroc
+from epiformer.demo import variant_auroc, variant_sign_metrics
 from epiformer.files import read_table
 
 
@@ -64,8 +64,14 @@ def test_demo_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test chromosome chr4" in out
     runs = tmp_path / "demo" / "runs"
-    rows = [line.split("\t") for line in (runs / "demo.test_metrics.tsv").read_text().splitlines()]
-    assert rows[-1][0] == "mean" and float(rows[-1][1]) >= 0.5
+    rows = [line.split("\t") for line in (runs / "demo.test_metrics.tsv").read_text().splitlines()[1:]]
+    mean = dict(zip(rows[0], rows[-1]))
+    assert mean["target"] == "mean" and float(mean["pearson_log2"]) >= 0.5
+    assert float(mean["specific_r"]) >= 0.45, "the cell types' tracks differ where the observed ones do"
+    signs = variant_sign_metrics(tmp_path / "demo" / "variants" / "demo.tsv",
+                                 tmp_path / "demo" / "data" / "variants.vcf")
+    assert signs["sign_accuracy"] >= 0.75 and signs["pairs"] > 200, signs
+    assert "SAD has the true change's sign in" in out
     assert (runs / "demo.learning_curves.png").is_file()
     auroc = variant_auroc(tmp_path / "demo" / "variants" / "demo.tsv", tmp_path / "demo" / "data" / "variants.vcf")
     assert auroc["mean"] >= 0.9, auroc
@@ -80,6 +86,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert len(deletions) >= 10 and np.mean(lowered) >= 0.7, "deleting a motif lowers predicted accessibility"
     manifest = json.loads((tmp_path / "demo" / "precompute" / "manifest.json").read_text())
     assert manifest["genome"]["name"] == "demo" and len(manifest["tracks"]) == 8
+    assert len(manifest["specificity"]["tracks"]) == 8
     assert all((tmp_path / "demo" / "precompute" / t["file"]).stat().st_size == t["bytes"] for t in manifest["tracks"])
     assert manifest["tracks"][0]["description"] != "predicted HIP accessibility", "described from targets.txt"
     assert "interpret   gradient x input over the 100 strongest predicted peaks" in out

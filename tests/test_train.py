@@ -432,3 +432,9 @@ def test_evaluate_refuses_a_checkpoint_of_another_window_size(dataset, tmp_path)
     ckpt = save_checkpoint(tmp_path / "big.pth.tar", Epiformer(preset("tiny"), names))
     with pytest.raises(DatasetError, match=r"windows of 2048 bp .* checkpoint .*big.pth.tar expects seq_len 8192"):
         evaluate(ckpt, dataset)
+
+
+def test_a_single_target_run_cannot_keep_its_most_specific_epoch(dataset, tmp_path, capsys):
+    args = run_args(dataset, tmp_path / "run", {**SMALL, "best_corr_metric": "specific"}) + ["--index", "4"]
+    assert main(args) == 2
+    assert "best_corr_metric specific needs two targets or more" in capsys.readouterr().err
