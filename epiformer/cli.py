@@ -516,7 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Write the demo genome and its tracks (as demo-data does), build "
                                       "training shards (as generate-datasets does), train the tiny model "
                                       "(as train does; a finished run is reused) and report its Pearson R "
-                                      "per cell type on the held-out test chromosome.",
+                                      "and cell-type-specific R per cell type on the held-out test "
+                                      "chromosome; score the demo VCF (how well SAD finds the disrupting "
+                                      "variants, and in which cell types), precompute the genome-wide and "
+                                      "specificity tracks and the contributions of the strongest peaks.",
                           epilog=EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("-o", "--outdir", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

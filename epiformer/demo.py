@@ -354,6 +354,30 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
 
 
+def _edited_site_quality(seq: str, motif: Motif, start: int, strand: int, edit: tuple[int, str, str]) -> float:
+    """A planted site's quality once a VCF edit (1-based position, ref, alt) is applied: the best
+    score relative to the motif's, on the site's strand, of the windows of its width in the edited
+    sequence that cover at least half of where the site now lies (an indel beside the site moves
+    it whole; one inside breaks it), clipped at 0."""
+    width, first, delta = motif.width, edit[0] - 1, len(edit[2]) - len(edit[1])
+    ref_end = first + len(edit[1])
+    lo = max(0, start - 2 * width)
+    local = seq[lo: first] + edit[2] + seq[ref_end: start + 3 * width]
+
+    kept = [x if x <= first else x + delta for x in range(start, start + width) if x <= first or x >= ref_end]
+    if not kept:
+        return 0.0
+    site_lo, site_hi = kept[0] - lo, kept[-1] + 1 - lo          # the site's surviving bases, edited coordinates
+    best = 0.0
+    for offset in range(max(0, site_lo - width), site_hi):
+        window = local[offset: offset + width]
+        covered = min(offset + width, site_hi) - max(offset, site_lo)
+        if len(window) == width and 2 * covered >= min(width, site_hi - site_lo):
+            oriented = window if strand == 1 else reverse_complement(window)
+            best = max(best, motif.score(oriented) / motif.max_score)
+    return best
+
+
 def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng: np.random.Generator) -> str:
     """VCF of motif-disrupting and neutral SNVs and small indels, with the truth in INFO/TRUTH."""
     names = list(CELL_TYPES)
@@ -371,15 +395,12 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
             core = motif.most_informative_position()
             pos = start + (core if strand == 1 else motif.width - 1 - core)
             kind = n % 4
-            quality = 0.0                   # a deletion or insertion in the site removes it
             if kind < 2:
                 probs = motif.probabilities[:, core]
                 worst = BASES[int(probs.argmin())]
                 alt = worst if strand == 1 else reverse_complement(worst)
                 if alt == seq[pos]:
                     continue
-                mutated = site[: pos - start] + alt + site[pos - start + 1:]
-                quality = max(motif.score(mutated if strand == 1 else reverse_complement(mutated)) / motif.max_score, 0.0)
                 record = (b.name, pos + 1, seq[pos], alt)
             elif kind == 2:
                 first = max(start, pos - 2)
@@ -387,6 +408,7 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
             else:
                 insert = "".join(BASES[i] for i in rng.integers(0, 4, 5))
                 record = (b.name, pos, seq[pos - 1], seq[pos - 1] + insert)
+            quality = min(element.qualities[hit], _edited_site_quality(seq, motif, start, strand, record[1:]))
             qualities = [quality if k == hit else q for k, q in enumerate(element.qualities)]
             effect = enhancer_heights([x[0] for x in element.sites], qualities) - element.heights
             info = (f"TRUTH=disrupting;MOTIF={factor};CELLTYPES={','.join(names[i] for i in active) or '.'};"
@@ -414,7 +436,7 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
              '##INFO=<ID=MOTIF,Number=1,Type=String,Description="Motif the variant alters">',
              '##INFO=<ID=CELLTYPES,Number=.,Type=String,Description="Cell types where the element is open">',
              '##INFO=<ID=EFFECT,Number=.,Type=Float,Description="True change of the element\'s peak height in each '
-             'of CELLTYPES (the site rescored with the variant; an indel removes it)">',
+             'of CELLTYPES (the site rescored against its motif after the variant)">',
              "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
     order = {b.name: i for i, b in enumerate(builders)}
     for i, (chrom, pos, ref, alt, info) in enumerate(sorted(records, key=lambda r: (order[r[0]], r[1]))):

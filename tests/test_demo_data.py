@@ -131,3 +131,34 @@ def test_jaspar_reader(tmp_path):
     bad.write_text(">MA1 X\nA [ 1 2 ]\nC [ 1 2 ]\nT [ 1 2 ]\nG [ 1 2 ]\n")
     with pytest.raises(ValueError, match="line 4: expected the G row"):
         read_jaspar(bad)
+
+
+def test_disrupting_variants_carry_their_true_change_per_cell_type(demo_data):
+    from epiformer.demo import read_variant_truth
+
+    truth = read_variant_truth(demo_data / "variants.vcf")
+    disrupting = {k: v["effects"] for k, v in truth.items() if v["kind"] == "disrupting"}
+    assert disrupting and all(truth[k]["effects"] == {} for k in truth if k not in disrupting)
+    changes = [e for effects in disrupting.values() for e in effects.values()]
+    assert all(cell in CELL_TYPES for effects in disrupting.values() for cell in effects)
+    assert max(changes) <= 0, "weakening a site never opens its element"
+    assert np.mean(np.array(changes) < -0.05) > 0.5 and min(changes) < -1.0
+    lowered = [min(effects.values()) < -0.05 for effects in disrupting.values()]
+    assert np.mean(lowered) > 0.9, "nearly every disrupting variant closes its element somewhere"
+
+
+def test_an_edit_beside_a_site_leaves_it_whole_and_one_inside_breaks_it():
+    from epiformer.demo import _edited_site_quality
+
+    motif = demo_motifs()["SOX10"]
+    rng = np.random.default_rng(0)
+    site = motif.sample(rng, min_relative_score=0.9)
+    flank = "".join(rng.choice(list("ACGT"), 40))
+    seq, start = flank + site + flank, len(flank)
+    whole = motif.score(site) / motif.max_score
+    beside = (start, seq[start - 1], seq[start - 1] + "GATTC")          # VCF 1-based: after the base before it
+    inside = (start + motif.width // 2, seq[start + motif.width // 2 - 1], seq[start + motif.width // 2 - 1] + "GATTC")
+    assert _edited_site_quality(seq, motif, start, 1, beside) == pytest.approx(whole)
+    assert _edited_site_quality(seq, motif, start, 1, inside) < whole - 0.3
+    minus = flank + _rc(site) + flank
+    assert _edited_site_quality(minus, motif, start, -1, (start + 1, minus[start], minus[start])) == pytest.approx(whole)
