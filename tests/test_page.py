@@ -124,6 +124,7 @@ def test_page_shows_every_track_from_this_server_only(site, driver):
     assert outside == [], f"requests left the server's origin: {outside}"
     summary = driver.find_element("id", "summary").text
     assert "8 predicted tracks" in summary
+    assert not driver.find_element("id", "specificity-toggle").is_displayed(), "no specificity tracks here"
     links = {a.text: a.get_attribute("href") for a in driver.find_elements("css selector", "#links a")}
     assert links["Open in UCSC"].startswith("https://genome.ucsc.edu/cgi-bin/hgTracks?genome=demo&hubUrl=")
     assert links["Open in IGV desktop"].startswith("http://localhost:60151/load?")
