@@ -72,11 +72,11 @@ class TrackMetrics:
         """Add a batch of predictions and observations, (batch, targets, bins) each."""
         pred, target = pred.to(self.sums.device), target.to(self.sums.device)
         loss, mask = poisson_loss(pred.float(), target.float())
-        m = mask.double()
+        m, observed = mask.double(), torch.where(mask, target, torch.zeros_like(target)).double()
         p = torch.log2(pred.double().clamp_min(0) + 1) * m
-        t = torch.log2(torch.where(mask, target, torch.zeros_like(target)).double().clamp_min(0) + 1) * m
+        t = torch.log2(observed.clamp_min(0) + 1) * m
         dims = (0, 2)
-        active = (mask.all(1) & (torch.where(mask, target, torch.zeros_like(target)) >= self.specific_min).any(1))
+        active = mask.all(1) & (observed >= self.specific_min).any(1)
         a = active.double().unsqueeze(1)                                 # (batch, 1, bins)
         cp = (p - p.mean(1, keepdim=True)) * a
         ct = (t - t.mean(1, keepdim=True)) * a

@@ -93,12 +93,9 @@ def write_bigwig(path: Path, plan: TilePlan, values: np.ndarray) -> None:
 SPECIFICITY_DEFINITION = "log2(x+1) of the target minus its mean over all targets, per bin"
 
 
-def mean_log_signal(outdir: Path, plan: TilePlan, n_shards: int, n_targets: int) -> np.ndarray:
-    """Per window and bin, the mean over targets of log2(x + 1) of the predicted tracks, float32."""
-    total = np.zeros((plan.n_windows, plan.output_bins), dtype=np.float32)
-    for t in range(n_targets):
-        total += np.log2(gather_target(outdir, plan, n_shards, t).astype(np.float32).clip(0) + 1)
-    return total / n_targets
+def log_signal(values: np.ndarray) -> np.ndarray:
+    """log2(x + 1) of predicted values, float32."""
+    return np.log2(values.astype(np.float32).clip(0) + 1)
 
 
 def merge_tracks(outdir: str | Path, progress: bool = True, specificity: bool = False) -> dict:
@@ -113,22 +110,24 @@ def merge_tracks(outdir: str | Path, progress: bool = True, specificity: bool = 
         raise PrecomputeError(f"{outdir} holds no precompute run (no run.json): run epiformer precompute first")
     n_shards = check_complete(outdir)
     plan = load_plan(outdir, run)
-    tracks = []
+    if specificity and len(run["targets"]) < 2:
+        raise PrecomputeError("--specificity needs two targets or more: with one there is no mean over "
+                              "targets to differ from")
+    tracks, log_total = [], np.zeros((plan.n_windows, plan.output_bins), np.float32) if specificity else None
     for t, target in enumerate(tqdm(run["targets"], desc="merge", unit="track", disable=not progress)):
         path = outdir / TRACK_DIR / f"{target['file_stem']}.bw"
-        write_bigwig(path, plan, gather_target(outdir, plan, n_shards, t))
+        values = gather_target(outdir, plan, n_shards, t)
+        write_bigwig(path, plan, values)
+        if specificity:
+            log_total += log_signal(values)
         tracks.append({"name": target["name"], "description": target["description"], "color": target["color"],
                        "file": f"{TRACK_DIR}/{path.name}", "bytes": path.stat().st_size, "sha256": sha256_file(path)})
     derived = []
     if specificity:
-        if len(run["targets"]) < 2:
-            raise PrecomputeError("--specificity needs two targets or more: with one there is no mean over "
-                                  "targets to differ from")
-        mean = mean_log_signal(outdir, plan, n_shards, len(run["targets"]))
+        mean = log_total / len(run["targets"])
         for t, target in enumerate(tqdm(run["targets"], desc="specificity", unit="track", disable=not progress)):
             path = outdir / TRACK_DIR / f"{target['file_stem']}.specificity.bw"
-            signal = np.log2(gather_target(outdir, plan, n_shards, t).astype(np.float32).clip(0) + 1)
-            write_bigwig(path, plan, signal - mean)
+            write_bigwig(path, plan, log_signal(gather_target(outdir, plan, n_shards, t)) - mean)
             derived.append({"target": target["name"], "kind": "specificity", "file": f"{TRACK_DIR}/{path.name}",
                             "bytes": path.stat().st_size, "sha256": sha256_file(path)})
     else:
