@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from epiformer.cli import main
-from epiformer.demo import variant_auroc, variant_sign_metrics
+from epiformer.demo import read_variant_truth, variant_auroc, variant_sign_metrics
 from epiformer.files import read_table
 
 
@@ -78,11 +78,10 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "|SAD| ranks motif-disrupting above neutral variants with AUROC" in out
     settings, rows = read_table(tmp_path / "demo" / "variants" / "demo.tsv")
     assert settings["percentiles"] == "given", "the demo calibrates with the settings it scores with"
-    truth = {line.split("\t")[2]: line.split("\t")[7] for line in
-             (tmp_path / "demo" / "data" / "variants.vcf").read_text().splitlines() if not line.startswith("#")}
-    deletions = [r for r in rows[1:] if len(r[3]) > len(r[4]) and "TRUTH=disrupting" in truth[r[0]]]
-    lowered = [np.mean([float(r[rows[0].index(f"{cell}.sad")]) for cell in
-                        truth[r[0]].split("CELLTYPES=")[1].split(",")]) < 0 for r in deletions]
+    truth = read_variant_truth(tmp_path / "demo" / "data" / "variants.vcf")
+    deletions = [r for r in rows[1:] if len(r[3]) > len(r[4]) and truth[r[0]]["kind"] == "disrupting"]
+    lowered = [np.mean([float(r[rows[0].index(f"{cell}.sad")]) for cell in truth[r[0]]["effects"]]) < 0
+               for r in deletions]
     assert len(deletions) >= 10 and np.mean(lowered) >= 0.7, "deleting a motif lowers predicted accessibility"
     manifest = json.loads((tmp_path / "demo" / "precompute" / "manifest.json").read_text())
     assert manifest["genome"]["name"] == "demo" and len(manifest["tracks"]) == 8

@@ -143,6 +143,7 @@ def test_locus_search_updates_the_url(site, driver):
     while "chr1" not in driver.current_url and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "locus=chr1%3A200" in driver.current_url
+    wait_until(lambda: box.get_attribute("value").startswith("chr1:200"))   # igv.js has reported the move
     box.clear()
     box.send_keys("chrNope:1-5", Keys.ENTER)
     deadline = time.monotonic() + 10
