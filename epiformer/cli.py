@@ -258,12 +258,10 @@ def _precompute(args: argparse.Namespace) -> None:
 
 
 def _precompute_merge(args: argparse.Namespace) -> None:
-    from precompute import merge_tracks
+    from precompute import merge_tracks, merged_files
 
     manifest = merge_tracks(args.outdir, progress=not args.quiet, specificity=args.specificity)
-    specific = len(manifest.get("specificity", {}).get("tracks", []))
-    print(f"wrote {len(manifest['tracks'])} bigWigs" + (f" and {specific} specificity bigWigs" if specific else "")
-          + f" in {args.outdir}/tracks and {args.outdir}/manifest.json")
+    print(f"wrote {merged_files(manifest)} in {args.outdir}/tracks and {args.outdir}/manifest.json")
 
 
 def _hub(args: argparse.Namespace) -> None:

@@ -4,8 +4,8 @@
 >>> precompute(load_model_set(["model.pth.tar"]), "genome.fa", "phastCons.bw", "precomputed")
 """
 from .job import PrecomputeOptions, precompute
-from .merge import merge_tracks
+from .merge import merge_tracks, merged_files
 from .plan import PrecomputeError, TilePlan, plan_tiles
 
-__all__ = ["PrecomputeError", "PrecomputeOptions", "TilePlan", "merge_tracks", "plan_tiles", "precompute",
+__all__ = ["PrecomputeError", "PrecomputeOptions", "TilePlan", "merge_tracks", "merged_files", "plan_tiles", "precompute",
 ]

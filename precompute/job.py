@@ -29,7 +29,7 @@ from epiformer.intervals import IntervalIndex
 from epiformer.modelset import ModelSet
 from epiformer.targets import Target
 
-from .merge import MANIFEST, merge_tracks
+from .merge import MANIFEST, merge_tracks, merged_files
 from .pipeline import BatchReader, measure_rate, run_shard
 from .plan import PrecomputeError, TilePlan, plan_tiles, shard_batches
 from .shards import ShardFile, claim_outdir, shard_path
@@ -180,9 +180,7 @@ def precompute(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike, out
         wait_for_all_ranks()
     if n_shards == 1 or (launched and index == 0):
         result["manifest"] = merge_tracks(outdir, progress=options.progress, specificity=options.specificity)
-        specific = len(result["manifest"].get("specificity", {}).get("tracks", []))
-        log(f"wrote       {len(result['manifest']['tracks'])} bigWigs"
-            + (f" and {specific} specificity bigWigs" if specific else "") + f" in {outdir / 'tracks'}, {outdir / MANIFEST}")
+        log(f"wrote       {merged_files(result['manifest'])} in {outdir / 'tracks'}, {outdir / MANIFEST}")
     elif not launched:
         log(f"when every shard is done: epiformer precompute-merge {outdir}"
             + (" --specificity" if options.specificity else ""))

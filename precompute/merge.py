@@ -98,6 +98,12 @@ def log_signal(values: np.ndarray) -> np.ndarray:
     return np.log2(values.astype(np.float32).clip(0) + 1)
 
 
+def merged_files(manifest: dict) -> str:
+    """What a merge wrote, for its log line: "8 bigWigs" or "8 bigWigs and 8 specificity bigWigs"."""
+    specific = len(manifest.get("specificity", {}).get("tracks", []))
+    return f"{len(manifest['tracks'])} bigWigs" + (f" and {specific} specificity bigWigs" if specific else "")
+
+
 def merge_tracks(outdir: str | Path, progress: bool = True, specificity: bool = False) -> dict:
     """Write ``tracks/NAME.bw`` for every target from the finished shards of ``outdir``, then
     ``manifest.json``. The bigWigs are identical bytes whatever the number of shards. With
