@@ -260,6 +260,59 @@ def test_edit_panel_predicts_edited_and_pasted_sequences(site, driver):
     assert len(card.find_elements("css selector", "svg polyline")) == len(CELL_TYPES), "each track is drawn"
 
 
+LAYOUT_SIZES = [(1024, 768), (1400, 850), (2560, 1440)]   # a small laptop, a laptop, a 27-inch screen
+
+CONTROLS_OUTSIDE_THE_WINDOW = """
+const width = document.documentElement.clientWidth;
+const outside = [];
+for (const el of document.querySelectorAll("input, select, textarea, button, section, .panels, #igv")) {
+  if (!el.getClientRects().length || getComputedStyle(el).visibility === "hidden") continue;   // not shown
+  const box = el.getBoundingClientRect();
+  if (box.left < 0 || box.right > width) {
+    const text = (el.textContent || el.placeholder || "").trim().replace(/\\s+/g, " ").slice(0, 40);
+    const name = el.id ? `#${el.id}` : `<${el.tagName.toLowerCase()}> "${text}"`;
+    outside.push(`${name} spans ${Math.round(box.left)}-${Math.round(box.right)} px`);
+  }
+}
+return {width, scrollWidth: document.documentElement.scrollWidth, outside};
+"""
+
+
+def resize_viewport(driver, width: int, height: int):
+    """Make the page's viewport (window.innerWidth x innerHeight) width x height: set_window_size sets the
+    outer size, so the window's own frame is added to it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.set_window_size(width, height)
+    frame_x, frame_y = driver.execute_script(
+        "return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]")
+    if frame_x or frame_y:
+        driver.set_window_size(width + frame_x, height + frame_y)
+    WebDriverWait(driver, 10).until(
+        lambda d: d.execute_script("return [window.innerWidth, window.innerHeight]") == [width, height],
+        f"the viewport did not become {width} x {height}")
+
+
+def test_every_control_fits_the_window_from_a_small_laptop_to_a_large_screen(site, driver):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    original = driver.get_window_size()
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        for width, height in LAYOUT_SIZES:
+            resize_viewport(driver, width, height)
+            driver.get(f"{site}/")
+            WebDriverWait(driver, 60).until(lambda d: d.execute_async_script(TRACK_FEATURES),
+                                            "the page did not get ready in time")
+            driver.save_screenshot(str(ARTIFACTS / f"page_layout_{width}x{height}.png"))
+            layout = driver.execute_script(CONTROLS_OUTSIDE_THE_WINDOW)
+            assert layout["outside"] == [], f"at {width} px wide, outside the window: {layout['outside']}"
+            assert layout["scrollWidth"] <= layout["width"], \
+                f"at {width} px wide the page scrolls sideways: {layout['scrollWidth']} px > {layout['width']} px"
+    finally:
+        driver.set_window_size(original["width"], original["height"])
+
+
 def test_clicking_a_track_fills_in_the_variant(site, driver):
     """igv.js reports a click on a track as a "trackclick" event with its genomic location (the
     tracks live in igv's shadow DOM, so the event is fired as igv fires it)."""
