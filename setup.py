@@ -20,7 +20,8 @@ setup(
     install_requires=[
         "torch>=2.4,<3",
         "numpy>=1.24",
-        "pyfaidx>=0.8.1",
+        "pysam>=0.22",       # FASTA, plain or bgzip-compressed (htslib), and its .fai/.gzi index
+        "py2bit>=0.3",       # UCSC .2bit genomes
         "pyBigWig>=0.3.22",
         "pybigtools>=0.3",   # bigBed writing (the hub's gene annotation)
         "pybedtools>=0.9",
@@ -33,7 +34,7 @@ setup(
         "gunicorn>=22",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "py2bit>=0.3", "pybbi>=0.4", "selenium>=4.20", "hypothesis>=6.100",
+        "test": ["pytest>=7.4", "pybbi>=0.4", "selenium>=4.20", "hypothesis>=6.100",
                  "schemathesis>=4.0",
                  "setuptools>=70.1"],   # tests/test_packaging.py builds the wheel without build isolation
     },

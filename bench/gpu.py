@@ -23,7 +23,6 @@ the script cannot rot. Weights are random: speed does not depend on them.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_precompute import BF16_PEAK, HG38_BP, duration, forward_flops, host_rates  # noqa: E402
 from bench_interpret import PEAK_BP, PEAKS, interpretation_rates  # noqa: E402
 from bench_variants import dispersed_snvs, scoring_rate  # noqa: E402
-from report import machine_description, publish  # noqa: E402
+from report import device_script_arguments, machine_description, publish  # noqa: E402
 
 from epiformer.checkpoint import save_checkpoint  # noqa: E402
 from epiformer.config import preset  # noqa: E402
@@ -108,11 +107,7 @@ def server_rate(precompute_dir: Path, checkpoint: Path, device: torch.device, sn
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny model and small inputs (any machine, about a minute)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--write", metavar="BENCHMARKS.md")
-    args = parser.parse_args()
+    args = device_script_arguments(__doc__, "tiny model and small inputs (any machine, about a minute)")
     size = QUICK if args.quick else FULL
     device = select_device(args.device)
     cuda = device.type == "cuda"

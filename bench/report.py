@@ -1,6 +1,7 @@
 """Write a benchmark's results into its own section of BENCHMARKS.md, so figures always come from a run."""
 from __future__ import annotations
 
+import argparse
 import platform
 import re
 from pathlib import Path
@@ -48,3 +49,13 @@ def publish(section: str, lines: list[str], write: str | None) -> None:
     print(text)
     if write:
         update_section(write, section, text)
+
+
+def device_script_arguments(doc: str, quick: str) -> argparse.Namespace:
+    """The arguments of the scripts gpu.sh runs: ``--quick`` (what it swaps in: ``quick``),
+    ``--device`` and ``--write``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--write", metavar="BENCHMARKS.md")
+    return parser.parse_args()

@@ -23,9 +23,9 @@ import numpy as np
 
 from .errors import UserError
 from .files import atomic_path, sha256_file
-from .genome import Genome, read_bed_intervals, sequence_codes
+from .genome import ChromNames, Genome, genome_intervals, sequence_codes
 from .scorer import VariantScorer
-from .variants import SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference
+from .variants import SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference, on_genome_names
 
 CALIBRATED = ("sad", "log2fc", "max_diff", "d1", "d2")
 SCAN_BP = 4_000_000             # bases read at a time when looking for N runs
@@ -145,9 +145,8 @@ def allowed_intervals(genome: Genome, seq_len: int, blacklist: str | os.PathLike
     half = seq_len // 2
     forbidden: dict[str, list[tuple[int, int]]] = {c: [] for c in genome.chrom_sizes}
     if blacklist is not None:
-        for chrom, start, end in read_bed_intervals(blacklist, "blacklist"):
-            if chrom in forbidden:
-                forbidden[chrom].append((start, end))
+        for chrom, start, end in genome_intervals(blacklist, genome.chrom_sizes, "blacklist"):
+            forbidden[chrom].append((start, end))
     allowed: dict[str, list[tuple[int, int]]] = {}
     for chrom, size in genome.chrom_sizes.items():
         if size < seq_len:
@@ -202,12 +201,14 @@ def calibrate(scorer: VariantScorer, count: int = 2000, seed: int = 0, progress:
 
 def calibrate_on_variants(scorer: VariantScorer, path: str | os.PathLike, progress: bool = True,
                           max_indel: int = 100, log=print) -> Calibration:
-    """Calibrate on the variants of a VCF or TSV (common variants, say), read as a stream;
-    lines that cannot be scored (reference mismatches, unknown contigs, symbolic alleles) are
-    counted and the first ones named through ``log``."""
+    """Calibrate on the variants of a VCF or TSV (common variants, say), read as a stream, each on
+    the genome's name for its chromosome (:func:`~epiformer.variants.on_genome_names`); lines
+    that cannot be scored (reference mismatches, unknown contigs, symbolic alleles) are counted
+    and the first ones named through ``log``."""
     from .vcf import Skipped, read_variants
 
     skipped: list[str] = []
+    names = ChromNames(scorer.genome.chrom_sizes, f"variant file {path}", scorer.genome.fasta_path.name)
 
     def scorable():
         for entry in read_variants(path, max_indel):
@@ -215,11 +216,12 @@ def calibrate_on_variants(scorer: VariantScorer, path: str | os.PathLike, progre
                 skipped.append(f"line {entry.line}: {entry.reason}")
                 continue
             try:
-                check_reference(scorer.genome, entry.variant)
+                variant = on_genome_names(entry.variant, names)
+                check_reference(scorer.genome, variant)
             except VariantError as err:
                 skipped.append(f"line {entry.line}: {err}")
                 continue
-            yield entry.variant
+            yield variant
 
     rule = {"kind": "variants of a file", "file": Path(path).name, "sha256": sha256_file(path)}
     calibration = _calibration(scorer, scorable(), rule, progress)

@@ -144,3 +144,20 @@ def save_checkpoint(path: str | os.PathLike, model: Epiformer, *, genome: str | 
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
     return path
+
+
+def save_original_checkpoint(path: str | os.PathLike, model: Epiformer, *, if_cons: bool = True) -> Path:
+    """Write ``model`` atomically as the original training script saved its checkpoints: the
+    state_dict, ``param`` with the original's hyperparameter names (the model's, ``batch_first``
+    and its training settings), the four metric fields and an optimizer entry, and no target
+    names (a loader takes them from ``NAME=`` or a targets.txt, as for a published checkpoint)."""
+    model = getattr(model, "module", model)
+    param = {**model.config.to_dict(), "batch_first": True, "num_epoches": 100, "learning_rate": 1e-4,
+             "batch_size": 8, "accum_iter": 8, "if_augment": True, "if_cons": if_cons, "penalty": 0}
+    ckpt = {"state_dict": model.state_dict(), "optimizer": {}, "current_model_loss": float("nan"),
+            "current_model_corr": float("nan"), "current_valid_loss": float("nan"),
+            "current_valid_corr": float("nan"), "param": param}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,11 +40,13 @@ EPILOG_TRAIN = """examples:
   torchrun --nproc_per_node=4 -m epiformer.cli train -c brain.yaml -i datasets/brain -o runs/brain
   epiformer train -c brain.yaml -i datasets/brain -o runs/brain --resume
   epiformer train -c brain.yaml -i original_h5/ --fa hg38.fa -o runs/brain      # the original's datasets
+  epiformer train -c brain.yaml -i original_h5/ -t targets.txt -o runs/brain    # their targets named by targets.txt
 """
 
 EPILOG_EVALUATE = """examples:
   epiformer evaluate -m runs/demo.best_corr.pth.tar -i demo_out/datasets -o runs/demo.test.tsv
   epiformer evaluate -m MGC.model.best_loss.pth.tar -i original_h5/ --test-chroms chr8 --index 4
+  epiformer evaluate -m runs/brain.best_corr.pth.tar -i original_h5/ -t targets.txt   # trained with -t targets.txt
 """
 
 EPILOG_PREDICT = """examples:
@@ -55,6 +58,13 @@ EPILOG_PREDICT = """examples:
   # the original's flags: one single-output checkpoint named by row 4 of targets.txt
   epiformer predict -m MGC.best_loss.pth.tar -t targets.txt --index 4 -d hg38.fa -s cons.bw \\
       -r chr1:1,000,001-1,100,000 --seqlen 98304 --binsize 128 -o MGC
+"""
+
+EPILOG_PRED_SIGNALS = """examples:
+  # the original README's Step 3, unchanged but for the program name (run in the folder holding
+  # genome/human.fa, genome/human.phastCons.bw and targets/human.targets.txt)
+  epiformer pred-signals -m model/MGC.model-1663637197.best_loss.pth.tar -s human \\
+      -r chr2:127068747-127150006 -d ./ --index 4 --seqlen 98304 --binsize 128 -o pred/MGC.human
 """
 
 EPILOG_PRECOMPUTE = """examples:
@@ -187,7 +197,7 @@ def _add_specific_min_argument(parser: argparse.ArgumentParser) -> None:
 def _split_options(args: argparse.Namespace):
     from .datasets import SplitOptions
 
-    return SplitOptions(_chrom_list(args.valid_chroms), _chrom_list(args.test_chroms), args.fa)
+    return SplitOptions(_chrom_list(args.valid_chroms), _chrom_list(args.test_chroms), args.fa, args.targets)
 
 
 def _add_missing_argument(parser: argparse.ArgumentParser) -> None:
@@ -207,7 +217,7 @@ def _add_split_arguments(parser) -> None:
 
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """-i DATASET and how a folder of the original's HDF5 files is split and read (train, evaluate)."""
+    """-i DATASET and how a folder of the original's HDF5 files is split, read and named (train, evaluate)."""
     parser.add_argument("-i", "--input", required=True, metavar="DATASET",
                         help="dataset folder or OUTPREFIX from generate-datasets, or a folder of the original "
                              "generate_datasets.py's OUTPREFIX.{k}.h5 files (recognised by their layout)")
@@ -215,6 +225,9 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     _add_split_arguments(original)
     original.add_argument("--fa", help="genome FASTA, for files whose inputs/seq holds window names "
                           "(written so with bedtools 2.27 or later)")
+    original.add_argument("--targets", "-t", metavar="TARGETS_TXT",
+                          help="targets.txt whose row i names target i (the files record no names: target_0 ... "
+                               "without it); for a generate-datasets dataset it must list the names it holds")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -224,7 +237,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
         check_window_flags(predictor.models.config, args.seqlen, args.binsize)
-        result = predict_regions(predictor, read_regions_arg(args.region), args.out, args.format, args.targets,
+        regions = read_regions_arg(args.region, predictor.genome.chrom_sizes)
+        result = predict_regions(predictor, regions, args.out, args.format, args.targets,
                                  missing=args.missing, specific_min=args.specific_min)
     print("wrote " + ", ".join(result["files"]))
     for name, r in result["pearson"].items():
@@ -236,6 +250,31 @@ def _predict(args: argparse.Namespace) -> None:
               f"{args.specific_min:g})")
     if "plot" in result:
         print(f"plot: {result['plot']}")
+
+
+def _pred_signals(args: argparse.Namespace) -> None:
+    from .config import check_window_flags
+    from .inference import NO_CONSERVATION, open_predictor
+    from .predict import original_layout, pred_signals_models, predict_signals, signal_targets
+
+    layout = original_layout(args.path2dir, args.species)
+    targets = args.target or layout["targets"]
+    settings = _inference_settings(args)
+    if not args.no_conservation:
+        if layout["conservation"] is None:
+            print(f"note: no genome/{args.species}.phastCons.bw in {args.path2dir}: every base counts with a "
+                  "conservation factor of 1, as in the original")
+        settings = dataclasses.replace(settings, conservation=str(layout["conservation"] or NO_CONSERVATION))
+    models = pred_signals_models(args.model, targets, args.index)
+    with open_predictor(models, layout["fasta"], settings) as predictor:
+        check_window_flags(predictor.models.config, args.seqlen, args.binsize)
+        names = signal_targets(predictor.models.target_names, targets, args.index)
+        result = predict_signals(predictor, args.region, args.outprfx, args.species, names, targets)
+    for name in names:
+        if name in result["pearson"]:
+            print(f"Model_Corr ({name}, Pearson R of log2(x+1) against the observed track): "
+                  f"{result['pearson'][name]:.4f}")
+    print("wrote " + ", ".join(result["files"]))
 
 
 def _precompute(args: argparse.Namespace) -> None:
@@ -406,7 +445,8 @@ def _add_inference_arguments(parser: argparse.ArgumentParser, genome: bool = Tru
     group = parser.add_argument_group("inference settings (the same for every command and the server)")
     cons = group.add_mutually_exclusive_group()
     if genome:
-        group.add_argument("--fa", "-d", required=defaults, help="genome FASTA (indexed if no .fai)")
+        group.add_argument("--fa", "-d", required=defaults, help="genome FASTA, plain or bgzip-compressed (indexed "
+                                                                   "if no .fai), or .2bit")
         cons.add_argument("--seqcons", "-s", help="conservation bigWig (phastCons) of the same assembly; a model "
                                                   "trained with conservation needs it, or --no-conservation")
     cons.add_argument("--no-conservation", action="store_true",
@@ -548,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--target", required=True, help="targets.txt (tab-separated, with a header)")
     gen.add_argument("--seqcons", help="conservation bigWig (phastCons); without it the shards hold no "
                      "conservation, say so, and train builds a model without it (if_cons false)")
-    gen.add_argument("--fa", required=True, help="genome FASTA (indexed if no .fai)")
+    gen.add_argument("--fa", required=True, help="genome FASTA, plain or bgzip-compressed (indexed if no .fai), "
+                                                 "or .2bit")
     gen.add_argument("--gsize", required=True, help="chromosome sizes (chrom<TAB>size)")
     gen.add_argument("--blacklist", help="BED of regions to exclude (any overlap drops a window)")
     gen.add_argument("--seqlen", type=int, default=98_304, help="window length in bp (default: 98304)")
@@ -575,7 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "global batch (DistributedDataParallel; NCCL on GPUs, gloo on CPU). Writes "
                     "OUT.last/best_loss/best_corr.pth.tar, OUT.metrics.jsonl and OUT.learning_curves.png.",
         epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tr.add_argument("-c", "--config", help="YAML or TOML file of hyperparameters")
+    tr.add_argument("-c", "--config", default=os.environ.get("EPIFORMER_TRAIN_CONFIG") or None,
+                    help="YAML or TOML file of hyperparameters (default: $EPIFORMER_TRAIN_CONFIG when set, so the "
+                         "original's command line runs unchanged with the hyperparameters its script held)")
     _add_dataset_arguments(tr)
     tr.add_argument("-o", "--out", required=True, metavar="OUTPREFIX", help="prefix of the files written")
     tr.add_argument("--index", type=int, help="train only this target (row of targets.txt, from 0)")
@@ -624,6 +667,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_specific_min_argument(pr)
     _add_inference_arguments(pr)
     pr.set_defaults(func=_predict)
+
+    ps = sub.add_parser(
+        "pred-signals", help="the original pred_signals.py: one region from the original's folder layout",
+        description="The original pred_signals.py's command line with its meanings: -s is the species and -d the "
+                    "working folder holding genome/SPECIES.fa, genome/SPECIES.phastCons.bw (optional) and "
+                    "targets/SPECIES.targets.txt (or -t). The window is centred on the region (chr:start-end, "
+                    "1-based); a region longer than one window's output is tiled, as predict does. Writes OUTPRFX.SPECIES.REGION.pred_signals.tsv (one row of bins per target), "
+                    "true_signals.tsv (when targets.txt lists the target), pred_rawsignals.png and "
+                    "pred_log2signals.png, and the project's bigWig (OUTPRFX.SPECIES.REGION.TARGET.bw). "
+                    "Prediction runs in eval mode with the project's inference settings (reverse-complement "
+                    "ensembling on unless --no-rc).",
+        epilog=EPILOG_PRED_SIGNALS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ps.add_argument("-m", "--model", required=True, metavar="CHECKPOINT", help="path to the model checkpoint")
+    ps.add_argument("-s", "--species", required=True, help="species: names genome/SPECIES.* and targets/SPECIES.*")
+    ps.add_argument("-r", "--region", required=True, help="genomic region chr:start-end (1-based, inclusive)")
+    ps.add_argument("-d", "--path2dir", default=".", metavar="DIR", help="the working folder (default: .)")
+    ps.add_argument("-t", "--target", help="targets.txt (default: DIR/targets/SPECIES.targets.txt when present)")
+    ps.add_argument("--index", type=int, help="row of targets.txt: names a single-output checkpoint's output, or "
+                                              "picks the output written from a multi-output one")
+    ps.add_argument("--seqlen", type=int, help="check that the model takes windows of this length")
+    ps.add_argument("--binsize", type=int, help="check that the model predicts bins of this size")
+    ps.add_argument("-o", "--outprfx", required=True, metavar="OUTPRFX", help="output prefix")
+    _add_inference_arguments(ps, genome=False)
+    ps.set_defaults(func=_pred_signals)
 
     pc = sub.add_parser(
         "precompute", help="predict every target genome-wide: one bigWig per target (sharded, resumable)",

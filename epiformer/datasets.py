@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
-import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -30,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, print_warning
 from .files import atomic_path
 from .genome import (
+    ChromNames,
     Genome,
     encode_codes,
-    other_chrom_name,
+    name_examples,
     read_bed_intervals,
     read_chrom_sizes,
     sequence_codes,
@@ -95,20 +96,17 @@ def manifest_has_conservation(manifest: dict) -> bool:
 
 
 def genome_name(fasta: str | os.PathLike) -> str:
-    """The assembly name taken from the FASTA file name: hg38.fa.gz -> hg38."""
+    """The assembly name taken from the FASTA file name: hg38.fa.gz -> hg38, hg38.2bit -> hg38."""
     name = Path(fasta).name
-    for suffix in (".gz", ".bgz", ".fa", ".fasta", ".fna"):
+    for suffix in (".gz", ".bgz", ".fa", ".fasta", ".fna", ".2bit"):
         name = name.removesuffix(suffix)
     return name
 
 
-def _name_hint(missing: list[str], available: set[str]) -> str:
-    """Suggest the chr-prefix convention when names differ only by it."""
-    alternative = other_chrom_name(missing[0], available)
-    return f" (it names them like {alternative!r}: the files use different chromosome naming)" if alternative else ""
-
-
-def _check_bigwig_chroms(path: Path, needed: dict[str, int], what: str) -> None:
+def _chroms_without_data(path: Path, needed: dict[str, int], what: str) -> list[str]:
+    """The chromosomes of ``needed`` (the genome's names) that a bigWig has no data for, its names
+    mapped onto the genome's (:func:`~epiformer.genome.genome_chrom_name`); a bigWig without
+    any of them is an error (another assembly, or names no rule maps)."""
     import pyBigWig
 
     if not path.is_file():
@@ -118,30 +116,33 @@ def _check_bigwig_chroms(path: Path, needed: dict[str, int], what: str) -> None:
         raise DatasetError(f"{what} {path} cannot be opened as a bigWig")
     chroms = handle.chroms()
     handle.close()
-    missing = [c for c in needed if c not in chroms]
-    if missing:
-        raise DatasetError(f"{what} {path} has no chromosome {', '.join(missing[:5])}"
-                           f"{' ...' if len(missing) > 5 else ''}{_name_hint(missing, set(chroms))}")
+    in_file = ChromNames(needed, f"{what} {path}").in_file(chroms)
+    missing = [c for c in needed if c not in in_file]
+    if needed and not in_file:
+        raise DatasetError(f"{what} {path} has none of the chromosomes with windows ({name_examples(missing)}); "
+                           f"it has {name_examples(list(chroms))}: is it of another assembly?")
+    return missing
 
 
-def read_regions(path: Path, chrom_sizes: dict[str, int]) -> list[tuple[str, int, int]]:
-    """BED regions (chrom, start, end); a chromosome not in the sizes file is an error."""
-    regions = []
-    for chrom, start, end in read_bed_intervals(path, "BED file"):
-        if chrom not in chrom_sizes:
-            raise DatasetError(f"{path}: chromosome {chrom!r} is not in the sizes file"
-                               f"{_name_hint([chrom], set(chrom_sizes))}")
-        regions.append((chrom, start, end))
+def read_regions(path: str | os.PathLike, chrom_sizes: dict[str, int],
+                 warn: Callable[[str], None] = print_warning) -> list[tuple[str, int, int]]:
+    """BED regions (chrom, start, end) on the genome's names (those of ``chrom_sizes``); regions
+    on a chromosome with no counterpart there are skipped, with one warning."""
+    names = ChromNames(chrom_sizes, f"BED file {path}", "the sizes file")
+    regions = names.intervals(read_bed_intervals(path, "BED file"))
+    if names.skipped:
+        warn(names.summary("regions"))
     return regions
 
 
-def plan_windows(params: DatasetParameters, chrom_sizes: dict[str, int]) -> list[tuple[str, int, int]]:
+def plan_windows(params: DatasetParameters, chrom_sizes: dict[str, int],
+                 warn: Callable[[str], None] = print_warning) -> list[tuple[str, int, int]]:
     """Windows of ``seq_len``: tiled from 0 with ``stride`` (the short last window is dropped), or
     one centred on each ``bed`` region; windows reaching past a chromosome end are dropped."""
     seq_len = params.seq_len
     if params.bed:
         windows = []
-        for chrom, start, end in read_regions(Path(params.bed), chrom_sizes):
+        for chrom, start, end in read_regions(params.bed, chrom_sizes, warn):
             lo = (start + end) // 2 - seq_len // 2
             if 0 <= lo and lo + seq_len <= chrom_sizes[chrom]:
                 windows.append((chrom, lo, lo + seq_len))
@@ -151,24 +152,26 @@ def plan_windows(params: DatasetParameters, chrom_sizes: dict[str, int]) -> list
             for s in range(0, size - seq_len + 1, stride)]
 
 
-def drop_blacklisted(windows: list[tuple[str, int, int]], blacklist: Path,
-                     chrom_sizes: dict[str, int]) -> list[tuple[str, int, int]]:
-    """Windows that overlap no blacklist interval (by even one base), using bedtools intersect."""
+def drop_blacklisted(windows: list[tuple[str, int, int]], blacklist: str | os.PathLike,
+                     chrom_sizes: dict[str, int], warn: Callable[[str], None] = print_warning
+                     ) -> list[tuple[str, int, int]]:
+    """Windows that overlap no blacklist interval (by even one base), using bedtools intersect.
+    The blacklist's names map onto the genome's (those of ``chrom_sizes``); intervals on a
+    chromosome with no counterpart are skipped, with one warning, and a blacklist of which none
+    maps is an error."""
     import pybedtools
 
-    if not blacklist.is_file():
-        raise DatasetError(f"blacklist {blacklist}: no such file")
-    listed = pybedtools.BedTool(str(blacklist))
-    try:
-        chroms = {iv.chrom for iv in listed}
-    except Exception as err:  # pybedtools raises several types for a malformed BED
-        raise DatasetError(f"blacklist {blacklist} is not a BED file: {err}") from None
-    if chroms and not chroms & set(chrom_sizes):
-        raise DatasetError(f"blacklist {blacklist} names none of the genome's chromosomes"
-                           f"{_name_hint(sorted(chroms), set(chrom_sizes))}")
-    if not windows or not chroms:
+    names = ChromNames(chrom_sizes, f"blacklist {blacklist}", "the sizes file")
+    listed = names.intervals(read_bed_intervals(blacklist, "blacklist"))
+    if names.skipped and not listed:
+        raise DatasetError(f"blacklist {blacklist} names none of the genome's chromosomes (it names "
+                           f"{name_examples(sorted(names.skipped))}; the sizes file "
+                           f"{name_examples(list(chrom_sizes))})")
+    if names.skipped:
+        warn(names.summary("intervals"))
+    if not windows or not listed:
         return windows
-    kept = pybedtools.BedTool([(c, s, e) for c, s, e in windows]).intersect(listed, v=True)
+    kept = pybedtools.BedTool([(c, s, e) for c, s, e in windows]).intersect(pybedtools.BedTool(listed), v=True)
     result = {(iv.chrom, iv.start, iv.end) for iv in kept}
     pybedtools.cleanup()
     return [w for w in windows if w in result]
@@ -216,6 +219,8 @@ class _Inputs:
         self.params, self.targets, self.peaks = params, targets, peaks
         self.genome = Genome(params.fasta, params.conservation)
         self.signals = [pyBigWig.open(str(t.file)) for t in targets]
+        self.signal_names = [ChromNames(self.genome.chrom_sizes, f"bigWig {t.file}").in_file(bw.chroms())
+                             for t, bw in zip(targets, self.signals)]      # the genome's name -> the bigWig's
 
     def close(self) -> None:
         for bw in self.signals:
@@ -231,7 +236,8 @@ class _Inputs:
         for chrom, lo, hi, group in _spans(windows, max(8 * p.seq_len, 1_000_000)):
             span_codes = sequence_codes(self.genome.sequence(chrom, lo, hi))
             span_cons = self.genome.conservation(chrom, lo, hi, np.float16) if p.has_conservation else None
-            span_values = [bw.values(chrom, lo, hi, numpy=True) for bw in self.signals]
+            span_values = [bw.values(names[chrom], lo, hi, numpy=True)
+                           for bw, names in zip(self.signals, self.signal_names)]
             span_missing = [np.isnan(v) for v in span_values]
             span_values = [fill_missing(v, p.missing, missing) for v, missing in zip(span_values, span_missing)]
             for start, end in group:
@@ -282,8 +288,11 @@ def _write_shards(tasks: list[_ShardTask], params: DatasetParameters, targets: l
     blocks = [block for per_task in task_blocks for block in per_task]
     results = []
     if workers > 1 and len(blocks) > 1:
+        # forkserver: the workers start from a clean process, whatever this one has run (a fork
+        # after torch's or BLAS's thread pools have started can wait forever in the child)
         pool = ProcessPoolExecutor(max_workers=workers, initializer=_open_worker_inputs,
-                                   initargs=(params, targets, peaks))
+                                   initargs=(params, targets, peaks),
+                                   mp_context=multiprocessing.get_context("forkserver"))
         local = None
     else:
         pool, local = None, _Inputs(params, targets, peaks)
@@ -397,11 +406,18 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
     Shards already written by an interrupted run with the same parameters are kept. A target
     with more than 5% of a split's bins without any data is named through ``warn`` (default:
     standard error).
+
+    The FASTA's chromosome names are the truth: those of the sizes file, the blacklist, the
+    ``bed`` regions, the bigWigs and the peaks map onto them
+    (:func:`~epiformer.genome.genome_chrom_name`), and what names none is skipped with one
+    warning per file. The windows of a chromosome that the conservation or a target's bigWig
+    has no data for are skipped (not trained on as made-up zeros): one warning, and the
+    manifest's ``skipped_chroms`` counts them.
     """
-    warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
+    warn = warn or print_warning
     from tqdm import tqdm
 
-    chrom_sizes = read_chrom_sizes(params.chrom_sizes)
+    listed = read_chrom_sizes(params.chrom_sizes)
     targets = read_targets(params.targets)
     if params.seq_len % params.bin_size:
         raise DatasetError(f"seqlen {params.seq_len} is not a multiple of binsize {params.bin_size}")
@@ -412,28 +428,49 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
     if params.missing not in MISSING_RULES:
         raise DatasetError(f"missing must be one of {', '.join(MISSING_RULES)}, got {params.missing!r}")
     with Genome(params.fasta) as genome:
-        missing = [c for c in chrom_sizes if c not in genome.chrom_sizes]
-        if missing:
-            raise DatasetError(f"FASTA {params.fasta} has no chromosome {', '.join(missing[:5])} of the sizes "
-                               f"file {params.chrom_sizes}{_name_hint(missing, set(genome.chrom_sizes))}")
+        names = ChromNames(genome.chrom_sizes, f"sizes file {params.chrom_sizes}", f"FASTA {params.fasta}")
+        of_genome = {name: chrom for chrom, name in names.in_file(listed).items()}
+        if not of_genome:
+            raise DatasetError(f"sizes file {params.chrom_sizes} names none of the chromosomes of FASTA {params.fasta} "
+                               f"({name_examples(list(listed))} vs {name_examples(list(genome.chrom_sizes))})")
+        chrom_sizes = {of_genome[name]: size for name, size in listed.items() if name in of_genome}
         wrong = [f"{c} ({chrom_sizes[c]} vs {genome.chrom_sizes[c]})" for c in chrom_sizes
                  if genome.chrom_sizes[c] != chrom_sizes[c]]
         if wrong:
             raise DatasetError(f"sizes file {params.chrom_sizes} disagrees with FASTA {params.fasta} on "
                                f"{', '.join(wrong[:3])}: are they the same assembly?")
+    if names.skipped:
+        warn(names.summary())
 
-    windows = plan_windows(params, chrom_sizes)
+    windows = plan_windows(params, chrom_sizes, warn)
     if params.blacklist:
-        windows = drop_blacklisted(windows, Path(params.blacklist), chrom_sizes)
+        windows = drop_blacklisted(windows, params.blacklist, chrom_sizes, warn)
     used = {c: chrom_sizes[c] for c in dict.fromkeys(w[0] for w in windows)}
+    tracks = [(target.file, f"bigWig of target {target.identifier}") for target in targets]
     if params.has_conservation:
-        _check_bigwig_chroms(Path(params.conservation), used, "conservation bigWig")
+        tracks.insert(0, (Path(params.conservation), "conservation bigWig"))
+    without_data: dict[str, list[str]] = {}         # chromosome -> the bigWigs without data for it
+    for path, what in tracks:
+        for chrom in _chroms_without_data(path, used, what):
+            without_data.setdefault(chrom, []).append(str(path))
+    skipped_chroms = {chrom: {"windows": sum(w[0] == chrom for w in windows), "no_data_in": files}
+                      for chrom, files in without_data.items()}
+    if skipped_chroms:
+        windows = [w for w in windows if w[0] not in without_data]
+        used = {c: size for c, size in used.items() if c not in without_data}
+        warn(f"warning: skipped the {sum(s['windows'] for s in skipped_chroms.values()):,} windows on "
+             f"{len(skipped_chroms)} chromosome(s) that a bigWig has no data for, rather than train on made-up "
+             "values: " + name_examples([f"{c} ({', '.join(Path(f).name for f in s['no_data_in'])})"
+                                         for c, s in skipped_chroms.items()]))
+    peaks = []
     for target in targets:
-        _check_bigwig_chroms(target.file, used, f"bigWig of target {target.identifier}")
-    peaks = [PeakSet(t.peak) if t.peak else None for t in targets]
+        names = ChromNames(chrom_sizes, f"peak file {target.peak}", "the sizes file")
+        peaks.append(PeakSet(target.peak, names) if target.peak else None)
+        if names.skipped:
+            warn(names.summary("peaks"))
     if not windows:
-        raise DatasetError("no window is left: every window reaches past a chromosome end or overlaps "
-                           "the blacklist (is seqlen larger than the chromosomes?)")
+        raise DatasetError("no window is left: every window reaches past a chromosome end, overlaps the "
+                           "blacklist or lies on a chromosome a bigWig lacks (is seqlen larger than the chromosomes?)")
     valid, test = default_split(list(used), params.valid_chroms or None, params.test_chroms or None)
     unknown = [c for c in valid + test if c not in chrom_sizes]
     if unknown:
@@ -474,7 +511,7 @@ def generate_datasets(params: DatasetParameters, outprefix: str | os.PathLike, w
 
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "genome": genome_name(params.fasta),
                 "has_conservation": params.has_conservation, "parameters": asdict(params),
-                "targets": [t.to_dict() for t in targets], "splits": {}}
+                "targets": [t.to_dict() for t in targets], "skipped_chroms": skipped_chroms, "splits": {}}
     for split in SPLITS:
         rows = sorted((r for r in results if r[0] == split), key=lambda r: int(r[1].rsplit(".", 2)[-2]))
         windows = sum(r[2] for r in rows)
@@ -528,12 +565,15 @@ def _is_manifest(path: Path) -> bool:
 @dataclass
 class SplitOptions:
     """How a folder of the original's HDF5 files is split and read: validation and test
-    chromosomes (None: as :func:`default_split` chooses) and the genome FASTA for files whose
-    ``inputs/seq`` holds window names. A dataset of generate-datasets is split already."""
+    chromosomes (None: as :func:`default_split` chooses), the genome FASTA for files whose
+    ``inputs/seq`` holds window names, and a targets.txt whose row i names target i (the files
+    record no names: ``target_0`` ... without it). A dataset of generate-datasets is split
+    already and names its targets: a targets.txt given for it must list the same names."""
 
     valid_chroms: list[str] | None = None
     test_chroms: list[str] | None = None
     fasta: str | None = None
+    targets: str | None = None
 
 
 @dataclass
@@ -630,7 +670,7 @@ class ShardDataset:
                       augment: bool = False, max_shift: int = 3, use_conservation: bool | None = None,
                       target_index: int | None = None, cons_dropout: float = 0.0) -> "ShardDataset":
         """The ``split`` of a folder of the original ``generate_datasets.py``'s files, split by
-        the chromosome of each window (``segments/name``) as ``options`` say."""
+        the chromosome of each window (``segments/name``) and its targets named as ``options`` say."""
         options = options or SplitOptions()
         if split not in SPLITS:
             raise DatasetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -657,7 +697,9 @@ class ShardDataset:
                                f"{', '.join(sorted(chosen)) or 'any chromosome'} (choose chromosomes with "
                                "--valid-chroms / --test-chroms)")
         first = files[0]
-        targets = [{"identifier": f"target_{i}"} for i in range(first.n_targets)]
+        names = _named_targets(options.targets, first.n_targets, first.path) if options.targets else \
+            [f"target_{i}" for i in range(first.n_targets)]
+        targets = [{"identifier": name} for name in names]
         parameters = {"seq_len": first.seq_len, "bin_size": first.seq_len // first.n_bins, "format": "original",
                       "missing": "original", "fasta": options.fasta, "valid_chroms": valid, "test_chroms": test}
         dataset = cls.__new__(cls)
@@ -750,7 +792,25 @@ def open_split(dataset: str | os.PathLike, split: str, options: SplitOptions | N
     if given:
         raise DatasetError(f"{', '.join(given)} applies to the original's datasets only: {dataset} was split and "
                            "its sequences stored by generate-datasets")
-    return ShardDataset.from_manifest(dataset, split, **kwargs)
+    ds = ShardDataset.from_manifest(dataset, split, **kwargs)
+    if options.targets:
+        held = [t["identifier"] for t in ds.targets]
+        named = _named_targets(options.targets, len(held), ds.paths[0])
+        if named != held:
+            raise DatasetError(f"{options.targets} names the targets {named} but {ds.paths[0]} holds {held}: "
+                               "generate-datasets recorded their names, and --targets may only repeat them "
+                               "(in the same order)")
+    return ds
+
+
+def _named_targets(targets: str | os.PathLike, count: int, source: str | os.PathLike) -> list[str]:
+    """The identifiers of a targets.txt, row i naming target i of a dataset file ``source`` that
+    holds ``count`` targets; a different count is an error naming both files."""
+    names = [t.identifier for t in read_targets(targets)]
+    if len(names) != count:
+        raise DatasetError(f"{targets} lists {len(names)} target(s) but {source} holds {count}: row i of "
+                           "targets.txt names target i, so both must have as many")
+    return names
 
 
 def dataset_has_conservation(dataset: str | os.PathLike) -> bool:

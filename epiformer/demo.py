@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_path, bigwig_writer, read_table
-from .genome import BASES, reverse_complement, sequence_codes
+from .genome import BASES, index_fasta, reverse_complement, sequence_codes
 from .motifs import Motif, demo_motifs
 
 CELL_TYPES: dict[str, str] = {
@@ -296,9 +296,7 @@ def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> d
             seq = b.sequence()
             handle.write(f">{b.name}\n")
             handle.writelines(seq[i: i + 60] + "\n" for i in range(0, len(seq), 60))
-    import pyfaidx
-
-    pyfaidx.Faidx(str(paths["fasta"])).close()
+    index_fasta(paths["fasta"])
     with atomic_path(paths["chrom_sizes"]) as tmp:
         tmp.write_text("".join(f"{b.name}\t{b.size}\n" for b in builders))
     header = [(b.name, b.size) for b in builders]

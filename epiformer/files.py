@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import json
 import os
 import struct
@@ -156,6 +157,15 @@ def read_table(path: str | os.PathLike) -> tuple[dict, list[list[str]]]:
 
 
 _CHECKSUMS: dict[tuple[str, int, int], str] = {}
+
+
+def open_text(path: str | os.PathLike):
+    """A text handle on a plain or gzip/bgzip-compressed file (told by its first bytes, not its name)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", newline="")
+    return open(path, newline="")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

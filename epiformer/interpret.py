@@ -30,7 +30,7 @@ import torch
 
 from .errors import UserError
 from .files import atomic_path, bigwig_writer, sha256_file
-from .genome import CodedWindows, read_bed_intervals
+from .genome import CodedWindows, genome_intervals
 from .ism import MAX_ISM_BP, saturation_mutagenesis
 from .manifest import MANIFEST, read_manifest
 from .scorer import VariantScorer
@@ -71,9 +71,7 @@ def merge_regions(regions: list[tuple[str, int, int]], chrom_order: list[str]) -
 def read_regions(path: str | os.PathLike, chrom_sizes: dict[str, int], limit: int) -> list[tuple[str, int, int]]:
     """The regions of a BED file, checked against the genome and the longest region a window takes."""
     regions = []
-    for line, (chrom, start, end) in enumerate(read_bed_intervals(path, "regions BED"), start=1):
-        if chrom not in chrom_sizes:
-            raise InterpretError(f"{path}, region {line}: chromosome {chrom!r} is not in the genome")
+    for line, (chrom, start, end) in enumerate(genome_intervals(path, chrom_sizes, "regions BED"), start=1):
         if end > chrom_sizes[chrom]:
             raise InterpretError(f"{path}, region {line}: {chrom}:{start + 1}-{end} runs past the end of {chrom}")
         if end - start > limit:
@@ -81,7 +79,7 @@ def read_regions(path: str | os.PathLike, chrom_sizes: dict[str, int], limit: in
                                  f"{limit:,} bp (split longer ones)")
         regions.append((chrom, start, end))
     if not regions:
-        raise InterpretError(f"{path} holds no region")
+        raise InterpretError(f"{path} holds no region on the genome's chromosomes")
     return merge_regions(regions, list(chrom_sizes))
 
 

@@ -8,7 +8,8 @@ hold windows of every chromosome in genome order; the splits are made here, by c
 ``segments/name``. Files written with bedtools 2.27 or later hold the window's name
 (``::chr1:0-16384``) in ``inputs/seq`` instead of its sequence: their sequence is re-read from
 the genome FASTA at the window's coordinates. The files record no target names: the targets are
-``target_0`` ... ``target_{N-1}``, as for the original's checkpoints.
+``target_0`` ... ``target_{N-1}``, as for the original's checkpoints, unless a targets.txt names
+them (``SplitOptions.targets``, ``--targets``: row i names target i).
 """
 from __future__ import annotations
 

@@ -5,29 +5,34 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from .checkpoint import read_checkpoint
 from .engine import RegionTracks
 from .files import atomic_path, bedgraph_text, bigwig_writer, settings_lines
-from .genome import GenomeError, parse_region, read_bed_intervals
-from .inference import Predictor
+from .genome import ChromNames, GenomeError, genome_chrom_name, genome_intervals, parse_region
+from .inference import ModelSetOptions, Predictor
 from .metrics import SPECIFIC_MIN, TrackMetrics, nan_mean
 from .targets import Target, bin_values, fill_missing, read_targets
 
 FORMATS = ("bigwig", "bedgraph", "tsv")
 
 
-def read_regions_arg(regions: Sequence[str]) -> list[tuple[str, int, int]]:
-    """Each item is ``chr:start-end`` (1-based, inclusive) or a BED file (0-based)."""
+def read_regions_arg(regions: Sequence[str], genome_names: Iterable[str]) -> list[tuple[str, int, int]]:
+    """Each item is ``chr:start-end`` (1-based, inclusive) or a BED file (0-based), on the
+    genome's chromosome names (:func:`~epiformer.genome.genome_chrom_name`; a BED's intervals on
+    other chromosomes are skipped with a warning)."""
+    names = frozenset(genome_names)
     out: list[tuple[str, int, int]] = []
     for item in regions:
         if os.path.isfile(item):
-            out.extend(read_bed_intervals(item, "region BED"))
+            out.extend(genome_intervals(item, names, "region BED"))
         else:
-            out.append(parse_region(item))
+            chrom, start, end = parse_region(item)
+            out.append((genome_chrom_name(chrom, names) or chrom, start, end))
     if not out:
         raise GenomeError("no region given (-r chr:start-end or a BED file)")
     return out
@@ -98,7 +103,8 @@ def observed_tracks(tracks: list[RegionTracks], targets: list[Target],
                     missing: str = "zero") -> dict[str, list[np.ndarray]]:
     """Observed values of each predicted target found in targets.txt, binned like the prediction
     and like generate-datasets (bases without data by the ``missing`` rule; beyond a chromosome's
-    end there is no base, so no value)."""
+    end, or on one the bigWig lacks, there is no base, so no value). The bigWig's chromosome names
+    map onto the genome's (:func:`~epiformer.genome.genome_chrom_name`)."""
     import pyBigWig
 
     by_name = {t.identifier: t for t in targets}
@@ -109,13 +115,15 @@ def observed_tracks(tracks: list[RegionTracks], targets: list[Target],
             continue
         with pyBigWig.open(str(target.file)) as bw:
             size = bw.chroms()
+            in_file = ChromNames({t.chrom for t in tracks}, f"bigWig {target.file}").in_file(size)
             per_region = []
             for t in tracks:
                 lo, hi = t.start, t.end
                 raw = np.full(hi - lo, np.nan, np.float32)
-                a, b = max(lo, 0), min(hi, size.get(t.chrom, 0))
+                chrom = in_file.get(t.chrom)
+                a, b = max(lo, 0), min(hi, size[chrom] if chrom else 0)
                 if a < b:
-                    raw[a - lo: b - lo] = fill_missing(bw.values(t.chrom, a, b, numpy=True), missing)
+                    raw[a - lo: b - lo] = fill_missing(bw.values(chrom, a, b, numpy=True), missing)
                 per_region.append(bin_values(raw, t.bin_size, target.sum_stat, target.clip, target.scale))
             observed[name] = per_region
     return observed
@@ -123,41 +131,30 @@ def observed_tracks(tracks: list[RegionTracks], targets: list[Target],
 
 def plot_predicted_vs_observed(track: RegionTracks, observed: dict[str, list[np.ndarray]], path: Path) -> None:
     """One panel per target: predicted and observed along the first region."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [n for n in track.target_names if n in observed]
-    fig, axes = plt.subplots(len(names), 1, figsize=(11, 1.3 * len(names) + 0.8), sharex=True, squeeze=False)
-    x = (track.bin_starts() + track.bin_size / 2) / 1e6
-    for ax, name in zip(axes[:, 0], names):
-        i = track.target_names.index(name)
-        ax.fill_between(x, observed[name][0], color="0.7", step="mid", label="observed")
-        ax.plot(x, track.values[i], color="C3", lw=1, label="predicted")
-        ax.set_ylabel(name, rotation=0, ha="right", va="center")
-    axes[0, 0].legend(loc="upper right", fontsize=8, ncol=2)
-    axes[-1, 0].set_xlabel(f"{track.chrom} position (Mb)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    predicted = track.values[[track.target_names.index(n) for n in names]]
+    plot_signals(track, names, predicted, np.stack([observed[n][0] for n in names]), "signal", path)
 
 
 def predict_regions(predictor: Predictor, regions: list[tuple[str, int, int]], outprefix: str | os.PathLike,
                     fmt: str = "bigwig", targets_file: str | os.PathLike | None = None,
-                    missing: str = "zero", specific_min: float = SPECIFIC_MIN) -> dict:
+                    missing: str = "zero", specific_min: float = SPECIFIC_MIN, keep_tracks: bool = False) -> dict:
     """Predict every region (windows by :meth:`Engine.region_windows`), write the tracks with the
     predictor's settings record; with ``targets_file`` also compare with the observed tracks,
     binned with the ``missing`` rule: Pearson R of log2(x+1) and the cell-type-specific R (over
     bins where some target is at least ``specific_min``, among the targets observed;
-    :mod:`epiformer.metrics`) per target and their means, and a PNG of the first region."""
+    :mod:`epiformer.metrics`) per target and their means, and a PNG of the first region.
+    ``keep_tracks`` adds the predicted ``tracks`` and the ``observed`` values to the result."""
     engine, genome = predictor.engine, predictor.genome
     tracks = [engine.predict_region(genome, chrom, start, end) for chrom, start, end in regions]
     files = write_tracks(tracks, outprefix, fmt, genome.chrom_sizes, predictor.record())
     result: dict = {"files": [str(f) for f in files], "pearson": {}, "specific": {}}
+    if keep_tracks:
+        result["tracks"] = tracks
     if targets_file:
         observed = observed_tracks(tracks, read_targets(targets_file), missing)
+        if keep_tracks:
+            result["observed"] = observed
         if observed:
             names = list(observed)
             rows = [tracks[0].target_names.index(name) for name in names]
@@ -174,3 +171,105 @@ def predict_regions(predictor: Predictor, regions: list[tuple[str, int, int]], o
             plot_predicted_vs_observed(tracks[0], observed, png)
             result["plot"] = str(png)
     return result
+
+
+def original_layout(folder: str | os.PathLike, species: str) -> dict[str, Path | None]:
+    """The files the original ``pred_signals.py`` finds in its working folder (``-d``) for a
+    species (``-s``): ``genome/SPECIES.fa``, ``genome/SPECIES.phastCons.bw`` (None when absent:
+    every base a factor of 1, as there) and ``targets/SPECIES.targets.txt`` (None when absent)."""
+    root = Path(folder)
+    fasta = root / "genome" / f"{species}.fa"
+    if not fasta.is_file():
+        raise GenomeError(f"-d {folder} -s {species}: no genome FASTA {fasta} (the original's layout is "
+                          f"DIR/genome/{species}.fa, DIR/genome/{species}.phastCons.bw and "
+                          f"DIR/targets/{species}.targets.txt)")
+    conservation = root / "genome" / f"{species}.phastCons.bw"
+    targets = root / "targets" / f"{species}.targets.txt"
+    return {"fasta": fasta, "conservation": conservation if conservation.is_file() else None,
+            "targets": targets if targets.is_file() else None}
+
+
+def pred_signals_models(checkpoint: str, targets_file: str | os.PathLike | None,
+                        index: int | None) -> ModelSetOptions:
+    """The model set of the original ``pred_signals.py -m CHECKPOINT --index N``: a single-output
+    checkpoint is named by row N of targets.txt; a multi-output one keeps all its outputs (named
+    by targets.txt in order when it carries no names) and ``--index`` picks the one written."""
+    outputs = read_checkpoint(checkpoint)["param"].get("multiout_dim", 1)
+    return ModelSetOptions((checkpoint,), None if targets_file is None else str(targets_file),
+                           index if outputs == 1 else None)
+
+
+def signal_targets(names: list[str], targets_file: str | os.PathLike | None, index: int | None) -> list[str]:
+    """The targets ``pred_signals`` writes: all the model's, or the one ``--index`` names (row N of
+    targets.txt when there is one, else the model's N-th output)."""
+    if index is None:
+        return list(names)
+    if targets_file is not None:
+        table = read_targets(targets_file)
+        if not 0 <= index < len(table):
+            raise GenomeError(f"--index {index} is out of range: {targets_file} lists {len(table)} targets")
+        if table[index].identifier not in names:
+            raise GenomeError(f"--index {index} is {table[index].identifier} in {targets_file}, which the model "
+                              f"does not predict (it predicts {', '.join(names)})")
+        return [table[index].identifier]
+    if not 0 <= index < len(names):
+        raise GenomeError(f"--index {index} is out of range: the model has {len(names)} outputs")
+    return [names[index]]
+
+
+def predict_signals(predictor: Predictor, region: str, outprefix: str | os.PathLike, species: str,
+                    targets: list[str], targets_file: str | os.PathLike | None = None) -> dict:
+    """What the original ``pred_signals.py`` writes for one region, from the window centred on it
+    (:meth:`Engine.region_windows`), with ``OUTPREFIX.SPECIES.REGION`` as the prefix:
+    ``pred_signals.tsv`` (one row of output bins per target of ``targets``), ``true_signals.tsv``
+    (their observed tracks binned alike, when ``targets_file`` lists them all), the plots of both
+    raw and log2(x+1) as ``pred_rawsignals.png`` and ``pred_log2signals.png``, and the project's
+    bigWig of every target with its settings record. Returns the files and the Pearson R of
+    log2(x+1) per target."""
+    prefix = f"{outprefix}.{species}.{region}"
+    result = predict_regions(predictor, [parse_region(region)], prefix, "bigwig", targets_file,
+                             keep_tracks=True)
+    track = result.pop("tracks")[0]
+    observed_by_name = result.pop("observed", {})
+    predicted = track.values[[track.target_names.index(name) for name in targets]].astype(np.float64)
+    observed = None
+    if all(name in observed_by_name for name in targets):
+        observed = np.stack([observed_by_name[name][0] for name in targets]).astype(np.float64)
+    tables = {"pred_signals": predicted, "true_signals": observed}
+    files = []
+    for kind, values in tables.items():
+        if values is not None:
+            files.append(Path(f"{prefix}.{kind}.tsv"))
+            with atomic_path(files[-1]) as tmp:
+                np.savetxt(tmp, values)
+    for kind, transform in (("raw", lambda v: v), ("log2", lambda v: np.log2(v + 1))):
+        files.append(Path(f"{prefix}.pred_{kind}signals.png"))
+        plot_signals(track, targets, transform(predicted), None if observed is None else transform(observed),
+                     "signal" if kind == "raw" else "log2(signal + 1)", files[-1])
+    result["files"] = [str(f) for f in files] + result["files"] + ([result.pop("plot")] if "plot" in result else [])
+    return result
+
+
+def plot_signals(track: RegionTracks, targets: list[str], predicted: np.ndarray, observed: np.ndarray | None,
+                 ylabel: str, path: Path) -> None:
+    """A PNG with one panel per target of ``targets``: its predicted values (rows of ``predicted``)
+    along the region of ``track``, over its observed ones (rows of ``observed``) when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = (track.bin_starts() + track.bin_size / 2) / 1e6
+    fig, axes = plt.subplots(len(targets), 1, figsize=(11, 1.4 * len(targets) + 0.8), sharex=True, squeeze=False)
+    for row, (ax, name) in enumerate(zip(axes[:, 0], targets)):
+        if observed is not None:
+            ax.fill_between(x, observed[row], color="0.7", step="mid", label="observed")
+        ax.plot(x, predicted[row], color="C3", lw=1, label="predicted")
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.set_ylabel(ylabel)
+    axes[0, 0].legend(loc="upper right", fontsize=8, ncol=2)
+    axes[-1, 0].set_xlabel(f"{track.chrom} position (Mb)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

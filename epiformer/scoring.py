@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -27,10 +28,10 @@ from tqdm import tqdm
 from .calibration import CALIBRATED, find_calibration
 from .distributed import job_shard, wait_for_all_ranks
 from .files import atomic_path, settings_lines, sha256_file, tsv_field
-from .genome import Genome
+from .genome import ChromNames, Genome
 from .inference import InferenceSettings, ModelSetOptions, open_predictor
 from .scorer import VariantScorer
-from .variants import SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference
+from .variants import SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference, on_genome_names
 from .vcf import Skipped, VariantRecord, VcfError, read_variants
 
 MISMATCH_MODES = ("skip", "swap", "score")
@@ -74,15 +75,20 @@ def resolve_mismatch(genome: Genome, variant: Variant, mode: str) -> tuple[Varia
 
 
 def score_chunk(scorer: VariantScorer, entries: list[VariantRecord | Skipped], options: ScoreOptions) -> dict[str, np.ndarray]:
-    """Scores of one chunk's variants (one forward pass per new reference window and per allele)."""
+    """Scores of one chunk's variants (one forward pass per new reference window and per allele),
+    each on the genome's name for its chromosome (:func:`~epiformer.variants.on_genome_names`);
+    ``unknown_chroms`` holds the input's chromosome of each variant skipped for a chromosome the
+    genome lacks."""
     rows, skipped = [], []
+    names = ChromNames(scorer.genome.chrom_sizes, "the variant file", scorer.genome.fasta_path.name)
     for entry in entries:
         if isinstance(entry, Skipped):
             skipped.append(entry)
             continue
         try:
+            variant = on_genome_names(entry.variant, names)
             with scorer.genome_lock:
-                variant, flag = resolve_mismatch(scorer.genome, entry.variant, options.on_mismatch)
+                variant, flag = resolve_mismatch(scorer.genome, variant, options.on_mismatch)
         except VariantError as err:
             skipped.append(Skipped(entry.line, str(entry.variant), str(err)))
             continue
@@ -104,6 +110,7 @@ def score_chunk(scorer: VariantScorer, entries: list[VariantRecord | Skipped], o
         "skipped_line": np.array([s.line for s in skipped], np.int64),
         "skipped_text": np.array([s.text for s in skipped], str),
         "skipped_reason": np.array([s.reason for s in skipped], str),
+        "unknown_chroms": np.array(list(names.skipped.elements()), str),
     }
 
 
@@ -145,7 +152,7 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
     parts.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_file) as tmp:
         tmp.write_text(json.dumps(fingerprint))
-    counts = {"scored": 0, "skipped": 0, "resumed_parts": 0}
+    counts = {"scored": 0, "skipped": 0, "resumed_parts": 0, "chroms_not_in_genome": Counter()}
     total_parts = 0
     bar = tqdm(desc="score-variants", unit="var", disable=not options.progress, dynamic_ncols=True)
     index, n_shards = shard
@@ -177,6 +184,10 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
     record = {**settings, "percentiles": "given" if missing_reason is None else f"not given: {missing_reason}"}
     written = write_outputs(parts, total_parts, outprefix, path, scorer.engine.target_names, counts,
                             calibrated=missing_reason is None, settings=record)
+    unknown = ChromNames(scorer.genome.chrom_sizes, f"variant file {path}", scorer.genome.fasta_path.name)
+    unknown.skipped.update(counts["chroms_not_in_genome"])
+    if unknown.skipped:
+        options.log(unknown.summary("variants"))
     return {**counts, "files": written}
 
 
@@ -235,6 +246,7 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
             n = len(part["line"])
             counts["scored"] += n
             counts["skipped"] += len(part["skipped_line"])
+            counts["chroms_not_in_genome"].update(str(name) for name in part.get("unknown_chroms", ()))
             for i in range(n):
                 values = list(part["scores"][i].ravel()) + list(part["percentiles"][i].ravel()) \
                     + list(part["signed_quantiles"][i].ravel())
@@ -281,7 +293,7 @@ def annotate_vcf(source: Path, parts: Path, total: int, out: Path, targets: list
     """The input VCF with INFO fields EPI_SAD_<target> and EPI_LOG2FC_<target> (one value per
     alternate allele, ``.`` for an allele not scored), EPI_FLAG, and the settings record as a
     header line. Every value is Σalt − Σref of the line's own REF and ALT, swapped variants included."""
-    from .vcf import open_text
+    from .files import open_text
 
     rows = ((int(p["line"][i]), str(p["input_alt"][i]), input_orientation(p["scores"][i], str(p["flag"][i])),
              str(p["flag"][i])) for p in _parts(parts, total) for i in range(len(p["line"])))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .genome import read_bed_intervals
+from .genome import ChromNames, read_bed_intervals
 from .intervals import IntervalIndex
 
 SUM_STATS = ("mean", "median", "sum")
@@ -59,8 +59,13 @@ def read_targets(path: str | os.PathLike) -> list[Target]:
     path = Path(path)
     if not path.is_file():
         raise TargetsError(f"targets file {path}: no such file")
-    lines = path.read_text().splitlines()
-    rows = [(n, line.rstrip("\r")) for n, line in enumerate(lines, 1) if line.strip()]
+    raw = path.read_bytes()
+    try:
+        lines = raw.decode("utf-8-sig").splitlines()        # a byte-order mark, as Excel writes, is dropped
+    except UnicodeDecodeError as err:
+        line_no = raw[:err.start].count(b"\n") + 1
+        raise TargetsError(f"{path}, line {line_no}: not UTF-8 text (save it as tab-separated UTF-8 text)") from None
+    rows = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     if not rows:
         raise TargetsError(f"targets file {path} is empty")
     header_no, header_line = rows[0]
@@ -159,9 +164,12 @@ def bin_values(values: np.ndarray, bin_size: int, sum_stat: str, clip: float,
 class PeakSet:
     """Peaks of one BED file, per chromosome, for labelling bins that overlap a peak."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, names: ChromNames | None = None) -> None:
+        """``names`` maps the BED's chromosome names onto the genome's (peaks on a chromosome it
+        cannot map are skipped, counted there); without it they are taken as written."""
         self.path = Path(path)
-        self._index = IntervalIndex(list(read_bed_intervals(self.path, "peak file")))
+        intervals = read_bed_intervals(self.path, "peak file")
+        self._index = IntervalIndex(names.intervals(intervals) if names else list(intervals))
 
     @property
     def chroms(self) -> set[str]:

@@ -457,8 +457,10 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
                            "every base at a factor of 1")
     use_conservation = ds.use_conservation
     if ds.target_names != model.target_names:
+        hint = "name the original files' targets with --targets targets.txt, and " \
+            if ds.parameters.get("format") == "original" and not (split_options and split_options.targets) else ""
         raise DatasetError(f"checkpoint {checkpoint} predicts {model.target_names} but the {split} split "
-                           f"has {ds.target_names} (use --index for a single-target checkpoint)")
+                           f"has {ds.target_names} ({hint}use --index for a single-target checkpoint)")
     check_split(ds, split, model.config, f"checkpoint {checkpoint}")
     ctx = dist_utils.DistributedContext(device=select_device(settings.device))
     pin_threads(settings, ctx.device)

@@ -15,12 +15,12 @@ Scores per target, over the output bins that overlap ±``score_bp`` around the v
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import UserError
-from .genome import CodedWindows, Genome, other_chrom_name, sequence_codes
+from .genome import ChromNames, CodedWindows, Genome, genome_chrom_name, sequence_codes
 
 BASES = re.compile(r"[ACGTNacgtn]+")
 MAX_POSITION_DIGITS = 11
@@ -100,7 +100,7 @@ def check_reference(genome: Genome, variant: Variant) -> None:
     """Raise :class:`VariantError` when the chromosome or position is unknown or the genome's
     bases differ from ``ref``."""
     if variant.chrom not in genome.chrom_sizes:
-        other = other_chrom_name(variant.chrom, genome.chrom_sizes)
+        other = genome_chrom_name(variant.chrom, genome.chrom_sizes)
         hint = f" (the genome calls it {other!r})" if other else ""
         raise VariantError(f"chromosome {variant.chrom!r} is not in the genome{hint}")
     size = genome.chrom_sizes[variant.chrom]
@@ -110,6 +110,16 @@ def check_reference(genome: Genome, variant: Variant) -> None:
     if found != variant.ref:
         raise VariantError(f"reference mismatch: the genome has {found or '(nothing)'} at {variant.chrom}:"
                            f"{variant.pos}, the variant says {variant.ref or '(nothing)'}")
+
+
+def on_genome_names(variant: Variant, names: ChromNames) -> Variant:
+    """``variant`` on the genome's name for its chromosome (a VCF's ``1`` is the FASTA's ``chr1``:
+    :func:`~epiformer.genome.genome_chrom_name`), or :class:`VariantError` when the genome has no
+    such chromosome (counted in ``names``)."""
+    chrom = names(variant.chrom)
+    if chrom is None:
+        raise VariantError(f"chromosome {variant.chrom!r} is not in {names.where}")
+    return variant if chrom == variant.chrom else replace(variant, chrom=chrom)
 
 
 def apply_edits(genome: Genome, chrom: str, start: int, length: int,

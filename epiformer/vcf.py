@@ -1,8 +1,10 @@
-"""Reading variants from VCF (plain or bgzipped) or TSV, one record at a time, with line numbers.
+"""Reading variants from VCF (plain, gzipped or bgzipped; a tabix index beside it is not needed)
+or TSV, one record at a time, with line numbers.
 
 Multi-allelic records are split into one variant per alternate allele. Lines that cannot be
-read, symbolic and structural alleles (``<DEL>``, ``*``, breakends), over-long indels and
-duplicates are reported as skipped with their line and reason; the rest are yielded in file order.
+read, symbolic and structural alleles (``<DEL>``, ``*``, breakends), a VCF's ALT ``.`` (no
+alternate allele), over-long indels and duplicates are reported as skipped with their line and
+reason; the rest are yielded in file order.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError
+from .files import open_text
 from .variants import Variant, VariantError, make_variant
 
 
@@ -38,19 +41,17 @@ class Skipped:
     reason: str
 
 
-def open_text(path: Path):
-    """A text handle on a plain or gzip/bgzip-compressed file."""
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", newline="")
-    return open(path, newline="")
-
-
-def _is_symbolic(allele: str) -> bool:
-    """``<DEL>``-style alleles, ``*`` (a deletion elsewhere), breakends (``G]chr2:5]``, ``.G``, ``G.``)."""
-    return allele.startswith("<") or allele == "*" or "[" in allele or "]" in allele or \
-        (len(allele) > 1 and "." in (allele[0], allele[-1]))
+def _symbolic_reason(allele: str) -> str | None:
+    """Why an allele is not a sequence that can be scored: a symbolic allele (``<DEL>``, ``<CN0>``,
+    ``<*>``), ``*`` (a deletion described on another line) or a breakend (``N[chr1:123[``,
+    ``G]chr2:5]``, ``.G``, ``G.``); None for any other allele."""
+    if allele.startswith("<"):
+        return f"symbolic allele {allele} (a structural or copy-number variant), not scored"
+    if allele == "*":
+        return "symbolic allele * (a deletion described on another line), not scored"
+    if "[" in allele or "]" in allele or (len(allele) > 1 and "." in (allele[0], allele[-1])):
+        return f"breakend {allele} (a symbolic structural rearrangement), not scored"
+    return None
 
 
 def read_variants(path: str | os.PathLike, max_indel: int = 100) -> Iterator[VariantRecord | Skipped]:
@@ -63,6 +64,8 @@ def read_variants(path: str | os.PathLike, max_indel: int = 100) -> Iterator[Var
     path = Path(path)
     if not path.is_file():
         raise VcfError(f"variant file {path}: no such file")
+    if path.suffix.lower() in (".tbi", ".csi"):
+        raise VcfError(f"variant file {path} is a tabix index: pass the file it indexes, {path.with_suffix('')}")
     is_vcf = ".vcf" in path.name.lower()
     seen_at: dict[tuple, int] = {}
     here: tuple[str, str] | None = None
@@ -87,8 +90,10 @@ def read_variants(path: str | os.PathLike, max_indel: int = 100) -> Iterator[Var
                 alt_list = alts.split(",")
                 for alt in alt_list:
                     text = f"{chrom}:{pos}:{ref}:{alt}"
-                    if _is_symbolic(alt) or _is_symbolic(ref):
-                        yield Skipped(line_no, text, "symbolic or structural allele, not scored")
+                    reason = _symbolic_reason(alt) or _symbolic_reason(ref) or \
+                        ("no alternate allele (ALT is '.'), not scored" if is_vcf and alt == "." else None)
+                    if reason:
+                        yield Skipped(line_no, text, reason)
                         continue
                     try:
                         variant = make_variant(chrom, pos, ref, alt, max_indel)

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from epiformer.distributed import job_shard, wait_for_all_ranks
 from epiformer.engine import Engine
 from epiformer.files import sha256_file
-from epiformer.genome import Genome, other_chrom_name, read_bed_intervals
+from epiformer.genome import ChromNames, Genome, genome_intervals, name_examples
 from epiformer.inference import (
     InferenceSettings,
     ModelSetOptions,
@@ -104,11 +104,9 @@ def _check_conservation(genome: Genome, chroms: Sequence[str]) -> None:
     missing = [c for c in chroms if c not in cons]
     if not missing:
         return
-    renamed = [c for c in missing if other_chrom_name(c, cons)]
-    hint = f" (it names them differently, e.g. {renamed[0]!r} vs {other_chrom_name(renamed[0], cons)!r})" if renamed else ""
     raise PrecomputeError(
-        f"conservation bigWig {genome.conservation_path} has no {', '.join(missing[:5])}"
-        f"{' ...' if len(missing) > 5 else ''} ({len(missing)} of {len(chroms)} chromosomes){hint}: "
+        f"conservation bigWig {genome.conservation_path} has no {name_examples(missing)} "
+        f"({len(missing)} of {len(chroms)} chromosomes): "
         "use the conservation track of this genome assembly, or leave those out with --chroms")
 
 
@@ -136,7 +134,12 @@ def precompute(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike, out
         chosen = list(chroms) if chroms else list(genome.chrom_sizes)
         if predictor.conservation:
             _check_conservation(genome, chosen)
-        black = IntervalIndex(list(read_bed_intervals(blacklist, "blacklist"))) if blacklist else None
+        black = IntervalIndex(genome_intervals(blacklist, genome.chrom_sizes, "blacklist", log)) if blacklist else None
+        if regions is not None:
+            names = ChromNames(genome.chrom_sizes, "--bed")
+            regions = names.intervals(regions)
+            if (line := names.summary("regions")) is not None:
+                log(line)
         io_workers = options.io_workers if options.io_workers is not None else default_io_workers(engine)
         plan = plan_tiles(genome, engine, settings.batch_size, chroms, regions, black)
         if plan.n_windows == 0:

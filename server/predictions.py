@@ -248,6 +248,8 @@ def predict() -> Response:
     """Predicted tracks for a region with edits (reference and edited), or for a raw sequence."""
     body = json_body()
     model = predictor()
+    if "sequence" in body and "region" in body:
+        raise ApiError(400, "give region (with optional edits) or sequence, not both")
     if "sequence" in body:
         sequence, conservation = body["sequence"], body.get("conservation")
         if not isinstance(sequence, str) or not sequence or any(c not in "ACGTNacgtn" for c in sequence):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,19 +40,38 @@ def hub_dir(cfg: ServerConfig) -> Path:
 
 
 def check_serving(cfg: ServerConfig) -> None:
-    """What would stop a worker from starting, found in the master as one error: the precompute
-    folder, the prediction limits, and the model set with its settings (loaded on the CPU, conservation resolved)."""
-    from epiformer.inference import resolve_conservation
+    """What would stop a worker from starting, found before gunicorn starts as one error: the
+    precompute folder and the prediction limits here, the model set with its settings (loaded on
+    the CPU, conservation resolved) in a new Python process. The master forks the workers, so no
+    torch computation may run in it: a forked child of a process whose OpenMP thread pool has
+    started waits forever in its first parallel operation (GNU OpenMP is not fork-safe)."""
     from epiformer.manifest import read_manifest
 
     if not cfg.precompute_dir:
         raise ServerConfigError("no precompute folder: set EPIFORMER_PRECOMPUTE_DIR (or precompute_dir), "
                                 "or run epiformer serve PRECOMPUTE_DIR")
     cfg.prediction_limits()
-    manifest = read_manifest(cfg.precompute_dir)
+    read_manifest(cfg.precompute_dir)
     if cfg.models:
-        settings = cfg.inference(manifest)
-        resolve_conservation(cfg.model_set().load().uses_conservation, settings.conservation)
+        run = subprocess.run([sys.executable, "-m", __name__], input=pickle.dumps(cfg), capture_output=True)
+        if run.returncode == USER_ERROR_STATUS:
+            raise pickle.loads(run.stdout)
+        if run.returncode:
+            raise ServerConfigError("the model set could not be loaded: "
+                                    + (run.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1])
+
+
+USER_ERROR_STATUS = 3     # check_model_set's process: the pickled error is on its standard output
+
+
+def check_model_set(cfg: ServerConfig) -> None:
+    """Load ``cfg``'s model set on the CPU and resolve its conservation setting, raising the
+    error a worker would meet (run by :func:`check_serving` in a process of its own)."""
+    from epiformer.inference import resolve_conservation
+    from epiformer.manifest import read_manifest
+
+    settings = cfg.inference(read_manifest(cfg.precompute_dir))
+    resolve_conservation(cfg.model_set().load().uses_conservation, settings.conservation)
 
 
 def gunicorn_options(cfg: ServerConfig) -> dict[str, Any]:
@@ -131,3 +152,13 @@ def serve(cfg: ServerConfig) -> None:
         if stop.code not in (None, 0):
             raise ServerConfigError(f"the server stopped with status {stop.code}: a worker could not start "
                                     "(its error is in the log above)") from None
+
+
+if __name__ == "__main__":
+    from epiformer.errors import UserError
+
+    try:
+        check_model_set(pickle.load(sys.stdin.buffer))
+    except UserError as err:
+        sys.stdout.buffer.write(pickle.dumps(err))
+        sys.exit(USER_ERROR_STATUS)

@@ -278,3 +278,27 @@ def app(precomputed, tmp_path):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+PAPER_CHECKPOINT_NAME = "MGC.model-1663637197.best_loss.pth.tar"
+
+
+@pytest.fixture(scope="session")
+def paper_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised paper-configuration model (98,304 bp, 54.8 M parameters, one output)
+    saved in the original's format under a published checkpoint's name, made once per session."""
+    from epiformer.checkpoint import save_original_checkpoint
+
+    torch.manual_seed(33)
+    model = Epiformer(preset("paper")).eval()
+    return save_original_checkpoint(tmp_path_factory.mktemp("paper") / PAPER_CHECKPOINT_NAME, model)
+
+
+@pytest.fixture(scope="session")
+def paper_genome(tmp_path_factory) -> Path:
+    """The demo generator's genome with two chromosomes of a few paper windows each (180 and 120 kb)."""
+    from epiformer.demo import DemoSpec, make_demo_data
+
+    outdir = tmp_path_factory.mktemp("paper_genome")
+    make_demo_data(outdir, DemoSpec(seed=4, chrom_sizes={"chr1": 180_000, "chr2": 120_000}))
+    return outdir

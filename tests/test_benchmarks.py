@@ -22,3 +22,8 @@ def test_gpu_script_runs_in_quick_mode(tmp_path):
                 "interpret --method grad, 8 cell types at once", "interpret --method ism, 8 cell types at once"):
         assert f"| {row}" in table, row
     assert "<!-- bench:gpu-quick -->" in table and "windows/s" in table and "hg38 projected" in table
+    for row in ("`epiformer precompute", "`epiformer predict", "`epiformer score-variants", "`epiformer ism",
+                "`epiformer interpret", "`epiformer hub", "`epiformer serve` (2 workers): launch to ready",
+                "first `POST /api/variants`", "first `POST /api/predict`", "first `POST /api/ism`"):
+        assert f"| {row}" in table, row
+    assert "<!-- bench:paper-cpu-quick -->" in table and "Resident memory per serving worker" in table

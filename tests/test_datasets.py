@@ -225,23 +225,23 @@ def test_interrupted_run_leaves_no_partial_shard(inputs, monkeypatch):
 
 @pytest.mark.parametrize("change, message", [
     (lambda d, p: setattr(p, "fasta", str(d / "missing.fa")), "FASTA file .*missing.fa: no such file"),
-    (lambda d, p: (d / "g.sizes").write_text("1\t1000\n"), r"FASTA .*g.fa has no chromosome 1 of the sizes file "
-                                                          r".*\(it names them like 'chr1'"),
+    (lambda d, p: (d / "g.sizes").write_text("chrUn_x\t1000\n"), r"sizes file .*g.sizes names none of the chromosomes "
+                                                                r"of FASTA .*g.fa \(chrUn_x vs chr1, chr2"),
     (lambda d, p: (d / "g.sizes").write_text("chr1\t999\n"), r"disagrees with FASTA .* chr1 \(999 vs 1000\)"),
-    (lambda d, p: write_bigwig(d / "A.bw", {"chr1": 1000}, {"chr1": np.ones(1000)}),
-     "bigWig of target A .*A.bw has no chromosome chr2, chr3, chr4"),
-    (lambda d, p: write_bigwig(d / "cons.bw", {"1": 1000, "2": 600, "3": 520, "4": 300}, {}),
-     r"conservation bigWig .*cons.bw has no chromosome chr1.*\(it names them like '1'"),
+    (lambda d, p: write_bigwig(d / "cons.bw", {"chrUn_a": 1000}, {}),
+     r"conservation bigWig .*cons.bw has none of the chromosomes with windows \(chr1, chr2, chr3, chr4\); it has "
+     r"chrUn_a: is it of another assembly"),
     (lambda d, p: (d / "A.bw").unlink(), "bigWig of target A .*A.bw: no such file"),
     (lambda d, p: (d / "targets.txt").write_text("identifier\tfile\n"), "missing columns clip, sum_stat, description"),
-    (lambda d, p: (d / "blacklist.bed").write_text("1\t0\t10\n"), "blacklist .* names none of the genome's chromosomes"),
+    (lambda d, p: (d / "blacklist.bed").write_text("chrUn_x\t0\t10\n"),
+     r"blacklist .* names none of the genome's chromosomes \(it names chrUn_x; the sizes file chr1, chr2"),
     (lambda d, p: setattr(p, "test_chroms", ["chr3"]), "chr3 is in both the validation and the test split"),
     (lambda d, p: setattr(p, "valid_chroms", ["chrX"]), "split chromosome chrX is not in"),
     (lambda d, p: setattr(p, "seq_len", 4096), "no window is left"),
     (lambda d, p: (d / "B.peaks.bed").write_text("chr1\tten\t20\n"), r"B.peaks.bed, line 1: expected"),
     (lambda d, p: setattr(p, "bed", str(d / "targets.txt")), r"targets.txt, line 1: expected 'chrom<TAB>start"),
     (lambda d, p: (setattr(p, "bed", str(d / "r.bed")), (d / "r.bed").write_text("chrX\t1\t9\n")),
-     "r.bed: chromosome 'chrX' is not in the sizes file"),
+     "no window is left"),
 ])
 def test_bad_input_is_one_clear_error_before_any_work(inputs, change, message):
     change(inputs["dir"], inputs["params"])

@@ -14,7 +14,7 @@ from epiformer.genome import (
     sequence_codes,
 )
 
-from .conftest import write_bigwig, write_fasta
+from .conftest import write_fasta
 
 
 def test_one_hot_order_case_and_unknown_letters():
@@ -115,13 +115,6 @@ def test_missing_and_malformed_files(tmp_path, small_genome):
         Genome(small_genome["fasta"], tmp_path / "nope.bw")
     with pytest.raises(GenomeError, match="genome.fa cannot be opened as a bigWig"):
         Genome(small_genome["fasta"], small_genome["fasta"])
-
-
-def test_bigwig_without_the_chromosome(tmp_path, small_genome):
-    bw = write_bigwig(tmp_path / "only1.bw", {"chr1": 40}, {"chr1": np.zeros(40)})
-    with Genome(small_genome["fasta"], bw) as genome:
-        with pytest.raises(GenomeError, match="only1.bw has no chromosome 'chr2'"):
-            genome.conservation("chr2", 0, 10)
 
 
 def test_chrom_sizes(tmp_path):

@@ -4,6 +4,7 @@ import hdf5plugin
 import numpy as np
 import pytest
 
+from epiformer.checkpoint import load_model
 from epiformer.cli import main
 from epiformer.datasets import DatasetError, ShardDataset, SplitOptions, open_split
 from epiformer.genome import sequence_codes
@@ -126,3 +127,36 @@ def test_train_one_step_and_evaluate_on_the_original_layout(original, tmp_path, 
     assert "target_2" in capsys.readouterr().out
     with pytest.raises(DatasetError, match="expects seq_len 4096"):
         train(load_train_config(None, **{**SMALL, "seq_len": 4096}), folder, tmp_path / "wide", progress=False)
+
+
+def write_targets(path, names, newline="\n"):
+    """A targets.txt in the original's columns, one row per name (the bigWigs need not exist)."""
+    rows = ["identifier\tfile\tclip\tsum_stat\tdescription"] + [f"{n}\t{n}.bw\t32\tmean\t{n} cells" for n in names]
+    path.write_bytes((newline.join(rows) + newline).encode())
+    return path
+
+
+def test_targets_txt_names_the_original_files_targets_in_train_and_evaluate(original, tmp_path, capsys):
+    """--targets: row i of targets.txt names target i of the original's files (which record no
+    names); the checkpoint carries the names, and evaluating it on those files needs them again."""
+    folder, _ = original
+    names = ["MGC", "OPC", "ASC"]
+    targets = write_targets(tmp_path / "targets.txt", names, newline="\r\n")
+    args = ["train", "-i", str(folder), "--targets", str(targets), "-o", str(tmp_path / "run"), "-q"]
+    for key, value in SMALL.items():
+        args += [f"--{key}", str(value)]
+    assert main(args) == 0
+    checkpoint = str(tmp_path / "run.last.pth.tar")
+    assert load_model(checkpoint).target_names == names
+    assert main(["evaluate", "-m", checkpoint, "-i", str(folder), "-t", str(targets)]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in names)
+    assert main(["evaluate", "-m", checkpoint, "-i", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"predicts {names} but the test split has ['target_0', 'target_1', 'target_2']" in err
+    assert "--targets targets.txt" in err and "Traceback" not in err and err.count("\n") == 1
+    two = write_targets(tmp_path / "two.txt", names[:2])
+    assert main(["evaluate", "-m", checkpoint, "-i", str(folder), "-t", str(two)]) == 2
+    err = capsys.readouterr().err
+    assert f"{two} lists 2 target(s) but {folder / 'brain.0.h5'} holds 3" in err and err.count("\n") == 1
+    assert open_split(folder, "test", SplitOptions(targets=str(targets)), target_index=1).target_names == ["OPC"]

@@ -212,3 +212,46 @@ def test_shift_flag_is_parsed_once_for_every_command(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args(command + ["-m", "m", "--fa", "f", "--shifts=a,b"])
         assert "expected comma-separated whole numbers" in capsys.readouterr().err
+
+
+@pytest.fixture
+def original_layout_folder(tmp_path, demo_data, precomputed):
+    """The original pred_signals.py's working folder over the demo genome: genome/demo.fa,
+    genome/demo.phastCons.bw, targets/demo.targets.txt and the tiny eight-target model."""
+    import shutil
+
+    for sub in ("genome", "targets", "pred"):
+        (tmp_path / sub).mkdir()
+    shutil.copy(demo_data / "genome.fa", tmp_path / "genome" / "demo.fa")
+    shutil.copy(demo_data / "conservation.bw", tmp_path / "genome" / "demo.phastCons.bw")
+    header, *rows = [line.split("\t") for line in (demo_data / "targets.txt").read_text().splitlines()]
+    paths = [header.index("file"), header.index("peak")]
+    rows = [[str(demo_data / v) if i in paths else v for i, v in enumerate(row)] for row in rows]
+    (tmp_path / "targets" / "demo.targets.txt").write_text("".join("\t".join(r) + "\n" for r in [header, *rows]))
+    shutil.copy(precomputed.parent / "model.pth.tar", tmp_path / "model.pth.tar")
+    return tmp_path
+
+
+def test_pred_signals_takes_the_originals_flags_and_writes_its_files(original_layout_folder, capsys, monkeypatch):
+    monkeypatch.chdir(original_layout_folder)
+    flags = ["pred-signals", "-m", "model.pth.tar", "-s", "demo", "-r", "chr1:100001-105000", "-d", "./",
+             "--seqlen", "8192", "--binsize", "128", "--device", "cpu"]
+    assert main([*flags, "--index", "4", "-o", "pred/MGC"]) == 0
+    assert "Model_Corr (MGC" in capsys.readouterr().out
+    prefix = original_layout_folder / "pred" / "MGC.demo.chr1:100001-105000"
+    predicted, observed = (np.loadtxt(f"{prefix}.{k}_signals.tsv", ndmin=2) for k in ("pred", "true"))
+    assert predicted.shape == observed.shape == (1, 48)
+    with pyBigWig.open(f"{prefix}.MGC.bw") as bw:
+        np.testing.assert_allclose(predicted[0], [v for _, _, v in bw.intervals("chr1")], rtol=1e-6)
+    assert main([*flags, "-o", "pred/all"]) == 0                 # no --index: every output, one row each
+    assert np.loadtxt(original_layout_folder / "pred" / "all.demo.chr1:100001-105000.pred_signals.tsv").shape == (8, 48)
+
+    (original_layout_folder / "genome" / "demo.phastCons.bw").unlink()
+    assert main([*flags, "--index", "4", "-o", "pred/nocons"]) == 0
+    assert "no genome/demo.phastCons.bw" in capsys.readouterr().out
+    for extra, message in ((["--index", "99", "-o", "pred/x"], "--index 99 is out of range"),
+                           (["-s", "mouse", "-o", "pred/x"], "no genome FASTA"),
+                           (["--seqlen", "98304", "-o", "pred/x"], "--seqlen 98304 does not match the model")):
+        assert main([*flags, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

@@ -42,7 +42,7 @@ def vcf(demo_data, tmp_path):
         f"chr1\t100050\t.\t{b2}\t<DEL>\t.\tPASS\tSVTYPE=DEL",                     # symbolic
         "chr1\tnotanumber\t.\tA\tG\t.\tPASS\t.",                                  # malformed
         "chr1\t100060",                                                           # too few columns
-        f"1\t100050\t.\t{b2}\t{other(b2)}\t.\tPASS\t.",                           # contig named differently
+        f"chrUn_x\t100050\t.\t{b2}\t{other(b2)}\t.\tPASS\t.",                     # contig the genome lacks
         f"chr2\t50001\tmm\t{other(b3)}\t{b3}\t.\tPASS\t.",                        # REF/ALT swapped
         f"chr1\t100050\tdel\t{b2}{base(demo_data, 'chr1', 100_051)}\t{b2}\t.\tPASS\t.",  # deletion
     ]
@@ -104,7 +104,8 @@ def test_outputs_and_mismatch_modes(predictor, vcf, tmp_path):
     settings, skipped = table(tmp_path / "s.skipped.tsv")
     assert all(len(row) == 3 for row in skipped), "a malformed line's tabs stay inside its column"
     assert ["7", "chr1\\t100060"] == skipped[[r[0] for r in skipped].index("7")][:2]
-    assert any("the genome calls it 'chr1'" in r[2] for r in skipped) and any("reference mismatch" in r[2] for r in skipped)
+    assert any("chromosome 'chrUn_x' is not in genome.fa" in r[2] for r in skipped) and \
+        any("reference mismatch" in r[2] for r in skipped)
     settings, rows = table(tmp_path / "s.tsv")
     assert settings["score_bp"] == 1024 and settings["precision"] == "fp32" and settings["reverse_complement"]
     assert settings["conservation"]["file"] == "conservation.bw" and len(settings["conservation"]["sha256"]) == 64

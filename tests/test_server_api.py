@@ -265,6 +265,8 @@ def test_predict_raw_sequence(api, genome):
     assert out["start"] == 1024 - (8192 - 2000) // 2
     with_cons = api.post("/api/predict", json={"sequence": seq, "conservation": [2.0] * len(seq)}).json
     assert with_cons["tracks"] != out["tracks"]
+    both = api.post("/api/predict", json={"sequence": seq, "region": "chr1:120,001-122,000"})
+    assert both.status_code == 400 and "not both" in both.json["error"]["message"]
 
 
 def test_variant_track_is_bedgraph_of_the_diff(api, genome):

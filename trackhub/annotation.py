@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from epiformer.errors import UserError
-from epiformer.vcf import open_text
+from epiformer.files import open_text
 
 BED12_AUTOSQL = '''table bed12
 "Gene annotation"
@@ -62,7 +62,7 @@ def read_gtf(path: Path, chrom_sizes: dict[str, int]) -> list[Record]:
         for line, text in enumerate(handle, start=1):
             if not text.strip() or text.startswith("#"):
                 continue
-            fields = text.rstrip("\n").split("\t")
+            fields = text.rstrip("\r\n").split("\t")
             if len(fields) < 9:
                 raise AnnotationError(f"{path}, line {line}: a GTF line has 9 tab-separated columns, this one "
                                       f"{len(fields)}")
@@ -99,7 +99,7 @@ def read_bed(path: Path, chrom_sizes: dict[str, int]) -> list[Record]:
         for line, text in enumerate(handle, start=1):
             if not text.strip() or text.startswith(("#", "track", "browser")):
                 continue
-            fields = text.rstrip("\n").split("\t")
+            fields = text.rstrip("\r\n").split("\t")
             try:
                 chrom, start, end = fields[0], int(fields[1]), int(fields[2])
             except (IndexError, ValueError):

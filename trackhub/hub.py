@@ -36,10 +36,11 @@ import numpy as np
 
 from epiformer.errors import UserError
 from epiformer.files import atomic_path, sha256_file
+from epiformer.genome import sequence_file_kind
 
 from .annotation import write_annotation_bigbed
 from .checksums import write_sha256sums
-from .twobit import write_twobit
+from .twobit import write_fasta, write_twobit
 
 # Assemblies UCSC hosts (a hub for them needs no sequence); anything else becomes an assembly hub.
 UCSC_GENOMES = frozenset({"hg38", "hg19", "hg18", "hs1", "mm39", "mm10", "mm9", "rn7", "rn6", "danRer11",
@@ -160,8 +161,11 @@ def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, opti
     write_twobit(fasta, twobit)
     with atomic_path(chrom_sizes) as tmp:
         tmp.write_text("".join(f"{c}\t{n}\n" for c, n in genome["chrom_sizes"].items()))
-    _link_or_copy(fasta, fasta_copy)
-    _link_or_copy(Path(f"{fasta}.fai"), fasta_index)
+    if sequence_file_kind(fasta) == "text":
+        _link_or_copy(fasta, fasta_copy)
+        _link_or_copy(Path(f"{fasta}.fai"), fasta_index)
+    else:                                   # igv.js and IGV desktop read the plain FASTA and its .fai
+        write_fasta(fasta, fasta_copy)
 
     first_chrom = next(iter(genome["chrom_sizes"]))
     sources = [hubdir / t["hub_file"] for t in tracks]

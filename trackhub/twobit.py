@@ -1,4 +1,5 @@
-"""Writing UCSC .2bit files (the genome of an assembly hub; igv.js reads them too).
+"""Writing UCSC .2bit files (the genome of an assembly hub; igv.js reads them too), and the plain
+FASTA copy of a genome that ships in another form.
 
 Layout (all integers 32-bit little-endian): header (signature 0x1A412743, version 0, sequence
 count, reserved 0); an index of (name length byte, name, record offset); then per sequence its
@@ -15,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from epiformer.files import OutputError, atomic_path
-from epiformer.genome import Genome
+from epiformer.genome import BLOCK_BP, TWOBIT_SIGNATURE, Genome, index_fasta
 
-SIGNATURE = 0x1A412743
 # Byte -> 2-bit code (T=0, C=1, A=2, G=3); other letters get 0 and are covered by N blocks.
 _PACK = np.zeros(256, dtype=np.uint8)
 for _base, _code in zip("TCAG", range(4)):
@@ -68,7 +68,7 @@ def write_twobit(fasta: str | os.PathLike, out: str | os.PathLike) -> Path:
                 raise OutputError(f"cannot write {out}: sequence name {name[:40]}... is longer than 255 bytes")
         index_size = sum(1 + len(n.encode()) + 4 for n in names)
         with atomic_path(out) as tmp, open(tmp, "wb") as handle:
-            handle.write(struct.pack("<IIII", SIGNATURE, 0, len(names), 0) + bytes(index_size))
+            handle.write(struct.pack("<IIII", TWOBIT_SIGNATURE, 0, len(names), 0) + bytes(index_size))
             offsets = []
             for name in names:
                 offsets.append(handle.tell())
@@ -80,4 +80,20 @@ def write_twobit(fasta: str | os.PathLike, out: str | os.PathLike) -> Path:
             for name, offset in zip(names, offsets):
                 encoded = name.encode()
                 handle.write(struct.pack("<B", len(encoded)) + encoded + struct.pack("<I", offset))
+    return out
+
+
+def write_fasta(genome_file: str | os.PathLike, out: str | os.PathLike, width: int = 60) -> Path:
+    """Write every sequence of a genome in any form :class:`Genome` reads (a bgzip-compressed
+    FASTA, a .2bit) to ``out`` as a plain FASTA, atomically, and index it (``out.fai``); memory:
+    ``BLOCK_BP`` bases."""
+    out = Path(out)
+    step = BLOCK_BP // width * width
+    with Genome(genome_file) as genome, atomic_path(out) as tmp, open(tmp, "w") as handle:
+        for name, size in genome.chrom_sizes.items():
+            handle.write(f">{name}\n")
+            for lo in range(0, size, step):
+                seq = genome.sequence(name, lo, min(lo + step, size))
+                handle.writelines(seq[i: i + width] + "\n" for i in range(0, len(seq), width))
+    index_fasta(out)
     return out
