@@ -175,14 +175,16 @@ def predict_regions(predictor: Predictor, regions: list[tuple[str, int, int]], o
 
 def original_layout(folder: str | os.PathLike, species: str) -> dict[str, Path | None]:
     """The files the original ``pred_signals.py`` finds in its working folder (``-d``) for a
-    species (``-s``): ``genome/SPECIES.fa``, ``genome/SPECIES.phastCons.bw`` (None when absent:
-    every base a factor of 1, as there) and ``targets/SPECIES.targets.txt`` (None when absent)."""
+    species (``-s``): ``genome/SPECIES.fa`` (or ``.fa.gz``, ``.fa.bgz``, ``.2bit``: the genome as
+    it shipped), ``genome/SPECIES.phastCons.bw`` (None when absent: every base a factor of 1, as
+    there) and ``targets/SPECIES.targets.txt`` (None when absent)."""
     root = Path(folder)
-    fasta = root / "genome" / f"{species}.fa"
-    if not fasta.is_file():
-        raise GenomeError(f"-d {folder} -s {species}: no genome FASTA {fasta} (the original's layout is "
-                          f"DIR/genome/{species}.fa, DIR/genome/{species}.phastCons.bw and "
-                          f"DIR/targets/{species}.targets.txt)")
+    candidates = [root / "genome" / f"{species}{suffix}" for suffix in (".fa", ".fa.gz", ".fa.bgz", ".2bit")]
+    fasta = next((path for path in candidates if path.is_file()), None)
+    if fasta is None:
+        raise GenomeError(f"-d {folder} -s {species}: no genome FASTA {candidates[0]} (nor .fa.gz, .fa.bgz or "
+                          f".2bit; the original's layout is DIR/genome/{species}.fa, "
+                          f"DIR/genome/{species}.phastCons.bw and DIR/targets/{species}.targets.txt)")
     conservation = root / "genome" / f"{species}.phastCons.bw"
     targets = root / "targets" / f"{species}.targets.txt"
     return {"fasta": fasta, "conservation": conservation if conservation.is_file() else None,

@@ -233,6 +233,8 @@ def original_layout_folder(tmp_path, demo_data, precomputed):
 
 
 def test_pred_signals_takes_the_originals_flags_and_writes_its_files(original_layout_folder, capsys, monkeypatch):
+    import pysam
+
     monkeypatch.chdir(original_layout_folder)
     flags = ["pred-signals", "-m", "model.pth.tar", "-s", "demo", "-r", "chr1:100001-105000", "-d", "./",
              "--seqlen", "8192", "--binsize", "128", "--device", "cpu"]
@@ -247,7 +249,10 @@ def test_pred_signals_takes_the_originals_flags_and_writes_its_files(original_la
     assert np.loadtxt(original_layout_folder / "pred" / "all.demo.chr1:100001-105000.pred_signals.tsv").shape == (8, 48)
 
     (original_layout_folder / "genome" / "demo.phastCons.bw").unlink()
-    assert main([*flags, "--index", "4", "-o", "pred/nocons"]) == 0
+    fasta = original_layout_folder / "genome" / "demo.fa"
+    pysam.tabix_compress(str(fasta), f"{fasta}.gz")          # bgzip
+    fasta.unlink()
+    assert main([*flags, "--index", "4", "-o", "pred/nocons"]) == 0          # genome/demo.fa.gz, as it shipped
     assert "no genome/demo.phastCons.bw" in capsys.readouterr().out
     for extra, message in ((["--index", "99", "-o", "pred/x"], "--index 99 is out of range"),
                            (["-s", "mouse", "-o", "pred/x"], "no genome FASTA"),
