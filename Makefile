@@ -14,7 +14,7 @@ SYSTEM_PROGRAMS := bedtools=bedtools npm=npm
 BROWSER_PROGRAMS := chromium=chromium chromedriver=chromium-driver
 TEST_PROGRAMS := nginx=nginx-light
 IGV_VERSION := 3.8.10
-IGV_JS := server/static/vendor/igv.min.js
+IGV_JS := static/vendor/igv.min.js
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -23,14 +23,14 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP) $(IGV_JS)
 
-# igv.js, pinned, from the npm registry into server/static/vendor (the page never loads it from a CDN)
+# igv.js, pinned, from the npm registry into static/vendor (the page never loads it from a CDN)
 $(IGV_JS): Makefile
 	@scripts/system-deps.sh npm=npm
-	rm -rf server/static/.npm
-	npm install --silent --no-audit --no-fund --prefix server/static/.npm igv@$(IGV_VERSION)
-	mkdir -p server/static/vendor
-	cp server/static/.npm/node_modules/igv/dist/igv.min.js $@.tmp && mv $@.tmp $@
-	rm -rf server/static/.npm
+	rm -rf static/.npm
+	npm install --silent --no-audit --no-fund --prefix static/.npm igv@$(IGV_VERSION)
+	mkdir -p static/vendor
+	cp static/.npm/node_modules/igv/dist/igv.min.js $@.tmp && mv $@.tmp $@
+	rm -rf static/.npm
 
 system-deps:
 	@scripts/system-deps.sh $(SYSTEM_PROGRAMS)
@@ -55,4 +55,4 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) demo_out test-artifacts *.egg-info build dist server/static/vendor
+	rm -rf $(VENV) demo_out test-artifacts *.egg-info build dist static/vendor

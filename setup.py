@@ -5,6 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
+STAGES = ("server", "precompute", "trackhub", "static")
 version = re.search(r'__version__ = "([^"]+)"', (here / "epiformer" / "__init__.py").read_text()).group(1)
 
 setup(
@@ -14,9 +15,12 @@ setup(
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["epiformer*", "precompute*", "trackhub*", "server*"]),
+    # Everything installs under the one name epiformer: the library, and the stages whose folders
+    # sit at the repository's top level (server/, precompute/, trackhub/, and the page in static/).
+    packages=find_packages(include=["epiformer", "epiformer.*"]) + [f"epiformer.{name}" for name in STAGES],
+    package_dir={f"epiformer.{name}": name for name in STAGES},
     # The page (with igv.js when make install has fetched it) and the JASPAR matrices demo-data plants.
-    package_data={"server": ["static/*", "static/vendor/*"], "epiformer": ["data/*"]},
+    package_data={"epiformer.static": ["*", "vendor/*"], "epiformer": ["data/*"]},
     install_requires=[
         "torch>=2.4,<3",
         "numpy>=1.24",

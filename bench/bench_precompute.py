@@ -49,9 +49,9 @@ from epiformer.genome import CONSERVATION_DTYPE, Genome  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
 from epiformer.modelset import ModelSet, load_model_set  # noqa: E402
 from epiformer.inference import InferenceSettings  # noqa: E402
-from precompute import PrecomputeOptions, plan_tiles, precompute  # noqa: E402
-from precompute.job import default_io_workers  # noqa: E402
-from precompute.pipeline import BatchReader, measure_rate  # noqa: E402
+from epiformer.precompute import PrecomputeOptions, plan_tiles, precompute  # noqa: E402
+from epiformer.precompute.job import default_io_workers  # noqa: E402
+from epiformer.precompute.pipeline import BatchReader, measure_rate  # noqa: E402
 
 HG38_BP = 3.1e9
 # Dense bf16 tensor-core peak FLOP/s by device name (vendor data sheets, SXM parts).

@@ -49,9 +49,9 @@ from epiformer.genome import Genome  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
 from epiformer.modelset import load_model_set  # noqa: E402
 from epiformer.inference import InferenceSettings  # noqa: E402
-from precompute import PrecomputeOptions, precompute  # noqa: E402
-from server import gunicorn_command  # noqa: E402
-from trackhub import build_hub  # noqa: E402
+from epiformer.precompute import PrecomputeOptions, precompute  # noqa: E402
+from epiformer.server import gunicorn_command  # noqa: E402
+from epiformer.trackhub import build_hub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RANGE_SCRIPT = """

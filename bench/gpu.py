@@ -75,8 +75,8 @@ def forward_rate(models, device: torch.device, bf16: bool, windows: int, batch: 
 def server_rate(precompute_dir: Path, checkpoint: Path, device: torch.device, snvs: list, clients: int) -> float:
     """Variant queries/s (one SNV each) through the server's predictor and batcher from ``clients`` threads."""
     from epiformer.manifest import read_manifest
-    from server.config import ServerConfig
-    from server.predictor import ServerPredictor
+    from epiformer.server.config import ServerConfig
+    from epiformer.server.predictor import ServerPredictor
 
     cfg = ServerConfig(precompute_dir=str(precompute_dir), models=[str(checkpoint)], device=str(device),
                        precision="bf16" if device.type == "cuda" else "fp32", cache_windows=0)
@@ -112,7 +112,7 @@ def main() -> None:
     device = select_device(args.device)
     cuda = device.type == "cuda"
     precision = "bf16" if cuda else "fp32"
-    from precompute import PrecomputeOptions, precompute
+    from epiformer.precompute import PrecomputeOptions, precompute
 
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:

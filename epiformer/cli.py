@@ -104,7 +104,7 @@ EPILOG_SERVE = """examples:
       --host 0.0.0.0 --port 8000 --public-url https://tracks.example.org
   # the same in production, configured by the environment
   EPIFORMER_PRECOMPUTE_DIR=hg38_tracks EPIFORMER_MODELS=models.tsv EPIFORMER_BIND=0.0.0.0:8000 \\
-      gunicorn -c server/gunicorn.conf.py 'server:create_app()'
+      gunicorn -c server/gunicorn.conf.py 'epiformer.server:create_app()'
 """
 
 EPILOG_SCORE = """examples:
@@ -278,7 +278,7 @@ def _pred_signals(args: argparse.Namespace) -> None:
 
 
 def _precompute(args: argparse.Namespace) -> None:
-    from precompute import PrecomputeOptions, precompute
+    from .precompute import PrecomputeOptions, precompute
 
     from .config import check_window_flags
     from .distributed import parse_shard
@@ -297,14 +297,14 @@ def _precompute(args: argparse.Namespace) -> None:
 
 
 def _precompute_merge(args: argparse.Namespace) -> None:
-    from precompute import merge_tracks, merged_files
+    from .precompute import merge_tracks, merged_files
 
     manifest = merge_tracks(args.outdir, progress=not args.quiet, specificity=args.specificity)
     print(f"wrote {merged_files(manifest)} in {args.outdir}/tracks and {args.outdir}/manifest.json")
 
 
 def _hub(args: argparse.Namespace) -> None:
-    from trackhub import HubOptions, build_hub
+    from .trackhub import HubOptions, build_hub
 
     options = HubOptions(email=args.email, base_url=args.base_url, assembly_hub=args.assembly_hub,
                          organism=args.organism, scientific_name=args.scientific_name, annotation=args.annotation)
@@ -317,8 +317,8 @@ def _hub(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from server.config import load_config
-    from server.production import hub_dir, serve
+    from .server.config import load_config
+    from .server.production import hub_dir, serve
 
     overrides = {"precompute_dir": args.precompute_dir, "models": args.model, "fasta": args.fa,
                  "conservation": "none" if args.no_conservation else args.seqcons, "targets": args.targets,

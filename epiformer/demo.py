@@ -470,7 +470,7 @@ def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> 
     row per cell type, then the mean) and the precompute manifest."""
     import time
 
-    from precompute import PrecomputeOptions, precompute
+    from .precompute import PrecomputeOptions, precompute
 
     from .calibration import calibrate, calibration_path, find_calibration
     from .datasets import generate_datasets

@@ -1,6 +1,6 @@
 """The Flask track server: the hub's files with byte ranges, the JSON API and the page.
 
-Production: ``gunicorn -c server/gunicorn.conf.py 'server:create_app()'`` with the settings in
+Production: ``gunicorn -c server/gunicorn.conf.py 'epiformer.server:create_app()'`` with the settings in
 ``EPIFORMER_*`` environment variables (see :mod:`server.config`); ``epiformer serve`` does the
 same for one machine.
 """
@@ -20,7 +20,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import ServerConfig, ServerConfigError, body_limit_message, load_config
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The page: static/ beside this package, both in the repository (static/ at its top level) and
+# installed (epiformer/static).
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 log = logging.getLogger("epiformer.server")
 # The page loads everything from this origin (igv.js is served from /static/vendor): nothing else
@@ -35,14 +37,14 @@ PAGE_HEADERS = {
 
 def gunicorn_command() -> list[str]:
     """The production server's command line: gunicorn, its configuration file, the app factory."""
-    return [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "server:create_app()"]
+    return [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "epiformer.server:create_app()"]
 
 
 def ensure_hub(precompute_dir: Path, hub_dir: Path, annotation: str = "") -> Path:
     """Build the hub of ``precompute_dir`` into ``hub_dir`` when it is missing, older than the
     precompute's manifest (a regenerated run), without SHA256SUMS (a hub from before the
     checksums) or holding another annotation than ``annotation``; returns ``hub_dir``."""
-    from trackhub import SUMS_FILE, HubOptions, annotation_source, build_hub
+    from epiformer.trackhub import SUMS_FILE, HubOptions, annotation_source, build_hub
 
     hub = hub_dir / "hub.txt"
     manifest = precompute_dir / "manifest.json"
@@ -89,7 +91,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/")
     def index() -> Response:
-        """The page: igv.js over this server's genome and tracks (server/static/index.html)."""
+        """The page: igv.js over this server's genome and tracks (static/index.html)."""
         response = app.send_static_file("index.html")
         response.headers["Cache-Control"] = "no-cache"
         response.headers.update(PAGE_HEADERS)

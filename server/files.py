@@ -30,7 +30,7 @@ from werkzeug.security import safe_join
 from werkzeug.utils import get_content_type
 from werkzeug.wsgi import wrap_file
 
-from trackhub import file_etag
+from epiformer.trackhub import file_etag
 
 files = Blueprint("files", __name__)
 

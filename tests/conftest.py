@@ -16,7 +16,7 @@ import torch
 
 from epiformer.config import preset
 from epiformer.model import Epiformer
-from server import gunicorn_command
+from epiformer.server import gunicorn_command
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,7 +247,7 @@ def precomputed(tmp_path_factory, demo_data) -> Path:
     from epiformer.demo import CELL_TYPES
     from epiformer.inference import InferenceSettings
     from epiformer.modelset import load_model_set
-    from precompute import PrecomputeOptions, precompute
+    from epiformer.precompute import PrecomputeOptions, precompute
 
     torch.manual_seed(5)
     folder = tmp_path_factory.mktemp("precomputed")
@@ -261,7 +261,7 @@ def precomputed(tmp_path_factory, demo_data) -> Path:
 def make_model_app(precomputed: Path, hub_dir: Path, **settings):
     """The server app over the session's precompute folder (hub built in ``hub_dir``) with its tiny
     model on the CPU; ``settings`` add to or override these."""
-    from server import create_app
+    from epiformer.server import create_app
 
     return create_app({"precompute_dir": str(precomputed), "hub_dir": str(hub_dir), "log_requests": False,
                        "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu", **settings})
@@ -270,7 +270,7 @@ def make_model_app(precomputed: Path, hub_dir: Path, **settings):
 @pytest.fixture
 def app(precomputed, tmp_path):
     """The server app over the session's precompute folder, with its hub built in tmp_path."""
-    from server import create_app
+    from epiformer.server import create_app
 
     return create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False})
 

@@ -11,7 +11,7 @@ from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
 
 from epiformer.genome import Genome
-from server.openapi import openapi_document
+from epiformer.server.openapi import openapi_document
 
 from .conftest import make_model_app
 

@@ -25,7 +25,7 @@ from epiformer.files import read_table
 from epiformer.genome import ChromNames, Genome, GenomeError, genome_chrom_name, sequence_codes
 from epiformer.predict import observed_tracks
 from epiformer.targets import Target
-from trackhub import build_hub, write_twobit
+from epiformer.trackhub import build_hub, write_twobit
 
 from .conftest import write_bigwig, write_fasta
 from .test_datasets import SIZES, inputs, windows_of  # noqa: F401  (inputs: the fixture of a genome checked by hand)

@@ -120,7 +120,7 @@ def test_security_headers(hostile_client):
 def test_a_forged_host_cannot_choose_the_links(precomputed, tmp_path):
     """Without public_url, links come from the Host only when it is allowed (else 400), answers that
     depend on it say Vary: Host, and forwarded headers count only with proxy_hops."""
-    from server import create_app
+    from epiformer.server import create_app
 
     base = {"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False}
     client = create_app(base).test_client()

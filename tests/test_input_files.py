@@ -29,7 +29,7 @@ from epiformer.interpret import read_regions as interpret_regions
 from epiformer.predict import read_regions_arg
 from epiformer.targets import PeakSet, TargetsError, read_targets
 from epiformer.vcf import read_variants
-from trackhub.annotation import read_bed as annotation_records
+from epiformer.trackhub.annotation import read_bed as annotation_records
 
 from .test_datasets import inputs  # noqa: F401  (the fixture: a genome small enough to check by hand)
 from .test_scoring import HEADER, base, other

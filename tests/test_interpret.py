@@ -145,7 +145,7 @@ def test_top_peaks_are_the_strongest_predicted_bins(folder):
 def test_the_hub_gets_contribution_and_mutagenesis_composites(job, folder, tmp_path):
     import xml.etree.ElementTree as ET
 
-    from trackhub import build_hub
+    from epiformer.trackhub import build_hub
 
     from .test_trackhub import check_tracks, read_stanzas
 
@@ -191,7 +191,7 @@ def test_a_batch_of_regions_gives_each_its_own_gradient(demo_data, model_path):
 
 
 def test_the_servers_track_list_keeps_interpretation_apart(job, folder, tmp_path):
-    from server import create_app
+    from epiformer.server import create_app
 
     job(method="grad")
     app = create_app({"precompute_dir": str(folder), "hub_dir": str(tmp_path / "hub"), "log_requests": False})

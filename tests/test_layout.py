@@ -5,7 +5,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMAND_PACKAGES = ("precompute", "server", "trackhub")
+STAGE_FOLDERS = ("precompute", "server", "trackhub")          # top-level folders, installed as epiformer.NAME
+COMMAND_PACKAGES = tuple(f"epiformer.{name}" for name in STAGE_FOLDERS)
 
 
 def imports(path: Path) -> list[tuple[str, str | None]]:
@@ -30,7 +31,7 @@ def test_the_library_never_imports_the_command_packages():
     upward = []
     for path in sorted((ROOT / "epiformer").glob("*.py")):
         for name, function in imports(path):
-            if name.split(".")[0] in COMMAND_PACKAGES and not (
+            if name.startswith(COMMAND_PACKAGES) and not (
                     path.name == "cli.py" or (path.name == "demo.py" and function == "run_demo")):
                 upward.append(f"{path.name} ({function or 'module'}) imports {name}")
     assert upward == []
@@ -53,3 +54,13 @@ def test_no_import_cycle_among_library_modules():
     for module in sorted(graph):
         walk(module, [module])
     assert cycles == []
+
+
+def test_everything_is_imported_under_the_one_installed_name():
+    """server/, precompute/ and trackhub/ install as epiformer.server, epiformer.precompute and
+    epiformer.trackhub (PyPI has packages named trackhub and precompute): no code imports them
+    by their folder names."""
+    sources = [p for folder in ("epiformer", *STAGE_FOLDERS, "tests", "bench") for p in (ROOT / folder).rglob("*.py")]
+    by_folder_name = [f"{path.relative_to(ROOT)} imports {name}" for path in sorted(sources)
+                      for name, _ in imports(path) if name.split(".")[0] in STAGE_FOLDERS]
+    assert by_folder_name == []

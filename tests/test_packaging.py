@@ -1,4 +1,5 @@
-"""The wheel works outside the source tree: it carries the page and the demo's JASPAR matrices.
+"""The wheel works outside the source tree: it carries the page and the demo's JASPAR matrices,
+installs everything under the one name ``epiformer`` and lives beside PyPI's ``trackhub``.
 
 The project's wheel is built from a copy of its sources (so no build/ or egg-info is written into
 the checkout and no stale build/lib leaks into the wheel) and installed with --no-deps into a
@@ -15,6 +16,7 @@ import shutil
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from epiformer import save_checkpoint
 from epiformer.config import preset
 from epiformer.demo import CELL_TYPES
 from epiformer.model import Epiformer
-from server import STATIC_DIR
+from epiformer.server import STATIC_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 IGV_JS = STATIC_DIR / "vendor" / "igv.min.js"   # in the sources the wheel is built from
@@ -35,8 +37,9 @@ pytestmark = pytest.mark.slow
 
 SERVE_PAGE = """
 import json, os, subprocess
-import epiformer, server
-from server import GUNICORN_CONF, create_app, gunicorn_command
+import epiformer
+from epiformer import server
+from epiformer.server import GUNICORN_CONF, create_app, gunicorn_command
 
 app = create_app({"precompute_dir": "pre", "log_requests": False})
 client = app.test_client()
@@ -47,6 +50,13 @@ gunicorn = subprocess.run(gunicorn_command() + ["--check-config"], capture_outpu
 print(json.dumps({"epiformer": epiformer.__file__, "server": server.__file__, "gunicorn_conf": str(GUNICORN_CONF),
                   "gunicorn_check": [gunicorn.returncode, gunicorn.stdout + gunicorn.stderr], "status": status,
                   "index": client.get("/").get_data(as_text=True)}))
+"""
+
+
+PYPI_TRACKHUB = "1.0"
+FIND_TRACKHUBS = """
+import importlib.util, json
+print(json.dumps({name: importlib.util.find_spec(name).origin for name in ("trackhub", "epiformer.trackhub")}))
 """
 
 
@@ -65,6 +75,10 @@ def test_wheel_serves_the_page_and_makes_the_demo_outside_the_source_tree(tmp_pa
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
           "--disable-pip-version-check", "-w", str(wheels), str(source)], tmp_path, env)
     wheel, = wheels.glob("epiformer-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        top = {name.split("/")[0] for name in archive.namelist()}
+        assert "epiformer/static/index.html" in archive.namelist()
+    assert top == {"epiformer", wheel.name.split("-py")[0] + ".dist-info"}, top
 
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
     python = venv / "bin" / "python"
@@ -73,6 +87,12 @@ def test_wheel_serves_the_page_and_makes_the_demo_outside_the_source_tree(tmp_pa
     (venv_site / "project-dependencies.pth").write_text("".join(f"{path}\n" for path in site.getsitepackages()))
     _run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
           "--disable-pip-version-check", str(wheel)], tmp_path, env)
+    # PyPI's trackhub (UCSC track hubs from Python), as users may have it beside this package
+    _run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--ignore-installed", "-q",
+          "--disable-pip-version-check", f"trackhub=={PYPI_TRACKHUB}"], tmp_path, env)
+    found = json.loads(_run([str(python), "-c", FIND_TRACKHUBS], work, env))
+    assert Path(found["trackhub"]).resolve().parent.name == "trackhub", found
+    assert Path(found["epiformer.trackhub"]).resolve().parent.parent.name == "epiformer", found
 
     epiformer = str(venv / "bin" / "epiformer")
     _run([epiformer, "demo-data", "-o", "data", "--size-mb", "0.3", "--chroms", "2"], work, env)

@@ -12,7 +12,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from epiformer.demo import CELL_TYPES
-from server import STATIC_DIR
+from epiformer.server import STATIC_DIR
 
 from .conftest import make_model_app
 
@@ -428,7 +428,7 @@ def test_the_page_shows_the_annotation_and_the_chosen_cell_types_contributions(i
 @pytest.fixture(scope="module")
 def specific_site(precomputed, tmp_path_factory):
     """A site over a copy of the precompute folder merged again with its specificity tracks."""
-    from precompute import merge_tracks
+    from epiformer.precompute import merge_tracks
 
     folder = shutil.copytree(precomputed, tmp_path_factory.mktemp("specific") / "pc")
     shutil.copy(precomputed.parent / "model.pth.tar", folder.parent / "model.pth.tar")   # where make_model_app looks

@@ -26,8 +26,8 @@ from epiformer.inference import InferenceSettings
 from epiformer.intervals import IntervalIndex
 from epiformer.model import Epiformer
 from epiformer.modelset import load_model_set
-from precompute import PrecomputeError, PrecomputeOptions, merge_tracks, precompute
-from precompute.plan import plan_tiles
+from epiformer.precompute import PrecomputeError, PrecomputeOptions, merge_tracks, precompute
+from epiformer.precompute.plan import plan_tiles
 
 from .conftest import single_output_original, write_bigwig, write_fasta
 

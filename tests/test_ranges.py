@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from werkzeug.wsgi import FileWrapper
 
-from server import create_app
-from trackhub import SUMS_FILE, hub_etags
-from trackhub.checksums import NGINX_ETAGS_FILE
+from epiformer.server import create_app
+from epiformer.trackhub import SUMS_FILE, hub_etags
+from epiformer.trackhub.checksums import NGINX_ETAGS_FILE
 
 from .http_rules import (
     RULES,

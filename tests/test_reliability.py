@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from epiformer.files import sha256_file
-from server import create_app
+from epiformer.server import create_app
 
 from .conftest import distinct_window_snvs, gunicorn, make_model_app
 

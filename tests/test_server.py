@@ -14,8 +14,8 @@ from pathlib import Path
 import pyBigWig
 import pytest
 
-from server import create_app
-from server.config import ServerConfigError, load_config
+from epiformer.server import create_app
+from epiformer.server.config import ServerConfigError, load_config
 
 from .conftest import free_port, gunicorn
 

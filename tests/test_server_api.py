@@ -16,7 +16,7 @@ from epiformer.engine import Engine
 from epiformer.genome import Genome, encode_codes
 from epiformer.modelset import load_model_set
 from epiformer.variants import VariantError, apply_edits, make_variant, parse_variant
-from server.config import ServerConfig, ServerConfigError
+from epiformer.server.config import ServerConfig, ServerConfigError
 
 from .conftest import make_model_app
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from server.buffering import (
+from epiformer.server.buffering import (
     MAX_HEADER_BYTES,
     Framing,
     HeadersTooLarge,

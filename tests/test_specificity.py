@@ -10,7 +10,7 @@ import pytest
 
 from epiformer.cli import main
 from epiformer.demo import CELL_TYPES
-from precompute import PrecomputeError, merge_tracks
+from epiformer.precompute import PrecomputeError, merge_tracks
 
 from .test_trackhub import check_tracks, read_stanzas
 
@@ -60,7 +60,7 @@ def test_a_plain_merge_removes_them_and_one_target_has_none(specific, tmp_path, 
 
 
 def test_the_hub_shows_them_on_one_scale_above_and_below_the_mean(specific, tmp_path):
-    from trackhub import build_hub
+    from epiformer.trackhub import build_hub
 
     result = build_hub(specific, tmp_path / "hub")
     stanzas = read_stanzas(tmp_path / "hub" / "hub.txt")[2:]
@@ -82,7 +82,7 @@ def test_the_hub_shows_them_on_one_scale_above_and_below_the_mean(specific, tmp_
 
 
 def test_the_servers_track_list_keeps_them_apart(specific, tmp_path):
-    from server import create_app
+    from epiformer.server import create_app
 
     app = create_app({"precompute_dir": str(specific), "hub_dir": str(tmp_path / "hub"), "log_requests": False})
     client = app.test_client()

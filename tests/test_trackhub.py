@@ -13,7 +13,7 @@ import pytest
 
 from epiformer.cli import main
 from epiformer.demo import CELL_TYPES
-from trackhub import HubError, HubOptions, build_hub, write_twobit
+from epiformer.trackhub import HubError, HubOptions, build_hub, write_twobit
 
 from .conftest import write_fasta
 
@@ -244,7 +244,7 @@ def test_gene_annotation_becomes_a_bigbed_track(precomputed, tmp_path, capsys):
 
 
 def test_the_server_serves_the_annotation_it_is_given(precomputed, tmp_path, demo_data):
-    from server import create_app
+    from epiformer.server import create_app
 
     first = create_app({"precompute_dir": str(precomputed), "hub_dir": str(tmp_path / "hub"), "log_requests": False,
                         "annotation": str(demo_data / "annotation.bed")})
