@@ -16,7 +16,6 @@ depend on them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile

@@ -1,14 +1,7 @@
 """Shared fixtures: the reference checkpoint of the original code, small genomes, tiny models."""
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -16,139 +9,10 @@ import torch
 
 from epiformer.config import preset
 from epiformer.model import Epiformer
-from epiformer.server import gunicorn_command
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).resolve().parent.parent
+from epiformer.datasets import DatasetParameters
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Gunicorn:
-    """A running gunicorn (production config): its base URL, process and log file."""
-
-    def __init__(self, base: str, proc: subprocess.Popen, log: Path) -> None:
-        self.base, self.proc, self.log = base, proc, log
-
-    def workers(self) -> list[int]:
-        """PIDs of the live worker processes."""
-        found = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(pid) for pid in found.split()]
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-
-def wait_until_ready(url: str, proc: subprocess.Popen, output: Callable[[], str]) -> None:
-    """Poll ``url`` until it answers 200; fail with ``output()`` if ``proc`` exits first."""
-    for _ in range(1200):
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited: {output()[-2000:]}")
-            time.sleep(0.1)
-    pytest.fail(f"{url} did not answer")
-
-
-@contextlib.contextmanager
-def gunicorn(settings: dict[str, str], log: Path) -> Iterator[Gunicorn]:
-    """gunicorn -c server/gunicorn.conf.py with ``EPIFORMER_*`` ``settings``, ready when entered,
-    stopped (SIGTERM) on leaving; its output goes to ``log``."""
-    port = free_port()
-    env = {**os.environ, **settings, "EPIFORMER_BIND": f"127.0.0.1:{port}"}
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(gunicorn_command(), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    server = Gunicorn(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        wait_until_ready(f"{server.base}/readyz", proc, server.output)
-        yield server
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-
-
-def distinct_window_snvs(demo_data: Path, count: int) -> list[str]:
-    """SNVs matching the reference, each in its own window, so none shares a forward pass result."""
-    from epiformer.genome import Genome
-
-    found = []
-    with Genome(demo_data / "genome.fa") as genome:
-        for chrom, size in genome.chrom_sizes.items():
-            for pos in range(8_001, size - 8_000, 1_000):   # another bin: another window
-                base = genome.sequence(chrom, pos - 1, pos).upper()
-                if base in "ACGT":
-                    found.append(f"{chrom}:{pos}:{base}:{'C' if base == 'A' else 'A'}")
-    assert len(found) >= count
-    return found[:count]
-
-
-@contextlib.contextmanager
-def epiformer_serve(arguments: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``epiformer serve ARGUMENTS --port P`` as a user runs it; yields its base URL once ready,
-    and stops it (SIGINT, as Ctrl-C does) on leaving. Its output goes to ``log``."""
-    import signal
-    import sys
-
-    port = free_port()
-    with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "epiformer.cli", "serve", *arguments, "--port", str(port)],
-                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {})})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(f"{base}/readyz", proc, log.read_text)
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
-
-
-@contextlib.contextmanager
-def nginx(server_conf: str, folder: Path) -> Iterator[None]:
-    """nginx (the system's) running ``server_conf`` (http-level directives, as deploy/nginx.conf
-    holds) with its pid, logs and temporary files in ``folder``; stopped on leaving."""
-    import shutil
-
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(binary):
-        pytest.skip("nginx is not installed (make test installs it: apt-get install nginx-light)")
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    (folder / "server.conf").write_text(server_conf)
-    user = "user root;" if os.geteuid() == 0 else ""   # its workers must read the test's private folders
-    (folder / "nginx.conf").write_text(f"""{user}
-daemon off;
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {folder}/body;
-  proxy_temp_path {folder}/proxy;
-  fastcgi_temp_path {folder}/fastcgi;
-  uwsgi_temp_path {folder}/uwsgi;
-  scgi_temp_path {folder}/scgi;
-  include {folder}/server.conf;
-}}
-""")
-    check = subprocess.run([binary, "-t", "-c", str(folder / "nginx.conf"), "-p", str(folder)],
-                           capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([binary, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+from .helpers import DATA, PAPER_CHECKPOINT_NAME, SIZES, write_bigwig, write_fasta
 
 
 @pytest.fixture(autouse=True)
@@ -167,16 +31,6 @@ def compat_io() -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def single_output_original(compat_checkpoint, path, output):
-    """An original-format checkpoint with one output, cut from the 3-output reference."""
-    ckpt = torch.load(compat_checkpoint, weights_only=True)
-    ckpt["param"]["multiout_dim"] = 1
-    for key in ("ptw.linear.0.weight", "ptw.linear.0.bias"):
-        ckpt["state_dict"][key] = ckpt["state_dict"][key][output: output + 1].clone()
-    torch.save(ckpt, path)
-    return path
-
-
 @pytest.fixture
 def tiny_model() -> Epiformer:
     return Epiformer(preset("tiny")).eval()
@@ -189,30 +43,6 @@ def tiny_checkpoint(tmp_path) -> Path:
 
     torch.manual_seed(1)
     return save_checkpoint(tmp_path / "m.pth.tar", Epiformer(preset("tiny", multiout_dim=2), ["X", "Y"]).eval())
-
-
-def write_fasta(path: Path, records: dict[str, str], width: int = 60, newline: str = "\n") -> Path:
-    with open(path, "w", newline="") as handle:
-        for name, seq in records.items():
-            handle.write(f">{name}{newline}")
-            for i in range(0, len(seq), width):
-                handle.write(seq[i: i + width] + newline)
-    return path
-
-
-def write_bigwig(path: Path, chrom_sizes: dict[str, int], values: dict[str, np.ndarray]) -> Path:
-    import pyBigWig
-
-    bw = pyBigWig.open(str(path), "w")
-    bw.addHeader(list(chrom_sizes.items()))
-    for chrom, vals in values.items():
-        vals = np.asarray(vals, dtype=np.float64)
-        keep = ~np.isnan(vals)
-        starts = np.flatnonzero(keep)
-        bw.addEntries([chrom] * len(starts), starts.tolist(), ends=(starts + 1).tolist(),
-                      values=vals[keep].tolist())
-    bw.close()
-    return path
 
 
 @pytest.fixture
@@ -258,15 +88,6 @@ def precomputed(tmp_path_factory, demo_data) -> Path:
     return folder / "out"
 
 
-def make_model_app(precomputed: Path, hub_dir: Path, **settings):
-    """The server app over the session's precompute folder (hub built in ``hub_dir``) with its tiny
-    model on the CPU; ``settings`` add to or override these."""
-    from epiformer.server import create_app
-
-    return create_app({"precompute_dir": str(precomputed), "hub_dir": str(hub_dir), "log_requests": False,
-                       "models": [str(precomputed.parent / "model.pth.tar")], "device": "cpu", **settings})
-
-
 @pytest.fixture
 def app(precomputed, tmp_path):
     """The server app over the session's precompute folder, with its hub built in tmp_path."""
@@ -278,9 +99,6 @@ def app(precomputed, tmp_path):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-PAPER_CHECKPOINT_NAME = "MGC.model-1663637197.best_loss.pth.tar"
 
 
 @pytest.fixture(scope="session")
@@ -302,3 +120,33 @@ def paper_genome(tmp_path_factory) -> Path:
     outdir = tmp_path_factory.mktemp("paper_genome")
     make_demo_data(outdir, DemoSpec(seed=4, chrom_sizes={"chr1": 180_000, "chr2": 120_000}))
     return outdir
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A four-chromosome genome small enough to check by hand, two targets and generate-datasets' parameters."""
+    rng = np.random.default_rng(0)
+    seqs = {c: "".join(rng.choice(list("ACGT"), n)) for c, n in SIZES.items()}
+    seqs["chr1"] = seqs["chr1"][:300] + "N" + seqs["chr1"][301:]
+    seqs["chr2"] = seqs["chr2"][:10] + seqs["chr2"][10:20].lower() + seqs["chr2"][20:]
+    write_fasta(tmp_path / "g.fa", seqs, width=50)
+    (tmp_path / "g.sizes").write_text("".join(f"{c}\t{n}\n" for c, n in SIZES.items()))
+    a = {c: np.full(n, float(i + 1)) for i, (c, n) in enumerate(SIZES.items())}
+    a["chr1"] = np.arange(1000) / 10.0
+    a["chr2"][128:136] = np.nan
+    write_bigwig(tmp_path / "A.bw", SIZES, a)
+    write_bigwig(tmp_path / "B.bw", SIZES, {c: np.full(n, 5.0) for c, n in SIZES.items()})
+    write_bigwig(tmp_path / "cons.bw", SIZES, {c: np.full(n, 0.5) for c, n in SIZES.items()})
+    (tmp_path / "blacklist.bed").write_text("chr1\t640\t641\n")
+    (tmp_path / "B.peaks.bed").write_text("chr1\t130\t150\n")
+    (tmp_path / "targets.txt").write_text(
+        "index\tidentifier\tfile\tclip\tsum_stat\tdescription\tpeak\n"
+        "0\tA\tA.bw\t1000\tmean\ttrack A\t\n"
+        "1\tB\tB.bw\t4\tsum\ttrack B\tB.peaks.bed\n")
+    (tmp_path / "targets3.txt").write_text(
+        "index\tidentifier\tfile\tclip\tscale\tsum_stat\tdescription\n"
+        "0\tA\tA.bw\t9\t2\tmedian\tA doubled, clipped at 9\n")
+    params = DatasetParameters(fasta=str(tmp_path / "g.fa"), conservation=str(tmp_path / "cons.bw"),
+                               chrom_sizes=str(tmp_path / "g.sizes"), targets=str(tmp_path / "targets.txt"),
+                               blacklist=str(tmp_path / "blacklist.bed"), seq_len=128, bin_size=16, nchunk=3)
+    return {"dir": tmp_path, "seqs": seqs, "params": params}

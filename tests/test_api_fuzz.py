@@ -13,7 +13,7 @@ from schemathesis.config import SchemathesisConfig
 from epiformer.genome import Genome
 from epiformer.server.openapi import openapi_document
 
-from .conftest import make_model_app
+from .helpers import make_model_app
 
 EXAMPLES_PER_OPERATION = 300
 MIN_REQUESTS = 1000

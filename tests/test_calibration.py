@@ -6,7 +6,7 @@ from epiformer.calibration import Calibration, CalibrationError, allowed_interva
 from epiformer.genome import Genome
 from epiformer.variants import SCORE_FIELDS, SIGNED
 
-from .conftest import write_fasta
+from .helpers import write_fasta
 
 SEQ_LEN = 8192
 

@@ -12,12 +12,22 @@ from epiformer.demo import read_variant_truth, variant_auroc, variant_sign_metri
 from epiformer.files import read_table
 
 
-def test_help_lists_subcommands():
+COMMANDS = ["demo", "demo-data", "generate-datasets", "train", "evaluate", "predict", "pred-signals", "precompute",
+            "precompute-merge", "hub", "serve", "score-variants", "calibrate", "interpret", "ism", "inspect"]
+
+
+def test_help_lists_every_subcommand_and_each_has_help_with_examples(capsys):
     result = subprocess.run([sys.executable, "-m", "epiformer.cli", "--help"],
                             capture_output=True, text=True, check=True)
-    for command in ("demo", "demo-data", "generate-datasets", "train", "evaluate", "predict", "precompute",
-                    "precompute-merge", "hub", "serve", "score-variants", "inspect"):
-        assert command in result.stdout
+    listed = result.stdout.split("COMMAND\n", 1)[1].split("\noptions:", 1)[0]
+    names = [line.split()[0] for line in listed.splitlines() if line.startswith("    ") and not line.startswith("     ")]
+    assert names == COMMANDS
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        usage = capsys.readouterr().out
+        assert done.value.code == 0 and usage.startswith(f"usage: epiformer {command} "), command
+        assert "\nexamples:\n  epiformer " in usage or "\nexamples:\n  # " in usage, command
 
 
 def test_console_script_is_installed():

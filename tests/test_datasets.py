@@ -9,7 +9,6 @@ import torch
 
 from epiformer.datasets import (
     DatasetError,
-    DatasetParameters,
     ShardDataset,
     augment_window,
     generate_datasets,
@@ -20,47 +19,7 @@ from epiformer.datasets import (
 from epiformer.genome import encode, sequence_codes
 from epiformer.targets import TargetsError
 
-from .conftest import write_bigwig, write_fasta
-
-SIZES = {"chr1": 1000, "chr2": 600, "chr3": 520, "chr4": 300}
-
-
-@pytest.fixture
-def inputs(tmp_path):
-    rng = np.random.default_rng(0)
-    seqs = {c: "".join(rng.choice(list("ACGT"), n)) for c, n in SIZES.items()}
-    seqs["chr1"] = seqs["chr1"][:300] + "N" + seqs["chr1"][301:]
-    seqs["chr2"] = seqs["chr2"][:10] + seqs["chr2"][10:20].lower() + seqs["chr2"][20:]
-    write_fasta(tmp_path / "g.fa", seqs, width=50)
-    (tmp_path / "g.sizes").write_text("".join(f"{c}\t{n}\n" for c, n in SIZES.items()))
-    a = {c: np.full(n, float(i + 1)) for i, (c, n) in enumerate(SIZES.items())}
-    a["chr1"] = np.arange(1000) / 10.0
-    a["chr2"][128:136] = np.nan
-    write_bigwig(tmp_path / "A.bw", SIZES, a)
-    write_bigwig(tmp_path / "B.bw", SIZES, {c: np.full(n, 5.0) for c, n in SIZES.items()})
-    write_bigwig(tmp_path / "cons.bw", SIZES, {c: np.full(n, 0.5) for c, n in SIZES.items()})
-    (tmp_path / "blacklist.bed").write_text("chr1\t640\t641\n")
-    (tmp_path / "B.peaks.bed").write_text("chr1\t130\t150\n")
-    (tmp_path / "targets.txt").write_text(
-        "index\tidentifier\tfile\tclip\tsum_stat\tdescription\tpeak\n"
-        "0\tA\tA.bw\t1000\tmean\ttrack A\t\n"
-        "1\tB\tB.bw\t4\tsum\ttrack B\tB.peaks.bed\n")
-    (tmp_path / "targets3.txt").write_text(
-        "index\tidentifier\tfile\tclip\tscale\tsum_stat\tdescription\n"
-        "0\tA\tA.bw\t9\t2\tmedian\tA doubled, clipped at 9\n")
-    params = DatasetParameters(fasta=str(tmp_path / "g.fa"), conservation=str(tmp_path / "cons.bw"),
-                               chrom_sizes=str(tmp_path / "g.sizes"), targets=str(tmp_path / "targets.txt"),
-                               blacklist=str(tmp_path / "blacklist.bed"), seq_len=128, bin_size=16, nchunk=3)
-    return {"dir": tmp_path, "seqs": seqs, "params": params}
-
-
-def windows_of(manifest, folder, split):
-    names = []
-    for shard in manifest["splits"][split]["shards"]:
-        with h5py.File(folder / shard) as h5:
-            names += [n.decode() for n in h5["name"][:]]
-    return names
-
+from .helpers import SIZES, windows_of, write_bigwig
 
 def test_windows_filters_and_split(inputs):
     out = inputs["dir"] / "ds" / "tiny"

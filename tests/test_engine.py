@@ -7,7 +7,7 @@ from epiformer.engine import DeviceError, Engine, select_device
 from epiformer.genome import Genome, sequence_codes
 from epiformer.model import Epiformer
 
-from .conftest import write_fasta
+from .helpers import write_fasta
 
 
 def test_auto_device_without_cuda():

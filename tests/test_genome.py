@@ -14,7 +14,7 @@ from epiformer.genome import (
     sequence_codes,
 )
 
-from .conftest import write_fasta
+from .helpers import write_fasta
 
 
 def test_one_hot_order_case_and_unknown_letters():

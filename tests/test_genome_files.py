@@ -27,8 +27,8 @@ from epiformer.predict import observed_tracks
 from epiformer.targets import Target
 from epiformer.trackhub import build_hub, write_twobit
 
-from .conftest import write_bigwig, write_fasta
-from .test_datasets import SIZES, inputs, windows_of  # noqa: F401  (inputs: the fixture of a genome checked by hand)
+from .helpers import write_bigwig, write_fasta
+from .helpers import SIZES, windows_of
 from .test_scoring import HEADER, base, other
 
 SOFT_MASKED = {"chrA": "NNNNacgtACGTnnRYacgtACGGTTAACCggttaaccNNNNNNNNACGTACGTACgtacgtN", "chrM": "ACGTACGTAC"}
@@ -207,7 +207,7 @@ def shard_arrays(manifest: dict, folder: Path) -> dict[str, np.ndarray]:
     return {key: np.concatenate(parts) for key, parts in arrays.items()}
 
 
-def test_generate_datasets_maps_every_files_names_onto_the_fasta(inputs):  # noqa: F811
+def test_generate_datasets_maps_every_files_names_onto_the_fasta(inputs):
     folder, params = inputs["dir"], inputs["params"]
     reference = generate_datasets(params, folder / "ref" / "d", progress=False)
     renamed_inputs(folder)
@@ -227,7 +227,7 @@ def test_generate_datasets_maps_every_files_names_onto_the_fasta(inputs):  # noq
     assert warnings[2].startswith(f"warning: peak file {folder / 'r.peaks.bed'}: skipped 1 peaks on 1")
 
 
-def test_generate_datasets_skips_the_windows_of_chromosomes_a_bigwig_lacks(inputs):  # noqa: F811
+def test_generate_datasets_skips_the_windows_of_chromosomes_a_bigwig_lacks(inputs):
     folder, params = inputs["dir"], inputs["params"]
     partial = {c: n for c, n in SIZES.items() if c != "chr2"}
     write_bigwig(folder / "B.bw", partial, {c: np.full(n, 5.0) for c, n in partial.items()})

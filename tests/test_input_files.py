@@ -31,7 +31,6 @@ from epiformer.targets import PeakSet, TargetsError, read_targets
 from epiformer.vcf import read_variants
 from epiformer.trackhub.annotation import read_bed as annotation_records
 
-from .test_datasets import inputs  # noqa: F401  (the fixture: a genome small enough to check by hand)
 from .test_scoring import HEADER, base, other
 
 UCSC_HEADER = ["browser position chr1:1-1000", "browser hide all",
@@ -149,7 +148,7 @@ TARGET_LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", TARGET_LAYOUTS)
-def test_crlf_targets_txt_reads_like_the_lf_one(inputs, layout):  # noqa: F811
+def test_crlf_targets_txt_reads_like_the_lf_one(inputs, layout):
     folder = inputs["dir"]
     header, rows = TARGET_LAYOUTS[layout]
     written = {}
@@ -177,7 +176,7 @@ def shard_arrays(manifest, folder):
     return arrays
 
 
-def test_generate_datasets_takes_crlf_targets_and_ucsc_beds_and_train_checks_their_names(inputs):  # noqa: F811
+def test_generate_datasets_takes_crlf_targets_and_ucsc_beds_and_train_checks_their_names(inputs):
     """generate-datasets with a CRLF targets.txt whose peaks, the blacklist and --bed carry UCSC
     headers writes the same shards as with the plain files; --targets on such a dataset must
     repeat the names it holds."""

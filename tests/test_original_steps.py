@@ -14,7 +14,7 @@ import pyBigWig
 import pytest
 import yaml
 
-from .conftest import PAPER_CHECKPOINT_NAME, write_fasta
+from .helpers import PAPER_CHECKPOINT_NAME, write_fasta
 
 pytestmark = pytest.mark.slow
 

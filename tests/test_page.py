@@ -14,7 +14,7 @@ from werkzeug.serving import make_server
 from epiformer.demo import CELL_TYPES
 from epiformer.server import STATIC_DIR
 
-from .conftest import make_model_app
+from .helpers import make_model_app
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -16,7 +16,7 @@ import torch
 from epiformer.cli import main
 from epiformer.genome import Genome
 
-from .conftest import DATA, epiformer_serve
+from .helpers import DATA, epiformer_serve
 
 pytestmark = pytest.mark.slow
 

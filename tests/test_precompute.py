@@ -29,7 +29,7 @@ from epiformer.modelset import load_model_set
 from epiformer.precompute import PrecomputeError, PrecomputeOptions, merge_tracks, precompute
 from epiformer.precompute.plan import plan_tiles
 
-from .conftest import single_output_original, write_bigwig, write_fasta
+from .helpers import single_output_original, write_bigwig, write_fasta
 
 QUIET = PrecomputeOptions(io_workers=0, progress=False, log=lambda _: None)
 

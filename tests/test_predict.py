@@ -14,7 +14,7 @@ from epiformer.genome import Genome, GenomeError, parse_region
 from epiformer.model import Epiformer
 from epiformer.modelset import ModelSetError, load_model_set, parse_model_specs
 
-from .conftest import single_output_original, write_fasta
+from .helpers import single_output_original, write_fasta
 
 
 @pytest.fixture

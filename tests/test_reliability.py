@@ -18,7 +18,7 @@ import torch
 from epiformer.files import sha256_file
 from epiformer.server import create_app
 
-from .conftest import distinct_window_snvs, gunicorn, make_model_app
+from .helpers import distinct_window_snvs, gunicorn, make_model_app
 
 
 def _precompute_command(precomputed: Path, demo_data: Path, out: str) -> str:

@@ -19,7 +19,7 @@ from epiformer.scoring import ScoreOptions, score_variant_file
 from epiformer.variants import SCORE_FIELDS, Variant, VariantError, make_variant
 from epiformer.vcf import Skipped, VariantRecord, VcfError, read_variants
 
-from .conftest import make_model_app
+from .helpers import make_model_app
 
 HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 

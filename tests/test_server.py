@@ -17,7 +17,7 @@ import pytest
 from epiformer.server import create_app
 from epiformer.server.config import ServerConfigError, load_config
 
-from .conftest import free_port, gunicorn
+from .helpers import free_port, gunicorn
 
 
 @pytest.fixture
@@ -218,7 +218,7 @@ def test_serve_command_answers_and_stops_on_ctrl_c(precomputed, tmp_path):
 def test_any_model_set_precompute_accepts_can_be_served(precomputed, demo_data, compat_checkpoint, tmp_path):
     """--index with targets.txt, --average and a model table: the server takes the same model-set
     settings as every command (here from a config file, where a path may hold a comma)."""
-    from .conftest import single_output_original
+    from .helpers import single_output_original
 
     folder = tmp_path / "a,b"
     folder.mkdir()

@@ -18,7 +18,7 @@ from epiformer.modelset import load_model_set
 from epiformer.variants import VariantError, apply_edits, make_variant, parse_variant
 from epiformer.server.config import ServerConfig, ServerConfigError
 
-from .conftest import make_model_app
+from .helpers import make_model_app
 
 
 @pytest.fixture

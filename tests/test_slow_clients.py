@@ -23,7 +23,7 @@ from epiformer.server.buffering import (
     request_state,
 )
 
-from .conftest import (
+from .helpers import (
     ROOT,
     distinct_window_snvs,
     epiformer_serve,

@@ -15,7 +15,7 @@ from epiformer.cli import main
 from epiformer.demo import CELL_TYPES
 from epiformer.trackhub import HubError, HubOptions, build_hub, write_twobit
 
-from .conftest import write_fasta
+from .helpers import write_fasta
 
 REQUIRED_HUB = ("hub", "shortLabel", "longLabel", "email")
 REQUIRED_TRACK = ("track", "shortLabel", "longLabel", "type")

@@ -18,7 +18,7 @@ from epiformer.inference import InferenceSettings
 from epiformer.metrics import SPECIFIC_MIN, TrackMetrics, multinomial_loss, training_loss
 from epiformer.train import evaluate, load_train_config, lr_factor, train
 
-from .conftest import free_port
+from .helpers import free_port
 
 SMALL = {"preset": "tiny", "seq_len": 2048, "crop_size": 2, "batch_size": 8, "num_epoches": 1,
          "learning_rate": 2e-3, "min_lr": 1e-4, "num_workers": 0, "warmup_epoches": 0.5}
