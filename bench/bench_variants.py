@@ -48,7 +48,7 @@ from epiformer.engine import Engine, select_device  # noqa: E402
 from epiformer.genome import Genome, encode_codes  # noqa: E402
 from epiformer.ism import saturation_mutagenesis  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
-from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor, open_predictor  # noqa: E402
+from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor, ScoringSettings, open_predictor  # noqa: E402
 from epiformer.scorer import VariantScorer  # noqa: E402
 from epiformer.scoring import ScoreOptions, score_variant_file  # noqa: E402
 from epiformer.variants import apply_edits, make_variant  # noqa: E402
@@ -206,7 +206,7 @@ def main() -> None:
                     for key, rate in (
                             ("loop", lambda: user_loop(loop_engine, genome, snvs[: args.loop_variants])),
                             ("whole", lambda: scoring_rate(narrow, snvs, tmp / f"{name}-whole-{round_}",
-                                                           incremental=False, share_bins=0)),
+                                                           incremental=False, scoring=ScoringSettings(share_bins=0))),
                             ("score-variants", lambda: scoring_rate(narrow, snvs, tmp / f"{name}-{round_}"))):
                         runs.setdefault((name, key), []).append(rate())
             for (name, key), rates in runs.items():

@@ -75,15 +75,15 @@ def forward_rate(models, device: torch.device, bf16: bool, windows: int, batch: 
 def server_rate(precompute_dir: Path, checkpoint: Path, device: torch.device, snvs: list, clients: int) -> float:
     """Variant queries/s (one SNV each) through the server's predictor and batcher from ``clients`` threads."""
     from epiformer.manifest import read_manifest
-    from epiformer.server.config import ServerConfig
+    from epiformer.server.config import load_config
     from epiformer.server.predictor import ServerPredictor
 
-    cfg = ServerConfig(precompute_dir=str(precompute_dir), models=[str(checkpoint)], device=str(device),
-                       precision="bf16" if device.type == "cuda" else "fp32", cache_windows=0)
+    cfg = load_config({"precompute_dir": str(precompute_dir), "models": [str(checkpoint)], "device": str(device),
+                       "precision": "bf16" if device.type == "cuda" else "fp32", "cache_windows": 0}, environ={})
     predictor = ServerPredictor(cfg, read_manifest(precompute_dir))
     variants = [make_variant(*snv) for snv in snvs]
     try:
-        predictor.score_variants(variants[:1], 1024, False)
+        predictor.score_variants(variants[:1], cfg.scoring.score_bp, False)
         queue = list(variants)
         lock = threading.Lock()
 
@@ -93,7 +93,7 @@ def server_rate(precompute_dir: Path, checkpoint: Path, device: torch.device, sn
                     if not queue:
                         return
                     variant = queue.pop()
-                predictor.score_variants([variant], 1024, False)
+                predictor.score_variants([variant], cfg.scoring.score_bp, False)
 
         threads = [threading.Thread(target=client) for _ in range(clients)]
         started = time.perf_counter()

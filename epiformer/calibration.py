@@ -200,18 +200,18 @@ def calibrate(scorer: VariantScorer, count: int = 2000, seed: int = 0, progress:
 
 
 def calibrate_on_variants(scorer: VariantScorer, path: str | os.PathLike, progress: bool = True,
-                          max_indel: int = 100, log=print) -> Calibration:
+                          log=print) -> Calibration:
     """Calibrate on the variants of a VCF or TSV (common variants, say), read as a stream, each on
     the genome's name for its chromosome (:func:`~epiformer.variants.on_genome_names`); lines
-    that cannot be scored (reference mismatches, unknown contigs, symbolic alleles) are counted
-    and the first ones named through ``log``."""
+    that cannot be scored (reference mismatches, unknown contigs, symbolic alleles, indels over
+    the scorer's ``max_indel``) are counted and the first ones named through ``log``."""
     from .vcf import Skipped, read_variants
 
     skipped: list[str] = []
     names = ChromNames(scorer.genome.chrom_sizes, f"variant file {path}", scorer.genome.fasta_path.name)
 
     def scorable():
-        for entry in read_variants(path, max_indel):
+        for entry in read_variants(path, scorer.scoring.max_indel):
             if isinstance(entry, Skipped):
                 skipped.append(f"line {entry.line}: {entry.reason}")
                 continue

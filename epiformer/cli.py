@@ -9,7 +9,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .inference import PRECISIONS, InferenceSettings
+from .inference import MISMATCH_RULES, PRECISIONS, InferenceSettings, ScoringSettings
 
 EPILOG_DEMO = """examples:
   epiformer demo -o demo_out
@@ -339,11 +339,10 @@ def _score_variants(args: argparse.Namespace) -> None:
     from .distributed import parse_shard
     from .scoring import ScoreOptions, score_variants
 
-    options = ScoreOptions(on_mismatch=args.on_mismatch, max_indel=args.max_indel, chunk=args.chunk,
-                           progress=not args.quiet)
+    options = ScoreOptions(chunk=args.chunk, progress=not args.quiet)
     result = score_variants(_model_set_options(args), args.fa, _inference_settings(args), args.vcf, args.out,
-                            options, score_bp=args.score_bp, restart=args.restart,
-                            shard=parse_shard(args.shard) if args.shard else None, share_bins=args.share_bins)
+                            options, _scoring_settings(args), restart=args.restart,
+                            shard=parse_shard(args.shard) if args.shard else None)
     print(f"scored {result['scored']:,} variants, skipped {result['skipped']:,} (reasons in {args.out}.skipped.tsv)"
           + (f"; resumed {result['resumed_parts']} finished part(s)" if result["resumed_parts"] else ""))
     if result["files"]:
@@ -359,7 +358,7 @@ def _calibrate(args: argparse.Namespace) -> None:
         raise CalibrationError("-n and --blacklist shape the random SNVs; with --background the file's variants are the "
                         "background")
     with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
-        scorer = VariantScorer(predictor, score_bp=args.score_bp, cache_windows=0, share_bins=args.share_bins)
+        scorer = VariantScorer(predictor, _scoring_settings(args), cache_windows=0)
         if args.background:
             calibration = calibrate_on_variants(scorer, args.background, progress=not args.quiet)
         else:
@@ -369,7 +368,7 @@ def _calibrate(args: argparse.Namespace) -> None:
     settings = calibration.settings
     what = f"variants of {args.background}" if args.background else "random SNVs"
     median = {t: float(calibration.background["sad"][i][calibration.size // 2]) for i, t in enumerate(calibration.targets)}
-    print(f"calibrated on {calibration.size:,} {what} (--score-bp {args.score_bp}, {settings['precision']}"
+    print(f"calibrated on {calibration.size:,} {what} (--score-bp {settings['score_bp']}, {settings['precision']}"
           f", reverse complement {'on' if settings['reverse_complement'] else 'off'}, shifts "
           f"{','.join(map(str, settings['shifts']))}): {path}")
     if not args.background:
@@ -386,7 +385,7 @@ def _interpret(args: argparse.Namespace) -> None:
     options = InterpretOptions(args.method, parse_shard(args.shard) if args.shard else (0, 1), args.restart,
                                not args.quiet)
     result = interpret_job(_model_set_options(args), args.fa, _inference_settings(args), args.out, args.bed,
-                           args.top, options, score_bp=args.score_bp)
+                           args.top, options, _scoring_settings(args))
     if result["files"]:
         record = result["interpretation"]
         print(f"interpreted {record['regions']} region(s), {record['bases']:,} bp ({record['method']}): "
@@ -401,7 +400,7 @@ def _ism(args: argparse.Namespace) -> None:
 
     chrom, start, end = parse_region(args.region)
     with open_predictor(_model_set_options(args), args.fa, _inference_settings(args)) as predictor:
-        result = saturation_mutagenesis(VariantScorer(predictor, score_bp=args.score_bp), chrom, start, end,
+        result = saturation_mutagenesis(VariantScorer(predictor, _scoring_settings(args)), chrom, start, end,
                                         incremental=not args.full)
     files = write_ism(result, args.out)
     n = 3 * sum(base in "ACGT" for base in result.reference)
@@ -425,16 +424,31 @@ def _add_model_set_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("--average", action="store_true", help="average checkpoints that predict the same target")
 
 
-def _add_scoring_arguments(parser: argparse.ArgumentParser, placement: bool = True) -> None:
-    """--score-bp and (for scored variants) --share-bins: what a score sums, and where its window is."""
-    parser.add_argument("--score-bp", type=int, default=1024,
-                        help="score the bins within this many bp of the variant (default: 1024); 0 scores every "
-                             "output bin, as Enformer's and basenji's SAD")
+def _add_scoring_arguments(parser: argparse.ArgumentParser, placement: bool = True, reading: bool = False) -> None:
+    """The scoring settings' flags (epiformer.inference.ScoringSettings, whose defaults they show):
+    --score-bp, what a score sums; with ``placement`` --share-bins, where a variant's window is;
+    with ``reading`` (variants read from a file) --max-indel and --on-mismatch."""
+    group = parser.add_argument_group("scoring settings (the same for every command that scores and the server)")
+    group.add_argument("--score-bp", type=int, default=ScoringSettings.score_bp,
+                       help=f"score the bins within this many bp of the variant (default: {ScoringSettings.score_bp});"
+                            " 0 scores every output bin, as Enformer's and basenji's SAD")
     if placement:
-        parser.add_argument("--share-bins", type=int, metavar="K",
-                            help="variants within K bins of a window's centre share that window's reference "
-                                 "(windows centred on every 2K+1-th bin; default: a 32nd of the model's output, "
-                                 "3 for the demo model, 40 for the paper's; 0 centres each variant's own window)")
+        group.add_argument("--share-bins", type=int, metavar="K", default=ScoringSettings.share_bins,
+                           help="variants within K bins of a window's centre share that window's reference "
+                                "(windows centred on every 2K+1-th bin; default: a 32nd of the model's output, "
+                                "3 for the demo model, 40 for the paper's; 0 centres each variant's own window)")
+    if reading:
+        group.add_argument("--on-mismatch", choices=MISMATCH_RULES, default=ScoringSettings.on_mismatch,
+                           help="a REF that differs from the genome: skip it, swap REF/ALT when ALT is the genome's "
+                                f"base, or score ALT over the genome's bases (default: {ScoringSettings.on_mismatch})")
+        group.add_argument("--max-indel", type=int, default=ScoringSettings.max_indel,
+                           help=f"longest indel scored, in bp (default: {ScoringSettings.max_indel})")
+
+
+def _scoring_settings(args: argparse.Namespace) -> ScoringSettings:
+    """The scoring settings of the flags :func:`_add_scoring_arguments` added (the others at their defaults)."""
+    names = {f.name for f in dataclasses.fields(ScoringSettings)}
+    return ScoringSettings(**{name: value for name, value in vars(args).items() if name in names})
 
 
 def _add_inference_arguments(parser: argparse.ArgumentParser, genome: bool = True, ensembles: bool = True,
@@ -785,11 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_set_arguments(sv)
     sv.add_argument("--vcf", required=True, help="VCF (.vcf or .vcf.gz) or TSV (chrom, pos, ref, alt[, id])")
     sv.add_argument("-o", "--out", required=True, metavar="OUTPREFIX")
-    _add_scoring_arguments(sv)
-    sv.add_argument("--on-mismatch", choices=["skip", "swap", "score"], default="skip",
-                    help="a REF that differs from the genome: skip it, swap REF/ALT when ALT is the genome's "
-                         "base, or score ALT over the genome's bases (default: skip)")
-    sv.add_argument("--max-indel", type=int, default=100, help="longest indel scored, in bp (default: 100)")
+    _add_scoring_arguments(sv, reading=True)
     sv.add_argument("--restart", action="store_true", help="discard saved parts of a different earlier run")
     sv.add_argument("--chunk", type=int, default=512, help="input records per saved part (default: 512)")
     sv.add_argument("--shard", metavar="I/N", help="score chunks I, I+N, ... (job arrays); under torchrun, ranks are shards")

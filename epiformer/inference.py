@@ -1,6 +1,9 @@
-"""Inference settings: how every command and the server turn a model set and a genome into numbers.
+"""Inference and scoring settings: how every command and the server turn a model set and a genome
+into numbers, and variants into scores.
 
-One dataclass (:class:`InferenceSettings`) holds them, with the same defaults everywhere; one
+Two dataclasses hold them, each default written once: :class:`InferenceSettings` (how the model
+set runs) and :class:`ScoringSettings` (how a variant is scored); the commands' flags, the
+server's configuration and its API document read their defaults from these. One
 factory (:func:`open_predictor`) opens the model set, the genome and the engine from it; one
 record (:meth:`Predictor.record`) describes them in every output that holds a number, so a
 score, a track or a percentile can be traced to what made it.
@@ -27,8 +30,11 @@ NO_CONSERVATION = "none"
 COMPARED_SETTINGS = ("targets", "checkpoints", "conservation", "precision", "reverse_complement", "shifts")
 
 
+MISMATCH_RULES = ("skip", "swap", "score")
+
+
 class InferenceError(UserError, ValueError):
-    """Settings that cannot be used (device, precision, conservation), naming the flag."""
+    """Settings that cannot be used (device, precision, conservation, scoring), naming the setting."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,35 @@ class InferenceSettings:
             raise InferenceError(f"threads must be at least 1, got {self.threads}")
         shifts = tuple(int(s) for s in self.shifts) or (0,)
         object.__setattr__(self, "shifts", shifts)
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How a variant is scored: the same fields, and defaults, for every command that scores and the server.
+
+    ``score_bp`` scores the output bins within this many bp of the variant (0: every output bin,
+    the SAD of Enformer and basenji). ``share_bins`` (K): variants within K bins of a window's
+    centre share that window's reference (None: the model's default,
+    :meth:`~epiformer.engine.Engine.default_share_bins`; 0 centres each variant's own window).
+    ``max_indel`` is the longest indel scored, in bp. ``on_mismatch`` is the rule for a REF that
+    differs from the genome (:func:`~epiformer.variants.resolve_mismatch`): ``skip`` the variant,
+    ``swap`` REF and ALT when ALT is the genome's base, or ``score`` ALT over the genome's bases.
+    """
+
+    score_bp: int = 1024
+    share_bins: int | None = None
+    max_indel: int = 100
+    on_mismatch: str = "skip"
+
+    def __post_init__(self) -> None:
+        if self.score_bp < 0:
+            raise InferenceError(f"score_bp must be 0 (the whole output) or positive, got {self.score_bp}")
+        if self.share_bins is not None and self.share_bins < 0:
+            raise InferenceError(f"share_bins must be 0 or more, got {self.share_bins}")
+        if self.max_indel < 0:
+            raise InferenceError(f"max_indel must be 0 or more, got {self.max_indel}")
+        if self.on_mismatch not in MISMATCH_RULES:
+            raise InferenceError(f"on_mismatch must be one of {', '.join(MISMATCH_RULES)}, got {self.on_mismatch!r}")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import torch
 from .errors import UserError
 from .files import atomic_path, bigwig_writer, sha256_file
 from .genome import CodedWindows, genome_intervals
+from .inference import ScoringSettings
 from .ism import MAX_ISM_BP, saturation_mutagenesis
 from .manifest import MANIFEST, read_manifest
 from .scorer import VariantScorer
@@ -258,10 +259,11 @@ def region_limit(scorer: VariantScorer) -> int:
 
 def interpret_job(models, fasta: str | os.PathLike, settings, outdir: str | os.PathLike,
                   bed: str | os.PathLike | None = None, top: int | None = None,
-                  options: InterpretOptions | None = None, score_bp: int = 1024, log=print) -> dict:
+                  options: InterpretOptions | None = None, scoring: ScoringSettings = ScoringSettings(),
+                  log=print) -> dict:
     """The interpret command: the model set opened with ``settings`` (under torchrun each rank a
     shard on its own GPU), the regions of ``bed`` or the ``top`` strongest peaks of ``outdir``,
-    and :func:`interpret`."""
+    and :func:`interpret`, scored with ``scoring``."""
     import dataclasses
 
     from .distributed import job_shard
@@ -274,7 +276,7 @@ def interpret_job(models, fasta: str | os.PathLike, settings, outdir: str | os.P
         raise InterpretError(f"--top must be at least 1, got {top}")
     index, count, device, launched = job_shard(options.shard if options.shard != (0, 1) else None, settings.device)
     with open_predictor(models, fasta, dataclasses.replace(settings, device=device)) as predictor:
-        scorer = VariantScorer(predictor, score_bp=score_bp, cache_windows=0)
+        scorer = VariantScorer(predictor, scoring, cache_windows=0)
         regions = read_regions(bed, predictor.genome.chrom_sizes, region_limit(scorer)) if bed is not None \
             else top_regions(outdir, top)
         return interpret(scorer, outdir, regions, dataclasses.replace(options, shard=(index, count)), launched, log)

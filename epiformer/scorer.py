@@ -20,7 +20,7 @@ import numpy as np
 
 from .engine import PredictionCache, ReferenceState
 from .genome import CodedWindows
-from .inference import COMPARED_SETTINGS, InferenceError, Predictor, settings_mismatch
+from .inference import COMPARED_SETTINGS, InferenceError, Predictor, ScoringSettings, settings_mismatch
 from .variants import Variant, coded_edited, score_variant
 
 Window = tuple[str, int, list]          # (chrom, window start, edits)
@@ -57,30 +57,32 @@ class VariantScore:
 
 
 class VariantScorer:
-    """Scores variants with a :class:`~epiformer.inference.Predictor`'s engine and genome.
+    """Scores variants with a :class:`~epiformer.inference.Predictor`'s engine and genome, as
+    ``scoring`` says (:class:`~epiformer.inference.ScoringSettings`: the scoring window, the
+    placement rule, and for callers reading variants the largest indel and the mismatch rule).
 
     ``run`` predicts a list of windows, (chrom, start, edits) -> (N, targets, bins), and
     ``run_alternates`` a list of groups (chrom, start, variants, reference state or None) ->
     (reference state, alternates) per group; the defaults run them on the engine in batches.
     ``cache_windows`` reference states are kept (each holds its window's tower outputs;
     position-sorted input meets a window again only at the next chunk, so a few suffice).
-    ``share_bins`` (K) is how far from its window's centre a variant may be
-    (:meth:`Engine.variant_window`; default :meth:`Engine.default_share_bins`, 0 centres every
+    ``scoring.share_bins`` (K) is how far from its window's centre a variant may be
+    (:meth:`Engine.variant_window`; None: :meth:`Engine.default_share_bins`, 0 centres every
     variant). ``incremental`` False scores every
     alternate as a whole window (the slow path, for comparison). ``calibration`` gives
     percentiles when its settings match (see :meth:`percentiles_missing`). Genome reads are
     serialised, so one scorer may be used from several threads.
     """
 
-    def __init__(self, predictor: Predictor, score_bp: int = 1024, cache_windows: int = 16,
+    def __init__(self, predictor: Predictor, scoring: ScoringSettings = ScoringSettings(), cache_windows: int = 16,
                  calibration: Background | None = None,
                  run: Callable[[list[Window]], Sequence[np.ndarray]] | None = None,
                  run_alternates: Callable[[list[Group]], Sequence[Alternates]] | None = None,
-                 timeout: float | None = None, incremental: bool = True, share_bins: int | None = None) -> None:
+                 timeout: float | None = None, incremental: bool = True) -> None:
         self.predictor = predictor
         self.engine, self.genome = predictor.engine, predictor.genome
-        self.score_bp = score_bp
-        self.share_bins = self.engine.default_share_bins() if share_bins is None else share_bins
+        self.scoring = scoring
+        self.share_bins = self.engine.default_share_bins() if scoring.share_bins is None else scoring.share_bins
         limit = self.engine.config.n_output_bins // 4
         if not 0 <= self.share_bins <= limit:
             raise InferenceError(f"--share-bins must be from 0 to {limit} for this model (a quarter of its "
@@ -96,7 +98,7 @@ class VariantScorer:
     def record(self, score_bp: int | None = None) -> dict:
         """The settings record of these scores (the predictor's, with the scoring window and the
         placement rule)."""
-        return {**self.predictor.record(), "score_bp": self.score_bp if score_bp is None else score_bp,
+        return {**self.predictor.record(), "score_bp": self.scoring.score_bp if score_bp is None else score_bp,
                 "share_bins": self.share_bins}
 
     def percentiles_missing(self, score_bp: int | None = None) -> str | None:
@@ -168,7 +170,7 @@ class VariantScorer:
         if len(distinct) < len(variants):
             scored = dict(zip(distinct, self.score(distinct, score_bp, window_start)))
             return [scored[v] for v in variants]
-        score_bp = self.score_bp if score_bp is None else score_bp
+        score_bp = self.scoring.score_bp if score_bp is None else score_bp
         cfg = self.engine.config
         starts = [self.window_for(v) if window_start is None else window_start for v in variants]
         if self.incremental:
@@ -239,5 +241,5 @@ class VariantScorer:
         window at ``window_start``."""
         output_start = window_start + self.engine.output_offset
         return score_variant(reference, alternate, variant, output_start, self.engine.config.bin_size,
-                             self.score_bp if score_bp is None else score_bp)[0]
+                             self.scoring.score_bp if score_bp is None else score_bp)[0]
 

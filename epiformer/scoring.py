@@ -28,21 +28,17 @@ from tqdm import tqdm
 from .calibration import CALIBRATED, find_calibration
 from .distributed import job_shard, wait_for_all_ranks
 from .files import atomic_path, settings_lines, sha256_file, tsv_field
-from .genome import ChromNames, Genome
-from .inference import InferenceSettings, ModelSetOptions, open_predictor
+from .genome import ChromNames
+from .inference import InferenceSettings, ModelSetOptions, ScoringSettings, open_predictor
 from .scorer import VariantScorer
-from .variants import SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference, on_genome_names
+from .variants import SCORE_FIELDS, SIGNED, VariantError, on_genome_names, resolve_mismatch
 from .vcf import Skipped, VariantRecord, VcfError, read_variants
-
-MISMATCH_MODES = ("skip", "swap", "score")
-
 
 @dataclass
 class ScoreOptions:
-    """How to read and save: reference mismatches, indel length, chunking, progress."""
+    """How to save: chunking, progress (how variants are read and scored is the scorer's
+    :class:`~epiformer.inference.ScoringSettings`)."""
 
-    on_mismatch: str = "skip"       # skip the variant, swap ref/alt when alt is the reference, or score it anyway
-    max_indel: int = 100
     chunk: int = 512                # input records per part file
     progress: bool = True
     log: Callable[[str], None] = field(default=print, repr=False)
@@ -54,31 +50,11 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def resolve_mismatch(genome: Genome, variant: Variant, mode: str) -> tuple[Variant, str]:
-    """The variant to score and its flag (``ok``, ``swapped`` or ``ref_mismatch``), or
-    :class:`VariantError` when it cannot be scored under ``mode``."""
-    try:
-        check_reference(genome, variant)
-        return variant, "ok"
-    except VariantError as err:
-        if "reference mismatch" not in str(err) or mode == "skip":
-            raise
-        found = genome.sequence(variant.chrom, variant.start, variant.end).upper()
-        if mode == "swap":
-            swapped = Variant(variant.chrom, variant.pos, variant.alt, variant.ref)
-            if len(variant.alt) == len(variant.ref) and found == variant.alt:
-                return swapped, "swapped"
-            raise VariantError(f"{err}; swapping does not help (the genome has neither allele)") from None
-        if found == variant.alt:
-            raise VariantError(f"{err}; the genome already has the alternate allele") from None
-        return Variant(variant.chrom, variant.pos, found, variant.alt), "ref_mismatch"
-
-
-def score_chunk(scorer: VariantScorer, entries: list[VariantRecord | Skipped], options: ScoreOptions) -> dict[str, np.ndarray]:
+def score_chunk(scorer: VariantScorer, entries: list[VariantRecord | Skipped]) -> dict[str, np.ndarray]:
     """Scores of one chunk's variants (one forward pass per new reference window and per allele),
-    each on the genome's name for its chromosome (:func:`~epiformer.variants.on_genome_names`);
-    ``unknown_chroms`` holds the input's chromosome of each variant skipped for a chromosome the
-    genome lacks."""
+    each on the genome's name for its chromosome (:func:`~epiformer.variants.on_genome_names`) and
+    resolved by the scorer's mismatch rule; ``unknown_chroms`` holds the input's chromosome of each
+    variant skipped for a chromosome the genome lacks."""
     rows, skipped = [], []
     names = ChromNames(scorer.genome.chrom_sizes, "the variant file", scorer.genome.fasta_path.name)
     for entry in entries:
@@ -88,7 +64,7 @@ def score_chunk(scorer: VariantScorer, entries: list[VariantRecord | Skipped], o
         try:
             variant = on_genome_names(entry.variant, names)
             with scorer.genome_lock:
-                variant, flag = resolve_mismatch(scorer.genome, variant, options.on_mismatch)
+                variant, flag = resolve_mismatch(scorer.genome, variant, scorer.scoring.on_mismatch)
         except VariantError as err:
             skipped.append(Skipped(entry.line, str(entry.variant), str(err)))
             continue
@@ -125,8 +101,6 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
     ``shard`` (i, N) scores chunks i, i + N, ...; the outputs are written once every part exists
     (by whichever shard finishes last, or by rank 0 when ``launched`` by torchrun)."""
     options = options or ScoreOptions()
-    if options.on_mismatch not in MISMATCH_MODES:
-        raise VcfError(f"--on-mismatch must be one of {', '.join(MISMATCH_MODES)}")
     path, outprefix = Path(path), Path(outprefix)
     if not path.is_file():
         raise VcfError(f"variant file {path}: no such file")
@@ -138,7 +112,7 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
     fingerprint = {"input": [path.name, sha256_file(path)],
                    "settings": {k: v for k, v in settings.items() if k not in ("device", "threads", "code_version")},
                    "genome": [scorer.genome.fasta_path.name, sorted(scorer.genome.chrom_sizes.items())],
-                   "options": {"on_mismatch": options.on_mismatch, "max_indel": options.max_indel,
+                   "options": {"on_mismatch": scorer.scoring.on_mismatch, "max_indel": scorer.scoring.max_indel,
                                "chunk": options.chunk},
                    "calibration": scorer.calibration.settings if missing_reason is None else None}
     fingerprint = json.loads(json.dumps(fingerprint))
@@ -156,7 +130,7 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
     total_parts = 0
     bar = tqdm(desc="score-variants", unit="var", disable=not options.progress, dynamic_ncols=True)
     index, n_shards = shard
-    for k, entries in enumerate(_chunks(read_variants(path, options.max_indel), options.chunk)):
+    for k, entries in enumerate(_chunks(read_variants(path, scorer.scoring.max_indel), options.chunk)):
         total_parts = k + 1
         part = parts / f"part-{k:06d}.npz"
         if k % n_shards != index:
@@ -165,7 +139,7 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
             counts["resumed_parts"] += 1
             bar.update(len(entries))
             continue
-        result = score_chunk(scorer, entries, options)
+        result = score_chunk(scorer, entries)
         with atomic_path(part) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **result)
         bar.update(len(entries))
@@ -193,14 +167,13 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
 
 def score_variants(models: ModelSetOptions, fasta: str | os.PathLike, settings: InferenceSettings,
                    path: str | os.PathLike, outprefix: str | os.PathLike, options: ScoreOptions | None = None,
-                   score_bp: int = 1024, restart: bool = False, shard: tuple[int, int] | None = None,
-                   share_bins: int | None = None) -> dict:
+                   scoring: ScoringSettings = ScoringSettings(), restart: bool = False,
+                   shard: tuple[int, int] | None = None) -> dict:
     """The score-variants job: the model set opened with ``settings`` (under torchrun each rank a
-    shard on its own GPU), its calibration, and :func:`score_variant_file`."""
+    shard on its own GPU), its calibration, and :func:`score_variant_file` with ``scoring``."""
     index, count, device, launched = job_shard(shard, settings.device)
     with open_predictor(models, fasta, dataclasses.replace(settings, device=device)) as predictor:
-        scorer = VariantScorer(predictor, score_bp=score_bp, calibration=find_calibration(predictor.models.sources),
-                               share_bins=share_bins)
+        scorer = VariantScorer(predictor, scoring, calibration=find_calibration(predictor.models.sources))
         return score_variant_file(scorer, path, outprefix, options, restart=restart, shard=(index, count),
                                   launched=launched)
 

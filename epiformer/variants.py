@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import UserError
 from .genome import ChromNames, CodedWindows, Genome, genome_chrom_name, sequence_codes
+from .inference import ScoringSettings
 
 BASES = re.compile(r"[ACGTNacgtn]+")
 MAX_POSITION_DIGITS = 11
@@ -56,7 +57,8 @@ class Variant:
         return {"chrom": self.chrom, "pos": self.pos, "ref": self.ref, "alt": self.alt}
 
 
-def make_variant(chrom: object, pos: object, ref: object, alt: object, max_indel: int = 100) -> Variant:
+def make_variant(chrom: object, pos: object, ref: object, alt: object,
+                 max_indel: int = ScoringSettings.max_indel) -> Variant:
     """A checked :class:`Variant`: a positive integer position and A/C/G/T/N alleles (``-`` or
     an empty string for none, as some tools write indels)."""
     if not isinstance(chrom, str) or not chrom:
@@ -84,7 +86,7 @@ def make_variant(chrom: object, pos: object, ref: object, alt: object, max_indel
     return Variant(chrom, int(pos), ref_allele, alt_allele)
 
 
-def parse_variant(text: str, max_indel: int = 100) -> Variant:
+def parse_variant(text: str, max_indel: int = ScoringSettings.max_indel) -> Variant:
     """``chr:pos:ref:alt``, or the same fields separated by whitespace (VCF columns CHROM POS REF
     ALT) or by ``-`` (``chr1-1000-A-G``); commas are allowed in the position."""
     text = text.strip()
@@ -110,6 +112,27 @@ def check_reference(genome: Genome, variant: Variant) -> None:
     if found != variant.ref:
         raise VariantError(f"reference mismatch: the genome has {found or '(nothing)'} at {variant.chrom}:"
                            f"{variant.pos}, the variant says {variant.ref or '(nothing)'}")
+
+
+def resolve_mismatch(genome: Genome, variant: Variant, rule: str) -> tuple[Variant, str]:
+    """The variant to score and its flag (``ok``, ``swapped`` or ``ref_mismatch``), or
+    :class:`VariantError` when it cannot be scored under the mismatch ``rule`` (skip, swap or
+    score: :class:`~epiformer.inference.ScoringSettings`)."""
+    try:
+        check_reference(genome, variant)
+        return variant, "ok"
+    except VariantError as err:
+        if "reference mismatch" not in str(err) or rule == "skip":
+            raise
+        found = genome.sequence(variant.chrom, variant.start, variant.end).upper()
+        if rule == "swap":
+            swapped = Variant(variant.chrom, variant.pos, variant.alt, variant.ref)
+            if len(variant.alt) == len(variant.ref) and found == variant.alt:
+                return swapped, "swapped"
+            raise VariantError(f"{err}; swapping does not help (the genome has neither allele)") from None
+        if found == variant.alt:
+            raise VariantError(f"{err}; the genome already has the alternate allele") from None
+        return Variant(variant.chrom, variant.pos, found, variant.alt), "ref_mismatch"
 
 
 def on_genome_names(variant: Variant, names: ChromNames) -> Variant:

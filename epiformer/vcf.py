@@ -16,6 +16,7 @@ from typing import Iterator
 
 from .errors import UserError
 from .files import open_text
+from .inference import ScoringSettings
 from .variants import Variant, VariantError, make_variant
 
 
@@ -54,7 +55,8 @@ def _symbolic_reason(allele: str) -> str | None:
     return None
 
 
-def read_variants(path: str | os.PathLike, max_indel: int = 100) -> Iterator[VariantRecord | Skipped]:
+def read_variants(path: str | os.PathLike,
+                  max_indel: int = ScoringSettings.max_indel) -> Iterator[VariantRecord | Skipped]:
     """Variants of a VCF (``.vcf`` or ``.vcf.gz``) or a TSV (columns chrom, pos, ref, alt[, id];
     a header line is allowed), in file order, with :class:`Skipped` entries for what is not scored.
 

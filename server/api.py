@@ -99,7 +99,7 @@ def tracks() -> Response:
 
 @api.get("/api/openapi.json")
 def openapi() -> Response:
-    return host_dependent(jsonify(openapi_document(public_base())))
+    return host_dependent(jsonify(openapi_document(public_base(), current_app.config["EPIFORMER"].scoring)))
 
 
 @api.get("/healthz")

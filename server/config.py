@@ -1,25 +1,57 @@
 """Server configuration: defaults, then a config file, then ``EPIFORMER_*`` environment variables.
 
-Every field can be set in the environment as ``EPIFORMER_<FIELD>`` (upper case), e.g.
+Every setting can be set in the environment as ``EPIFORMER_<NAME>`` (upper case), e.g.
 ``EPIFORMER_PRECOMPUTE_DIR=/data/hg38_tracks``; ``EPIFORMER_CONFIG`` names a TOML, YAML or JSON
-file with the same fields in lower case. Lists (``models``, ``shifts``) are comma-separated in the
+file with the same names in lower case. Lists (``models``, ``shifts``) are comma-separated in the
 environment; a checkpoint path holding a comma goes in a config file. ``epiformer serve`` hands
 its settings to gunicorn as a :class:`ServerConfig`, not through the environment.
+
+The names are flat: those of :data:`SETTINGS_FIELDS` set a field of the config's
+:class:`~epiformer.inference.InferenceSettings` or :class:`~epiformer.inference.ScoringSettings`
+(whose defaults they keep), every other one a field of :class:`ServerConfig`.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from epiformer.config import ConfigError, read_config_file
 from epiformer.errors import UserError
-from epiformer.inference import InferenceSettings, ModelSetOptions
+from epiformer.inference import InferenceSettings, ModelSetOptions, ScoringSettings
 
 
 class ServerConfigError(UserError, ValueError):
     """A setting that cannot be used, naming the setting and where it came from."""
+
+
+class SettingsField(NamedTuple):
+    """Where a flat setting lives: a field of the config's ``inference`` or ``scoring`` object;
+    ``zero_unset`` reads 0 as None (not set)."""
+
+    section: str
+    name: str
+    zero_unset: bool = False
+
+
+SETTINGS_FIELDS: dict[str, SettingsField] = {
+    "conservation": SettingsField("inference", "conservation"),   # default: the precompute's track; "none": run without
+    "device": SettingsField("inference", "device"),
+    "precision": SettingsField("inference", "precision"),
+    "reverse_complement": SettingsField("inference", "reverse_complement"),
+    "shifts": SettingsField("inference", "shifts"),
+    "compile": SettingsField("inference", "compile"),
+    # torch CPU threads per worker (0 or unset: cores / workers), apart from gunicorn's threads
+    "torch_threads": SettingsField("inference", "threads", zero_unset=True),
+    "max_batch": SettingsField("inference", "batch_size"),   # windows per forward pass, gathered across requests
+    "score_bp": SettingsField("scoring", "score_bp"),         # /api/variants' and /api/ism's default
+    "share_bins": SettingsField("scoring", "share_bins"),
+    "max_indel": SettingsField("scoring", "max_indel"),
+    "on_mismatch": SettingsField("scoring", "on_mismatch"),   # /api/variants' default
+}
+SECTIONS = {"inference": InferenceSettings, "scoring": ScoringSettings}
+SERVER_BATCH_SIZE = 16   # the server gathers windows from concurrent requests: larger batches than a command's
 
 
 @dataclass
@@ -34,21 +66,14 @@ class ServerConfig:
     index: int | None = None             # row of targets.txt a single-output original checkpoint predicts
     average: bool = False                # average checkpoints that predict the same target
     fasta: str = ""                      # default: the manifest's genome FASTA
-    # inference settings: the fields and defaults of every command's flags (epiformer.inference)
-    conservation: str = ""               # default: the precompute's track (manifest); "none": run without
-    device: str = "auto"
-    precision: str = "fp32"              # fp32 or bf16
-    reverse_complement: bool = True
-    shifts: list[int] = field(default_factory=lambda: [0])
-    torch_threads: int = 0               # torch CPU threads per worker (0: cores / workers)
-    compile: bool = False                # torch.compile the model (slower start, faster predictions)
+    # every command's settings and their defaults (flat names: SETTINGS_FIELDS)
+    inference: InferenceSettings = field(default_factory=lambda: InferenceSettings(batch_size=SERVER_BATCH_SIZE))
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
     public_url: str = ""                 # the URL users reach the server at, for hub links
     allowed_hosts: list[str] = field(default_factory=list)  # Host names that may choose links without public_url (default: bind address, localhost)
-    max_batch: int = 16                  # windows per forward pass gathered from concurrent requests
     max_delay_ms: float = 10.0           # longest wait for more requests before running a batch
     cache_windows: int = 512             # reference-window predictions kept (LRU)
     request_timeout_s: float = 60.0
-    share_bins: int | None = None        # variants within K bins of a window's centre share it (default: the model's)
     max_variants: int = 100              # per /api/variants request
     max_windows_per_request: int = 256   # model windows one variant request may run (distinct windows x shifts)
     max_body_bytes: int = 1_000_000
@@ -86,18 +111,11 @@ class ServerConfig:
         """The model set to load (``models`` with ``targets``, ``index`` and ``average``)."""
         return ModelSetOptions(tuple(self.models), self.targets or None, self.index, self.average)
 
-    def inference(self, manifest: dict) -> InferenceSettings:
+    def inference_for(self, manifest: dict) -> InferenceSettings:
         """The inference settings; conservation defaults to the precompute's own, so the API and
         the tracks are made alike."""
-        conservation = self.conservation or manifest["genome"].get("conservation")
-        try:
-            return InferenceSettings(device=self.device, precision=self.precision,
-                                     reverse_complement=self.reverse_complement, shifts=tuple(self.shifts),
-                                     batch_size=self.max_batch, threads=self.torch_threads or None,
-                                     compile=self.compile,
-                                     conservation=None if conservation == "not used" else conservation)
-        except UserError as err:
-            raise ServerConfigError(str(err)) from None
+        conservation = self.inference.conservation or manifest["genome"].get("conservation")
+        return dataclasses.replace(self.inference, conservation=None if conservation == "not used" else conservation)
 
 
 def body_limit_message(limit: int) -> str:
@@ -121,19 +139,26 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
                 if text.lower() in ("0", "false", "no", "off", ""):
                     return False
                 raise ValueError(text)
-            if base.startswith("list"):
+            if base.startswith(("list", "tuple")):
                 value = [item.strip() for item in text.split(",") if item.strip()]
-        if base == "list[int]":
+        if base in ("list[int]", "tuple[int, ...]"):
             return [int(item) for item in value]
     except (TypeError, ValueError):
         raise ServerConfigError(f"{source}: {name} must be {kind}, got {value!r}") from None
     return value
 
 
+def setting_types() -> dict[str, Any]:
+    """Every flat setting name and its field's type (a :data:`SETTINGS_FIELDS` name its object's field's)."""
+    types = {f.name: f.type for f in dataclasses.fields(ServerConfig) if f.name not in SECTIONS}
+    of_sections = {section: {f.name: f.type for f in dataclasses.fields(kind)} for section, kind in SECTIONS.items()}
+    return {**types, **{name: of_sections[where.section][where.name] for name, where in SETTINGS_FIELDS.items()}}
+
+
 def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Defaults, then ``EPIFORMER_CONFIG``'s file, then ``EPIFORMER_*`` variables, then ``overrides``."""
     environ = os.environ if environ is None else environ
-    fields = {f.name: f.type for f in dataclasses.fields(ServerConfig)}
+    fields = setting_types()
     values: dict[str, Any] = {}
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if environ.get("EPIFORMER_CONFIG"):
@@ -151,4 +176,15 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
                 raise ServerConfigError(f"{source}: unknown setting {label} (known: {', '.join(fields)})")
             if value is not None:
                 values[name] = _coerce(label, fields[name], value, source)
-    return ServerConfig(**values)
+    defaults = ServerConfig()
+    changes: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for name, where in SETTINGS_FIELDS.items():
+        if name in values:
+            value = values.pop(name)
+            changes[where.section][where.name] = None if where.zero_unset and value == 0 else value
+    try:
+        sections = {section: dataclasses.replace(getattr(defaults, section), **changed)
+                    for section, changed in changes.items()}
+    except UserError as err:
+        raise ServerConfigError(str(err)) from None
+    return ServerConfig(**values, **sections)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from epiformer import __version__
+from epiformer.inference import MISMATCH_RULES, ScoringSettings
 
 from .predictions import MAX_CONSERVATION
 
@@ -52,21 +53,6 @@ SCORE = {"type": "object", "required": ["ref_sum", "alt_sum", "sad", "log2fc", "
                                                             "their median), given with the percentiles"}}}
 TRACK_VALUES = {"type": "object", "additionalProperties": {
     "type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}}}
-VARIANTS_REQUEST = {"type": "object", "required": ["variants"],
-                    "properties": {"variants": {"type": "array", "items": VARIANT, "minItems": 1},
-                                   "tracks": {"type": "boolean", "default": False,
-                                              "description": "also return ref, alt and diff tracks"},
-                                   "score_bp": {"type": "integer", "minimum": 0, "default": 1024,
-                                                "description": "score the bins within this many bp of the variant; "
-                                                               "0 scores every output bin"}}}
-ISM_REQUEST = {"type": "object", "required": ["region"],
-               "properties": {"region": {"type": "string", "example": "chr1:150,001-150,100",
-                                         "description": "chr:start-end, 1-based, at most 1,000 bp"},
-                              "targets": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                                          "description": "targets to answer for (default: all)"},
-                              "score_bp": {"type": "integer", "minimum": 0, "default": 1024,
-                                           "description": "score the bins within this many bp of each base; 0 "
-                                                          "scores every output bin"}}}
 ISM_RESPONSE = {"type": "object", "required": ["region", "reference", "targets", "bases", "effects", "settings"],
                 "properties": {"region": {"type": "object"}, "reference": {"type": "string"},
                                "targets": {"type": "array", "items": {"type": "string"}},
@@ -84,6 +70,11 @@ VARIANTS_RESPONSE = {"type": "object", "required": ["targets", "results", "probl
                                     "results": {"type": "array", "items": {
                                         "type": "object", "required": ["index", "variant", "window", "scores"],
                                         "properties": {"index": {"type": "integer"}, "variant": {"type": "object"},
+                                                       "flag": {"type": "string",
+                                                                "enum": ["ok", "swapped", "ref_mismatch"],
+                                                                "description": "scored as given, with ref and alt "
+                                                                               "swapped, or over the genome's ref "
+                                                                               "(on_mismatch)"},
                                                        "window": {"type": "object"},
                                                        "scores": {"type": "object", "additionalProperties": SCORE},
                                                        "tracks": TRACK_VALUES}}},
@@ -123,6 +114,35 @@ SETTINGS = {"type": "object", "description": "the settings that made the numbers
 STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 
 
+def variants_request(scoring: ScoringSettings) -> dict:
+    """The /api/variants request, with ``scoring``'s defaults."""
+    return {"type": "object", "required": ["variants"],
+            "properties": {"variants": {"type": "array", "items": VARIANT, "minItems": 1},
+                           "tracks": {"type": "boolean", "default": False,
+                                      "description": "also return ref, alt and diff tracks"},
+                           "score_bp": {"type": "integer", "minimum": 0, "default": scoring.score_bp,
+                                        "description": "score the bins within this many bp of the variant; "
+                                                       "0 scores every output bin"},
+                           "on_mismatch": {"type": "string", "enum": list(MISMATCH_RULES),
+                                           "default": scoring.on_mismatch,
+                                           "description": "a ref that differs from the genome: skip the variant, "
+                                                          "swap ref and alt when alt is the genome's base, or score "
+                                                          "alt over the genome's bases (as score-variants' "
+                                                          "--on-mismatch)"}}}
+
+
+def ism_request(scoring: ScoringSettings) -> dict:
+    """The /api/ism request, with ``scoring``'s defaults."""
+    return {"type": "object", "required": ["region"],
+            "properties": {"region": {"type": "string", "example": "chr1:150,001-150,100",
+                                      "description": "chr:start-end, 1-based, at most 1,000 bp"},
+                           "targets": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                       "description": "targets to answer for (default: all)"},
+                           "score_bp": {"type": "integer", "minimum": 0, "default": scoring.score_bp,
+                                        "description": "score the bins within this many bp of each base; 0 "
+                                                       "scores every output bin"}}}
+
+
 def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -135,8 +155,8 @@ def _errors(*codes: str) -> dict:
     return {code: _json({"$ref": "#/components/schemas/Error"}, reasons[code]) for code in codes}
 
 
-def openapi_document(server_url: str) -> dict:
-    """The API description, with ``server_url`` as its server."""
+def openapi_document(server_url: str, scoring: ScoringSettings = ScoringSettings()) -> dict:
+    """The API description, with ``server_url`` as its server and ``scoring``'s defaults."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "Epiformer track server", "version": __version__,
@@ -151,9 +171,10 @@ def openapi_document(server_url: str) -> dict:
                 "summary": "Score variants (SNVs and indels) per target",
                 "description": "Each variant is checked against the reference and scored in a window around it: "
                                "Σref, Σalt, SAD, log2FC and the bin of largest change per target. Variants that "
-                               "cannot be scored are listed in problems with their index.",
+                               "cannot be scored (a ref that differs from the genome under on_mismatch skip, an "
+                               f"indel over {scoring.max_indel} bp, ...) are listed in problems with their index.",
                 "operationId": "scoreVariants",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": VARIANTS_REQUEST}}},
+                "requestBody": {"required": True, "content": {"application/json": {"schema": variants_request(scoring)}}},
                 "responses": {"200": _json(VARIANTS_RESPONSE, "scores"), **_errors("400", "401", "413", "422", "429", "503", "504")}}},
             "/api/ism": {"post": {
                 "summary": "Saturation mutagenesis of a region (at most 1 kb) per target",
@@ -161,7 +182,7 @@ def openapi_document(server_url: str) -> dict:
                                "ism places it) through the incremental path: per target and position the SAD of "
                                "A, C, G and T over the bins within score_bp (0 at the reference base, null at N).",
                 "operationId": "mutagenesis",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": ISM_REQUEST}}},
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ism_request(scoring)}}},
                 "responses": {"200": _json(ISM_RESPONSE, "effects"), **_errors("400", "401", "413", "429", "503", "504")}}},
             "/api/predict": {"post": {
                 "summary": "Predicted tracks for a region with edits, or for a raw sequence",

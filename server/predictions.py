@@ -15,12 +15,12 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from epiformer.files import bedgraph_text, settings_lines
 from epiformer.genome import GenomeError, parse_region
+from epiformer.inference import MISMATCH_RULES
 from epiformer.variants import Variant, VariantError, make_variant, parse_variant
 
 from .predictor import NonFiniteOutput, PredictionTimeout, ServerPredictor
 
 predictions = Blueprint("predictions", __name__)
-DEFAULT_SCORE_BP = 1024
 MAX_ISM_BP = 1_000        # bases of one /api/ism request (three substitutions each)
 MAX_CONSERVATION = 20.0   # phastCons is 0-1 and phyloP about -20 to 10; the model sees exp(value)
 
@@ -179,7 +179,9 @@ def _timed(call):
 
 @predictions.post("/api/variants")
 def variants() -> Response:
-    """Score one or many variants: per target Σref, Σalt, SAD, log2FC, the bin of largest change."""
+    """Score one or many variants: per target Σref, Σalt, SAD, log2FC, the bin of largest change.
+    A REF that differs from the genome follows ``on_mismatch`` (skip, swap or score, as
+    score-variants' --on-mismatch); each result's ``flag`` says ok, swapped or ref_mismatch."""
     body = json_body()
     items = body.get("variants", [body] if "chrom" in body else None)
     if not isinstance(items, list) or not items:
@@ -188,30 +190,33 @@ def variants() -> Response:
     if len(items) > limit:
         raise ApiError(400, f"{len(items)} variants in one request; at most {limit}")
     model = predictor()
-    score_bp = _int_field(body, "score_bp", DEFAULT_SCORE_BP, 0, model.n_bins * model.bin_size)
+    scoring = model.scorer.scoring
+    score_bp = _int_field(body, "score_bp", scoring.score_bp, 0, model.n_bins * model.bin_size)
     with_tracks = body.get("tracks", False)
     if not isinstance(with_tracks, bool):
         raise ApiError(400, "tracks must be true or false")
+    on_mismatch = body.get("on_mismatch", scoring.on_mismatch)
+    if on_mismatch not in MISMATCH_RULES:
+        raise ApiError(400, f"on_mismatch must be one of {', '.join(MISMATCH_RULES)}")
     valid, problems = [], []
     for index, item in enumerate(items):
         try:
-            variant = _variant(item, max_indel=100)
-            model.check(variant)
-            valid.append((index, variant))
+            variant, flag = model.resolve(_variant(item, scoring.max_indel), on_mismatch)
+            valid.append((index, variant, flag))
         except VariantError as err:
             problems.append({"index": index, "variant": _echo(item), "message": str(err)})
     if not valid:
         raise ApiError(422, "no variant could be scored", problems)
     budget = current_app.config["EPIFORMER"].max_windows_per_request
-    needed = model.scorer.windows_needed([v for _, v in valid])
+    needed = model.scorer.windows_needed([v for _, v, _ in valid])
     if needed > budget:
         raise ApiError(422, f"these variants need {needed} model windows (a reference window per 128 bp bin and one "
                             f"per distinct variant, times {len(model.engine.shifts)} shift(s)); this server runs at "
                             f"most {budget} per request (max_windows_per_request): send fewer, or variants closer "
                             "together", problems)
-    results = _timed(lambda: model.score_variants([v for _, v in valid], score_bp, with_tracks))
-    for (index, _), result in zip(valid, results):
-        result["index"] = index
+    results = _timed(lambda: model.score_variants([v for _, v, _ in valid], score_bp, with_tracks))
+    for (index, _, flag), result in zip(valid, results):
+        result["index"], result["flag"] = index, flag
     answer = {"targets": model.names, "score_bp": score_bp, "results": results, "problems": problems,
               "settings": model.settings(score_bp)}
     missing = model.scorer.percentiles_missing(score_bp)
@@ -239,7 +244,7 @@ def ism() -> Response:
     if unknown:
         raise ApiError(400, f"unknown target(s) {', '.join(map(repr, unknown[:5]))}; the model predicts "
                             f"{', '.join(model.names)}")
-    score_bp = _int_field(body, "score_bp", DEFAULT_SCORE_BP, 0, model.n_bins * model.bin_size)
+    score_bp = _int_field(body, "score_bp", model.scorer.scoring.score_bp, 0, model.n_bins * model.bin_size)
     return jsonify(_timed(lambda: model.mutagenesis(chrom, start, end, score_bp, list(dict.fromkeys(targets)))))
 
 
@@ -314,11 +319,12 @@ def variant_track() -> Response:
     if target not in model.names:
         raise ApiError(400, f"target {target!r} is not one of {', '.join(model.names)}")
     try:
-        variant = parse_variant(text)
+        variant = parse_variant(text, model.scorer.scoring.max_indel)
         model.check(variant)
     except VariantError as err:
         raise ApiError(400, f"variant: {err}") from None
-    result = _timed(lambda: model.score_variants([variant], DEFAULT_SCORE_BP, True))[0]
+    score_bp = model.scorer.scoring.score_bp
+    result = _timed(lambda: model.score_variants([variant], score_bp, True))[0]
     values = result["tracks"][kind][target]
     start, size = result["window"]["start"], model.genome.chrom_sizes[variant.chrom]
     bins = ((start + k * model.bin_size, min(start + (k + 1) * model.bin_size, size), value)
@@ -326,6 +332,6 @@ def variant_track() -> Response:
     text = bedgraph_text(f'name="{target} {kind} {variant}" description="Epiformer {kind} prediction, {target}, '
                          f'{variant}" visibility=full autoScale=on',
                          ((variant.chrom, lo, hi, value) for lo, hi, value in bins if 0 <= lo < hi))
-    response = Response(settings_lines(model.settings(DEFAULT_SCORE_BP)) + text, mimetype="text/plain")
+    response = Response(settings_lines(model.settings(score_bp)) + text, mimetype="text/plain")
     response.headers["Content-Disposition"] = f'inline; filename="{target}.{kind}.bedGraph"'
     return response

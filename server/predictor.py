@@ -17,7 +17,8 @@ from epiformer.calibration import CALIBRATED, find_calibration
 from epiformer.genome import CodedWindows, sequence_codes
 from epiformer.inference import open_predictor
 from epiformer.scorer import Alternates, Group, VariantScorer, Window
-from epiformer.variants import SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference, scores_by_target
+from epiformer.variants import (SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference, resolve_mismatch,
+                                scores_by_target)
 
 from .batching import BatchPredictor
 from .config import ServerConfig
@@ -38,14 +39,14 @@ class ServerPredictor:
 
     def __init__(self, cfg: ServerConfig, manifest: dict) -> None:
         fasta = cfg.fasta or manifest["genome"]["fasta"]
-        self.predictor = open_predictor(cfg.model_set(), fasta, cfg.inference(manifest), log=lambda _: None)
+        self.predictor = open_predictor(cfg.model_set(), fasta, cfg.inference_for(manifest), log=lambda _: None)
         self.engine, self.genome = self.predictor.engine, self.predictor.genome
-        self.batcher = BatchPredictor(self.engine, cfg.max_batch, cfg.max_delay_ms / 1000)
+        self.batcher = BatchPredictor(self.engine, cfg.inference.batch_size, cfg.max_delay_ms / 1000)
         self.timeout = cfg.request_timeout_s
-        self.scorer = VariantScorer(self.predictor, cache_windows=cfg.cache_windows,
+        self.scorer = VariantScorer(self.predictor, cfg.scoring, cache_windows=cfg.cache_windows,
                                     calibration=find_calibration(self.predictor.models.sources),
                                     run=self._run_windows, run_alternates=self._run_alternates,
-                                    timeout=self.timeout, share_bins=cfg.share_bins)
+                                    timeout=self.timeout)
         self.cache = self.scorer.cache
         self.names = self.engine.target_names
         config = self.engine.config
@@ -96,6 +97,12 @@ class ServerPredictor:
     def check(self, variant: Variant) -> None:
         with self.genome_lock:
             check_reference(self.genome, variant)
+
+    def resolve(self, variant: Variant, on_mismatch: str) -> tuple[Variant, str]:
+        """The variant to score and its flag under a mismatch rule, as score-variants resolves it
+        (:func:`~epiformer.variants.resolve_mismatch`), or :class:`VariantError`."""
+        with self.genome_lock:
+            return resolve_mismatch(self.genome, variant, on_mismatch)
 
     def score_variants(self, variants: list[Variant], score_bp: int, with_tracks: bool) -> list[dict]:
         """Scores (and optionally ref/alt/diff tracks) of reference-checked variants."""

@@ -70,7 +70,7 @@ def check_model_set(cfg: ServerConfig) -> None:
     from epiformer.inference import resolve_conservation
     from epiformer.manifest import read_manifest
 
-    settings = cfg.inference(read_manifest(cfg.precompute_dir))
+    settings = cfg.inference_for(read_manifest(cfg.precompute_dir))
     resolve_conservation(cfg.model_set().load().uses_conservation, settings.conservation)
 
 
@@ -103,7 +103,7 @@ def gunicorn_options(cfg: ServerConfig) -> dict[str, Any]:
             os.environ["CUDA_VISIBLE_DEVICES"] = visible[worker.gpu_slot]
             server.log.info("worker %s pinned to GPU %s", worker.pid, visible[worker.gpu_slot])
         elif "OMP_NUM_THREADS" not in os.environ:
-            os.environ["OMP_NUM_THREADS"] = str(cfg.torch_threads or max(1, (os.cpu_count() or 1) // workers))
+            os.environ["OMP_NUM_THREADS"] = str(cfg.inference.threads or max(1, (os.cpu_count() or 1) // workers))
 
     def post_worker_init(worker) -> None:
         logger = logging.getLogger("epiformer.server")

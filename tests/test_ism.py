@@ -12,7 +12,7 @@ from epiformer import save_checkpoint
 from epiformer.cli import main
 from epiformer.config import preset
 from epiformer.engine import Engine
-from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor
+from epiformer.inference import InferenceSettings, ModelSetOptions, ScoringSettings, open_predictor
 from epiformer.ism import saturation_mutagenesis
 from epiformer.model import Epiformer
 from epiformer.modelset import load_model_set
@@ -90,7 +90,7 @@ def test_ism_effects_are_the_variant_scores(demo_data, tiny_checkpoint, shifts):
     """A substitution's ISM effect is the SAD score-variants and the server give it: one scorer,
     one window, the same shifts."""
     with open_tiny(demo_data, tiny_checkpoint, shifts=shifts) as predictor:
-        scorer = VariantScorer(predictor, score_bp=300)
+        scorer = VariantScorer(predictor, ScoringSettings(score_bp=300))
         result = saturation_mutagenesis(scorer, "chr2", 80_000, 80_006)
         variants = [Variant("chr2", 80_001 + offset, ref, alt) for offset, ref in enumerate(result.reference)
                     for alt in "ACGT" if alt != ref]

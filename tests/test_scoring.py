@@ -13,7 +13,7 @@ import pytest
 from epiformer.cli import main
 from epiformer.files import read_table, sha256_file
 from epiformer.genome import Genome
-from epiformer.inference import InferenceError, InferenceSettings, ModelSetOptions, open_predictor
+from epiformer.inference import InferenceError, InferenceSettings, ModelSetOptions, ScoringSettings, open_predictor
 from epiformer.scorer import VariantScorer
 from epiformer.scoring import ScoreOptions, score_variant_file
 from epiformer.variants import SCORE_FIELDS, Variant, VariantError, make_variant
@@ -87,9 +87,9 @@ def predictor(precomputed, demo_data):
         yield opened
 
 
-def run(predictor, vcf, out, score_bp=1024, shard=(0, 1), **options):
-    return score_variant_file(VariantScorer(predictor, score_bp=score_bp), vcf, out,
-                              ScoreOptions(progress=False, log=lambda _: None, **options), shard=shard)
+def run(predictor, vcf, out, shard=(0, 1), chunk=ScoreOptions.chunk, **scoring):
+    return score_variant_file(VariantScorer(predictor, ScoringSettings(**scoring)), vcf, out,
+                              ScoreOptions(progress=False, log=lambda _: None, chunk=chunk), shard=shard)
 
 
 def table(path):
@@ -152,7 +152,7 @@ def test_resume_redoes_only_missing_parts(predictor, vcf, tmp_path):
     assert again["resumed_parts"] == 2 and (tmp_path / "a.tsv").read_text() == first
     with pytest.raises(VcfError, match="holds another scoring run .* --restart"):
         run(predictor, vcf, tmp_path / "a", chunk=3, score_bp=10)
-    restarted = score_variant_file(VariantScorer(predictor, score_bp=10), vcf, tmp_path / "a",
+    restarted = score_variant_file(VariantScorer(predictor, ScoringSettings(score_bp=10)), vcf, tmp_path / "a",
                                    ScoreOptions(progress=False, chunk=3, log=lambda _: None), restart=True)
     assert restarted["resumed_parts"] == 0 and (tmp_path / "a.tsv").read_text() != first
 
@@ -343,7 +343,7 @@ def test_score_bp_0_scores_the_whole_output(precomputed, demo_data, vcf):
     with pytest.raises(VariantError, match="score_bp must be 0 .* or positive"):
         score_bins(1000, 128, 48, v, -5)
     with open_demo(precomputed, demo_data) as predictor:
-        whole, near = VariantScorer(predictor, score_bp=0).score([v])[0], VariantScorer(predictor).score([v])[0]
+        whole, near = VariantScorer(predictor, ScoringSettings(score_bp=0)).score([v])[0], VariantScorer(predictor).score([v])[0]
     assert whole.bins == slice(0, 48) and near.bins.stop - near.bins.start == 17, "±1,024 bp of an SNV: 17 bins"
     sad = SCORE_FIELDS.index("sad")
     np.testing.assert_allclose(whole.scores[:, sad], (whole.alternate - whole.reference).sum(axis=1), rtol=1e-4, atol=1e-6)
@@ -422,7 +422,7 @@ def test_a_cluster_of_variants_costs_one_reference_per_window(predictor, demo_da
     shared = VariantScorer(predictor)
     shared._run_alternates = counting(shared)
     shared.score(cluster)
-    centred = VariantScorer(predictor, share_bins=0)
+    centred = VariantScorer(predictor, ScoringSettings(share_bins=0))
     centred._run_alternates = counting(centred)
     centred.score(cluster)
     assert runs == [1, len({v.start // engine.config.bin_size for v in cluster})] and runs[1] > 1
@@ -435,7 +435,7 @@ def test_shared_windows_change_scores_little(predictor, demo_data):
         variants = [make_variant("chr1", pos, genome.sequence("chr1", pos - 1, pos).upper(),
                                  other(genome.sequence("chr1", pos - 1, pos).upper()))
                     for pos in range(100_001, 200_000, 997) if genome.sequence("chr1", pos - 1, pos).upper() in "ACGT"]
-    shared, centred = VariantScorer(predictor).score(variants), VariantScorer(predictor, share_bins=0).score(variants)
+    shared, centred = VariantScorer(predictor).score(variants), VariantScorer(predictor, ScoringSettings(share_bins=0)).score(variants)
     moved = 0
     for a, b in zip(shared, centred):
         for field in ("ref_sum", "alt_sum"):
@@ -444,7 +444,7 @@ def test_shared_windows_change_scores_little(predictor, demo_data):
         moved += a.window_start != b.window_start
     assert moved > len(variants) // 2, "most variants are scored off-centre"
     with pytest.raises(InferenceError, match="--share-bins must be from 0 to 12"):
-        VariantScorer(predictor, share_bins=13)
+        VariantScorer(predictor, ScoringSettings(share_bins=13))
 
 
 @pytest.mark.slow

@@ -129,9 +129,17 @@ def test_configuration_layers(tmp_path):
     file.write_text('precompute_dir = "/data/x"\nmax_batch = 4\nmodels = ["a.pth.tar"]\n')
     cfg = load_config(environ={"EPIFORMER_CONFIG": str(file), "EPIFORMER_MAX_BATCH": "8",
                                "EPIFORMER_MODELS": "MGC=a.pth.tar,OPC=b.pth.tar"})
-    assert cfg.precompute_dir == "/data/x" and cfg.max_batch == 8
+    assert cfg.precompute_dir == "/data/x" and cfg.inference.batch_size == 8
     assert cfg.models == ["MGC=a.pth.tar", "OPC=b.pth.tar"]
-    assert load_config({"max_batch": 2}, environ={"EPIFORMER_MAX_BATCH": "8"}).max_batch == 2
+    assert load_config({"max_batch": 2}, environ={"EPIFORMER_MAX_BATCH": "8"}).inference.batch_size == 2
+    flat = load_config({"shifts": [-1, 0, 1]}, environ={"EPIFORMER_TORCH_THREADS": "0", "EPIFORMER_SCORE_BP": "512",
+                                                        "EPIFORMER_ON_MISMATCH": "swap", "EPIFORMER_PRECISION": "bf16"})
+    assert (flat.inference.threads, flat.inference.shifts, flat.inference.precision) == (None, (-1, 0, 1), "bf16")
+    assert (flat.scoring.score_bp, flat.scoring.on_mismatch, flat.scoring.max_indel) == (512, "swap", 100)
+    assert load_config(environ={"EPIFORMER_TORCH_THREADS": "3"}).inference.threads == 3
+    assert load_config(environ={}).inference.batch_size == 16, "the server's batches gather concurrent requests"
+    with pytest.raises(ServerConfigError, match="on_mismatch must be one of skip, swap, score"):
+        load_config(environ={"EPIFORMER_ON_MISMATCH": "keep"})
     with pytest.raises(ServerConfigError, match="EPIFORMER_MAX_BATCH must be int"):
         load_config(environ={"EPIFORMER_MAX_BATCH": "many"})
     with pytest.raises(ServerConfigError, match="unknown setting EPIFORMER_MAX_BATCHES"):

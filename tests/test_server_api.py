@@ -15,7 +15,11 @@ import torch
 from epiformer.engine import Engine
 from epiformer.genome import Genome, encode_codes
 from epiformer.modelset import load_model_set
-from epiformer.variants import VariantError, apply_edits, make_variant, parse_variant
+from epiformer.inference import ScoringSettings
+from epiformer.scorer import VariantScorer
+from epiformer.scoring import score_chunk
+from epiformer.variants import SCORE_FIELDS, VariantError, apply_edits, make_variant, parse_variant
+from epiformer.vcf import VariantRecord
 from epiformer.server.config import ServerConfig, ServerConfigError
 
 from .helpers import make_model_app
@@ -199,6 +203,35 @@ def test_indels_mismatches_and_partial_failures(api, genome):
     assert bad.status_code == 422 and "the genome calls it 'chr1'" in bad.json["error"]["problems"][0]["message"]
 
 
+@pytest.mark.parametrize("rule", ["swap", "score"])
+def test_mismatch_rules_score_as_score_variants_does(api, model_app, genome, rule):
+    """on_mismatch swap and score resolve a REF that differs from the genome as score-variants'
+    --on-mismatch does, with the same flag, alleles and scores; skip (the default) names it."""
+    chrom, pos = "chr2", 150_001
+    found = genome.sequence(chrom, pos - 1, pos).upper()
+    other = "A" if found != "A" else "C"
+    given = [{"chrom": chrom, "pos": pos, "ref": other, "alt": found},                  # REF and ALT traded
+             {"chrom": chrom, "pos": pos + 40, "ref": "G" if genome.sequence(chrom, pos + 39, pos + 40).upper() != "G"
+              else "T", "alt": "-"}]                                                   # REF wrong, a deletion
+    skipped = api.post("/api/variants", json={"variants": given})
+    assert skipped.status_code == 422 and all("reference mismatch" in p["message"]
+                                              for p in skipped.json["error"]["problems"])
+    body = api.post("/api/variants", json={"variants": given, "on_mismatch": rule}).json
+    model = model_app.config["PREDICTOR"]
+    local = VariantScorer(model.predictor, ScoringSettings(on_mismatch=rule), cache_windows=0)
+    expected = score_chunk(local, [VariantRecord(k + 1, str(k), make_variant(**v)) for k, v in enumerate(given)])
+    assert [r["index"] + 1 for r in body["results"]] == expected["line"].tolist()
+    assert [p["index"] + 1 for p in body["problems"]] == expected["skipped_line"].tolist()
+    assert [p["message"] for p in body["problems"]] == expected["skipped_reason"].tolist()
+    for k, result in enumerate(body["results"]):
+        assert result["flag"] == expected["flag"][k]
+        assert (result["variant"]["ref"], result["variant"]["alt"]) == (expected["ref"][k], expected["alt"][k])
+        for t, name in enumerate(body["targets"]):
+            assert result["scores"][name]["sad"] == pytest.approx(
+                float(expected["scores"][k, t, SCORE_FIELDS.index("sad")]), rel=1e-4, abs=1e-6)
+    assert body["results"] and {r["flag"] for r in body["results"]} == {"swapped" if rule == "swap" else "ref_mismatch"}
+
+
 @pytest.mark.parametrize("payload, status, message", [
     (b"{not json", 400, "must be a JSON object"),
     ([1, 2], 400, "must be a JSON object"),
@@ -209,6 +242,7 @@ def test_indels_mismatches_and_partial_failures(api, genome):
     ({"variants": [{"chrom": "chr1", "pos": 5}]}, 422, "missing ref, alt"),
     ({"variants": ["chr1:5:A:G"], "score_bp": -1}, 400, "score_bp must be"),
     ({"variants": ["chr1:5:A:G"], "tracks": "yes"}, 400, "tracks must be"),
+    ({"variants": ["chr1:5:A:G"], "on_mismatch": "keep"}, 400, "on_mismatch must be one of skip, swap, score"),
     ({"variants": ["x" * 30_000]}, 413, "limit of 20,000 bytes (max_body_bytes)"),
 ])
 def test_bad_variant_requests_are_4xx(api, payload, status, message):
