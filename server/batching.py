@@ -39,7 +39,7 @@ class _Job:
 class BatchPredictor:
     """Runs ``engine`` on batches gathered from concurrent :meth:`submit` calls."""
 
-    def __init__(self, engine: Engine, max_batch: int = 16, max_delay_s: float = 0.01) -> None:
+    def __init__(self, engine: Engine, max_batch: int, max_delay_s: float) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
