@@ -36,6 +36,7 @@ from .genome import (
     ChromNames,
     Genome,
     encode_codes,
+    genome_intervals,
     name_examples,
     read_bed_intervals,
     read_chrom_sizes,
@@ -128,11 +129,7 @@ def read_regions(path: str | os.PathLike, chrom_sizes: dict[str, int],
                  warn: Callable[[str], None] = print_warning) -> list[tuple[str, int, int]]:
     """BED regions (chrom, start, end) on the genome's names (those of ``chrom_sizes``); regions
     on a chromosome with no counterpart there are skipped, with one warning."""
-    names = ChromNames(chrom_sizes, f"BED file {path}", "the sizes file")
-    regions = names.intervals(read_bed_intervals(path, "BED file"))
-    if names.skipped:
-        warn(names.summary("regions"))
-    return regions
+    return genome_intervals(path, chrom_sizes, "BED file", warn, "the sizes file", "regions")
 
 
 def plan_windows(params: DatasetParameters, chrom_sizes: dict[str, int],

@@ -254,12 +254,14 @@ def read_bed_intervals(path: str | os.PathLike, what: str = "BED file") -> Itera
 
 
 def genome_intervals(path: str | os.PathLike, genome_names: Iterable[str], what: str = "BED file",
-                     warn: Callable[[str], None] = print_warning) -> list[tuple[str, int, int]]:
+                     warn: Callable[[str], None] = print_warning, where: str = "the genome",
+                     records: str = "intervals") -> list[tuple[str, int, int]]:
     """A BED file's intervals on the genome's chromosome names (:func:`genome_chrom_name`); those
-    on a chromosome the genome lacks are skipped, and ``warn`` says how many in one line."""
-    names = ChromNames(genome_names, f"{what} {path}")
+    on a chromosome the genome (``where``) lacks are skipped, and ``warn`` says how many
+    ``records`` in one line."""
+    names = ChromNames(genome_names, f"{what} {path}", where)
     intervals = names.intervals(read_bed_intervals(path, what))
-    if (line := names.summary("intervals")) is not None:
+    if (line := names.summary(records)) is not None:
         warn(line)
     return intervals
 
