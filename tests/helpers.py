@@ -45,9 +45,14 @@ class Gunicorn:
         return self.log.read_text()
 
 
+READY_WITHIN_S = 300     # a server that has not answered by then is hung (the paper model starts in seconds)
+
+
 def wait_until_ready(url: str, proc: subprocess.Popen, output: Callable[[], str]) -> None:
-    """Poll ``url`` until it answers 200; fail with ``output()`` if ``proc`` exits first."""
-    for _ in range(1200):
+    """Poll ``url`` until it answers 200; fail with ``output()`` if ``proc`` exits first, or when
+    it has not answered within ``READY_WITHIN_S`` seconds (a server whose workers hang)."""
+    deadline = time.monotonic() + READY_WITHIN_S
+    while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -56,7 +61,7 @@ def wait_until_ready(url: str, proc: subprocess.Popen, output: Callable[[], str]
             if proc.poll() is not None:
                 pytest.fail(f"the server exited: {output()[-2000:]}")
             time.sleep(0.1)
-    pytest.fail(f"{url} did not answer")
+    pytest.fail(f"{url} did not answer within {READY_WITHIN_S} s: {output()[-2000:]}")
 
 
 @contextlib.contextmanager
