@@ -157,8 +157,9 @@ def serve(cfg: ServerConfig) -> None:
 if __name__ == "__main__":
     from epiformer.errors import UserError
 
+    answer, sys.stdout = sys.stdout.buffer, sys.stderr      # what the check prints cannot garble the answer
     try:
         check_model_set(pickle.load(sys.stdin.buffer))
     except UserError as err:
-        sys.stdout.buffer.write(pickle.dumps(err))
+        answer.write(pickle.dumps(err))
         sys.exit(USER_ERROR_STATUS)
