@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_server import free_port  # noqa: E402
+from bench_server import free_port, wait_ready  # noqa: E402
 from report import device_script_arguments, machine_description, publish  # noqa: E402
 
 from epiformer.checkpoint import save_original_checkpoint  # noqa: E402
@@ -86,15 +86,10 @@ def serve(arguments: list[str], log: Path, requests: list[tuple[str, dict]]) -> 
         proc = subprocess.Popen([sys.executable, "-m", "epiformer.cli", "serve", *arguments, "--port", str(port)],
                                 stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.perf_counter() - started > 600:
-                    sys.exit(f"epiformer serve did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.05)
+        try:
+            wait_ready(f"{base}/readyz", 600, proc)
+        except RuntimeError as err:
+            sys.exit(f"epiformer serve did not start ({err}):\n{log.read_text()[-3000:]}")
         ready = time.perf_counter() - started
         answers = {path: post(base + path, body) for path, body in requests}
         workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()

@@ -90,7 +90,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, seconds: float = 120) -> None:
+def wait_ready(url: str, seconds: float = 120, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 200; RuntimeError when ``proc`` (the server) exits first or
+    ``seconds`` pass."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -98,7 +100,9 @@ def wait_ready(url: str, seconds: float = 120) -> None:
                 if response.status == 200:
                     return
         except OSError:
-            time.sleep(0.2)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"the server exited with status {proc.returncode} before {url} answered") from None
+            time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer")
 
 
