@@ -27,7 +27,7 @@ from report import machine_description, publish  # noqa: E402
 from epiformer.checkpoint import save_checkpoint  # noqa: E402
 from epiformer.config import preset  # noqa: E402
 from epiformer.demo import DemoSpec, make_demo_data  # noqa: E402
-from epiformer.engine import select_device  # noqa: E402
+from epiformer.device import select_device  # noqa: E402
 from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor, open_predictor  # noqa: E402
 from epiformer.interpret import gradient_contributions, mutagenesis_tracks  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402

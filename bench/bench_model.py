@@ -26,7 +26,7 @@ from bench_precompute import forward_flops  # noqa: E402
 from report import machine_description, publish  # noqa: E402
 
 from epiformer.config import preset  # noqa: E402
-from epiformer.engine import select_device  # noqa: E402
+from epiformer.device import select_device  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
 
 

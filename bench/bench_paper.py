@@ -32,7 +32,7 @@ from report import device_script_arguments, machine_description, publish  # noqa
 from epiformer.checkpoint import save_original_checkpoint  # noqa: E402
 from epiformer.config import preset  # noqa: E402
 from epiformer.demo import DemoSpec, make_demo_data  # noqa: E402
-from epiformer.engine import select_device  # noqa: E402
+from epiformer.device import select_device  # noqa: E402
 from epiformer.genome import Genome  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402
 

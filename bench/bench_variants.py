@@ -44,7 +44,8 @@ from report import machine_description, publish  # noqa: E402
 from epiformer.checkpoint import save_checkpoint  # noqa: E402
 from epiformer.config import preset  # noqa: E402
 from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
-from epiformer.engine import Engine, select_device  # noqa: E402
+from epiformer.engine import Engine  # noqa: E402
+from epiformer.device import select_device  # noqa: E402
 from epiformer.genome import Genome, encode_codes  # noqa: E402
 from epiformer.ism import saturation_mutagenesis  # noqa: E402
 from epiformer.model import Epiformer  # noqa: E402

@@ -40,7 +40,8 @@ from report import device_script_arguments, machine_description, publish  # noqa
 from epiformer.checkpoint import save_checkpoint  # noqa: E402
 from epiformer.config import preset  # noqa: E402
 from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
-from epiformer.engine import Engine, select_device  # noqa: E402
+from epiformer.engine import Engine  # noqa: E402
+from epiformer.device import select_device  # noqa: E402
 from epiformer.genome import Genome  # noqa: E402
 from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor  # noqa: E402
 from epiformer.ism import saturation_mutagenesis  # noqa: E402

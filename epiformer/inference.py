@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 import torch
 
 from .checkpoint import code_version
-from .engine import Engine, select_device
+from .device import select_device
+from .engine import Engine
 from .errors import UserError
 from .files import sha256_file
 from .genome import Genome

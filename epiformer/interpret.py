@@ -133,7 +133,7 @@ def gradient_contributions(scorer: VariantScorer, regions: list[tuple[str, int, 
         totals = [np.zeros((len(engine.target_names), end - start), np.float64) for _, start, end in batch]
         for shift, x in zip(engine.shifts, inputs):
             x = x.float().clone().requires_grad_(True)             # a plain tensor, not an inference one
-            with torch.enable_grad(), engine._autocast():
+            with torch.enable_grad(), engine.autocast():
                 predicted = engine.ensembled(x)
                 signal = torch.stack([predicted[k, :, lo:hi].sum(dim=1) for k, (lo, hi) in enumerate(bins)])
             for t in range(signal.shape[1]):

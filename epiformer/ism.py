@@ -2,7 +2,7 @@
 
 The region's window is placed by the variant scorer's rule (the window of the region's centre
 bin), and its reference and each substitution predicted together through
-:meth:`Engine.predict_substitutions` (incremental by default: the reference's tower runs once and
+:func:`~epiformer.incremental.predict_substitutions` (incremental by default: the reference's tower runs once and
 only the tower columns a changed base reaches are recomputed), once per shift. The effect of a substitution on a target is its SAD
 over the bins within ``score_bp`` of the position, scored by the same scorer as variants.
 Substituted bases keep their position's conservation.
@@ -19,6 +19,7 @@ import numpy as np
 
 from .files import atomic_path, settings_lines
 from .genome import sequence_codes
+from .incremental import predict_substitutions
 from .scorer import VariantScorer
 from .variants import SCORE_FIELDS, Variant, VariantError
 
@@ -61,7 +62,7 @@ def saturation_mutagenesis(scorer: VariantScorer, chrom: str, start: int, end: i
         for offset, base in where:
             pos = start + offset - first - shift
             substitutions.append((pos, np.eye(4, dtype=np.float32)[base] * window[:, pos].sum()))
-        reference_shifted, shifted = engine.predict_substitutions(window, substitutions, incremental=incremental)
+        reference_shifted, shifted = predict_substitutions(engine, window, substitutions, incremental=incremental)
         ref_prediction, predictions = ref_prediction + reference_shifted, predictions + shifted
     ref_prediction = ref_prediction / len(engine.shifts)
     effects = np.full((len(engine.target_names), end - start, 4), np.nan, np.float32)

@@ -5,29 +5,31 @@ It places each variant in its window (:meth:`Engine.variant_window`: on the bin 
 ``share_bins`` bins of the centre, so that nearby variants share one window), shares one
 reference prediction among the variants of a window, encodes the alternate allele in the same
 window (shift ensembling included), computes the scores (:func:`~epiformer.variants.score_variant`)
-and, against a calibration made with the same settings, their percentiles. A window's reference and its alternates run together through
-:meth:`Engine.predict_alternates`: the convolutional tower runs once on the reference, and an SNV
-or MNV reruns it only near its bases. Callers may replace how windows are run (the server
-batches them across requests and adds timeouts); nothing else about scoring is theirs.
+and, against a calibration made with the same settings, their percentiles. The coded windows go
+to a runner (:class:`~epiformer.runners.WindowRunner`): by default the engine in this thread, in
+the server a batcher shared by concurrent requests. A window's reference and its alternates run
+together (:func:`~epiformer.incremental.predict_alternates`): the convolutional tower runs once on the reference,
+and an SNV or MNV reruns it only near its bases.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from .engine import PredictionCache, ReferenceState
 from .genome import CodedWindows
+from .incremental import ReferenceState
 from .inference import COMPARED_SETTINGS, InferenceError, Predictor, ScoringSettings, settings_mismatch
+from .prediction_cache import PredictionCache
+from .runners import Alternates, CodedGroup, LocalRunner, WindowRunner
 from .variants import Variant, coded_edited, score_variant
 
 Window = tuple[str, int, list]          # (chrom, window start, edits)
 REFERENCE_STATE = "reference state"     # cache keys (chrom, start, REFERENCE_STATE): a window's ReferenceState
 Group = tuple[str, int, list, "ReferenceState | None"]   # (chrom, window start, variants scored in it, each
                                                         # alone, the reference's state when already made)
-Alternates = tuple[ReferenceState, np.ndarray]   # a group's reference state, alternates (N, targets, bins)
 
 
 class Background(Protocol):
@@ -61,9 +63,9 @@ class VariantScorer:
     ``scoring`` says (:class:`~epiformer.inference.ScoringSettings`: the scoring window, the
     placement rule, and for callers reading variants the largest indel and the mismatch rule).
 
-    ``run`` predicts a list of windows, (chrom, start, edits) -> (N, targets, bins), and
-    ``run_alternates`` a list of groups (chrom, start, variants, reference state or None) ->
-    (reference state, alternates) per group; the defaults run them on the engine in batches.
+    ``runner`` runs the coded windows (:class:`~epiformer.runners.WindowRunner`; by default a
+    :class:`~epiformer.runners.LocalRunner` on the predictor's engine); ``timeout`` bounds the
+    wait for a window another thread is predicting.
     ``cache_windows`` reference states are kept (each holds its window's tower outputs;
     position-sorted input meets a window again only at the next chunk, so a few suffice).
     ``scoring.share_bins`` (K) is how far from its window's centre a variant may be
@@ -76,9 +78,7 @@ class VariantScorer:
 
     def __init__(self, predictor: Predictor, scoring: ScoringSettings = ScoringSettings(), cache_windows: int = 16,
                  calibration: Background | None = None,
-                 run: Callable[[list[Window]], Sequence[np.ndarray]] | None = None,
-                 run_alternates: Callable[[list[Group]], Sequence[Alternates]] | None = None,
-                 timeout: float | None = None, incremental: bool = True) -> None:
+                 runner: WindowRunner | None = None, timeout: float | None = None, incremental: bool = True) -> None:
         self.predictor = predictor
         self.engine, self.genome = predictor.engine, predictor.genome
         self.scoring = scoring
@@ -90,8 +90,7 @@ class VariantScorer:
         self.cache = PredictionCache(cache_windows)
         self.calibration = calibration
         self.timeout = timeout
-        self._run = run or self.predict_windows
-        self._run_alternates = run_alternates or self.predict_alternates
+        self.runner = runner or LocalRunner(self.engine)
         self.incremental = incremental
         self.genome_lock = threading.Lock()
 
@@ -122,37 +121,42 @@ class VariantScorer:
             return coded_edited(self.genome, chrom, self.engine.coded_start(start), self.engine.coded_length, edits)
 
     def predict_windows(self, windows: list[Window]) -> list[np.ndarray]:
-        """Predictions of windows (chrom, start, edits), coded and run one batch at a time."""
-        size = self.engine.batch_size
+        """Predictions of windows (chrom, start, edits), coded and handed to the runner as many at
+        a time as it takes."""
+        size = self.runner.max_windows or max(len(windows), 1)
         return [prediction for lo in range(0, len(windows), size)
-                for prediction in self.engine.predict_coded(CodedWindows.concatenate(
+                for prediction in self.runner.predict(CodedWindows.concatenate(
                     [self.encode(*w) for w in windows[lo: lo + size]]))]
 
-    def encode_alternates(self, chrom: str, start: int, variants: Sequence[Variant]) -> tuple[CodedWindows, CodedWindows]:
+    def coded_group(self, chrom: str, start: int, variants: Sequence[Variant],
+                    state: ReferenceState | None = None) -> CodedGroup:
         """A window's reference and its variants' alternates, each alone, coded."""
-        return self.encode(chrom, start, []), CodedWindows.concatenate([self.encode(chrom, start, [v]) for v in variants])
+        return CodedGroup((chrom, start), self.encode(chrom, start, []),
+                          CodedWindows.concatenate([self.encode(chrom, start, [v]) for v in variants]), state)
 
-    def predict_alternates(self, groups: list[Group]) -> list[Alternates]:
+    def predict_groups(self, groups: list[Group]) -> list[Alternates]:
         """Reference states and alternate predictions of groups (chrom, start, variants, state),
-        coded and run a few batches' worth of windows at a time (a group with more alternates
-        runs alone)."""
-        limit = 4 * self.engine.batch_size
+        coded and handed to the runner as many windows at a time as it takes (a group with more
+        alternates goes alone)."""
+        limit = self.runner.max_windows
         results: list[Alternates] = []
         lo = 0
         while lo < len(groups):
             hi, windows = lo + 1, 1 + len(groups[lo][2])
-            while hi < len(groups) and windows + 1 + len(groups[hi][2]) <= limit:
+            while hi < len(groups) and (limit is None or windows + 1 + len(groups[hi][2]) <= limit):
                 windows += 1 + len(groups[hi][2])
                 hi += 1
-            results += self.engine.predict_alternates([(*self.encode_alternates(chrom, start, variants), state)
-                                                       for chrom, start, variants, state in groups[lo:hi]])
+            results += self.runner.predict_groups([self.coded_group(*group) for group in groups[lo:hi]])
             lo = hi
         return results
 
     def references(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
         """Reference predictions of windows (chrom, start): cached, shared with a caller computing
         them, or run here together."""
-        return self.cache.fetch(keys, lambda missing: self._run([(c, s, []) for c, s in missing]), self.timeout)
+        with self.cache.claim(keys) as claim:
+            if claim.mine:
+                claim.fill(self.predict_windows([(c, s, []) for c, s in claim.mine]))
+        return claim.wait(self.timeout)
 
     def windows_needed(self, variants: Sequence[Variant]) -> int:
         """Model windows that scoring ``variants`` runs at most: one per distinct reference window
@@ -177,7 +181,7 @@ class VariantScorer:
             references, alternates = self._alternates(variants, starts)
         else:
             references = self.references([(v.chrom, s) for v, s in zip(variants, starts)])
-            alternates = self._run([(v.chrom, s, [v]) for v, s in zip(variants, starts)]) if variants else []
+            alternates = self.predict_windows([(v.chrom, s, [v]) for v, s in zip(variants, starts)])
         with_percentiles = self.calibration is not None and self.percentiles_missing(score_bp) is None
         results = []
         for v, s, alt in zip(variants, starts, alternates):
@@ -198,7 +202,7 @@ class VariantScorer:
         made: dict[tuple, np.ndarray] = {}          # alternates made along the way, by (chrom, start, variant)
 
         def run(groups: list[Group]) -> list[ReferenceState]:
-            results = self._run_alternates(groups)
+            results = self.predict_groups(groups)
             for (chrom, start, group_variants, _), (state, alts) in zip(groups, results):
                 states[chrom, start] = state
                 made.update({(chrom, start, v): alt for v, alt in zip(group_variants, alts)})
@@ -227,7 +231,10 @@ class VariantScorer:
             return [made[key] for key in missing]
 
         keys = [(v.chrom, s, v) for v, s in zip(variants, starts)]
-        found = self.cache.fetch(keys, alternates_of, self.timeout) if keys else {}
+        with self.cache.claim(keys) as claim:
+            if claim.mine:
+                claim.fill(alternates_of(claim.mine))
+        found = claim.wait(self.timeout)
         unknown: dict[tuple[str, int], list[Variant]] = {}
         for chrom, start, variant in keys:           # alternates all cached: their windows' states
             if (chrom, start) not in states:

@@ -443,7 +443,7 @@ def evaluate(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: s
     (:mod:`epiformer.metrics`) and the Poisson loss; written as a TSV to ``out`` when given, with
     the settings. Returns one row per target, then their mean."""
     from .checkpoint import load_model
-    from .engine import select_device
+    from epiformer.device import select_device
     from .files import atomic_path, settings_lines
     from .inference import NO_CONSERVATION, pin_threads
 

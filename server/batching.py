@@ -1,11 +1,14 @@
 """Micro-batching: windows from concurrent requests share forward passes.
 
-One thread owns the engine. Request threads put jobs on a queue and wait on futures: coded
-windows, or groups (a variant window's reference and its alternates, for
-:meth:`~epiformer.engine.Engine.predict_alternates`). The thread takes the first waiting job,
+:class:`BatchPredictor` is the server's :class:`~epiformer.runners.WindowRunner`. One thread owns
+the engine. Request threads put jobs on a queue and wait on futures: coded windows, or groups (a
+variant window's reference and its alternates, for
+:func:`~epiformer.incremental.predict_alternates`). The thread takes the first waiting job,
 gathers more of its kind until ``max_batch`` windows or ``max_delay_s`` have passed, runs them
 as one batch and hands each result back. Groups of the same window from several requests run
-as one: its reference once, with all their alternates.
+as one: its reference once, with all their alternates. A request waits at most ``timeout`` s
+(:class:`PredictionTimeout`), and an output that is not finite is an error
+(:class:`NonFiniteOutput`).
 """
 from __future__ import annotations
 
@@ -13,36 +16,53 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Hashable
+from typing import Hashable, Sequence
 
 import numpy as np
 
-from epiformer.engine import Engine, ReferenceState
+from epiformer.engine import Engine
 from epiformer.genome import CodedWindows
+from epiformer.incremental import predict_alternates
+from epiformer.runners import Alternates, CodedGroup
 
-AlternateJob = tuple[Hashable, CodedWindows, CodedWindows, "ReferenceState | None"]
+NON_FINITE = "the model's output is not finite for this input (are the conservation values in range?)"
+
+
+class PredictionTimeout(RuntimeError):
+    """The model did not answer within the request timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"the model did not answer within {timeout:g} s")
+
+
+class NonFiniteOutput(ValueError):
+    """The model answered inf or NaN for a request's input."""
 
 
 @dataclass
 class _Job:
     window: CodedWindows | None = None                                # one coded window
-    group: AlternateJob | None = None                                 # key, reference, alternates, state
+    group: CodedGroup | None = None
     future: Future = field(default_factory=Future)
 
     @property
     def size(self) -> int:
         """Windows this job puts in a batch."""
-        return 1 if self.group is None else 1 + len(self.group[2])
+        return 1 if self.group is None else self.group.size
 
 
 class BatchPredictor:
-    """Runs ``engine`` on batches gathered from concurrent :meth:`submit` calls."""
+    """Runs ``engine`` on batches gathered from concurrent requests' coded work."""
 
-    def __init__(self, engine: Engine, max_batch: int, max_delay_s: float) -> None:
+    max_windows = None          # a request's work is queued whole; the batches are made here
+
+    def __init__(self, engine: Engine, max_batch: int, max_delay_s: float, timeout: float | None = None) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
+        self.timeout = timeout
         self.batches = 0          # batches run, the windows in them, and of the groups' windows
         self.windows = 0          # the references and alternates run (for tests and stats)
         self.references = 0
@@ -52,36 +72,33 @@ class BatchPredictor:
         self._thread = threading.Thread(target=self._run, name="batch-predictor", daemon=True)
         self._thread.start()
 
-    def submit(self, window: CodedWindows) -> Future:
-        """Queue one coded window; the future's result is its prediction averaged over the
-        shifts, (targets, bins)."""
-        job = _Job(window)
+    def predict(self, windows: CodedWindows) -> np.ndarray:
+        """Predictions of coded windows, each queued alone and batched with whatever else is
+        waiting: (N, targets, bins)."""
+        outputs = self._wait([self._submit(_Job(windows[k: k + 1])) for k in range(len(windows))])
+        if not all(np.isfinite(output).all() for output in outputs):
+            raise NonFiniteOutput(NON_FINITE)
+        return np.stack(outputs) if outputs else np.zeros((0, len(self.engine.target_names),
+                                                           self.engine.config.n_output_bins), np.float32)
+
+    def predict_groups(self, groups: Sequence[CodedGroup]) -> list[Alternates]:
+        """(reference state, alternates) of several groups, batched with what else waits (the
+        same window's groups merged)."""
+        outputs = self._wait([self._submit(_Job(group=group)) for group in groups])
+        if not all(np.isfinite(state.prediction).all() and np.isfinite(alts).all() for state, alts in outputs):
+            raise NonFiniteOutput(NON_FINITE)
+        return outputs
+
+    def _submit(self, job: _Job) -> Future:
         self._queue.put(job)
         return job.future
 
-    def submit_group(self, key: Hashable, reference: CodedWindows, alternates: CodedWindows,
-                     state: ReferenceState | None = None) -> Future:
-        """Queue a window's coded reference and alternates, ``key`` naming the window, with the
-        reference's state when already made; the future's result is (reference state,
-        alternates predictions)."""
-        job = _Job(group=(key, reference, alternates, state))
-        self._queue.put(job)
-        return job.future
-
-    def predict(self, windows: list[CodedWindows], timeout: float | None = None) -> list[np.ndarray]:
-        """Predictions for several windows (batched with whatever else is waiting)."""
-        return self._wait([self.submit(w) for w in windows], timeout)
-
-    def predict_groups(self, groups: list[AlternateJob],
-                       timeout: float | None = None) -> list[tuple[ReferenceState, np.ndarray]]:
-        """(reference state, alternates) of several groups (batched with what else waits)."""
-        return self._wait([self.submit_group(*g) for g in groups], timeout)
-
-    @staticmethod
-    def _wait(futures: list[Future], timeout: float | None) -> list:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _wait(self, futures: list[Future]) -> list:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         try:
             return [f.result(None if deadline is None else max(0.0, deadline - time.monotonic())) for f in futures]
+        except FutureTimeout:
+            raise PredictionTimeout(self.timeout) from None
         finally:
             for f in futures:
                 f.cancel()
@@ -133,22 +150,22 @@ class BatchPredictor:
             for job, output in zip(jobs, outputs):
                 job.future.set_result(output)
 
-    def _run_groups(self, groups: list[AlternateJob]) -> list[tuple[ReferenceState, np.ndarray]]:
+    def _run_groups(self, groups: list[CodedGroup]) -> list[Alternates]:
         """Groups of one window (by key) merged: its reference runs once (not at all when one of
         them brings its state), with all their alternates."""
         merged: dict[Hashable, list[int]] = {}
-        for i, (key, _, _, _) in enumerate(groups):
-            merged.setdefault(key, []).append(i)
-        runs = [(groups[rows[0]][1], CodedWindows.concatenate([groups[i][2] for i in rows]),
-                 next((groups[i][3] for i in rows if groups[i][3] is not None), None)) for rows in merged.values()]
-        results = self.engine.predict_alternates(runs)
+        for i, group in enumerate(groups):
+            merged.setdefault(group.key, []).append(i)
+        runs = [(groups[rows[0]].reference, CodedWindows.concatenate([groups[i].alternates for i in rows]),
+                 next((groups[i].state for i in rows if groups[i].state is not None), None)) for rows in merged.values()]
+        results = predict_alternates(self.engine, runs)
         self.references += sum(state is None for _, _, state in runs)
         self.alternates += sum(len(alts) for _, alts, _ in runs)
         outputs: list = [None] * len(groups)
         for rows, (state, alternates) in zip(merged.values(), results):
             lo = 0
             for i in rows:
-                n = len(groups[i][2])
+                n = len(groups[i].alternates)
                 outputs[i] = (state, alternates[lo: lo + n])
                 lo += n
         return outputs

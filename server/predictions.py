@@ -18,7 +18,8 @@ from epiformer.genome import GenomeError, parse_region
 from epiformer.inference import MISMATCH_RULES
 from epiformer.variants import Variant, VariantError, make_variant, parse_variant
 
-from .predictor import NonFiniteOutput, PredictionTimeout, ServerPredictor
+from .batching import NonFiniteOutput, PredictionTimeout
+from .predictor import ServerPredictor
 
 predictions = Blueprint("predictions", __name__)
 MAX_ISM_BP = 1_000        # bases of one /api/ism request (three substitutions each)

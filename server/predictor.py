@@ -4,34 +4,27 @@ One :class:`ServerPredictor` per worker process, made after the fork, from the c
 and inference settings through :func:`epiformer.inference.open_predictor`, as every command.
 Variants are scored by the library's :class:`~epiformer.scorer.VariantScorer` (placement,
 shared and cached references, alleles, scores, percentiles) and regions use the engine's window
-rule; the server adds only what serving needs: forward passes gathered across requests by the
-:class:`~server.batching.BatchPredictor`, timeouts, and a check that outputs are finite.
+rule; the server adds only what serving needs: the scorer's runner is the
+:class:`~epiformer.server.batching.BatchPredictor`, which gathers forward passes across requests,
+bounds the wait and checks that outputs are finite.
 """
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Iterator
 
 import numpy as np
 
 from epiformer.calibration import CALIBRATED, find_calibration
 from epiformer.genome import CodedWindows, sequence_codes
 from epiformer.inference import open_predictor
-from epiformer.scorer import Alternates, Group, VariantScorer, Window
+from epiformer.scorer import VariantScorer
 from epiformer.variants import (SCORE_FIELDS, SIGNED, Variant, VariantError, check_reference, resolve_mismatch,
                                 scores_by_target)
 
-from .batching import BatchPredictor
+from .batching import BatchPredictor, PredictionTimeout
 from .config import ServerConfig
-
-NON_FINITE = "the model's output is not finite for this input (are the conservation values in range?)"
-
-
-class PredictionTimeout(RuntimeError):
-    """The model did not answer within the request timeout."""
-
-
-class NonFiniteOutput(ValueError):
-    """The model answered inf or NaN for a request's input."""
 
 
 class ServerPredictor:
@@ -41,12 +34,11 @@ class ServerPredictor:
         fasta = cfg.fasta or manifest["genome"]["fasta"]
         self.predictor = open_predictor(cfg.model_set(), fasta, cfg.inference_for(manifest), log=lambda _: None)
         self.engine, self.genome = self.predictor.engine, self.predictor.genome
-        self.batcher = BatchPredictor(self.engine, cfg.inference.batch_size, cfg.max_delay_ms / 1000)
-        self.timeout = cfg.request_timeout_s
+        timeout = cfg.request_timeout_s
+        self.batcher = BatchPredictor(self.engine, cfg.inference.batch_size, cfg.max_delay_ms / 1000, timeout)
         self.scorer = VariantScorer(self.predictor, cfg.scoring, cache_windows=cfg.cache_windows,
                                     calibration=find_calibration(self.predictor.models.sources),
-                                    run=self._run_windows, run_alternates=self._run_alternates,
-                                    timeout=self.timeout)
+                                    runner=self.batcher, timeout=timeout)
         self.cache = self.scorer.cache
         self.names = self.engine.target_names
         config = self.engine.config
@@ -63,36 +55,13 @@ class ServerPredictor:
         """The settings record of this worker's numbers (with the scoring window for scores)."""
         return self.scorer.record(score_bp) if score_bp is not None else self.predictor.record()
 
-    def _timed_out(self) -> PredictionTimeout:
-        return PredictionTimeout(f"the model did not answer within {self.timeout:g} s")
-
-    def _run(self, encoded: list[CodedWindows]) -> list[np.ndarray]:
-        """Predictions of coded windows (one each), batched with other requests' windows; a
-        timeout or a non-finite output is an error."""
+    @contextlib.contextmanager
+    def _in_time(self) -> Iterator[None]:
+        """Waiting for a window another request is predicting counts against the request timeout."""
         try:
-            outputs = self.batcher.predict(encoded, timeout=self.timeout)
+            yield
         except FutureTimeout:
-            raise self._timed_out() from None
-        if not all(np.isfinite(output).all() for output in outputs):
-            raise NonFiniteOutput(NON_FINITE)
-        return outputs
-
-    def _run_windows(self, windows: list[Window]) -> list[np.ndarray]:
-        return self._run([self.scorer.encode(*window) for window in windows])
-
-    def _run_alternates(self, groups: list[Group]) -> list[Alternates]:
-        """A variant request's windows, each a reference (or its state) with its alternates,
-        batched with other requests' groups (the same window's merged); a timeout or a non-finite
-        output is an error."""
-        encoded = [((chrom, start), *self.scorer.encode_alternates(chrom, start, variants), state)
-                   for chrom, start, variants, state in groups]
-        try:
-            outputs = self.batcher.predict_groups(encoded, timeout=self.timeout)
-        except FutureTimeout:
-            raise self._timed_out() from None
-        if not all(np.isfinite(state.prediction).all() and np.isfinite(alts).all() for state, alts in outputs):
-            raise NonFiniteOutput(NON_FINITE)
-        return outputs
+            raise PredictionTimeout(self.scorer.timeout) from None
 
     def check(self, variant: Variant) -> None:
         with self.genome_lock:
@@ -106,10 +75,8 @@ class ServerPredictor:
 
     def score_variants(self, variants: list[Variant], score_bp: int, with_tracks: bool) -> list[dict]:
         """Scores (and optionally ref/alt/diff tracks) of reference-checked variants."""
-        try:
+        with self._in_time():
             scored = self.scorer.score(variants, score_bp)
-        except FutureTimeout:
-            raise self._timed_out() from None
         results = []
         for s in scored:
             result = {"variant": s.variant.to_dict(),
@@ -136,7 +103,8 @@ class ServerPredictor:
             reference = self.genome.sequence(chrom, start, end).upper()
         substitutions = [Variant(chrom, start + offset + 1, base, alt) for offset, base in enumerate(reference)
                          if base in "ACGT" for alt in "ACGT" if alt != base]
-        scored = {(s.variant.pos, s.variant.alt): s.scores for s in self.scorer.score(substitutions, score_bp, window)}
+        with self._in_time():
+            scored = {(s.variant.pos, s.variant.alt): s.scores for s in self.scorer.score(substitutions, score_bp, window)}
         sad = SCORE_FIELDS.index("sad")
         rows = [self.names.index(t) for t in targets]
         effects = {t: [[None if base not in "ACGT" else 0.0 if alt == base else
@@ -161,11 +129,9 @@ class ServerPredictor:
                                f"{self.bin_size} bp grid; at most {(self.n_bins - 1) * self.bin_size + 1:,} bp "
                                f"always does")
         s = windows[0]
-        try:
+        with self._in_time():
             ref = self.scorer.references([(chrom, s)])[(chrom, s)]
-        except FutureTimeout:
-            raise self._timed_out() from None
-        edited = self._run_windows([(chrom, s, edits)])[0] if edits else ref
+        edited = self.scorer.predict_windows([(chrom, s, edits)])[0] if edits else ref
         return self._tracks(chrom, s + self.output_offset, {"reference": ref, "edited": edited})
 
     def predict_sequence(self, sequence: str, conservation: list[float] | None) -> dict:
@@ -185,7 +151,7 @@ class ServerPredictor:
         window_cons = np.zeros(self.engine.coded_length, np.float32)
         window_codes[a:b], window_cons[a:b] = codes[a - lo: b - lo], values[a - lo: b - lo]
         encoded = CodedWindows.of(window_codes, window_cons if use_conservation else None)
-        prediction = self._run([encoded])[0]
+        prediction = self.batcher.predict(encoded)[0]
         return self._tracks(None, self.output_offset - left, {"sequence": prediction})
 
     def _tracks(self, chrom: str | None, output_start: int, predictions: dict[str, np.ndarray]) -> dict:

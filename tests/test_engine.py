@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from epiformer.engine import DeviceError, Engine, select_device
+from epiformer.device import DeviceError, select_device
+from epiformer.engine import Engine
 from epiformer.genome import Genome, sequence_codes
+from epiformer.incremental import predict_alternates
 from epiformer.model import Epiformer
 
 from .helpers import write_fasta
@@ -140,8 +142,8 @@ def test_compiled_engine_gives_the_same_predictions(tiny_model):
     reference = CodedWindows(rng.integers(0, 5, (1, 8192)).astype(np.uint8), None)
     alternate = CodedWindows(reference.codes.copy(), None)
     alternate.codes[0, 4000] = (alternate.codes[0, 4000] + 1) % 4
-    (state, alt), = compiled.predict_alternates([(reference, alternate, None)])
-    (state_eager, alt_eager), = eager.predict_alternates([(reference, alternate, None)])
+    (state, alt), = predict_alternates(compiled, [(reference, alternate, None)])
+    (state_eager, alt_eager), = predict_alternates(eager, [(reference, alternate, None)])
     np.testing.assert_allclose(state.prediction, state_eager.prediction,
                                atol=1e-4 * np.abs(state_eager.prediction).max(), rtol=0)
     np.testing.assert_allclose(alt, alt_eager, atol=1e-4 * np.abs(alt_eager).max(), rtol=0)

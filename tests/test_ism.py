@@ -12,6 +12,7 @@ from epiformer import save_checkpoint
 from epiformer.cli import main
 from epiformer.config import preset
 from epiformer.engine import Engine
+from epiformer.incremental import predict_substitutions
 from epiformer.inference import InferenceSettings, ModelSetOptions, ScoringSettings, open_predictor
 from epiformer.ism import saturation_mutagenesis
 from epiformer.model import Epiformer
@@ -42,8 +43,8 @@ def test_incremental_equals_full_recomputation(model_set):
     window = np.eye(4, dtype=np.float32)[codes].T * np.exp(rng.random(8192, dtype=np.float32))
     positions = [0, 1, 127, 128, 2000, 4095, 4096, 6000, 8063, 8191]
     subs = [(p, np.eye(4, dtype=np.float32)[(codes[p] + k) % 4] * 1.5) for p in positions for k in (1, 2, 3)]
-    full_reference, full = engine.predict_substitutions(window, subs, incremental=False)
-    reference, fast = engine.predict_substitutions(window, subs, incremental=True)
+    full_reference, full = predict_substitutions(engine, window, subs, incremental=False)
+    reference, fast = predict_substitutions(engine, window, subs, incremental=True)
     assert full.shape == (30, 3, 48) and reference.shape == (3, 48)
     np.testing.assert_allclose(fast, full, atol=1e-4)
     np.testing.assert_allclose(reference, engine.predict(window[None])[0], atol=1e-4)

@@ -14,6 +14,7 @@ from epiformer.cli import main
 from epiformer.files import read_table, sha256_file
 from epiformer.genome import Genome
 from epiformer.inference import InferenceError, InferenceSettings, ModelSetOptions, ScoringSettings, open_predictor
+from epiformer.runners import LocalRunner
 from epiformer.scorer import VariantScorer
 from epiformer.scoring import ScoreOptions, score_variant_file
 from epiformer.variants import SCORE_FIELDS, Variant, VariantError, make_variant
@@ -404,13 +405,15 @@ def test_nearby_variants_share_a_window_within_share_bins(predictor):
 def test_a_cluster_of_variants_costs_one_reference_per_window(predictor, demo_data):
     """40 SNVs in one block of 2K+1 bins run one reference; the same SNVs centred each on its own
     bin run one per bin."""
-    runs = []
 
-    def counting(scorer):
-        def run(groups):
-            runs.append(len(groups))
-            return scorer.predict_alternates(groups)
-        return run
+    class CountingRunner(LocalRunner):
+        def __init__(self, engine):
+            super().__init__(engine)
+            self.groups = 0
+
+        def predict_groups(self, groups):
+            self.groups += len(groups)
+            return super().predict_groups(groups)
 
     engine = predictor.engine
     block = (2 * engine.default_share_bins() + 1) * engine.config.bin_size
@@ -419,13 +422,11 @@ def test_a_cluster_of_variants_costs_one_reference_per_window(predictor, demo_da
         cluster = [make_variant("chr1", pos + 1, genome.sequence("chr1", pos, pos + 1).upper(),
                                 other(genome.sequence("chr1", pos, pos + 1).upper()))
                    for pos in range(first, first + block, block // 40)][:40]
-    shared = VariantScorer(predictor)
-    shared._run_alternates = counting(shared)
-    shared.score(cluster)
-    centred = VariantScorer(predictor, ScoringSettings(share_bins=0))
-    centred._run_alternates = counting(centred)
-    centred.score(cluster)
-    assert runs == [1, len({v.start // engine.config.bin_size for v in cluster})] and runs[1] > 1
+    shared, centred = CountingRunner(engine), CountingRunner(engine)
+    VariantScorer(predictor, runner=shared).score(cluster)
+    VariantScorer(predictor, ScoringSettings(share_bins=0), runner=centred).score(cluster)
+    assert shared.groups == 1
+    assert centred.groups == len({v.start // engine.config.bin_size for v in cluster}) > 1
 
 
 def test_shared_windows_change_scores_little(predictor, demo_data):

@@ -322,7 +322,7 @@ def test_variant_track_is_bedgraph_of_the_diff(api, genome):
 def test_timeouts_and_servers_without_models(api, model_app, client, genome):
     predictor = model_app.config["PREDICTOR"]
     slow_down(predictor, 0.5)
-    predictor.timeout = 0.05
+    predictor.batcher.timeout = predictor.scorer.timeout = 0.05
     predictor.cache.capacity = 0
     response = api.post("/api/variants", json={"variants": [snv(genome, pos=250_001)]})
     assert response.status_code == 504 and "did not answer within" in response.json["error"]["message"]
