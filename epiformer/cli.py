@@ -9,6 +9,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
+from .config import parse_bool
 from .inference import MISMATCH_RULES, PRECISIONS, InferenceSettings, ScoringSettings
 
 EPILOG_DEMO = """examples:
@@ -513,12 +514,11 @@ def _shift_list(value: str) -> tuple[int, ...]:
 
 
 def _bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    """A yes-or-no flag's value (:func:`~epiformer.config.parse_bool`); argparse reports anything else."""
+    try:
+        return parse_bool(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _chrom_list(value: str | None) -> list[str]:

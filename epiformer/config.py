@@ -148,6 +148,17 @@ def check_window_flags(config: ModelConfig, seq_len: int | None = None, bin_size
             raise ConfigError(f"{flag} {given} does not match the model, which takes {actual}")
 
 
+def parse_bool(text: str) -> bool:
+    """A yes-or-no setting written as text: ``1``, ``true``, ``yes`` or ``on`` is True, ``0``,
+    ``false``, ``no`` or ``off`` False, in any case; anything else is a ValueError."""
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
 def read_config_file(path: str | os.PathLike) -> dict:
     """The ``name: value`` pairs of a YAML, TOML or JSON file (by its suffix; YAML otherwise), or
     :class:`ConfigError` naming the file."""

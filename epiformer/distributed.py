@@ -111,20 +111,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def job_shard(shard: tuple[int, int] | None, device: str) -> tuple[int, int, str, bool]:
-    """(shard index, shard count, device, launched by torchrun) for an offline job given an
-    optional ``--shard I/N``: torchrun's rank and world size, each rank on its own GPU."""
-    launched = launched_shard()
-    if launched is None:
-        index, count = shard or (0, 1)
-        return index, count, device, False
-    if shard is not None:
-        raise ShardError("--shard cannot be combined with torchrun: torchrun's ranks are the shards")
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        device = f"cuda:{launched[2]}"
-    return launched[0], launched[1], device, True
-
-
 class RankSyncedBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d whose training statistics are the mean and variance over the whole global
     batch (all ranks), with gradients flowing through the all-reduce. Equivalent to one process

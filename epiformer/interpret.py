@@ -20,6 +20,7 @@ keeps finished parts. When every part exists, the bigWigs are written to ``DIR/t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from .files import atomic_path, bigwig_writer, sha256_file
 from .genome import CodedWindows, genome_intervals
 from .inference import ScoringSettings
 from .ism import MAX_ISM_BP, saturation_mutagenesis
+from .jobs import JobShard, PartsFolder, job_shard
 from .manifest import MANIFEST, read_manifest
 from .scorer import VariantScorer
 
@@ -161,8 +163,6 @@ def interpret(scorer: VariantScorer, outdir: str | os.PathLike, regions: list[tu
     the last shard to finish, or rank 0 under torchrun) the bigWigs and the manifest's record."""
     from tqdm import tqdm
 
-    from .distributed import wait_for_all_ranks
-
     options = options or InterpretOptions()
     if options.method not in METHODS:
         raise InterpretError(f"--method must be one of {', '.join(METHODS)}, got {options.method!r}")
@@ -174,21 +174,11 @@ def interpret(scorer: VariantScorer, outdir: str | os.PathLike, regions: list[tu
                              "chromosomes or sizes)")
     regions = merge_regions(regions, list(genome_sizes))
     settings = {**scorer.record(), "method": options.method}
-    fingerprint = json.loads(json.dumps({
-        "regions": regions, "method": options.method,
-        "settings": {k: v for k, v in settings.items() if k not in ("device", "threads", "code_version")}}))
-    parts = outdir / PARTS
-    run_file = parts / "run.json"
-    if run_file.is_file() and json.loads(run_file.read_text()) != fingerprint:
-        if not options.restart:
-            raise InterpretError(f"{parts} holds another interpret run (other regions, method or settings): pass "
-                                 "--restart to discard it")
-        for stale in parts.glob("part-*.npz"):
-            stale.unlink()
-    parts.mkdir(exist_ok=True)
-    with atomic_path(run_file) as tmp:
-        tmp.write_text(json.dumps(fingerprint))
-    index, n_shards = options.shard
+    fingerprint = {"regions": regions, "method": options.method,
+                   "settings": {k: v for k, v in settings.items() if k not in ("device", "threads", "code_version")}}
+    parts = PartsFolder(outdir / PARTS, fingerprint, JobShard(*options.shard, launched=launched), InterpretError,
+                        "interpret run (other regions, method or settings): pass --restart to discard it")
+    parts.claim(options.restart)
     chunks = [regions[k: k + REGIONS_PER_PART] for k in range(0, len(regions), REGIONS_PER_PART)]
 
     def compute(chunk: list[tuple[str, int, int]]) -> list[np.ndarray]:
@@ -196,38 +186,22 @@ def interpret(scorer: VariantScorer, outdir: str | os.PathLike, regions: list[tu
             return gradient_contributions(scorer, chunk)
         return [mutagenesis_tracks(scorer, *region) for region in chunk]
 
-    mine = [k for k in range(len(chunks)) if k % n_shards == index]
+    mine = parts.shard.own_parts(len(chunks))
     for k in tqdm(mine, desc=f"interpret ({options.method})", unit="part", disable=not options.progress):
-        part = parts / f"part-{k:06d}.npz"
-        if part.exists():
-            continue
-        values = compute(chunks[k])
-        with atomic_path(part) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **{f"region_{i}": v for i, v in enumerate(values)})
-    if launched:
-        wait_for_all_ranks()
-        if index != 0:
-            return {"files": []}
-    missing = [k for k in range(len(chunks)) if not (parts / f"part-{k:06d}.npz").exists()]
-    if missing:
-        log(f"shard {index}/{n_shards} done; {len(missing)} of {len(chunks)} parts are still to come from the other "
-            "shards: the last shard to finish writes the tracks")
-        return {"files": [], "missing_parts": len(missing)}
-    return _write_tracks(outdir, manifest, scorer.engine.target_names, regions, chunks, options.method, settings)
-
-
-def _part_values(parts: Path, chunks: list[list]) -> list[np.ndarray]:
-    values = []
-    for k, chunk in enumerate(chunks):
-        with np.load(parts / f"part-{k:06d}.npz") as data:
-            values += [data[f"region_{i}"] for i in range(len(chunk))]
-    return values
+        if not parts.done(k):
+            parts.write(k, {f"region_{i}": v for i, v in enumerate(compute(chunks[k]))})
+    unwritten = parts.finish(len(chunks), log, "tracks")
+    if unwritten is not None:
+        return unwritten
+    return _write_tracks(outdir, manifest, scorer.engine.target_names, regions, parts, chunks, options.method,
+                         settings)
 
 
 def _write_tracks(outdir: Path, manifest: dict, targets: list[str], regions: list[tuple[str, int, int]],
-                  chunks: list[list], method: str, settings: dict) -> dict:
+                  parts: PartsFolder, chunks: list[list], method: str, settings: dict) -> dict:
     """The bigWigs at 1 bp over the regions, per target and kind, and the manifest's record."""
-    values = _part_values(outdir / PARTS, chunks)
+    values = [part[f"region_{i}"] for part, chunk in zip(parts.load_all(len(chunks)), chunks)
+              for i in range(len(chunk))]
     kinds = ["contrib"] + (list(ISM_KINDS) if method == "ism" else [])
     stems = {t["name"]: Path(t["file"]).stem for t in manifest["tracks"]}
     sizes = list(manifest["genome"]["chrom_sizes"].items())
@@ -264,19 +238,15 @@ def interpret_job(models, fasta: str | os.PathLike, settings, outdir: str | os.P
     """The interpret command: the model set opened with ``settings`` (under torchrun each rank a
     shard on its own GPU), the regions of ``bed`` or the ``top`` strongest peaks of ``outdir``,
     and :func:`interpret`, scored with ``scoring``."""
-    import dataclasses
-
-    from .distributed import job_shard
-    from .inference import open_predictor
-
     options = options or InterpretOptions()
     if (bed is None) == (top is None):
         raise InterpretError("give the regions with --bed REGIONS.bed or --top N, not both")
     if top is not None and top < 1:
         raise InterpretError(f"--top must be at least 1, got {top}")
-    index, count, device, launched = job_shard(options.shard if options.shard != (0, 1) else None, settings.device)
-    with open_predictor(models, fasta, dataclasses.replace(settings, device=device)) as predictor:
+    job = job_shard(options.shard if options.shard != (0, 1) else None, settings.device)
+    with job.open_predictor(models, fasta, settings) as predictor:
         scorer = VariantScorer(predictor, scoring, cache_windows=0)
         regions = read_regions(bed, predictor.genome.chrom_sizes, region_limit(scorer)) if bed is not None \
             else top_regions(outdir, top)
-        return interpret(scorer, outdir, regions, dataclasses.replace(options, shard=(index, count)), launched, log)
+        return interpret(scorer, outdir, regions, dataclasses.replace(options, shard=(job.index, job.count)),
+                         job.launched, log)

@@ -13,7 +13,6 @@ chunks, which a position-sorted file makes effective).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections import Counter
@@ -26,10 +25,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .calibration import CALIBRATED, find_calibration
-from .distributed import job_shard, wait_for_all_ranks
 from .files import atomic_path, settings_lines, sha256_file, tsv_field
 from .genome import ChromNames
-from .inference import InferenceSettings, ModelSetOptions, ScoringSettings, open_predictor
+from .inference import InferenceSettings, ModelSetOptions, ScoringSettings
+from .jobs import JobShard, PartsFolder, job_shard
 from .scorer import VariantScorer
 from .variants import SCORE_FIELDS, SIGNED, VariantError, on_genome_names, resolve_mismatch
 from .vcf import Skipped, VariantRecord, VcfError, read_variants
@@ -104,7 +103,6 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
     path, outprefix = Path(path), Path(outprefix)
     if not path.is_file():
         raise VcfError(f"variant file {path}: no such file")
-    parts = Path(f"{outprefix}.parts")
     missing_reason = scorer.percentiles_missing()
     if missing_reason:
         options.log(f"note: no percentiles: {missing_reason}")
@@ -115,46 +113,26 @@ def score_variant_file(scorer: VariantScorer, path: str | os.PathLike, outprefix
                    "options": {"on_mismatch": scorer.scoring.on_mismatch, "max_indel": scorer.scoring.max_indel,
                                "chunk": options.chunk},
                    "calibration": scorer.calibration.settings if missing_reason is None else None}
-    fingerprint = json.loads(json.dumps(fingerprint))
-    run_file = parts / "run.json"
-    if run_file.is_file() and json.loads(run_file.read_text()) != fingerprint:
-        if not restart:
-            raise VcfError(f"{parts} holds another scoring run (other input, models, settings, options or "
-                           "calibration): pass --restart to discard it, or choose another -o")
-        for stale in parts.glob("part-*.npz"):
-            stale.unlink()
-    parts.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_file) as tmp:
-        tmp.write_text(json.dumps(fingerprint))
+    parts = PartsFolder(Path(f"{outprefix}.parts"), fingerprint, JobShard(*shard, launched=launched), VcfError,
+                        "scoring run (other input, models, settings, options or calibration): pass --restart to "
+                        "discard it, or choose another -o")
+    parts.claim(restart)
     counts = {"scored": 0, "skipped": 0, "resumed_parts": 0, "chroms_not_in_genome": Counter()}
     total_parts = 0
     bar = tqdm(desc="score-variants", unit="var", disable=not options.progress, dynamic_ncols=True)
-    index, n_shards = shard
     for k, entries in enumerate(_chunks(read_variants(path, scorer.scoring.max_indel), options.chunk)):
         total_parts = k + 1
-        part = parts / f"part-{k:06d}.npz"
-        if k % n_shards != index:
+        if not parts.shard.owns(k):
             continue
-        if part.exists():
+        if parts.done(k):
             counts["resumed_parts"] += 1
-            bar.update(len(entries))
-            continue
-        result = score_chunk(scorer, entries)
-        with atomic_path(part) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **result)
+        else:
+            parts.write(k, score_chunk(scorer, entries))
         bar.update(len(entries))
     bar.close()
-    if launched:
-        wait_for_all_ranks()
-        if index != 0:
-            return {**counts, "files": []}
-    for stale in sorted(parts.glob("part-*.npz"))[total_parts:]:
-        stale.unlink()
-    missing = [k for k in range(total_parts) if not (parts / f"part-{k:06d}.npz").exists()]
-    if missing:
-        options.log(f"shard {index}/{n_shards} done; {len(missing)} of {total_parts} parts are still to come from "
-                    "the other shards: the last shard to finish writes the outputs")
-        return {**counts, "files": [], "missing_parts": len(missing)}
+    unwritten = parts.finish(total_parts, options.log, "outputs")
+    if unwritten is not None:
+        return {**counts, **unwritten}
     record = {**settings, "percentiles": "given" if missing_reason is None else f"not given: {missing_reason}"}
     written = write_outputs(parts, total_parts, outprefix, path, scorer.engine.target_names, counts,
                             calibrated=missing_reason is None, settings=record)
@@ -171,20 +149,14 @@ def score_variants(models: ModelSetOptions, fasta: str | os.PathLike, settings: 
                    shard: tuple[int, int] | None = None) -> dict:
     """The score-variants job: the model set opened with ``settings`` (under torchrun each rank a
     shard on its own GPU), its calibration, and :func:`score_variant_file` with ``scoring``."""
-    index, count, device, launched = job_shard(shard, settings.device)
-    with open_predictor(models, fasta, dataclasses.replace(settings, device=device)) as predictor:
+    job = job_shard(shard, settings.device)
+    with job.open_predictor(models, fasta, settings) as predictor:
         scorer = VariantScorer(predictor, scoring, calibration=find_calibration(predictor.models.sources))
-        return score_variant_file(scorer, path, outprefix, options, restart=restart, shard=(index, count),
-                                  launched=launched)
+        return score_variant_file(scorer, path, outprefix, options, restart=restart, shard=(job.index, job.count),
+                                  launched=job.launched)
 
 
-def _parts(parts: Path, total: int) -> Iterator[dict[str, np.ndarray]]:
-    for k in range(total):
-        with np.load(parts / f"part-{k:06d}.npz") as data:
-            yield {key: data[key] for key in data.files}
-
-
-def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, targets: list[str], counts: dict,
+def write_outputs(parts: PartsFolder, total: int, outprefix: Path, source: Path, targets: list[str], counts: dict,
                   calibrated: bool, settings: dict) -> list[Path]:
     """Join the parts into the TSV, HDF5, skipped list and annotated VCF, one part at a time, each
     with the ``settings`` record. Swapped variants are written as scored (REF and ALT traded, flag
@@ -215,7 +187,7 @@ def write_outputs(parts: Path, total: int, outprefix: Path, source: Path, target
         store.attrs["targets"] = targets
         store.attrs["score_fields"] = list(SCORE_FIELDS)
         store.attrs["settings"] = json.dumps(settings, sort_keys=True)
-        for part in _parts(parts, total):
+        for part in parts.load_all(total):
             n = len(part["line"])
             counts["scored"] += n
             counts["skipped"] += len(part["skipped_line"])
@@ -262,14 +234,14 @@ def input_orientation(scores: np.ndarray, flag: str) -> np.ndarray:
     return out
 
 
-def annotate_vcf(source: Path, parts: Path, total: int, out: Path, targets: list[str], settings: dict) -> Path:
+def annotate_vcf(source: Path, parts: PartsFolder, total: int, out: Path, targets: list[str], settings: dict) -> Path:
     """The input VCF with INFO fields EPI_SAD_<target> and EPI_LOG2FC_<target> (one value per
     alternate allele, ``.`` for an allele not scored), EPI_FLAG, and the settings record as a
     header line. Every value is Σalt − Σref of the line's own REF and ALT, swapped variants included."""
     from .files import open_text
 
     rows = ((int(p["line"][i]), str(p["input_alt"][i]), input_orientation(p["scores"][i], str(p["flag"][i])),
-             str(p["flag"][i])) for p in _parts(parts, total) for i in range(len(p["line"])))
+             str(p["flag"][i])) for p in parts.load_all(total) for i in range(len(p["line"])))
     current = next(rows, None)
     columns = {"SAD": SCORE_FIELDS.index("sad"), "LOG2FC": SCORE_FIELDS.index("log2fc")}
     safe = ["".join(c if c.isalnum() else "_" for c in t) for t in targets]

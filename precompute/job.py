@@ -6,7 +6,6 @@ One process runs every batch and merges. Under torchrun each process (rank) runs
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -15,17 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from epiformer.distributed import job_shard, wait_for_all_ranks
 from epiformer.engine import Engine
 from epiformer.files import sha256_file
 from epiformer.genome import ChromNames, Genome, genome_intervals, name_examples
-from epiformer.inference import (
-    InferenceSettings,
-    ModelSetOptions,
-    Predictor,
-    open_predictor,
-)
+from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor
 from epiformer.intervals import IntervalIndex
+from epiformer.jobs import job_shard
 from epiformer.modelset import ModelSet
 from epiformer.targets import Target
 
@@ -126,10 +120,9 @@ def precompute(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike, out
     options = options or PrecomputeOptions()
     log = options.log
     outdir = Path(outdir)
-    index, n_shards, device, launched = job_shard(shard, settings.device)
-    primary = index == 0 or not launched
-    with open_predictor(models, fasta, dataclasses.replace(settings, device=device), log if primary else _quiet) \
-            as predictor:
+    job = job_shard(shard, settings.device)
+    index, n_shards = job.index, job.count
+    with job.open_predictor(models, fasta, settings, log if job.primary else _quiet) as predictor:
         engine, genome = predictor.engine, predictor.genome
         chosen = list(chroms) if chroms else list(genome.chrom_sizes)
         if predictor.conservation:
@@ -148,7 +141,7 @@ def precompute(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike, out
                            Path(blacklist) if blacklist else None, targets)
     mine = shard_batches(plan, index, n_shards)
     my_windows = sum(len(plan.batch_windows(b)) for b in mine)
-    if primary:
+    if job.primary:
         log(f"plan        {plan.n_windows:,} windows of {plan.seq_len:,} bp (outputs of {plan.stride:,} bp abut), "
             f"{plan.skipped:,} tiles skipped (all N, blacklisted or outside --bed), {plan.n_batches:,} batches "
             f"of {plan.batch_size}; {len(plan.chroms)} chromosomes")
@@ -179,12 +172,12 @@ def precompute(models: ModelSetOptions | ModelSet, fasta: str | os.PathLike, out
             f"({stats['windows_per_s']:.2f} windows/s)" +
             (f", resumed after {stats['resumed_from']:,}" if stats["resumed_from"] else ""))
     result = {"stats": stats, "plan": plan, "shard": (index, n_shards)}
-    if launched:
-        wait_for_all_ranks()
-    if n_shards == 1 or (launched and index == 0):
+    if not job.wait_for_ranks():
+        return result
+    if job.launched or n_shards == 1:
         result["manifest"] = merge_tracks(outdir, progress=options.progress, specificity=options.specificity)
         log(f"wrote       {merged_files(result['manifest'])} in {outdir / 'tracks'}, {outdir / MANIFEST}")
-    elif not launched:
+    else:
         log(f"when every shard is done: epiformer precompute-merge {outdir}"
             + (" --specificity" if options.specificity else ""))
     return result

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from epiformer.files import atomic_path
+from epiformer.jobs import read_run_file
 
 from .plan import PrecomputeError, TilePlan, shard_batches
 
@@ -40,13 +41,7 @@ def existing_shards(outdir: Path) -> dict[int, list[Path]]:
 
 def read_run(outdir: Path) -> dict | None:
     """The run description written by the first shard, or None."""
-    path = Path(outdir) / RUN_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise PrecomputeError(f"{path} cannot be read ({err}); delete it to start the run again") from None
+    return read_run_file(Path(outdir) / RUN_FILE, PrecomputeError)
 
 
 def claim_outdir(outdir: Path, run: dict, n_shards: int) -> None:

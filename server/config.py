@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
-from epiformer.config import ConfigError, read_config_file
+from epiformer.config import ConfigError, parse_bool, read_config_file
 from epiformer.errors import UserError
 from epiformer.inference import InferenceSettings, ModelSetOptions, ScoringSettings
 
@@ -134,11 +134,7 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
             if base == "float":
                 return float(text)
             if base == "bool":
-                if text.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if text.lower() in ("0", "false", "no", "off", ""):
-                    return False
-                raise ValueError(text)
+                return parse_bool(text) if text else False
             if base.startswith(("list", "tuple")):
                 value = [item.strip() for item in text.split(",") if item.strip()]
         if base in ("list[int]", "tuple[int, ...]"):
