@@ -282,7 +282,7 @@ def _precompute(args: argparse.Namespace) -> None:
     from .precompute import PrecomputeOptions, precompute
 
     from .config import check_window_flags
-    from .distributed import parse_shard
+    from .jobs import parse_shard
     from .genome import read_bed_intervals
     from .targets import read_targets
 
@@ -337,7 +337,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _score_variants(args: argparse.Namespace) -> None:
-    from .distributed import parse_shard
+    from .jobs import parse_shard
     from .scoring import ScoreOptions, score_variants
 
     options = ScoreOptions(chunk=args.chunk, progress=not args.quiet)
@@ -380,7 +380,7 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 
 def _interpret(args: argparse.Namespace) -> None:
-    from .distributed import parse_shard
+    from .jobs import parse_shard
     from .interpret import InterpretOptions, interpret_job
 
     options = InterpretOptions(args.method, parse_shard(args.shard) if args.shard else (0, 1), args.restart,

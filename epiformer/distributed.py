@@ -3,14 +3,12 @@ across ranks on any backend (torch's SyncBatchNorm needs GPUs; this one also run
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import UserError
 
 
 @dataclass
@@ -97,18 +95,6 @@ def wait_for_all_ranks() -> None:
         dist.init_process_group("gloo", timeout=timedelta(days=7))
     dist.barrier()
     dist.destroy_process_group()
-
-
-class ShardError(UserError, ValueError):
-    """A shard of an offline job that cannot be run, naming the flag."""
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``I/N`` (0-based I, as SLURM_ARRAY_TASK_ID with --array=0-(N-1)) -> (I, N)."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
-        raise ShardError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 3/10")
-    return int(match.group(1)), int(match.group(2))
 
 
 class RankSyncedBatchNorm(nn.BatchNorm1d):

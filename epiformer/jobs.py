@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,11 +22,23 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .distributed import ShardError, launched_shard, wait_for_all_ranks
+from .distributed import launched_shard, wait_for_all_ranks
 from .errors import UserError
 from .files import atomic_path
 from .inference import InferenceSettings, ModelSetOptions, Predictor, open_predictor
 from .modelset import ModelSet
+
+
+class ShardError(UserError, ValueError):
+    """A shard of an offline job that cannot be run, naming the flag."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` (0-based I, as SLURM_ARRAY_TASK_ID with --array=0-(N-1)) -> (I, N)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
+        raise ShardError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 3/10")
+    return int(match.group(1)), int(match.group(2))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from epiformer import save_checkpoint
 from epiformer.cli import main
 from epiformer.config import preset
 from epiformer.demo import CELL_TYPES
-from epiformer.distributed import ShardError, parse_shard
+from epiformer.jobs import ShardError, parse_shard
 from epiformer.engine import Engine
 from epiformer.genome import Genome, read_bed_intervals, sequence_codes
 from epiformer.inference import InferenceSettings
