@@ -20,7 +20,7 @@ setup(
     packages=find_packages(include=["epiformer", "epiformer.*"]) + [f"epiformer.{name}" for name in STAGES],
     package_dir={f"epiformer.{name}": name for name in STAGES},
     # The page (with igv.js when make install has fetched it) and the JASPAR matrices demo-data plants.
-    package_data={"epiformer.static": ["*", "vendor/*"], "epiformer": ["data/*"]},
+    package_data={"epiformer.static": ["*", "vendor/*"], "epiformer.demo": ["data/*"]},
     install_requires=[
         "torch>=2.4,<3",
         "numpy>=1.24",

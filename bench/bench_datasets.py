@@ -30,10 +30,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import publish  # noqa: E402
 
-from epiformer.datasets import DatasetParameters, generate_datasets, plan_windows  # noqa: E402
-from epiformer.demo import DemoSpec, dataset_parameters, make_demo_data  # noqa: E402
-from epiformer.genome import read_chrom_sizes  # noqa: E402
-from epiformer.targets import read_targets  # noqa: E402
+from epiformer.demo.demo_pipeline import dataset_parameters  # noqa: E402
+from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data  # noqa: E402
+from epiformer.genome.intervals import read_chrom_sizes  # noqa: E402
+from epiformer.genome.targets import read_targets  # noqa: E402
+from epiformer.training.datasets import DatasetParameters, generate_datasets, plan_windows  # noqa: E402
 
 HG38_MB = 3_100
 # cProfile functions by where their time goes: (label, test on "file:function")

@@ -24,14 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_precompute import duration  # noqa: E402
 from report import machine_description, publish  # noqa: E402
 
-from epiformer.checkpoint import save_checkpoint  # noqa: E402
-from epiformer.config import preset  # noqa: E402
-from epiformer.demo import DemoSpec, make_demo_data  # noqa: E402
-from epiformer.device import select_device  # noqa: E402
-from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor, open_predictor  # noqa: E402
-from epiformer.interpret import gradient_contributions, mutagenesis_tracks  # noqa: E402
-from epiformer.model import Epiformer  # noqa: E402
-from epiformer.scorer import VariantScorer  # noqa: E402
+from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data  # noqa: E402
+from epiformer.inference.device import select_device  # noqa: E402
+from epiformer.inference.predictor import Predictor, open_predictor  # noqa: E402
+from epiformer.inference.settings import InferenceSettings, ModelSetOptions  # noqa: E402
+from epiformer.interpret.attribution import gradient_contributions, mutagenesis_tracks  # noqa: E402
+from epiformer.model.checkpoints import save_checkpoint  # noqa: E402
+from epiformer.model.config import preset  # noqa: E402
+from epiformer.model.network import Epiformer  # noqa: E402
+from epiformer.variants.scorer import VariantScorer  # noqa: E402
 
 PEAKS, PEAK_BP = 100_000, 500
 

@@ -40,14 +40,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_server import (ROOT, free_port, served_demo, start_gunicorn, stop, variant_list, wrk_command,  # noqa: E402
-                          wrk_result)
+from bench_server import ROOT, free_port, served_demo, start_gunicorn, stop, variant_list, wrk_command, wrk_result  # noqa: E402
 from report import command_line, machine_description, publish, update_section  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
+from epiformer.genome.reader import Genome  # noqa: E402
 from tests.hostile_clients import slow_clients, still_waiting  # noqa: E402
-
-from epiformer.genome import Genome  # noqa: E402
 
 MAX_RSS_GROWTH = 0.10
 STALLED_SOCKETS = 50

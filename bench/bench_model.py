@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_precompute import forward_flops  # noqa: E402
 from report import machine_description, publish  # noqa: E402
 
-from epiformer.config import preset  # noqa: E402
-from epiformer.device import select_device  # noqa: E402
-from epiformer.model import Epiformer  # noqa: E402
+from epiformer.inference.device import select_device  # noqa: E402
+from epiformer.model.config import preset  # noqa: E402
+from epiformer.model.network import Epiformer  # noqa: E402
 
 
 def timed(run, x: torch.Tensor, bf16: bool) -> float:

@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_server import free_port, wait_ready  # noqa: E402
 from report import device_script_arguments, machine_description, publish  # noqa: E402
 
-from epiformer.checkpoint import save_original_checkpoint  # noqa: E402
-from epiformer.config import preset  # noqa: E402
-from epiformer.demo import DemoSpec, make_demo_data  # noqa: E402
-from epiformer.device import select_device  # noqa: E402
-from epiformer.genome import Genome  # noqa: E402
-from epiformer.model import Epiformer  # noqa: E402
+from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data  # noqa: E402
+from epiformer.genome.reader import Genome  # noqa: E402
+from epiformer.inference.device import select_device  # noqa: E402
+from epiformer.model.checkpoints import save_original_checkpoint  # noqa: E402
+from epiformer.model.config import preset  # noqa: E402
+from epiformer.model.network import Epiformer  # noqa: E402
 
 CHECKPOINT = "MGC.model-1663637197.best_loss.pth.tar"
 

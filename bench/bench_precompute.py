@@ -41,15 +41,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_description, publish, update_section  # noqa: E402
 
-from epiformer.checkpoint import save_checkpoint  # noqa: E402
-from epiformer.config import preset  # noqa: E402
-from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
-from epiformer.engine import Engine  # noqa: E402
-from epiformer.device import select_device  # noqa: E402
-from epiformer.genome import CONSERVATION_DTYPE, Genome  # noqa: E402
-from epiformer.model import Epiformer  # noqa: E402
-from epiformer.modelset import ModelSet, load_model_set  # noqa: E402
-from epiformer.inference import InferenceSettings  # noqa: E402
+from epiformer.demo.synthetic_genome import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
+from epiformer.genome.encoding import CONSERVATION_DTYPE  # noqa: E402
+from epiformer.genome.reader import Genome  # noqa: E402
+from epiformer.inference.device import select_device  # noqa: E402
+from epiformer.inference.engine import Engine  # noqa: E402
+from epiformer.inference.settings import InferenceSettings  # noqa: E402
+from epiformer.model.checkpoints import save_checkpoint  # noqa: E402
+from epiformer.model.config import preset  # noqa: E402
+from epiformer.model.model_set import ModelSet, load_model_set  # noqa: E402
+from epiformer.model.network import Epiformer  # noqa: E402
 from epiformer.precompute import PrecomputeOptions, plan_tiles, precompute  # noqa: E402
 from epiformer.precompute.job import default_io_workers  # noqa: E402
 from epiformer.precompute.pipeline import BatchReader, measure_rate  # noqa: E402

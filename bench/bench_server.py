@@ -42,13 +42,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_description, publish  # noqa: E402
 
-from epiformer.checkpoint import save_checkpoint  # noqa: E402
-from epiformer.config import preset  # noqa: E402
-from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
-from epiformer.genome import Genome  # noqa: E402
-from epiformer.model import Epiformer  # noqa: E402
-from epiformer.modelset import load_model_set  # noqa: E402
-from epiformer.inference import InferenceSettings  # noqa: E402
+from epiformer.demo.synthetic_genome import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
+from epiformer.genome.reader import Genome  # noqa: E402
+from epiformer.inference.settings import InferenceSettings  # noqa: E402
+from epiformer.model.checkpoints import save_checkpoint  # noqa: E402
+from epiformer.model.config import preset  # noqa: E402
+from epiformer.model.model_set import load_model_set  # noqa: E402
+from epiformer.model.network import Epiformer  # noqa: E402
 from epiformer.precompute import PrecomputeOptions, precompute  # noqa: E402
 from epiformer.server import gunicorn_command  # noqa: E402
 from epiformer.trackhub import build_hub  # noqa: E402
@@ -203,9 +203,10 @@ def variant_list(fasta: Path, count: int, seed: int) -> list[str]:
 def library_rate(paths: dict[str, Path], model: Path, variants: list[str]) -> float:
     """Variants/s of the scorer alone on ``variants``, windows batched 16 at a time as the server's
     batcher gathers them (its default max_batch), the server's default settings otherwise."""
-    from epiformer.inference import ModelSetOptions, open_predictor
-    from epiformer.scorer import VariantScorer
-    from epiformer.variants import parse_variant
+    from epiformer.inference.predictor import open_predictor
+    from epiformer.inference.settings import ModelSetOptions
+    from epiformer.variants.alleles import parse_variant
+    from epiformer.variants.scorer import VariantScorer
 
     settings = InferenceSettings(device="cpu", batch_size=4, conservation=str(paths["conservation"]))
     with open_predictor(ModelSetOptions((str(model),)), paths["fasta"], settings) as predictor:

@@ -8,7 +8,7 @@ longer recipe.
 All train from scratch on the same demo genome and shards (train chr1-chr2, validation chr3),
 then report on the test chromosome (chr4): Pearson R of log2(x+1) over every bin, the
 cell-type-specific R (log2(x+1) centred across cell types, over bins where one is at least
-epiformer.metrics.SPECIFIC_MIN), the wall time of training, and for the demo VCF's
+epiformer.training.metrics.SPECIFIC_MIN), the wall time of training, and for the demo VCF's
 motif-disrupting variants in the cell types their element is open in the share of SAD with the
 true change's sign and SAD's Spearman correlation with it, and how well |SAD| ranks them above
 the neutral variants (AUROC per cell type: mean and lowest).
@@ -27,21 +27,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import publish  # noqa: E402
 
-from epiformer.datasets import generate_datasets  # noqa: E402
-from epiformer.demo import (  # noqa: E402
-    DEMO_TRAINING,
-    SIGN_MIN_EFFECT,
-    DemoSpec,
-    dataset_parameters,
-    make_demo_data,
-    variant_auroc,
-    variant_sign_metrics,
-)
-from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor  # noqa: E402
-from epiformer.metrics import SPECIFIC_MIN  # noqa: E402
-from epiformer.scorer import VariantScorer  # noqa: E402
-from epiformer.scoring import ScoreOptions, score_variant_file  # noqa: E402
-from epiformer.train import evaluate, load_train_config, train  # noqa: E402
+from epiformer.demo.demo_pipeline import DEMO_TRAINING, dataset_parameters
+from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data
+from epiformer.demo.variant_truth import SIGN_MIN_EFFECT, variant_auroc, variant_sign_metrics
+from epiformer.inference.predictor import open_predictor  # noqa: E402
+from epiformer.inference.settings import InferenceSettings, ModelSetOptions  # noqa: E402
+from epiformer.training.datasets import generate_datasets  # noqa: E402
+from epiformer.training.metrics import SPECIFIC_MIN  # noqa: E402
+from epiformer.training.trainer import evaluate, load_train_config, train  # noqa: E402
+from epiformer.variants.score_job import ScoreOptions, score_variant_file  # noqa: E402
+from epiformer.variants.scorer import VariantScorer  # noqa: E402
 
 # Each row changes the `make demo` recipe in one way, to show what each of its choices brings.
 RECIPES = {

@@ -41,18 +41,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_description, publish  # noqa: E402
 
-from epiformer.checkpoint import save_checkpoint  # noqa: E402
-from epiformer.config import preset  # noqa: E402
-from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
-from epiformer.engine import Engine  # noqa: E402
-from epiformer.device import select_device  # noqa: E402
-from epiformer.genome import Genome, encode_codes  # noqa: E402
-from epiformer.ism import saturation_mutagenesis  # noqa: E402
-from epiformer.model import Epiformer  # noqa: E402
-from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor, ScoringSettings, open_predictor  # noqa: E402
-from epiformer.scorer import VariantScorer  # noqa: E402
-from epiformer.scoring import ScoreOptions, score_variant_file  # noqa: E402
-from epiformer.variants import apply_edits, make_variant  # noqa: E402
+from epiformer.demo.synthetic_genome import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
+from epiformer.genome.encoding import encode_codes  # noqa: E402
+from epiformer.genome.reader import Genome  # noqa: E402
+from epiformer.inference.device import select_device  # noqa: E402
+from epiformer.inference.engine import Engine  # noqa: E402
+from epiformer.inference.predictor import Predictor, open_predictor  # noqa: E402
+from epiformer.inference.settings import InferenceSettings, ModelSetOptions, ScoringSettings  # noqa: E402
+from epiformer.model.checkpoints import save_checkpoint  # noqa: E402
+from epiformer.model.config import preset  # noqa: E402
+from epiformer.model.network import Epiformer  # noqa: E402
+from epiformer.variants.alleles import apply_edits, make_variant  # noqa: E402
+from epiformer.variants.mutagenesis import saturation_mutagenesis  # noqa: E402
+from epiformer.variants.score_job import ScoreOptions, score_variant_file  # noqa: E402
+from epiformer.variants.scorer import VariantScorer  # noqa: E402
 
 SEED_ISM = (714 * 3, 36 * 60 + 43)     # substitutions and seconds of the original notebook
 # the paper's tower and transformer depth on 16,384 bp windows at a sixth of the width (CPU-sized)

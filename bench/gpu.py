@@ -32,23 +32,24 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_precompute import BF16_PEAK, HG38_BP, duration, forward_flops, host_rates  # noqa: E402
 from bench_interpret import PEAK_BP, PEAKS, interpretation_rates  # noqa: E402
+from bench_precompute import BF16_PEAK, HG38_BP, duration, forward_flops, host_rates  # noqa: E402
 from bench_variants import dispersed_snvs, scoring_rate  # noqa: E402
 from report import device_script_arguments, machine_description, publish  # noqa: E402
 
-from epiformer.checkpoint import save_checkpoint  # noqa: E402
-from epiformer.config import preset  # noqa: E402
-from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
-from epiformer.engine import Engine  # noqa: E402
-from epiformer.device import select_device  # noqa: E402
-from epiformer.genome import Genome  # noqa: E402
-from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor  # noqa: E402
-from epiformer.ism import saturation_mutagenesis  # noqa: E402
-from epiformer.model import Epiformer  # noqa: E402
-from epiformer.modelset import load_model_set  # noqa: E402
-from epiformer.scorer import VariantScorer  # noqa: E402
-from epiformer.variants import make_variant  # noqa: E402
+from epiformer.demo.synthetic_genome import CELL_TYPES, DemoSpec, make_demo_data  # noqa: E402
+from epiformer.genome.reader import Genome  # noqa: E402
+from epiformer.inference.device import select_device  # noqa: E402
+from epiformer.inference.engine import Engine  # noqa: E402
+from epiformer.inference.predictor import open_predictor  # noqa: E402
+from epiformer.inference.settings import InferenceSettings, ModelSetOptions  # noqa: E402
+from epiformer.model.checkpoints import save_checkpoint  # noqa: E402
+from epiformer.model.config import preset  # noqa: E402
+from epiformer.model.model_set import load_model_set  # noqa: E402
+from epiformer.model.network import Epiformer  # noqa: E402
+from epiformer.variants.alleles import make_variant  # noqa: E402
+from epiformer.variants.mutagenesis import saturation_mutagenesis  # noqa: E402
+from epiformer.variants.scorer import VariantScorer  # noqa: E402
 
 FULL = {"preset": "paper", "genome_mb": 30.0, "forward_windows": 64, "batch": 16, "variants": 256,
         "queries": 160, "ism_bp": 714, "host_seconds": 2.0, "interpret_regions": 64, "interpret_ism_bp": 20}
@@ -58,7 +59,7 @@ QUICK = {"preset": "tiny", "genome_mb": 1.0, "forward_windows": 8, "batch": 4, "
 
 def forward_rate(models, device: torch.device, bf16: bool, windows: int, batch: int, tower: str = "fused") -> float:
     """Windows/s of the engine's forward pass (reverse complement on) on random encoded windows,
-    the tower in ``tower`` mode (:class:`epiformer.model.ConvTower`)."""
+    the tower in ``tower`` mode (:class:`epiformer.model.network.ConvTower`)."""
     for member in models.members:
         member.conv.mode = tower
     engine = Engine(models, device=device, batch_size=batch, bf16=bf16)
@@ -75,9 +76,9 @@ def forward_rate(models, device: torch.device, bf16: bool, windows: int, batch: 
 
 def server_rate(precompute_dir: Path, checkpoint: Path, device: torch.device, snvs: list, clients: int) -> float:
     """Variant queries/s (one SNV each) through the server's predictor and batcher from ``clients`` threads."""
-    from epiformer.manifest import read_manifest
-    from epiformer.server.config import load_config
-    from epiformer.server.predictor import ServerPredictor
+    from epiformer.io.manifest import read_manifest
+    from epiformer.server.on_demand import ServerPredictor
+    from epiformer.server.server_config import load_config
 
     cfg = load_config({"precompute_dir": str(precompute_dir), "models": [str(checkpoint)], "device": str(device),
                        "precision": "bf16" if device.type == "cuda" else "fp32", "cache_windows": 0}, environ={})

@@ -14,19 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from epiformer.engine import Engine
-from epiformer.files import sha256_file
-from epiformer.genome import ChromNames, Genome, genome_intervals, name_examples
-from epiformer.inference import InferenceSettings, ModelSetOptions, Predictor
-from epiformer.intervals import IntervalIndex
-from epiformer.jobs import job_shard
-from epiformer.modelset import ModelSet
-from epiformer.targets import Target
-
-from .merge import MANIFEST, merge_tracks, merged_files
-from .pipeline import BatchReader, measure_rate, run_shard
-from .plan import PrecomputeError, TilePlan, plan_tiles, shard_batches
-from .shards import ShardFile, claim_outdir, shard_path
+from epiformer.genome.chrom_names import ChromNames, name_examples
+from epiformer.genome.interval_index import IntervalIndex
+from epiformer.genome.intervals import genome_intervals
+from epiformer.genome.reader import Genome
+from epiformer.genome.targets import Target
+from epiformer.inference.engine import Engine
+from epiformer.inference.predictor import Predictor
+from epiformer.inference.settings import InferenceSettings, ModelSetOptions
+from epiformer.io.reading import sha256_file
+from epiformer.model.model_set import ModelSet
+from epiformer.parallel.sharded_jobs import job_shard
+from epiformer.precompute.merge import MANIFEST, merge_tracks, merged_files
+from epiformer.precompute.pipeline import BatchReader, measure_rate, run_shard
+from epiformer.precompute.plan import PrecomputeError, TilePlan, plan_tiles, shard_batches
+from epiformer.precompute.shards import ShardFile, claim_outdir, shard_path
 
 # Distinct colours (Okabe-Ito, then more), as UCSC "R,G,B"; targets take them in order.
 PALETTE = ("0,114,178", "213,94,0", "0,158,115", "204,121,167", "86,180,233", "230,159,0", "240,228,66",

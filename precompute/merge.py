@@ -9,18 +9,12 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from epiformer.checkpoint import code_version
-from epiformer.files import atomic_path, bigwig_writer, sha256_file
-from epiformer.manifest import MANIFEST
-
-from .plan import PrecomputeError, TilePlan, shard_batches
-from .shards import (
-    existing_shards,
-    read_run,
-    read_shard_target,
-    shard_path,
-    shard_threads,
-)
+from epiformer.io.manifest import MANIFEST
+from epiformer.io.provenance import code_version
+from epiformer.io.reading import sha256_file
+from epiformer.io.writing import atomic_path, bigwig_writer
+from epiformer.precompute.plan import PrecomputeError, TilePlan, shard_batches
+from epiformer.precompute.shards import existing_shards, read_run, read_shard_target, shard_path, shard_threads
 
 TRACK_DIR = "tracks"
 

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from epiformer.engine import Engine
-from epiformer.files import OutputError
-from epiformer.genome import CodedWindows, Genome
-from epiformer.intervals import IntervalIndex
-
-from .plan import TilePlan, empty_bins
-from .shards import ShardFile
+from epiformer.genome.encoding import CodedWindows
+from epiformer.genome.interval_index import IntervalIndex
+from epiformer.genome.reader import Genome
+from epiformer.inference.engine import Engine
+from epiformer.io.writing import OutputError
+from epiformer.precompute.plan import TilePlan, empty_bins
+from epiformer.precompute.shards import ShardFile
 
 
 class BatchReader(torch.utils.data.Dataset):

@@ -1,7 +1,7 @@
 """The tiling of a genome for precompute.
 
 Every chromosome is covered by windows whose cropped outputs abut exactly (the engine's
-:meth:`~epiformer.engine.Engine.tile_starts` from base 0), so output bins sit on a 0-based grid of
+:meth:`~epiformer.inference.engine.Engine.tile_starts` from base 0), so output bins sit on a 0-based grid of
 ``bin_size``. Windows whose output holds no A/C/G/T base, lies wholly in the blacklist or outside
 the requested regions are left out. The remaining windows, in genome order, are cut into fixed
 global batches; a shard takes every N-th batch, so a window is always predicted in the same batch
@@ -15,10 +15,11 @@ from typing import Sequence
 
 import numpy as np
 
-from epiformer.engine import Engine
 from epiformer.errors import UserError
-from epiformer.genome import Genome, sequence_codes
-from epiformer.intervals import IntervalIndex
+from epiformer.genome.encoding import sequence_codes
+from epiformer.genome.interval_index import IntervalIndex
+from epiformer.genome.reader import Genome
+from epiformer.inference.engine import Engine
 
 
 class PrecomputeError(UserError, ValueError):

@@ -14,10 +14,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from epiformer.files import atomic_path
-from epiformer.jobs import read_run_file
-
-from .plan import PrecomputeError, TilePlan, shard_batches
+from epiformer.io.writing import atomic_path
+from epiformer.parallel.sharded_jobs import read_run_file
+from epiformer.precompute.plan import PrecomputeError, TilePlan, shard_batches
 
 SHARD_DIR = "shards"
 RUN_FILE = "run.json"

@@ -18,7 +18,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .config import ServerConfig, ServerConfigError, body_limit_message, load_config
+from epiformer.server.server_config import ServerConfig, ServerConfigError, body_limit_message, load_config
 
 # The page: static/ beside this package, both in the repository (static/ at its top level) and
 # installed (epiformer/static).
@@ -59,7 +59,7 @@ def ensure_hub(precompute_dir: Path, hub_dir: Path, annotation: str = "") -> Pat
 
 def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     """The app. ``config`` is a :class:`ServerConfig`, or settings laid over the environment's."""
-    from epiformer.manifest import read_manifest
+    from epiformer.io.manifest import read_manifest
 
     cfg = config if isinstance(config, ServerConfig) else load_config(config)
     if not cfg.precompute_dir:
@@ -69,9 +69,9 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     manifest = read_manifest(precompute_dir)
     hub_dir = ensure_hub(precompute_dir, Path(cfg.hub_dir) if cfg.hub_dir else precompute_dir / "hub", cfg.annotation)
 
-    from .api import api
-    from .files import files
-    from .predictions import ClientSlots, predictions
+    from epiformer.server.api import api
+    from epiformer.server.hub_files import files
+    from epiformer.server.prediction_api import ClientSlots, predictions
 
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.debug = False   # never, whatever FLASK_DEBUG says: errors are JSON without tracebacks
@@ -85,7 +85,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(predictions)
     if cfg.models:
-        from .predictor import ServerPredictor
+        from epiformer.server.on_demand import ServerPredictor
 
         app.config["PREDICTOR"] = ServerPredictor(cfg, manifest)
 
@@ -118,7 +118,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> Flask:
             if name.lower() not in ("content-type", "content-length"):
                 response.headers[name] = value
         if request.path.startswith("/hub/"):
-            from .files import CORS_HEADERS
+            from epiformer.server.hub_files import CORS_HEADERS
 
             response.headers.update(CORS_HEADERS)
         return response

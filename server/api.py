@@ -8,10 +8,9 @@ from urllib.parse import quote, urljoin
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
+from epiformer.server.openapi import openapi_document
 from epiformer.trackhub import UCSC_GENOMES
 from epiformer.trackhub.hub import derived_color, derived_name, derived_tracks
-
-from .openapi import openapi_document
 
 api = Blueprint("api", __name__)
 

@@ -1,9 +1,9 @@
 """Micro-batching: windows from concurrent requests share forward passes.
 
-:class:`BatchPredictor` is the server's :class:`~epiformer.runners.WindowRunner`. One thread owns
+:class:`BatchPredictor` is the server's :class:`~epiformer.inference.runners.WindowRunner`. One thread owns
 the engine. Request threads put jobs on a queue and wait on futures: coded windows, or groups (a
 variant window's reference and its alternates, for
-:func:`~epiformer.incremental.predict_alternates`). The thread takes the first waiting job,
+:func:`~epiformer.inference.incremental.predict_alternates`). The thread takes the first waiting job,
 gathers more of its kind until ``max_batch`` windows or ``max_delay_s`` have passed, runs them
 as one batch and hands each result back. Groups of the same window from several requests run
 as one: its reference once, with all their alternates. A request waits at most ``timeout`` s
@@ -22,10 +22,10 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from epiformer.engine import Engine
-from epiformer.genome import CodedWindows
-from epiformer.incremental import predict_alternates
-from epiformer.runners import Alternates, CodedGroup
+from epiformer.genome.encoding import CodedWindows
+from epiformer.inference.engine import Engine
+from epiformer.inference.incremental import predict_alternates
+from epiformer.inference.runners import Alternates, CodedGroup
 
 NON_FINITE = "the model's output is not finite for this input (are the conservation values in range?)"
 

@@ -27,7 +27,7 @@ from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from .config import body_limit_message
+from epiformer.server.server_config import body_limit_message
 
 MAX_HEADER_BYTES = 64 * 1024
 LINGER_S = 2.0                  # how long a closed connection's unread input is drained

@@ -6,7 +6,7 @@ Settings come from ``EPIFORMER_*`` variables (see server/config.py): EPIFORMER_P
 EPIFORMER_MODELS, EPIFORMER_BIND, EPIFORMER_WORKERS, ... The settings and hooks themselves are
 :func:`server.production.gunicorn_options`, the same ``epiformer serve`` uses.
 """
-from epiformer.server.config import load_config
 from epiformer.server.production import gunicorn_options
+from epiformer.server.server_config import load_config
 
 globals().update(gunicorn_options(load_config()))

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from epiformer import __version__
-from epiformer.inference import MISMATCH_RULES, ScoringSettings
-
-from .predictions import MAX_CONSERVATION
+from epiformer.inference.settings import MISMATCH_RULES, ScoringSettings
+from epiformer.server.prediction_api import MAX_CONSERVATION
 
 ERROR = {"type": "object", "required": ["error"],
          "properties": {"error": {"type": "object", "required": ["status", "message"],

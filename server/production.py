@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .buffering import buffering_worker
-from .config import ServerConfig, ServerConfigError
+from epiformer.server.buffering import buffering_worker
+from epiformer.server.server_config import ServerConfig, ServerConfigError
 
 
 def gpu_count() -> int:
@@ -45,7 +45,7 @@ def check_serving(cfg: ServerConfig) -> None:
     the CPU, conservation resolved) in a new Python process. The master forks the workers, so no
     torch computation may run in it: a forked child of a process whose OpenMP thread pool has
     started waits forever in its first parallel operation (GNU OpenMP is not fork-safe)."""
-    from epiformer.manifest import read_manifest
+    from epiformer.io.manifest import read_manifest
 
     if not cfg.precompute_dir:
         raise ServerConfigError("no precompute folder: set EPIFORMER_PRECOMPUTE_DIR (or precompute_dir), "
@@ -67,8 +67,8 @@ USER_ERROR_STATUS = 3     # check_model_set's process: the pickled error is on i
 def check_model_set(cfg: ServerConfig) -> None:
     """Load ``cfg``'s model set on the CPU and resolve its conservation setting, raising the
     error a worker would meet (run by :func:`check_serving` in a process of its own)."""
-    from epiformer.inference import resolve_conservation
-    from epiformer.manifest import read_manifest
+    from epiformer.inference.predictor import resolve_conservation
+    from epiformer.io.manifest import read_manifest
 
     settings = cfg.inference_for(read_manifest(cfg.precompute_dir))
     resolve_conservation(cfg.model_set().load().uses_conservation, settings.conservation)
@@ -83,7 +83,7 @@ def gunicorn_options(cfg: ServerConfig) -> dict[str, Any]:
 
     def on_starting(server) -> None:
         """Build the hub once, before any worker starts."""
-        from . import ensure_hub
+        from epiformer.server import ensure_hub
 
         if cfg.precompute_dir:
             ensure_hub(Path(cfg.precompute_dir), hub_dir(cfg))
@@ -130,7 +130,7 @@ def serve(cfg: ServerConfig) -> None:
     worker as it is (forked, not re-read); returns when gunicorn stops (Ctrl-C, SIGTERM)."""
     from gunicorn.app.base import BaseApplication
 
-    from . import create_app
+    from epiformer.server import create_app
 
     check_serving(cfg)
     options = gunicorn_options(cfg)

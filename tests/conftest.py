@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from epiformer.config import preset
-from epiformer.model import Epiformer
-
-from epiformer.datasets import DatasetParameters
+from epiformer.model.config import preset
+from epiformer.model.network import Epiformer
+from epiformer.training.datasets import DatasetParameters
 
 from .helpers import DATA, PAPER_CHECKPOINT_NAME, SIZES, write_bigwig, write_fasta
 
@@ -62,7 +61,7 @@ def small_genome(tmp_path: Path) -> dict:
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A small demo genome (three chromosomes, 0.6 Mb), made once per test session."""
-    from epiformer.demo import DemoSpec, make_demo_data
+    from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data
 
     outdir = tmp_path_factory.mktemp("demo_data")
     make_demo_data(outdir, DemoSpec.scaled(total_mb=0.6, n_chroms=3, seed=1))
@@ -74,9 +73,9 @@ def precomputed(tmp_path_factory, demo_data) -> Path:
     """A precompute folder (genome "demo") of the small demo genome, made once per session with a
     randomly initialised tiny model; its checkpoint is beside it as model.pth.tar."""
     from epiformer import save_checkpoint
-    from epiformer.demo import CELL_TYPES
-    from epiformer.inference import InferenceSettings
-    from epiformer.modelset import load_model_set
+    from epiformer.demo.synthetic_genome import CELL_TYPES
+    from epiformer.inference.settings import InferenceSettings
+    from epiformer.model.model_set import load_model_set
     from epiformer.precompute import PrecomputeOptions, precompute
 
     torch.manual_seed(5)
@@ -105,7 +104,7 @@ def client(app):
 def paper_checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised paper-configuration model (98,304 bp, 54.8 M parameters, one output)
     saved in the original's format under a published checkpoint's name, made once per session."""
-    from epiformer.checkpoint import save_original_checkpoint
+    from epiformer.model.checkpoints import save_original_checkpoint
 
     torch.manual_seed(33)
     model = Epiformer(preset("paper")).eval()
@@ -115,7 +114,7 @@ def paper_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def paper_genome(tmp_path_factory) -> Path:
     """The demo generator's genome with two chromosomes of a few paper windows each (180 and 120 kb)."""
-    from epiformer.demo import DemoSpec, make_demo_data
+    from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data
 
     outdir = tmp_path_factory.mktemp("paper_genome")
     make_demo_data(outdir, DemoSpec(seed=4, chrom_sizes={"chr1": 180_000, "chr2": 120_000}))

@@ -83,7 +83,7 @@ def gunicorn(settings: dict[str, str], log: Path) -> Iterator[Gunicorn]:
 
 def distinct_window_snvs(demo_data: Path, count: int) -> list[str]:
     """SNVs matching the reference, each in its own window, so none shares a forward pass result."""
-    from epiformer.genome import Genome
+    from epiformer.genome.reader import Genome
 
     found = []
     with Genome(demo_data / "genome.fa") as genome:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
 
-from epiformer.genome import Genome
+from epiformer.genome.reader import Genome
 from epiformer.server.openapi import openapi_document
 
 from .helpers import make_model_app

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from epiformer.calibration import Calibration, CalibrationError, allowed_intervals, background_snvs
-from epiformer.genome import Genome
-from epiformer.variants import SCORE_FIELDS, SIGNED
+from epiformer.genome.reader import Genome
+from epiformer.variants.calibration import Calibration, CalibrationError, allowed_intervals, background_snvs
+from epiformer.variants.effects import SCORE_FIELDS, SIGNED
 
 from .helpers import write_fasta
 

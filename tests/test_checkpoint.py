@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from epiformer import CheckpointError, load_model, save_checkpoint
-from epiformer.config import preset
-from epiformer.model import Epiformer
+from epiformer.model.config import preset
+from epiformer.model.network import Epiformer
 
 CELL_TYPES = ["HIP", "ASCT", "OPC", "OGC", "MGC", "VIP", "ITL23", "ET"]
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from epiformer.cli import main
-from epiformer.demo import read_variant_truth, variant_auroc, variant_sign_metrics
-from epiformer.files import read_table
-
+from epiformer.demo.variant_truth import read_variant_truth, variant_auroc, variant_sign_metrics
+from epiformer.io.reading import read_table
 
 COMMANDS = ["demo", "demo-data", "generate-datasets", "train", "evaluate", "predict", "pred-signals", "precompute",
             "precompute-merge", "hub", "serve", "score-variants", "calibrate", "interpret", "ism", "inspect"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from epiformer import CheckpointError, load_model
-from epiformer.genome import encode
+from epiformer.genome.encoding import encode
 
 
 @pytest.mark.parametrize("attention", ["fast", "reference"])

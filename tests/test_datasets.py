@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from epiformer.datasets import (
+from epiformer.genome.encoding import encode, sequence_codes
+from epiformer.genome.targets import TargetsError
+from epiformer.training.datasets import (
     DatasetError,
     ShardDataset,
     augment_window,
@@ -16,10 +18,9 @@ from epiformer.datasets import (
     reverse_complement_codes,
     shift_window,
 )
-from epiformer.genome import encode, sequence_codes
-from epiformer.targets import TargetsError
 
 from .helpers import SIZES, windows_of, write_bigwig
+
 
 def test_windows_filters_and_split(inputs):
     out = inputs["dir"] / "ds" / "tiny"
@@ -140,7 +141,7 @@ def test_max_n_fraction(inputs):
 
 
 def test_parallel_matches_serial_and_rerun_keeps_finished_shards(inputs, monkeypatch):
-    import epiformer.datasets as datasets
+    import epiformer.training.datasets as datasets
 
     serial = generate_datasets(inputs["params"], inputs["dir"] / "s", workers=1, progress=False)
     parallel = generate_datasets(inputs["params"], inputs["dir"] / "p", workers=2, progress=False)
@@ -162,7 +163,7 @@ def test_parallel_matches_serial_and_rerun_keeps_finished_shards(inputs, monkeyp
 
 
 def test_interrupted_run_leaves_no_partial_shard(inputs, monkeypatch):
-    import epiformer.datasets as datasets
+    import epiformer.training.datasets as datasets
 
     calls = []
 
@@ -325,7 +326,7 @@ def test_shift_pads_with_n_and_zero():
 
 
 def test_overlapping_windows_are_read_once_per_span():
-    from epiformer.datasets import _spans
+    from epiformer.training.datasets import _spans
 
     windows = [("c1", 0, 10), ("c1", 5, 15), ("c1", 15, 25), ("c1", 100, 110), ("c2", 0, 10), ("c2", 2, 12)]
     assert list(_spans(windows, 1000)) == [

@@ -3,10 +3,10 @@ import numpy as np
 import pyBigWig
 import pytest
 
-from epiformer.demo import CELL_TYPES, DemoSpec, make_demo_data
-from epiformer.genome import Genome
-from epiformer.motifs import demo_motifs, read_jaspar
-from epiformer.targets import read_targets
+from epiformer.demo.motifs import demo_motifs, read_jaspar
+from epiformer.demo.synthetic_genome import CELL_TYPES, DemoSpec, make_demo_data
+from epiformer.genome.reader import Genome
+from epiformer.genome.targets import read_targets
 
 
 def test_default_size_and_chromosomes():
@@ -119,7 +119,7 @@ def test_disrupting_snvs_lower_the_motif_score(demo_data):
 
 
 def _rc(seq):
-    from epiformer.genome import reverse_complement
+    from epiformer.genome.encoding import reverse_complement
     return reverse_complement(seq)
 
 
@@ -134,7 +134,7 @@ def test_jaspar_reader(tmp_path):
 
 
 def test_disrupting_variants_carry_their_true_change_per_cell_type(demo_data):
-    from epiformer.demo import read_variant_truth
+    from epiformer.demo.variant_truth import read_variant_truth
 
     truth = read_variant_truth(demo_data / "variants.vcf")
     disrupting = {k: v["effects"] for k, v in truth.items() if v["kind"] == "disrupting"}
@@ -148,7 +148,7 @@ def test_disrupting_variants_carry_their_true_change_per_cell_type(demo_data):
 
 
 def test_an_edit_beside_a_site_leaves_it_whole_and_one_inside_breaks_it():
-    from epiformer.demo import _edited_site_quality
+    from epiformer.demo.synthetic_genome import _edited_site_quality
 
     motif = demo_motifs()["SOX10"]
     rng = np.random.default_rng(0)

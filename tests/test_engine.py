@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from epiformer.device import DeviceError, select_device
-from epiformer.engine import Engine
-from epiformer.genome import Genome, sequence_codes
-from epiformer.incremental import predict_alternates
-from epiformer.model import Epiformer
+from epiformer.genome.encoding import sequence_codes
+from epiformer.genome.reader import Genome
+from epiformer.inference.device import DeviceError, select_device
+from epiformer.inference.engine import Engine
+from epiformer.inference.incremental import predict_alternates
+from epiformer.model.network import Epiformer
 
 from .helpers import write_fasta
 
@@ -76,7 +77,7 @@ def test_predict_genome_windows(tiny_model, tmp_path):
 def test_coded_windows_with_shifts_are_the_shifted_windows(tiny_model, demo_data):
     """Codes and float16 conservation travel to the device, which makes every shifted window of
     one coded window: the same as encoding each shifted window on the host."""
-    from epiformer.genome import CONSERVATION_DTYPE, encode_codes
+    from epiformer.genome.encoding import CONSERVATION_DTYPE, encode_codes
 
     engine = Engine(tiny_model, device="cpu", batch_size=2, shifts=(-3, 0, 5))
     intervals = [("chr1", 40_000), ("chr2", -200), ("chr1", 40_128)]
@@ -94,7 +95,7 @@ def test_coded_windows_with_shifts_are_the_shifted_windows(tiny_model, demo_data
 
 
 def test_coded_windows_of_the_wrong_length(tiny_model):
-    from epiformer.genome import CodedWindows
+    from epiformer.genome.encoding import CodedWindows
 
     engine = Engine(tiny_model, device="cpu", shifts=(0, 2))
     with pytest.raises(ValueError, match=r"\(N, 8194\)"):
@@ -128,7 +129,7 @@ def test_out_of_memory_splits_the_batch(tiny_model):
 @pytest.mark.slow
 def test_compiled_engine_gives_the_same_predictions(tiny_model):
     """``compile`` (torch.compile) changes speed, not numbers, state_dict keys or the incremental path."""
-    from epiformer.genome import CodedWindows
+    from epiformer.genome.encoding import CodedWindows
 
     rng = np.random.default_rng(0)
     x = rng.random((3, 4, 8192), dtype=np.float32)

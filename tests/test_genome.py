@@ -2,17 +2,16 @@
 import numpy as np
 import pytest
 
-from epiformer.genome import (
-    Genome,
-    GenomeError,
+from epiformer.genome.encoding import (
     encode,
     one_hot,
-    read_chrom_sizes,
     reverse_complement,
     reverse_complement_encoded,
     reverse_track,
     sequence_codes,
 )
+from epiformer.genome.intervals import read_chrom_sizes
+from epiformer.genome.reader import Genome, GenomeError
 
 from .helpers import write_fasta
 
@@ -136,7 +135,7 @@ def test_chrom_sizes(tmp_path):
 def test_device_encoding_is_the_host_encoding_of_float16_conservation():
     import torch
 
-    from epiformer.genome import CONSERVATION_DTYPE, encode_codes, encode_tensor
+    from epiformer.genome.encoding import CONSERVATION_DTYPE, encode_codes, encode_tensor
 
     codes = sequence_codes("ACGTacgtNRYn-" * 3)[None]
     cons = np.linspace(0, 1, codes.shape[1]).astype(CONSERVATION_DTYPE)[None]
@@ -148,7 +147,7 @@ def test_device_encoding_is_the_host_encoding_of_float16_conservation():
 def test_coded_windows_are_the_windows_read_one_by_one(small_genome):
     """Blocks of neighbouring windows, windows off either end of a chromosome, other chromosomes
     and any order give what reading each window alone gives."""
-    from epiformer.genome import CONSERVATION_DTYPE
+    from epiformer.genome.encoding import CONSERVATION_DTYPE
 
     with Genome(small_genome["fasta"], small_genome["bigwig"]) as genome:
         intervals = [("chr2", 60), ("chr1", -5), ("chr1", 3), ("chr2", 0), ("chr1", 30), ("chr2", 95)]

@@ -1,6 +1,6 @@
 """Genomes as they ship: a bgzip-compressed FASTA (its .fai and .gzi built when missing), a plain
 gzip one (one line saying how to bgzip it), a UCSC .2bit, soft-masking, chromosome names that
-differ between files (the one rule of epiformer.genome.genome_chrom_name) and bigWigs that cover
+differ between files (the one rule of epiformer.genome.chrom_names.genome_chrom_name) and bigWigs that cover
 only some chromosomes."""
 from __future__ import annotations
 
@@ -19,16 +19,17 @@ import pysam
 import pytest
 
 from epiformer.cli import main
-from epiformer.datasets import generate_datasets
-from epiformer.engine import RegionTracks
-from epiformer.files import read_table
-from epiformer.genome import ChromNames, Genome, GenomeError, genome_chrom_name, sequence_codes
-from epiformer.predict import observed_tracks
-from epiformer.targets import Target
+from epiformer.genome.chrom_names import ChromNames, genome_chrom_name
+from epiformer.genome.encoding import sequence_codes
+from epiformer.genome.reader import Genome, GenomeError
+from epiformer.genome.targets import Target
+from epiformer.inference.engine import RegionTracks
+from epiformer.inference.regions import observed_tracks
+from epiformer.io.reading import read_table
 from epiformer.trackhub import build_hub, write_twobit
+from epiformer.training.datasets import generate_datasets
 
-from .helpers import write_bigwig, write_fasta
-from .helpers import SIZES, windows_of
+from .helpers import SIZES, windows_of, write_bigwig, write_fasta
 from .test_scoring import HEADER, base, other
 
 SOFT_MASKED = {"chrA": "NNNNacgtACGTnnRYacgtACGGTTAACCggttaaccNNNNNNNNACGTACGTACgtacgtN", "chrM": "ACGTACGTAC"}

@@ -8,14 +8,20 @@ from dataclasses import replace
 
 import h5py
 import numpy as np
-import pyBigWig
 import pybigtools
+import pyBigWig
 import pysam
 import pytest
 
-from epiformer.calibration import allowed_intervals
 from epiformer.cli import main
-from epiformer.datasets import (
+from epiformer.genome.intervals import read_bed_intervals
+from epiformer.genome.reader import Genome
+from epiformer.genome.targets import PeakSet, TargetsError, read_targets
+from epiformer.inference.regions import read_regions_arg
+from epiformer.interpret.interpret_job import read_regions as interpret_regions
+from epiformer.io.reading import read_table
+from epiformer.trackhub.annotation import read_bed as annotation_records
+from epiformer.training.datasets import (
     DatasetError,
     SplitOptions,
     drop_blacklisted,
@@ -23,13 +29,8 @@ from epiformer.datasets import (
     open_split,
     read_regions,
 )
-from epiformer.files import read_table
-from epiformer.genome import Genome, read_bed_intervals
-from epiformer.interpret import read_regions as interpret_regions
-from epiformer.predict import read_regions_arg
-from epiformer.targets import PeakSet, TargetsError, read_targets
-from epiformer.vcf import read_variants
-from epiformer.trackhub.annotation import read_bed as annotation_records
+from epiformer.variants.calibration import allowed_intervals
+from epiformer.variants.vcf import read_variants
 
 from .test_scoring import HEADER, base, other
 

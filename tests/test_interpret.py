@@ -7,13 +7,14 @@ import pyBigWig
 import pytest
 import torch
 
-import epiformer.interpret as interpret_module
+import epiformer.interpret.interpret_job as interpret_module
 from epiformer.cli import main
-from epiformer.demo import CELL_TYPES
-from epiformer.inference import InferenceSettings, ModelSetOptions, open_predictor
-from epiformer.interpret import InterpretError, InterpretOptions, interpret_job, top_regions
-from epiformer.ism import saturation_mutagenesis
-from epiformer.scorer import VariantScorer
+from epiformer.demo.synthetic_genome import CELL_TYPES
+from epiformer.inference.predictor import open_predictor
+from epiformer.inference.settings import InferenceSettings, ModelSetOptions
+from epiformer.interpret.interpret_job import InterpretError, InterpretOptions, interpret_job, top_regions
+from epiformer.variants.mutagenesis import saturation_mutagenesis
+from epiformer.variants.scorer import VariantScorer
 
 REGIONS = "chr1\t150000\t150020\nchr2\t80000\t80012\nchr1\t150010\t150030\n"     # the last two chr1 ones merge
 
@@ -178,7 +179,7 @@ def test_the_hub_gets_contribution_and_mutagenesis_composites(job, folder, tmp_p
 
 
 def test_a_batch_of_regions_gives_each_its_own_gradient(demo_data, model_path):
-    from epiformer.interpret import gradient_contributions
+    from epiformer.interpret.attribution import gradient_contributions
 
     regions = [("chr1", 150_000, 150_020), ("chr2", 80_000, 80_012), ("chr1", 200_000, 200_128)]
     with open_demo(model_path, demo_data, shifts=(-1, 0, 1)) as predictor:

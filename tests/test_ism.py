@@ -10,15 +10,17 @@ import torch
 
 from epiformer import save_checkpoint
 from epiformer.cli import main
-from epiformer.config import preset
-from epiformer.engine import Engine
-from epiformer.incremental import predict_substitutions
-from epiformer.inference import InferenceSettings, ModelSetOptions, ScoringSettings, open_predictor
-from epiformer.ism import saturation_mutagenesis
-from epiformer.model import Epiformer
-from epiformer.modelset import load_model_set
-from epiformer.scorer import VariantScorer
-from epiformer.variants import SCORE_FIELDS, Variant, VariantError
+from epiformer.inference.engine import Engine
+from epiformer.inference.incremental import predict_substitutions
+from epiformer.inference.predictor import open_predictor
+from epiformer.inference.settings import InferenceSettings, ModelSetOptions, ScoringSettings
+from epiformer.model.config import preset
+from epiformer.model.model_set import load_model_set
+from epiformer.model.network import Epiformer
+from epiformer.variants.alleles import Variant, VariantError
+from epiformer.variants.effects import SCORE_FIELDS
+from epiformer.variants.mutagenesis import saturation_mutagenesis
+from epiformer.variants.scorer import VariantScorer
 
 
 @pytest.fixture

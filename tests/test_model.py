@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from epiformer.config import PRESETS, ConfigError, ModelConfig, preset
-from epiformer.model import Epiformer, RelativeMultiheadAttention
+from epiformer.model.config import PRESETS, ConfigError, ModelConfig, preset
+from epiformer.model.network import Epiformer, RelativeMultiheadAttention
 
 
 def test_paper_preset_has_published_size():

@@ -4,11 +4,11 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from epiformer.checkpoint import load_model
 from epiformer.cli import main
-from epiformer.datasets import DatasetError, ShardDataset, SplitOptions, open_split
-from epiformer.genome import sequence_codes
-from epiformer.train import evaluate, load_train_config, train
+from epiformer.genome.encoding import sequence_codes
+from epiformer.model.checkpoints import load_model
+from epiformer.training.datasets import DatasetError, ShardDataset, SplitOptions, open_split
+from epiformer.training.trainer import evaluate, load_train_config, train
 
 SEQ_LEN, BIN, TARGETS = 2048, 128, 3
 CHROMS = {"chr1": 12 * SEQ_LEN + 500, "chr2": 5 * SEQ_LEN + 7, "chr3": 6 * SEQ_LEN}

@@ -92,8 +92,8 @@ def seed_folder(tmp_path_factory, paper_checkpoint) -> Path:
     N, then the demo generator's sequence), chr8 and chr9 (the default test and validation
     chromosomes) one window each; conservation, eight cell types' tracks and peaks, a gzipped
     blacklist, and the published-style checkpoint in model/."""
-    from epiformer.demo import DemoSpec, make_demo_data
-    from epiformer.genome import Genome
+    from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data
+    from epiformer.genome.reader import Genome
 
     demo = tmp_path_factory.mktemp("seed_demo")
     make_demo_data(demo, DemoSpec(seed=5, chrom_sizes={"chr2": 400_000, "chr8": 110_000, "chr9": 110_000}))

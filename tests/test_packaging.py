@@ -23,9 +23,9 @@ import pytest
 import torch
 
 from epiformer import save_checkpoint
-from epiformer.config import preset
-from epiformer.demo import CELL_TYPES
-from epiformer.model import Epiformer
+from epiformer.demo.synthetic_genome import CELL_TYPES
+from epiformer.model.config import preset
+from epiformer.model.network import Epiformer
 from epiformer.server import STATIC_DIR
 
 ROOT = Path(__file__).resolve().parent.parent

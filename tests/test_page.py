@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from epiformer.demo import CELL_TYPES
+from epiformer.demo.synthetic_genome import CELL_TYPES
 from epiformer.server import STATIC_DIR
 
 from .helpers import make_model_app
@@ -373,8 +373,8 @@ def test_mutagenesis_panel_draws_a_heatmap_per_cell_type_and_scores_a_clicked_sq
 @pytest.fixture(scope="module")
 def interpreted_site(precomputed, demo_data, tmp_path_factory):
     """A site over a copy of the precompute folder with contribution tracks, serving the demo's annotation."""
-    from epiformer.inference import InferenceSettings, ModelSetOptions
-    from epiformer.interpret import InterpretOptions, interpret_job
+    from epiformer.inference.settings import InferenceSettings, ModelSetOptions
+    from epiformer.interpret.interpret_job import InterpretOptions, interpret_job
 
     folder = shutil.copytree(precomputed, tmp_path_factory.mktemp("interpreted") / "pc")
     shutil.copy(precomputed.parent / "model.pth.tar", folder.parent / "model.pth.tar")   # where make_model_app looks

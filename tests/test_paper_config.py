@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from epiformer.cli import main
-from epiformer.genome import Genome
+from epiformer.genome.reader import Genome
 
 from .helpers import DATA, epiformer_serve
 

@@ -9,10 +9,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from epiformer.genome import Genome, GenomeError, parse_region
-from epiformer.targets import TargetsError, read_targets
-from epiformer.variants import VariantError, parse_variant
-from epiformer.vcf import Skipped, VariantRecord, VcfError, read_variants
+from epiformer.genome.intervals import parse_region
+from epiformer.genome.reader import Genome, GenomeError
+from epiformer.genome.targets import TargetsError, read_targets
+from epiformer.variants.alleles import VariantError, parse_variant
+from epiformer.variants.vcf import Skipped, VariantRecord, VcfError, read_variants
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)

@@ -17,15 +17,17 @@ import torch
 
 from epiformer import save_checkpoint
 from epiformer.cli import main
-from epiformer.config import preset
-from epiformer.demo import CELL_TYPES
-from epiformer.jobs import ShardError, parse_shard
-from epiformer.engine import Engine
-from epiformer.genome import Genome, read_bed_intervals, sequence_codes
-from epiformer.inference import InferenceSettings
-from epiformer.intervals import IntervalIndex
-from epiformer.model import Epiformer
-from epiformer.modelset import load_model_set
+from epiformer.demo.synthetic_genome import CELL_TYPES
+from epiformer.genome.encoding import sequence_codes
+from epiformer.genome.interval_index import IntervalIndex
+from epiformer.genome.intervals import read_bed_intervals
+from epiformer.genome.reader import Genome
+from epiformer.inference.engine import Engine
+from epiformer.inference.settings import InferenceSettings
+from epiformer.model.config import preset
+from epiformer.model.model_set import load_model_set
+from epiformer.model.network import Epiformer
+from epiformer.parallel.sharded_jobs import ShardError, parse_shard
 from epiformer.precompute import PrecomputeError, PrecomputeOptions, merge_tracks, precompute
 from epiformer.precompute.plan import plan_tiles
 

@@ -8,11 +8,12 @@ import torch
 
 from epiformer import load_model, save_checkpoint
 from epiformer.cli import main
-from epiformer.config import preset
-from epiformer.engine import Engine
-from epiformer.genome import Genome, GenomeError, parse_region
-from epiformer.model import Epiformer
-from epiformer.modelset import ModelSetError, load_model_set, parse_model_specs
+from epiformer.genome.intervals import parse_region
+from epiformer.genome.reader import Genome, GenomeError
+from epiformer.inference.engine import Engine
+from epiformer.model.config import preset
+from epiformer.model.model_set import ModelSetError, load_model_set, parse_model_specs
+from epiformer.model.network import Epiformer
 
 from .helpers import single_output_original, write_fasta
 

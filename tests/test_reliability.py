@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from epiformer.files import sha256_file
+from epiformer.io.reading import sha256_file
 from epiformer.server import create_app
 
 from .helpers import distinct_window_snvs, gunicorn, make_model_app

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 from epiformer.cli import main
-from epiformer.files import read_table, sha256_file
-from epiformer.genome import Genome
-from epiformer.inference import InferenceError, InferenceSettings, ModelSetOptions, ScoringSettings, open_predictor
-from epiformer.runners import LocalRunner
-from epiformer.scorer import VariantScorer
-from epiformer.scoring import ScoreOptions, score_variant_file
-from epiformer.variants import SCORE_FIELDS, Variant, VariantError, make_variant
-from epiformer.vcf import Skipped, VariantRecord, VcfError, read_variants
+from epiformer.genome.reader import Genome
+from epiformer.inference.predictor import open_predictor
+from epiformer.inference.runners import LocalRunner
+from epiformer.inference.settings import InferenceError, InferenceSettings, ModelSetOptions, ScoringSettings
+from epiformer.io.reading import read_table, sha256_file
+from epiformer.variants.alleles import Variant, VariantError, make_variant
+from epiformer.variants.effects import SCORE_FIELDS
+from epiformer.variants.score_job import ScoreOptions, score_variant_file
+from epiformer.variants.scorer import VariantScorer
+from epiformer.variants.vcf import Skipped, VariantRecord, VcfError, read_variants
 
 from .helpers import make_model_app
 
@@ -210,7 +212,7 @@ def test_missing_inputs_are_named(precomputed, demo_data, tmp_path, capsys):
 def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data, vcf, tmp_path, capsys):
     import shutil
 
-    from epiformer.calibration import Calibration, background_snvs, calibration_path
+    from epiformer.variants.calibration import Calibration, background_snvs, calibration_path
 
     model = tmp_path / "model.pth.tar"
     shutil.copy(precomputed.parent / "model.pth.tar", model)
@@ -271,7 +273,7 @@ def test_calibration_gives_percentiles_in_cli_and_server(precomputed, demo_data,
 def test_calibration_on_the_users_variants(precomputed, demo_data, vcf, tmp_path, capsys):
     import shutil
 
-    from epiformer.calibration import Calibration
+    from epiformer.variants.calibration import Calibration
 
     model = tmp_path / "model.pth.tar"
     shutil.copy(precomputed.parent / "model.pth.tar", model)
@@ -296,7 +298,8 @@ def test_calibration_on_the_users_variants(precomputed, demo_data, vcf, tmp_path
 
 
 def test_indel_predictions_are_mapped_back_to_reference_bins():
-    from epiformer.variants import Variant, to_reference_bins
+    from epiformer.variants.alleles import Variant
+    from epiformer.variants.effects import to_reference_bins
 
     alt = np.arange(10, dtype=np.float32)[None] * 10          # one target, bins starting at 1000
     insertion = Variant("chr1", 1000 + 3 * 128 + 1, "A", "A" + "C" * 128)   # shifts the right side one bin
@@ -321,8 +324,9 @@ def test_shards_write_the_same_outputs(predictor, vcf, tmp_path):
 
 
 def test_shift_ensembling_averages_shifted_windows(precomputed, demo_data, vcf):
-    from epiformer.genome import encode_codes
-    from epiformer.variants import apply_edits, score_arrays, score_bins
+    from epiformer.genome.encoding import encode_codes
+    from epiformer.variants.alleles import apply_edits
+    from epiformer.variants.effects import score_arrays, score_bins
 
     records = [e for e in read_variants(vcf) if isinstance(e, VariantRecord)][:1]
     v = records[0].variant
@@ -337,7 +341,7 @@ def test_shift_ensembling_averages_shifted_windows(precomputed, demo_data, vcf):
 
 
 def test_score_bp_0_scores_the_whole_output(precomputed, demo_data, vcf):
-    from epiformer.variants import score_bins
+    from epiformer.variants.effects import score_bins
 
     v = next(e for e in read_variants(vcf) if isinstance(e, VariantRecord)).variant
     assert score_bins(1000, 128, 48, v, 0) == slice(0, 48)

@@ -15,7 +15,7 @@ import pyBigWig
 import pytest
 
 from epiformer.server import create_app
-from epiformer.server.config import ServerConfigError, load_config
+from epiformer.server.server_config import ServerConfigError, load_config
 
 from .helpers import free_port, gunicorn
 
@@ -253,7 +253,7 @@ def test_a_server_never_drops_conservation_silently(precomputed, tmp_path, capsy
     import shutil
 
     from epiformer.cli import main
-    from epiformer.inference import InferenceError
+    from epiformer.inference.settings import InferenceError
 
     folder = tmp_path / "pre"
     shutil.copytree(precomputed, folder)

@@ -12,15 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from epiformer.engine import Engine
-from epiformer.genome import Genome, encode_codes
-from epiformer.modelset import load_model_set
-from epiformer.inference import ScoringSettings
-from epiformer.scorer import VariantScorer
-from epiformer.scoring import score_chunk
-from epiformer.variants import SCORE_FIELDS, VariantError, apply_edits, make_variant, parse_variant
-from epiformer.vcf import VariantRecord
-from epiformer.server.config import ServerConfig, ServerConfigError
+from epiformer.genome.encoding import encode_codes
+from epiformer.genome.reader import Genome
+from epiformer.inference.engine import Engine
+from epiformer.inference.settings import ScoringSettings
+from epiformer.model.model_set import load_model_set
+from epiformer.server.server_config import ServerConfig, ServerConfigError
+from epiformer.variants.alleles import VariantError, apply_edits, make_variant, parse_variant
+from epiformer.variants.effects import SCORE_FIELDS
+from epiformer.variants.score_job import score_chunk
+from epiformer.variants.scorer import VariantScorer
+from epiformer.variants.vcf import VariantRecord
 
 from .helpers import make_model_app
 
@@ -448,7 +450,7 @@ def test_duplicates_run_once_and_a_request_has_a_window_budget(precomputed, tmp_
 
 
 def test_ism_answers_every_substitution_as_epiformer_ism_does(api, model_app, genome):
-    from epiformer.ism import saturation_mutagenesis
+    from epiformer.variants.mutagenesis import saturation_mutagenesis
 
     body = api.post("/api/ism", json={"region": "chr1:150,001-150,012", "targets": ["MGC", "HIP"]}).json
     assert body["targets"] == ["MGC", "HIP"] and body["bases"] == ["A", "C", "G", "T"]

@@ -15,13 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from epiformer.server.buffering import (
-    MAX_HEADER_BYTES,
-    Framing,
-    HeadersTooLarge,
-    TooLarge,
-    request_state,
-)
+from epiformer.server.buffering import MAX_HEADER_BYTES, Framing, HeadersTooLarge, TooLarge, request_state
 
 from .helpers import (
     ROOT,

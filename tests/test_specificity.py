@@ -9,7 +9,7 @@ import pyBigWig
 import pytest
 
 from epiformer.cli import main
-from epiformer.demo import CELL_TYPES
+from epiformer.demo.synthetic_genome import CELL_TYPES
 from epiformer.precompute import PrecomputeError, merge_tracks
 
 from .test_trackhub import check_tracks, read_stanzas

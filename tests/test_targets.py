@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from epiformer.genome import GenomeError
-from epiformer.targets import PeakSet, TargetsError, bin_values, read_targets
+from epiformer.genome.reader import GenomeError
+from epiformer.genome.targets import PeakSet, TargetsError, bin_values, read_targets
 
 HEADER = "index\tidentifier\tfile\tclip\tsum_stat\tdescription\tpeak\n"
 

@@ -12,7 +12,7 @@ import pyBigWig
 import pytest
 
 from epiformer.cli import main
-from epiformer.demo import CELL_TYPES
+from epiformer.demo.synthetic_genome import CELL_TYPES
 from epiformer.trackhub import HubError, HubOptions, build_hub, write_twobit
 
 from .helpers import write_fasta

@@ -12,11 +12,11 @@ import torch
 
 from epiformer import load_model
 from epiformer.cli import main
-from epiformer.config import ConfigError
-from epiformer.datasets import DatasetError, DatasetParameters, ShardDataset, generate_datasets
-from epiformer.inference import InferenceSettings
-from epiformer.metrics import SPECIFIC_MIN, TrackMetrics, multinomial_loss, training_loss
-from epiformer.train import evaluate, load_train_config, lr_factor, train
+from epiformer.inference.settings import InferenceSettings
+from epiformer.model.config import ConfigError
+from epiformer.training.datasets import DatasetError, DatasetParameters, ShardDataset, generate_datasets
+from epiformer.training.metrics import SPECIFIC_MIN, TrackMetrics, multinomial_loss, training_loss
+from epiformer.training.trainer import evaluate, load_train_config, lr_factor, train
 
 from .helpers import free_port
 
@@ -285,8 +285,8 @@ def test_dataset_without_conservation_trains_an_if_cons_false_model(nocons_datas
     assert "note" not in capsys.readouterr().out
 
     from epiformer import save_checkpoint
-    from epiformer.config import preset
-    from epiformer.model import Epiformer
+    from epiformer.model.config import preset
+    from epiformer.model.network import Epiformer
 
     names = ["HIP", "ASCT", "OPC", "OGC", "MGC", "VIP", "ITL23", "ET"]
     with_cons = save_checkpoint(tmp_path / "cons.pth.tar", Epiformer(preset("tiny", seq_len=2048, crop_size=2), names),
@@ -425,8 +425,8 @@ def test_killed_run_resumes_to_the_same_result(dataset, tmp_path):
 
 def test_evaluate_refuses_a_checkpoint_of_another_window_size(dataset, tmp_path):
     from epiformer import save_checkpoint
-    from epiformer.config import preset
-    from epiformer.model import Epiformer
+    from epiformer.model.config import preset
+    from epiformer.model.network import Epiformer
 
     names = ["HIP", "ASCT", "OPC", "OGC", "MGC", "VIP", "ITL23", "ET"]
     ckpt = save_checkpoint(tmp_path / "big.pth.tar", Epiformer(preset("tiny"), names))

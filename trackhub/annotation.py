@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from epiformer.errors import UserError
-from epiformer.files import open_text
+from epiformer.io.reading import open_text
 
 BED12_AUTOSQL = '''table bed12
 "Gene annotation"

@@ -15,7 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from epiformer.files import atomic_path, sha256_file
+from epiformer.io.reading import sha256_file
+from epiformer.io.writing import atomic_path
 
 SUMS_FILE = "SHA256SUMS"
 NGINX_ETAGS_FILE = "etags.nginx"

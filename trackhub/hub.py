@@ -35,12 +35,12 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from epiformer.errors import UserError
-from epiformer.files import atomic_path, sha256_file
-from epiformer.genome import sequence_file_kind
-
-from .annotation import write_annotation_bigbed
-from .checksums import write_sha256sums
-from .twobit import write_fasta, write_twobit
+from epiformer.genome.reader import sequence_file_kind
+from epiformer.io.reading import sha256_file
+from epiformer.io.writing import atomic_path
+from epiformer.trackhub.annotation import write_annotation_bigbed
+from epiformer.trackhub.checksums import write_sha256sums
+from epiformer.trackhub.twobit import write_fasta, write_twobit
 
 # Assemblies UCSC hosts (a hub for them needs no sequence); anything else becomes an assembly hub.
 UCSC_GENOMES = frozenset({"hg38", "hg19", "hg18", "hs1", "mm39", "mm10", "mm9", "rn7", "rn6", "danRer11",
@@ -126,7 +126,7 @@ def _view_limit(tracks: list[Path], chrom: str) -> int:
 
 def build_hub(precompute_dir: str | os.PathLike, hubdir: str | os.PathLike, options: HubOptions | None = None) -> dict:
     """Write the hub of a finished precompute folder into ``hubdir``; returns what was written."""
-    from epiformer.manifest import read_manifest
+    from epiformer.io.manifest import read_manifest
 
     options = options or HubOptions()
     precompute_dir, hubdir = Path(precompute_dir), Path(hubdir)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from epiformer.files import OutputError, atomic_path
-from epiformer.genome import BLOCK_BP, TWOBIT_SIGNATURE, Genome, index_fasta
+from epiformer.genome.reader import BLOCK_BP, TWOBIT_SIGNATURE, Genome, index_fasta
+from epiformer.io.writing import OutputError, atomic_path
 
 # Byte -> 2-bit code (T=0, C=1, A=2, G=3); other letters get 0 and are covered by N blocks.
 _PACK = np.zeros(256, dtype=np.uint8)

@@ -1,0 +1,2 @@
+"""Genomes: sequence and conservation files, the model's encoding of DNA, chromosome names,
+intervals and the targets table."""

@@ -1,0 +1,2 @@
+"""Interpretation: per-base contributions and mutagenesis tracks of regions, written beside the
+precomputed tracks."""

@@ -1,0 +1,2 @@
+"""Files in and out: safe writing, reading what users bring, the provenance of numbers, and the
+precompute manifest."""

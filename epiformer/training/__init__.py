@@ -1,0 +1,2 @@
+"""Training: HDF5 datasets (ours and the original's), the trainer (one process or torchrun), losses
+and metrics."""
