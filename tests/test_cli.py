@@ -11,8 +11,8 @@ from epiformer.cli import main
 from epiformer.demo.variant_truth import read_variant_truth, variant_auroc, variant_sign_metrics
 from epiformer.io.reading import read_table
 
-COMMANDS = ["demo", "demo-data", "generate-datasets", "train", "evaluate", "predict", "pred-signals", "precompute",
-            "precompute-merge", "hub", "serve", "score-variants", "calibrate", "interpret", "ism", "inspect"]
+COMMANDS = ["demo", "demo-data", "generate-datasets", "train", "evaluate", "inspect", "predict", "pred-signals",
+            "precompute", "precompute-merge", "hub", "serve", "score-variants", "calibrate", "ism", "interpret"]
 
 
 def test_help_lists_every_subcommand_and_each_has_help_with_examples(capsys):

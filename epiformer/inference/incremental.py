@@ -19,8 +19,6 @@ from epiformer.inference.engine import Engine
 
 
 @dataclass
-
-
 class ReferenceState:
     """A reference window's prediction (targets, bins), averaged over shifts and strands, and
     what its alternates reuse: the convolutional tower's outputs, on the engine's device, per
@@ -34,8 +32,6 @@ AlternateGroup = tuple[CodedWindows, CodedWindows, "ReferenceState | None"]
 
 
 @dataclass
-
-
 class Edit:
     """Columns of an encoded window replaced: which window, where (positions), and by what (4, k)."""
 
