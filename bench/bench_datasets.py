@@ -40,7 +40,7 @@ HG38_MB = 3_100
 # cProfile functions by where their time goes: (label, test on "file:function")
 STAGES = (("bigWig decoding (pyBigWig)", lambda name: "pyBigWig" in name),
           ("HDF5 writes and compression (h5py)", lambda name: "h5py" in name),
-          ("FASTA reads (pysam)", lambda name: "pysam" in name or "genome.py:sequence" in name),
+          ("FASTA reads (pysam)", lambda name: "pysam" in name or "reader.py:sequence" in name),
           ("bedtools and BED parsing", lambda name: "bedtools" in name or "read_bed_intervals" in name
            or "subprocess" in name),
           ("binning, labels and the rest (numpy, Python)", lambda name: True))

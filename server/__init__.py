@@ -1,7 +1,7 @@
 """The Flask track server: the hub's files with byte ranges, the JSON API and the page.
 
 Production: ``gunicorn -c server/gunicorn.conf.py 'epiformer.server:create_app()'`` with the settings in
-``EPIFORMER_*`` environment variables (see :mod:`server.config`); ``epiformer serve`` does the
+``EPIFORMER_*`` environment variables (see :mod:`epiformer.server.server_config`); ``epiformer serve`` does the
 same for one machine.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Running the app under gunicorn: one set of gunicorn settings for ``epiformer serve`` (which
-hands gunicorn its :class:`~server.config.ServerConfig` as it is) and for
+hands gunicorn its :class:`~epiformer.server.server_config.ServerConfig` as it is) and for
 ``gunicorn -c server/gunicorn.conf.py 'epiformer.server:create_app()'`` (settings from ``EPIFORMER_*``).
 
 With GPUs, one worker per GPU, each pinned to its own device through CUDA_VISIBLE_DEVICES before

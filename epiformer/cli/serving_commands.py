@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve", help="serve the hub, tracks, genome and API (gunicorn + Flask)",
         description="Build the hub of PRECOMPUTE_DIR when it has none (or an outdated one), then run the "
                     "Flask app under gunicorn: the hub's files with byte ranges, the JSON API (/api/...) "
-                    "and the page. Settings may also come from EPIFORMER_* variables (server/config.py); "
+                    "and the page. Settings may also come from EPIFORMER_* variables (server/server_config.py); "
                     "the genome and conservation track default to the ones precompute used, the other "
                     "inference settings to the same defaults as every command.",
         epilog=EPILOG_SERVE, formatter_class=argparse.RawDescriptionHelpFormatter)
