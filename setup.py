@@ -35,7 +35,11 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6",
         "flask>=3.0",
-        "gunicorn>=22",
+        # server/buffering.py subclasses gthread's ThreadWorker and TConn and uses its internals
+        # (poller, enqueue_req, keepalived_conns, murder_pending, data_ready, _keepalive_after,
+        # Request._expected_100_continue), parses with gunicorn.http's Request and chunk grammar
+        # (CHUNK_EXT_RE): 27.0.1 is the version tested.
+        "gunicorn>=27.0.1,<28",
     ],
     extras_require={
         "test": ["pytest>=7.4", "pybbi>=0.4", "selenium>=4.20", "hypothesis>=6.100",

@@ -117,7 +117,9 @@ def gunicorn_options(cfg: ServerConfig) -> dict[str, Any]:
                                   "post_worker_init": post_worker_init}
     return {"bind": cfg.bind, "workers": workers, "threads": cfg.threads,
             # requests are read whole in the worker's event loop before a thread takes them (server.buffering)
-            "worker_class": buffering_worker(cfg.client_timeout_s, cfg.max_body_bytes),
+            "worker_class": buffering_worker(cfg.client_timeout_s, cfg.max_body_bytes,
+                                             # behind proxies every client has the proxy's address
+                                             0 if cfg.proxy_hops else cfg.max_connections_per_client),
             "sendfile": False,      # answers go through send(), which drops a client that takes none for client_timeout_s
             "timeout": int(cfg.request_timeout_s) + 30, "graceful_timeout": 30,
             "preload_app": False,   # the app, its model and CUDA load in each worker, after the fork
