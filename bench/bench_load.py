@@ -18,7 +18,10 @@ working set depends on how many of the (keep-alive) connections it holds, which 
 wrk has connected and batches have run, so growth is counted from ``--settle`` seconds into the
 run to its end. The mix then runs again for ``--seconds`` while 50 sockets stall mid-request
 (silent, half-sent headers, an announced body not sent, headers trickled a byte at a time:
-tests/hostile_clients.py). /healthz is asked every 0.5 s throughout both runs. Passes when no
+tests/hostile_clients.py), and once more for each framing flood beside the stalled sockets: 8
+connections sending a chunked body of one-byte chunks, then 8 sending empty lines before a
+request line (tests/hostile_clients.py FLOODS). /healthz is asked every 0.5 s throughout all runs,
+and its p50 and max are reported for each. Passes when no
 answer is a 5xx, no worker exits or restarts, no worker's memory grows by 10% or more, and
 /healthz answers in under 1 s throughout the attack; exits 1 otherwise.
 """
@@ -45,7 +48,7 @@ from report import command_line, machine_description, publish, update_section  #
 
 sys.path.insert(0, str(ROOT))
 from epiformer.genome.reader import Genome  # noqa: E402
-from tests.hostile_clients import slow_clients, still_waiting  # noqa: E402
+from tests.hostile_clients import FLOODS, flooding, slow_clients, still_waiting  # noqa: E402
 
 MAX_RSS_GROWTH = 0.10
 STALLED_SOCKETS = 50
@@ -225,7 +228,8 @@ def main() -> None:
         server = start_gunicorn({"EPIFORMER_PRECOMPUTE_DIR": str(tmp / "pre"), "EPIFORMER_HUB_DIR": str(hub),
                                  "EPIFORMER_MODELS": str(model), "EPIFORMER_DEVICE": "cpu",
                                  "EPIFORMER_MAX_CONCURRENT_PREDICTIONS": "7", "EPIFORMER_MAX_PREDICTIONS_PER_CLIENT": "7",
-                                 "EPIFORMER_CLIENT_TIMEOUT_S": str(3 * args.seconds + 60)}, port, log)
+                                 "EPIFORMER_MAX_CONNECTIONS_PER_CLIENT": "0",
+                                 "EPIFORMER_CLIENT_TIMEOUT_S": str((3 + len(FLOODS)) * args.seconds + 60)}, port, log)
         try:
             run_mix(port, mix, args.warmup)
             pids = workers(server.pid)
@@ -254,6 +258,11 @@ def main() -> None:
             with slow_clients(f"http://127.0.0.1:{port}", STALLED_SOCKETS) as sockets, HealthProbe(port) as attacked:
                 attacked_results = run_mix(port, mix, args.seconds)
                 held = still_waiting(sockets)
+                flooded = {}
+                for kind in FLOODS:
+                    with flooding(f"http://127.0.0.1:{port}", kind) as sent, HealthProbe(port) as probe:
+                        flooded[kind] = (run_mix(port, mix, args.seconds), probe, dict(sent))
+                held = min(held, still_waiting(sockets))
             after = workers(server.pid)
         finally:
             stop(server)
@@ -265,7 +274,7 @@ def main() -> None:
     memory = {pid: {"start": samples[0][1], "settled": next(kb for t, kb in samples if t >= args.settle),
                     "end": samples[-1][1], "peak": max(kb for _, kb in samples)} for pid, samples in rss.items()}
     growth = {pid: (m["end"] - m["settled"]) / m["settled"] for pid, m in memory.items()}
-    both = [*results.values(), *attacked_results.values()]
+    both = [*results.values(), *attacked_results.values(), *(r for run, _, _ in flooded.values() for r in run.values())]
     server_errors = sum(count for r in both for status, count in r["statuses"].items() if status >= 500)
     checks = {
         "no 5xx answer": server_errors == 0 and logged_5xx == 0,
@@ -274,9 +283,13 @@ def main() -> None:
         "no socket errors or timeouts": not any(r["socket_errors"] for r in both),
         f"/healthz answered in under {HEALTH_LIMIT_S:.0f} s throughout the attack, the {STALLED_SOCKETS} "
         "stalled sockets held to the end": attacked.all_within(HEALTH_LIMIT_S) and held == STALLED_SOCKETS,
+        "/healthz answered throughout each framing flood": all(
+            probe.latencies and None not in probe.latencies for _, probe, _ in flooded.values()),
     }
     rows = [(name, r) for name, r in results.items()] + \
-        [(f"{name}, {STALLED_SOCKETS} sockets stalled", r) for name, r in attacked_results.items()]
+        [(f"{name}, {STALLED_SOCKETS} sockets stalled", r) for name, r in attacked_results.items()] + \
+        [(f"{name}, {STALLED_SOCKETS} sockets stalled, {kind} flood", r)
+         for kind, (run, _, _) in flooded.items() for name, r in run.items()]
     lines = [
         f"Machine: {machine_description(torch.device('cpu'))}, {os.cpu_count()} cores; loopback; wrk and the "
         "server share the cores.",
@@ -299,6 +312,10 @@ def main() -> None:
         f"/healthz every 0.5 s: under the mix, {calm.summary()}; under the mix with {STALLED_SOCKETS} sockets "
         f"stalled, {attacked.summary()}. Stalled sockets still open, unanswered, at the end: {held} of "
         f"{STALLED_SOCKETS}.",
+        "",
+        *(f"- {kind} flood (8 connections, {sent.get('bytes', 0) / 1e6:,.0f} MB sent over "
+          f"{sent.get('connections', 0):,} connections) beside the {STALLED_SOCKETS} stalled sockets: /healthz "
+          f"{probe.summary()}." for kind, (_, probe, sent) in flooded.items()),
         "",
         f"| worker | resident memory at 0 s | at {args.settle} s | at {args.seconds} s | peak | growth from "
         f"{args.settle} s |",

@@ -1,10 +1,11 @@
-"""Clients that stall mid-request, for the slow-client tests and the load benchmark
-(bench/bench_load.py imports this module)."""
+"""Clients that stall mid-request or flood the framing, for the slow-client tests and the load
+benchmark (bench/bench_load.py imports this module)."""
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+from collections import Counter
 from typing import Iterator
 from urllib.parse import urlsplit
 
@@ -15,6 +16,14 @@ STALLS = [
     b"Content-Length: 100\r\n\r\n{",                                      # one byte of a 100-byte body
 ]
 TRICKLE = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 4000   # never ends its headers
+# Framing floods (issue 35): a head, then a piece sent again and again, as fast as the server reads.
+FLOODS = {
+    # a chunked body of one-byte chunks, never ended (one data byte for six on the wire)
+    "chunked 1\\r\\na\\r\\n": (b"POST /api/variants HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n", b"1\r\na\r\n" * 10_000),
+    # empty lines before a request line that never comes
+    "leading CRLF": (b"", b"\r\n" * 32_768),
+}
 
 
 @contextlib.contextmanager
@@ -64,3 +73,35 @@ def still_waiting(sockets: list[socket.socket]) -> int:
         except OSError:
             pass
     return waiting
+
+
+@contextlib.contextmanager
+def flooding(base: str, kind: str, count: int = 8) -> Iterator[Counter]:
+    """``count`` connections sending ``FLOODS[kind]`` while the block runs, each opening a new
+    connection whenever the server closes its own; yields the counts of bytes sent and of
+    connections opened."""
+    url = urlsplit(base)
+    head, piece = FLOODS[kind]
+    sent: Counter = Counter()
+    lock, stop = threading.Lock(), threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError), socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+                with lock:
+                    sent["connections"] += 1
+                sock.sendall(head)
+                while not stop.is_set():
+                    sock.sendall(piece)
+                    with lock:
+                        sent["bytes"] += len(piece)
+
+    senders = [threading.Thread(target=flood, daemon=True) for _ in range(count)]
+    for sender in senders:
+        sender.start()
+    try:
+        yield sent
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join()
