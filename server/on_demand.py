@@ -5,20 +5,17 @@ and inference settings through :func:`epiformer.inference.predictor.open_predict
 Variants are scored by the library's :class:`~epiformer.variants.scorer.VariantScorer` (placement,
 shared and cached references, alleles, scores, percentiles) and regions use the engine's window
 rule; the server adds only what serving needs: the scorer's runner is the
-:class:`~epiformer.server.batching.BatchPredictor`, which gathers forward passes across requests,
-bounds the wait and checks that outputs are finite.
+:class:`~epiformer.server.batching.BatchPredictor`, which gathers forward passes across requests
+and clients and checks that outputs are finite. Every wait ends at the request's deadline
+(:mod:`epiformer.inference.deadline`, set when the request is admitted).
 """
 from __future__ import annotations
-
-import contextlib
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Iterator
 
 import numpy as np
 
 from epiformer.genome.encoding import CodedWindows, sequence_codes
 from epiformer.inference.predictor import open_predictor
-from epiformer.server.batching import BatchPredictor, PredictionTimeout
+from epiformer.server.batching import BatchPredictor
 from epiformer.server.server_config import ServerConfig
 from epiformer.variants.alleles import Variant, VariantError, check_reference, resolve_mismatch
 from epiformer.variants.calibration import CALIBRATED, find_calibration
@@ -33,11 +30,10 @@ class ServerPredictor:
         fasta = cfg.fasta or manifest["genome"]["fasta"]
         self.predictor = open_predictor(cfg.model_set(), fasta, cfg.inference_for(manifest), log=lambda _: None)
         self.engine, self.genome = self.predictor.engine, self.predictor.genome
-        timeout = cfg.request_timeout_s
-        self.batcher = BatchPredictor(self.engine, cfg.inference.batch_size, cfg.max_delay_ms / 1000, timeout)
+        self.batcher = BatchPredictor(self.engine, cfg.inference.batch_size, cfg.max_delay_ms / 1000)
         self.scorer = VariantScorer(self.predictor, cfg.scoring, cache_windows=cfg.cache_windows,
                                     calibration=find_calibration(self.predictor.models.sources),
-                                    runner=self.batcher, timeout=timeout)
+                                    runner=self.batcher)
         self.cache = self.scorer.cache
         self.names = self.engine.target_names
         config = self.engine.config
@@ -54,14 +50,6 @@ class ServerPredictor:
         """The settings record of this worker's numbers (with the scoring window for scores)."""
         return self.scorer.record(score_bp) if score_bp is not None else self.predictor.record()
 
-    @contextlib.contextmanager
-    def _in_time(self) -> Iterator[None]:
-        """Waiting for a window another request is predicting counts against the request timeout."""
-        try:
-            yield
-        except FutureTimeout:
-            raise PredictionTimeout(self.scorer.timeout) from None
-
     def check(self, variant: Variant) -> None:
         with self.genome_lock:
             check_reference(self.genome, variant)
@@ -74,8 +62,7 @@ class ServerPredictor:
 
     def score_variants(self, variants: list[Variant], score_bp: int, with_tracks: bool) -> list[dict]:
         """Scores (and optionally ref/alt/diff tracks) of reference-checked variants."""
-        with self._in_time():
-            scored = self.scorer.score(variants, score_bp)
+        scored = self.scorer.score(variants, score_bp)
         results = []
         for s in scored:
             result = {"variant": s.variant.to_dict(),
@@ -102,8 +89,7 @@ class ServerPredictor:
             reference = self.genome.sequence(chrom, start, end).upper()
         substitutions = [Variant(chrom, start + offset + 1, base, alt) for offset, base in enumerate(reference)
                          if base in "ACGT" for alt in "ACGT" if alt != base]
-        with self._in_time():
-            scored = {(s.variant.pos, s.variant.alt): s.scores for s in self.scorer.score(substitutions, score_bp, window)}
+        scored = {(s.variant.pos, s.variant.alt): s.scores for s in self.scorer.score(substitutions, score_bp, window)}
         sad = SCORE_FIELDS.index("sad")
         rows = [self.names.index(t) for t in targets]
         effects = {t: [[None if base not in "ACGT" else 0.0 if alt == base else
@@ -128,8 +114,7 @@ class ServerPredictor:
                                f"{self.bin_size} bp grid; at most {(self.n_bins - 1) * self.bin_size + 1:,} bp "
                                f"always does")
         s = windows[0]
-        with self._in_time():
-            ref = self.scorer.references([(chrom, s)])[(chrom, s)]
+        ref = self.scorer.references([(chrom, s)])[(chrom, s)]
         edited = self.scorer.predict_windows([(chrom, s, edits)])[0] if edits else ref
         return self._tracks(chrom, s + self.output_offset, {"reference": ref, "edited": edited})
 

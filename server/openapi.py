@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from epiformer import __version__
 from epiformer.inference.settings import MISMATCH_RULES, ScoringSettings
-from epiformer.server.prediction_api import MAX_CONSERVATION
+from epiformer.server.prediction_api import MAX_CONSERVATION, MAX_PROBLEMS
+from epiformer.server.server_config import ServerConfig
 
+PROBLEMS = {"problems": {"type": "array", "items": {"type": "object"}, "maxItems": MAX_PROBLEMS,
+                         "description": f"the first {MAX_PROBLEMS} problems, each with its item's index"},
+            "problem_count": {"type": "integer", "description": "all the problems, listed or not"}}
 ERROR = {"type": "object", "required": ["error"],
          "properties": {"error": {"type": "object", "required": ["status", "message"],
                                   "properties": {"status": {"type": "integer"}, "message": {"type": "string"},
-                                                 "problems": {"type": "array", "items": {"type": "object"}},
+                                                 **PROBLEMS,
                                     "settings": {"$ref": "#/components/schemas/Settings"},
                                     "percentiles_missing": {"type": "string",
                                                             "description": "why the scores have no percentiles"}}}}}
@@ -77,7 +81,7 @@ VARIANTS_RESPONSE = {"type": "object", "required": ["targets", "results", "probl
                                                        "window": {"type": "object"},
                                                        "scores": {"type": "object", "additionalProperties": SCORE},
                                                        "tracks": TRACK_VALUES}}},
-                                    "problems": {"type": "array", "items": {"type": "object"}},
+                                    **PROBLEMS,
                                     "settings": {"$ref": "#/components/schemas/Settings"},
                                     "percentiles_missing": {"type": "string",
                                                             "description": "why the scores have no percentiles"}}}
@@ -87,7 +91,8 @@ PREDICT_REQUEST = {"oneOf": [
                                                                 "window's output long"},
                     "edits": {"type": "array", "items": VARIANT,
                               "description": "substitutions, insertions, deletions inside the region; "
-                                             "objects take the region's chromosome"}}},
+                                             "objects take the region's chromosome; at most max_edits "
+                                             f"({ServerConfig.max_edits:,} by default)"}}},
     {"type": "object", "required": ["sequence"],
      "properties": {"sequence": {"type": "string", "pattern": "^[ACGTNacgtn]+$",
                                  "description": "A/C/G/T/N, at most seq_len; centred, N-padded"},
@@ -149,8 +154,10 @@ def _json(schema: dict, description: str) -> dict:
 def _errors(*codes: str) -> dict:
     reasons = {"400": "malformed request", "401": "API token missing or wrong (servers configured with one)",
                "413": "request body too large", "422": "nothing could be predicted",
-               "429": "too many prediction requests at once, in the worker or from this client; see Retry-After",
-               "503": "no model set loaded", "504": "the model did not answer in time"}
+               "429": "too many prediction requests at once, in the worker or from this client (the last free "
+                      "slots are kept for other clients); see Retry-After",
+               "503": "no model set loaded",
+               "504": "the predictions were not ready within request_timeout_s of the request's arrival"}
     return {code: _json({"$ref": "#/components/schemas/Error"}, reasons[code]) for code in codes}
 
 

@@ -1,13 +1,15 @@
 """Prediction endpoints: /api/variants, /api/ism, /api/predict and /api/variant-track.
 
 Client mistakes are 400 (malformed request), 422 (well-formed but nothing could be scored) or
-413 (body too large), with a JSON body naming each problem; a model that does not answer in
-time is 504; a server without a model set is 503.
+413 (body too large), with a JSON body naming the first :data:`MAX_PROBLEMS` problems and counting
+all; a request whose predictions are not ready by its deadline (``request_timeout_s`` from its
+admission, whatever it waits for) is 504; a server without a model set is 503.
 """
 from __future__ import annotations
 
 import hmac
 import threading
+from contextvars import Token
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -15,34 +17,46 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from epiformer.genome.intervals import parse_region
 from epiformer.genome.reader import GenomeError
+from epiformer.inference.deadline import end_deadline, start_deadline
 from epiformer.inference.settings import MISMATCH_RULES
 from epiformer.io.writing import bedgraph_text, settings_lines
-from epiformer.server.batching import NonFiniteOutput, PredictionTimeout
+from epiformer.server.batching import CLIENT, NonFiniteOutput
 from epiformer.server.on_demand import ServerPredictor
 from epiformer.variants.alleles import Variant, VariantError, make_variant, parse_variant
 
 predictions = Blueprint("predictions", __name__)
 MAX_ISM_BP = 1_000        # bases of one /api/ism request (three substitutions each)
 MAX_CONSERVATION = 20.0   # phastCons is 0-1 and phyloP about -20 to 10; the model sees exp(value)
+MAX_PROBLEMS = 20         # problems listed in one answer (problem_count counts them all)
+FAIR_HOLDERS = 4          # client addresses that hold the slots when all are taken (at most the slots)
 
 
 class ClientSlots:
     """Prediction requests running at once: at most ``total`` in this worker and ``per_client``
-    for any one client address."""
+    for any one client address; and a client takes a slot only while enough stay free for
+    ``min(FAIR_HOLDERS, total)`` addresses in all to hold one. So when every slot is taken at least
+    that many addresses hold them (two or three cannot take them all), and an address holding
+    none always gets a free slot."""
 
     def __init__(self, total: int, per_client: int) -> None:
         self.total, self.per_client = total, per_client
+        self.holders = min(FAIR_HOLDERS, total)
         self.running: dict[str, int] = {}
         self.lock = threading.Lock()
 
     def acquire(self, client: str) -> str | None:
         """Take a slot for ``client``: None when it got one, else why not."""
         with self.lock:
-            if self.running.get(client, 0) >= self.per_client:
+            held = self.running.get(client, 0)
+            if held >= self.per_client:
                 return f"this client already has {self.per_client} prediction requests running; retry shortly"
-            if sum(self.running.values()) >= self.total:
+            free = self.total - sum(self.running.values())
+            if not free:
                 return "too many prediction requests at once; retry shortly"
-            self.running[client] = self.running.get(client, 0) + 1
+            if free - 1 < self.holders - len(self.running) - (not held):
+                return (f"this client already has {held} prediction requests running and the free slots are "
+                        "kept for other clients; retry shortly")
+            self.running[client] = held + 1
             return None
 
     def release(self, client: str) -> None:
@@ -52,22 +66,39 @@ class ClientSlots:
                 del self.running[client]
 
 
-class ApiError(HTTPException):
-    """An error answered as JSON with a list of problems (and extra headers)."""
+class Problems:
+    """The problems of a request's items: the first :data:`MAX_PROBLEMS` kept, all counted."""
 
-    def __init__(self, code: int, message: str, problems: list[dict] | None = None,
+    def __init__(self) -> None:
+        self.listed: list[dict] = []
+        self.count = 0
+
+    def add(self, problem: dict) -> None:
+        self.count += 1
+        if len(self.listed) < MAX_PROBLEMS:
+            self.listed.append(problem)
+
+    def fields(self) -> dict[str, Any]:
+        """``problems`` (the first :data:`MAX_PROBLEMS`) and ``problem_count`` (all), for an answer."""
+        return {"problems": self.listed, "problem_count": self.count}
+
+
+class ApiError(HTTPException):
+    """An error answered as JSON with its problems (and extra headers)."""
+
+    def __init__(self, code: int, message: str, problems: Problems | None = None,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
-        self.problems = problems or []
+        self.problems = problems
         self.extra_headers = headers or {}
 
 
 @predictions.errorhandler(ApiError)
 def api_error(err: ApiError) -> tuple[Response, int]:
     body: dict[str, Any] = {"status": err.code, "message": err.description}
-    if err.problems:
-        body["problems"] = err.problems
+    if err.problems is not None and err.problems.count:
+        body.update(err.problems.fields())
     response = jsonify({"error": body})
     response.headers.update(err.extra_headers)
     return response, err.code
@@ -79,10 +110,19 @@ def unpredictable(err: NonFiniteOutput) -> tuple[Response, int]:
     return api_error(ApiError(422, str(err)))
 
 
+@predictions.errorhandler(TimeoutError)
+def timed_out(_err: TimeoutError) -> tuple[Response, int]:
+    """Predictions not ready by the request's deadline, whatever the request waited for."""
+    timeout = current_app.config["EPIFORMER"].request_timeout_s
+    return api_error(ApiError(504, f"the model did not answer within {timeout:g} s (request_timeout_s)"))
+
+
 @predictions.before_request
 def admit() -> None:
-    """The optional API token, then a free prediction slot: the worker's limit, and a client's
-    (by address; behind proxies set proxy_hops) so one client cannot take them all."""
+    """The optional API token, then a free prediction slot (the worker's limit, and a client's
+    by address, behind proxies set proxy_hops, so that a few clients cannot take them all); then
+    the request's deadline, ``request_timeout_s`` from now, which every wait it makes keeps, and
+    its client, whose turn its forward passes wait for in the batcher."""
     cfg = current_app.config["EPIFORMER"]
     if cfg.api_token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {cfg.api_token}"):
         raise ApiError(401, "this server needs an API token: send the header Authorization: Bearer TOKEN",
@@ -92,12 +132,16 @@ def admit() -> None:
     if refused:
         raise ApiError(429, refused, headers={"Retry-After": "1"})
     g.prediction_client = client
+    g.prediction_scope = (start_deadline(cfg.request_timeout_s), CLIENT.set(client))
 
 
 @predictions.teardown_request
 def release(_error: BaseException | None) -> None:
     if "prediction_client" in g:
         current_app.config["PREDICTION_SLOTS"].release(g.pop("prediction_client"))
+        deadline, client = g.pop("prediction_scope")
+        end_deadline(deadline)
+        CLIENT.reset(client)
 
 
 def predictor() -> ServerPredictor:
@@ -171,13 +215,6 @@ def _genome_region(model: ServerPredictor, region: str) -> tuple[str, int, int]:
     return chrom, start, end
 
 
-def _timed(call):
-    try:
-        return call()
-    except PredictionTimeout as err:
-        raise ApiError(504, str(err)) from None
-
-
 @predictions.post("/api/variants")
 def variants() -> Response:
     """Score one or many variants: per target Σref, Σalt, SAD, log2FC, the bin of largest change.
@@ -199,13 +236,13 @@ def variants() -> Response:
     on_mismatch = body.get("on_mismatch", scoring.on_mismatch)
     if on_mismatch not in MISMATCH_RULES:
         raise ApiError(400, f"on_mismatch must be one of {', '.join(MISMATCH_RULES)}")
-    valid, problems = [], []
+    valid, problems = [], Problems()
     for index, item in enumerate(items):
         try:
             variant, flag = model.resolve(_variant(item, scoring.max_indel), on_mismatch)
             valid.append((index, variant, flag))
         except VariantError as err:
-            problems.append({"index": index, "variant": _echo(item), "message": str(err)})
+            problems.add({"index": index, "variant": _echo(item), "message": str(err)})
     if not valid:
         raise ApiError(422, "no variant could be scored", problems)
     budget = current_app.config["EPIFORMER"].max_windows_per_request
@@ -215,10 +252,10 @@ def variants() -> Response:
                             f"per distinct variant, times {len(model.engine.shifts)} shift(s)); this server runs at "
                             f"most {budget} per request (max_windows_per_request): send fewer, or variants closer "
                             "together", problems)
-    results = _timed(lambda: model.score_variants([v for _, v, _ in valid], score_bp, with_tracks))
+    results = model.score_variants([v for _, v, _ in valid], score_bp, with_tracks)
     for (index, _, flag), result in zip(valid, results):
         result["index"], result["flag"] = index, flag
-    answer = {"targets": model.names, "score_bp": score_bp, "results": results, "problems": problems,
+    answer = {"targets": model.names, "score_bp": score_bp, "results": results, **problems.fields(),
               "settings": model.settings(score_bp)}
     missing = model.scorer.percentiles_missing(score_bp)
     if missing:
@@ -246,7 +283,7 @@ def ism() -> Response:
         raise ApiError(400, f"unknown target(s) {', '.join(map(repr, unknown[:5]))}; the model predicts "
                             f"{', '.join(model.names)}")
     score_bp = _int_field(body, "score_bp", model.scorer.scoring.score_bp, 0, model.n_bins * model.bin_size)
-    return jsonify(_timed(lambda: model.mutagenesis(chrom, start, end, score_bp, list(dict.fromkeys(targets)))))
+    return jsonify(model.mutagenesis(chrom, start, end, score_bp, list(dict.fromkeys(targets))))
 
 
 @predictions.post("/api/predict")
@@ -266,7 +303,7 @@ def predict() -> Response:
             raise ApiError(400, f"conservation must be a list of numbers from -{MAX_CONSERVATION:g} to "
                                 f"{MAX_CONSERVATION:g}, one per base")
         try:
-            return jsonify(_timed(lambda: model.predict_sequence(sequence, conservation)))
+            return jsonify(model.predict_sequence(sequence, conservation))
         except VariantError as err:
             raise ApiError(400, str(err)) from None
     region = body.get("region")
@@ -275,18 +312,21 @@ def predict() -> Response:
     edits_in = body.get("edits", [])
     if not isinstance(edits_in, list):
         raise ApiError(400, "edits must be a list of {pos, ref, alt} (chrom taken from the region)")
+    limit = current_app.config["EPIFORMER"].max_edits
+    if len(edits_in) > limit:
+        raise ApiError(400, f"{len(edits_in):,} edits in one request; at most {limit:,} (max_edits)")
     chrom, start, end = _genome_region(model, region)
-    edits, problems = [], []
+    edits, problems = [], Problems()
     for index, item in enumerate(edits_in):
         try:
             edit = item if isinstance(item, str) else {"chrom": chrom, **item} if isinstance(item, dict) else item
             edits.append(_variant(edit, max_indel=model.seq_len // 4))
         except VariantError as err:
-            problems.append({"index": index, "message": str(err)})
-    if problems:
+            problems.add({"index": index, "message": str(err)})
+    if problems.count:
         raise ApiError(400, "some edits cannot be applied", problems)
     try:
-        return jsonify(_timed(lambda: model.predict_region(chrom, start, end, edits)))
+        return jsonify(model.predict_region(chrom, start, end, edits))
     except VariantError as err:
         raise ApiError(422, str(err)) from None
 
@@ -325,7 +365,7 @@ def variant_track() -> Response:
     except VariantError as err:
         raise ApiError(400, f"variant: {err}") from None
     score_bp = model.scorer.scoring.score_bp
-    result = _timed(lambda: model.score_variants([variant], score_bp, True))[0]
+    result = model.score_variants([variant], score_bp, True)[0]
     values = result["tracks"][kind][target]
     start, size = result["window"]["start"], model.genome.chrom_sizes[variant.chrom]
     bins = ((start + k * model.bin_size, min(start + (k + 1) * model.bin_size, size), value)

@@ -121,6 +121,10 @@ def gunicorn_options(cfg: ServerConfig) -> dict[str, Any]:
                                              # behind proxies every client has the proxy's address
                                              0 if cfg.proxy_hops else cfg.max_connections_per_client),
             "sendfile": False,      # answers go through send(), which drops a client that takes none for client_timeout_s
+            # the app's ProxyFix (proxy_hops) is the one reader of forwarding headers: gunicorn trusts
+            # no address without proxies, and never maps headers to the scheme or to SCRIPT_NAME/PATH_INFO
+            "forwarded_allow_ips": "127.0.0.1,::1" if cfg.proxy_hops else "",
+            "forwarder_headers": "", "secure_scheme_headers": {},
             "timeout": int(cfg.request_timeout_s) + 30, "graceful_timeout": 30,
             "preload_app": False,   # the app, its model and CUDA load in each worker, after the fork
             "accesslog": None,      # the app writes one structured JSON line per request

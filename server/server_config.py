@@ -75,12 +75,13 @@ class ServerConfig:
     cache_windows: int = 512             # reference-window predictions kept (LRU)
     request_timeout_s: float = 60.0
     max_variants: int = 100              # per /api/variants request
+    max_edits: int = 1_000               # per /api/predict request
     max_windows_per_request: int = 256   # model windows one variant request may run (distinct windows x shifts)
     max_body_bytes: int = 1_000_000
     client_timeout_s: float = 10.0       # time a client has to send a whole request (else 408), or to take any of an answer
     max_connections_per_client: int = 64  # per worker and client address without proxies (0: no limit), as nginx's limit_conn
     max_concurrent_predictions: int = 0  # per worker, below threads; more get 429 with Retry-After (0: threads - 2)
-    max_predictions_per_client: int = 0  # per worker and client address, so one client cannot take all (0: half the above)
+    max_predictions_per_client: int = 0  # per worker and client address (0: half the above); all taken: by 4 addresses at least
     proxy_hops: int = 0                  # proxies in front that set X-Forwarded-For/-Proto (client address)
     api_token: str = ""                  # when set, prediction endpoints need "Authorization: Bearer TOKEN"
     log_requests: bool = True

@@ -11,12 +11,15 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from epiformer.genome.encoding import encode_codes
 from epiformer.genome.reader import Genome
 from epiformer.inference.engine import Engine
 from epiformer.inference.settings import ScoringSettings
 from epiformer.model.model_set import load_model_set
+from epiformer.server.prediction_api import MAX_PROBLEMS, ClientSlots
 from epiformer.server.server_config import ServerConfig, ServerConfigError
 from epiformer.variants.alleles import VariantError, apply_edits, make_variant, parse_variant
 from epiformer.variants.effects import SCORE_FIELDS
@@ -43,6 +46,9 @@ def api(model_app):
 def genome(demo_data):
     with Genome(demo_data / "genome.fa", demo_data / "conservation.bw") as g:
         yield g
+
+
+FLOODED_QUERY_S = 3.0     # a single-variant query's latency while another address floods (README: Limits)
 
 
 def around_each_forward(predictor, before: Callable[[], None] = lambda: None,
@@ -324,7 +330,7 @@ def test_variant_track_is_bedgraph_of_the_diff(api, genome):
 def test_timeouts_and_servers_without_models(api, model_app, client, genome):
     predictor = model_app.config["PREDICTOR"]
     slow_down(predictor, 0.5)
-    predictor.batcher.timeout = predictor.scorer.timeout = 0.05
+    model_app.config["EPIFORMER"].request_timeout_s = 0.05
     predictor.cache.capacity = 0
     response = api.post("/api/variants", json={"variants": [snv(genome, pos=250_001)]})
     assert response.status_code == 504 and "did not answer within" in response.json["error"]["message"]
@@ -483,3 +489,141 @@ def test_ism_answers_every_substitution_as_epiformer_ism_does(api, model_app, ge
 def test_bad_ism_requests_are_400(api, payload, message):
     answer = api.post("/api/ism", json=payload)
     assert answer.status_code == 400 and message in answer.json["error"]["message"], answer.json
+
+
+def test_answers_list_a_bounded_number_of_problems(precomputed, tmp_path):
+    """A 1,000,000-byte body of bad edits is one short 400 (more than max_edits); bad edits or
+    variants within the limits list the first MAX_PROBLEMS problems and count them all."""
+    app = make_model_app(precomputed, tmp_path / "hub", max_body_bytes=1_000_000, max_variants=100)
+    client = app.test_client()
+    try:
+        head, edit = b'{"region": "chr1:150,001-150,100", "edits": [', b'{"pos": 1},'
+        flood = head + edit * ((1_000_000 - len(head) - 20) // len(edit)) + b'{"pos": 1}]}'
+        response = client.post("/api/predict", data=flood, content_type="application/json")
+        assert response.status_code == 400 and len(response.data) < 1_000, response.data[:300]
+        assert "edits in one request; at most 1,000 (max_edits)" in response.json["error"]["message"]
+        response = client.post("/api/predict", json={"region": "chr1:150,001-150,100", "edits": [{"pos": 1}] * 1_000})
+        error = response.json["error"]
+        assert response.status_code == 400 and len(response.data) < 16_384
+        assert len(error["problems"]) == MAX_PROBLEMS and error["problem_count"] == 1_000
+        response = client.post("/api/variants", json={"variants": ["chr1:5:A"] * 100})
+        error = response.json["error"]
+        assert response.status_code == 422 and len(error["problems"]) == MAX_PROBLEMS and error["problem_count"] == 100
+        assert [p["index"] for p in error["problems"]] == list(range(MAX_PROBLEMS))
+    finally:
+        app.config["PREDICTOR"].close()
+
+
+def test_a_request_never_waits_past_request_timeout_s(precomputed, tmp_path, genome):
+    """request_timeout_s counts from admission, however many waits a request makes and whoever
+    computes what it waits for: a variant request whose second batch is stuck after a slow first
+    one, then identical ISM requests (sharing one computation) and a variant request from four
+    addresses, all while the batcher is stuck: each is 504 (or 429) within the timeout and a
+    margin, never a 500."""
+    timeout, margin = 3.0, 1.0
+    app = make_model_app(precomputed, tmp_path / "hub", request_timeout_s=timeout, proxy_hops=1)
+    predictor = app.config["PREDICTOR"]
+    cached = snv(genome, pos=140_001)
+    assert app.test_client().post("/api/variants", json={"variants": [cached]}).status_code == 200
+    stuck, release = threading.Event(), threading.Event()
+    run_groups = predictor.batcher._run_groups
+
+    def slow_then_stuck(groups):
+        if not stuck.is_set():                  # the first batch: slow, within the timeout
+            stuck.set()
+            time.sleep(timeout * 0.7)
+        else:                                   # every later one: until the test ends
+            release.wait(60)
+        return run_groups(groups)
+
+    predictor.batcher._run_groups = slow_then_stuck
+    answers: dict[str, tuple[int, float]] = {}
+
+    def ask(name: str, path: str, body: dict, start: threading.Barrier | None = None) -> None:
+        if start is not None:
+            start.wait()
+        began = time.monotonic()
+        response = app.test_client().post(path, json=body, headers={"X-Forwarded-For": f"10.0.0.{len(name)}"})
+        answers[name] = response.status_code, time.monotonic() - began
+
+    try:
+        # a new window (first batch), then a new variant of the cached window (second batch)
+        ask("a", "/api/variants", {"variants": [snv(genome, pos=240_001), snv(genome, pos=140_002)]})
+        start = threading.Barrier(4)
+        threads = [threading.Thread(target=ask, args=(name, "/api/ism", {"region": "chr1:160,001-160,050"}, start))
+                   for name in ("bb", "ccc", "dddd")]
+        threads.append(threading.Thread(target=ask, args=("eeeee", "/api/variants",
+                                                           {"variants": [snv(genome, pos=250_001)]}, start)))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        release.set()
+        predictor.close()
+    assert set(answers) == {"a", "bb", "ccc", "dddd", "eeeee"}
+    for name, (status, seconds) in answers.items():
+        assert status in (504, 429) and seconds < timeout + margin, (name, status, seconds)
+
+
+@given(st.integers(1, 10), st.integers(1, 10), st.lists(st.tuples(st.booleans(), st.integers(0, 6)), max_size=60))
+def test_full_prediction_slots_are_held_by_four_addresses_at_least(total, per_client, steps):
+    """Whatever the order of acquires and releases, every slot taken means min(4, total)
+    addresses hold them, and an address holding none gets a slot whenever one is free."""
+    slots = ClientSlots(total, min(per_client, total))
+    for acquire, who in steps:
+        client = f"10.0.0.{who}"
+        if acquire:
+            held = slots.running.get(client, 0)
+            free = total - sum(slots.running.values())
+            refused = slots.acquire(client)
+            assert refused is None or held or not free, "an address holding none is refused a free slot"
+        elif client in slots.running:
+            slots.release(client)
+        assert sum(slots.running.values()) <= total and all(0 < n <= slots.per_client for n in slots.running.values())
+        if sum(slots.running.values()) == total:
+            assert len(slots.running) >= min(4, total), slots.running
+
+
+def test_another_address_is_answered_while_one_floods(precomputed, tmp_path, genome):
+    """One address keeps three 1 kb ISM requests (3,000 alternates each) running; another
+    address's single-variant queries, each in a new window, still answer within
+    FLOODED_QUERY_S (the batcher takes each address's work in turn, in batches of max_batch)."""
+    app = make_model_app(precomputed, tmp_path / "hub", proxy_hops=1, cache_windows=0, request_timeout_s=8)
+    predictor = app.config["PREDICTOR"]
+    flooding, stop = threading.Event(), threading.Event()
+    statuses: list[int] = []
+    run_groups = predictor.batcher._run_groups
+
+    def running(groups):
+        flooding.set()                          # the flood's forward passes have begun
+        return run_groups(groups)
+
+    predictor.batcher._run_groups = running
+
+    def flood(k: int) -> None:
+        region = f"chr1:{100_001 + 20_000 * k:,}-{101_000 + 20_000 * k:,}"
+        while not stop.is_set():
+            response = app.test_client().post("/api/ism", json={"region": region},
+                                              headers={"X-Forwarded-For": "10.0.0.1"})
+            statuses.append(response.status_code)
+
+    flooders = [threading.Thread(target=flood, args=(k,)) for k in range(3)]
+    for thread in flooders:
+        thread.start()
+    seconds = []
+    try:
+        assert flooding.wait(60)
+        for k in range(4):
+            began = time.monotonic()
+            response = app.test_client().post("/api/variants", json={"variants": [snv(genome, pos=180_001 + 9_000 * k)]},
+                                              headers={"X-Forwarded-For": "10.0.0.2"})
+            seconds.append(time.monotonic() - began)
+            assert response.status_code == 200, response.json
+    finally:
+        stop.set()
+        for thread in flooders:
+            thread.join()
+        predictor.close()
+    assert set(statuses) <= {200, 504}
+    assert max(seconds) < FLOODED_QUERY_S, seconds

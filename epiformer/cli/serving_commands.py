@@ -18,6 +18,8 @@ EPILOG_SERVE = """examples:
   epiformer serve demo_out/precompute -m demo_out/runs/demo.best_corr.pth.tar
   epiformer serve hg38_tracks -m models.tsv --fa hg38.fa --seqcons hg38.phastCons100way.bw \\
       --host 0.0.0.0 --port 8000 --public-url https://tracks.example.org
+  # behind nginx (deploy/nginx.conf) on the same machine
+  epiformer serve hg38_tracks -m models.tsv --port 8000 --proxy-hops 1 --public-url https://tracks.example.org
   # the same in production, configured by the environment
   EPIFORMER_PRECOMPUTE_DIR=hg38_tracks EPIFORMER_MODELS=models.tsv EPIFORMER_BIND=0.0.0.0:8000 \\
       gunicorn -c server/gunicorn.conf.py 'epiformer.server:create_app()'
@@ -47,7 +49,8 @@ def _serve(args: argparse.Namespace) -> None:
                  "precision": args.precision, "reverse_complement": False if args.no_rc else None,
                  "shifts": list(args.shifts) if args.shifts else None, "bind": f"{args.host}:{args.port}",
                  "workers": args.workers, "public_url": args.public_url, "hub_dir": args.hub_dir,
-                 "allowed_hosts": args.allowed_hosts, "compile": args.compile, "annotation": args.annotation}
+                 "allowed_hosts": args.allowed_hosts, "compile": args.compile, "annotation": args.annotation,
+                 "proxy_hops": args.proxy_hops}
     cfg = load_config({k: v for k, v in overrides.items() if v is not None})
     base = cfg.public_url or f"http://{args.host}:{args.port}"
     print(f"hub         {hub_dir(cfg)}/hub.txt")
@@ -101,4 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--public-url", help="URL users reach the server at, for the hub links")
     serve.add_argument("--allowed-hosts", help="host names (comma-separated) whose requests may choose the links "
                                                "when there is no --public-url (default: --host and localhost)")
+    serve.add_argument("--proxy-hops", type=int, metavar="N",
+                       help="proxies in front (nginx: 1) whose X-Forwarded-For/-Proto give the client's address and "
+                            "scheme (default: 0, none trusted)")
     serve.set_defaults(func=_serve)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Hashable, Sequence
+
+from epiformer.inference.deadline import DeadlineExceeded, remaining
 
 
 class PredictionCache:
@@ -99,8 +102,12 @@ class CacheClaim:
             self.cache.put(key, value)
             self._found[key].set_result(value)
 
-    def wait(self, timeout: float | None = None) -> dict[Hashable, object]:
-        """The value of every key, waiting at most ``timeout`` s for each computed elsewhere
-        (:class:`concurrent.futures.TimeoutError`)."""
-        return {key: value.result(timeout) if isinstance(value, Future) else value
-                for key, value in self._found.items()}
+    def wait(self) -> dict[Hashable, object]:
+        """The value of every key, waiting for those computed elsewhere until the request's
+        deadline (:mod:`epiformer.inference.deadline`; :class:`DeadlineExceeded`), or unbounded
+        without one."""
+        try:
+            return {key: value.result(remaining()) if isinstance(value, Future) else value
+                    for key, value in self._found.items()}
+        except FutureTimeout:
+            raise DeadlineExceeded() from None

@@ -66,8 +66,8 @@ class VariantScorer:
     placement rule, and for callers reading variants the largest indel and the mismatch rule).
 
     ``runner`` runs the coded windows (:class:`~epiformer.inference.runners.WindowRunner`; by default a
-    :class:`~epiformer.inference.runners.LocalRunner` on the predictor's engine); ``timeout`` bounds the
-    wait for a window another thread is predicting.
+    :class:`~epiformer.inference.runners.LocalRunner` on the predictor's engine); waiting for a window
+    another thread is predicting ends at the request's deadline (:mod:`epiformer.inference.deadline`).
     ``cache_windows`` reference states are kept (each holds its window's tower outputs;
     position-sorted input meets a window again only at the next chunk, so a few suffice).
     ``scoring.share_bins`` (K) is how far from its window's centre a variant may be
@@ -80,7 +80,7 @@ class VariantScorer:
 
     def __init__(self, predictor: Predictor, scoring: ScoringSettings = ScoringSettings(), cache_windows: int = 16,
                  calibration: Background | None = None,
-                 runner: WindowRunner | None = None, timeout: float | None = None, incremental: bool = True) -> None:
+                 runner: WindowRunner | None = None, incremental: bool = True) -> None:
         self.predictor = predictor
         self.engine, self.genome = predictor.engine, predictor.genome
         self.scoring = scoring
@@ -91,7 +91,6 @@ class VariantScorer:
                                  f"{self.engine.config.n_output_bins} output bins), got {self.share_bins}")
         self.cache = PredictionCache(cache_windows)
         self.calibration = calibration
-        self.timeout = timeout
         self.runner = runner or LocalRunner(self.engine)
         self.incremental = incremental
         self.genome_lock = threading.Lock()
@@ -158,7 +157,7 @@ class VariantScorer:
         with self.cache.claim(keys) as claim:
             if claim.mine:
                 claim.fill(self.predict_windows([(c, s, []) for c, s in claim.mine]))
-        return claim.wait(self.timeout)
+        return claim.wait()
 
     def windows_needed(self, variants: Sequence[Variant]) -> int:
         """Model windows that scoring ``variants`` runs at most: one per distinct reference window
@@ -236,7 +235,7 @@ class VariantScorer:
         with self.cache.claim(keys) as claim:
             if claim.mine:
                 claim.fill(alternates_of(claim.mine))
-        found = claim.wait(self.timeout)
+        found = claim.wait()
         unknown: dict[tuple[str, int], list[Variant]] = {}
         for chrom, start, variant in keys:           # alternates all cached: their windows' states
             if (chrom, start) not in states:
