@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import threading
-from contextvars import Token
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
