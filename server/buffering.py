@@ -51,7 +51,7 @@ from gunicorn.http.message import MAX_REQUEST_LINE, Request
 from gunicorn.http.unreader import IterUnreader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from epiformer.server.server_config import body_limit_message
+from epiformer.server.server_config import ServerConfig, body_limit_message
 
 MAX_HEADER_BYTES = 64 * 1024    # from a request's first byte to the end of its head (or of its trailers)
 READ_PER_EVENT = 64 * 1024      # bytes read from one connection before the loop serves the others
@@ -277,9 +277,9 @@ class Connection(TConn):
 class BufferingWorker(ThreadWorker):
     """gunicorn's gthread worker with requests buffered in its event loop (see the module)."""
 
-    client_timeout_s = 10.0
-    max_body_bytes = 1_000_000
-    max_connections_per_client = 64     # 0: no limit
+    client_timeout_s = ServerConfig.client_timeout_s       # the settings' defaults; buffering_worker sets them
+    max_body_bytes = ServerConfig.max_body_bytes
+    max_connections_per_client = ServerConfig.max_connections_per_client     # 0: no limit
 
     def init_process(self) -> None:
         self.buffering: dict[Connection, float] = {}    # connection -> deadline, in deadline order
