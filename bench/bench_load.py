@@ -20,10 +20,11 @@ run to its end. The mix then runs again for ``--seconds`` while 50 sockets stall
 (silent, half-sent headers, an announced body not sent, headers trickled a byte at a time:
 tests/hostile_clients.py), and once more for each framing flood beside the stalled sockets: 8
 connections sending a chunked body of one-byte chunks, then 8 sending empty lines before a
-request line (tests/hostile_clients.py FLOODS). /healthz is asked every 0.5 s throughout all runs,
-and its p50 and max are reported for each. Passes when no
-answer is a 5xx, no worker exits or restarts, no worker's memory grows by 10% or more, and
-/healthz answers in under 1 s throughout the attack; exits 1 otherwise.
+request line (tests/hostile_clients.py FLOODS, sent from a process of their own). /healthz is
+asked every 0.5 s throughout all runs, and its p50 and max are reported for each run. Passes when
+no answer is a 5xx, no worker exits or restarts, no worker's memory grows by 10% or more, the
+stalled sockets are held, and /healthz answers in under 1 s in each attacked run; exits 1
+otherwise.
 """
 from __future__ import annotations
 
@@ -255,13 +256,14 @@ def main() -> None:
             sampler.join()
             for pid in pids:
                 rss[pid].append((time.monotonic() - started, rss_kb(pid) if pid in workers(server.pid) else 0))
-            with slow_clients(f"http://127.0.0.1:{port}", STALLED_SOCKETS) as sockets, HealthProbe(port) as attacked:
-                attacked_results = run_mix(port, mix, args.seconds)
+            with slow_clients(f"http://127.0.0.1:{port}", STALLED_SOCKETS) as sockets:
+                with HealthProbe(port) as attacked:
+                    attacked_results = run_mix(port, mix, args.seconds)
                 held = still_waiting(sockets)
                 flooded = {}
                 for kind in FLOODS:
                     with flooding(f"http://127.0.0.1:{port}", kind) as sent, HealthProbe(port) as probe:
-                        flooded[kind] = (run_mix(port, mix, args.seconds), probe, dict(sent))
+                        flooded[kind] = (run_mix(port, mix, args.seconds), probe, sent)
                 held = min(held, still_waiting(sockets))
             after = workers(server.pid)
         finally:
@@ -281,10 +283,11 @@ def main() -> None:
         "no worker exited or restarted": after == pids and not worker_events,
         f"resident memory growth < {MAX_RSS_GROWTH:.0%} per worker": max(growth.values()) < MAX_RSS_GROWTH,
         "no socket errors or timeouts": not any(r["socket_errors"] for r in both),
-        f"/healthz answered in under {HEALTH_LIMIT_S:.0f} s throughout the attack, the {STALLED_SOCKETS} "
-        "stalled sockets held to the end": attacked.all_within(HEALTH_LIMIT_S) and held == STALLED_SOCKETS,
-        "/healthz answered throughout each framing flood": all(
-            probe.latencies and None not in probe.latencies for _, probe, _ in flooded.values()),
+        f"the {STALLED_SOCKETS} stalled sockets held to the end": held == STALLED_SOCKETS,
+        f"/healthz answered in under {HEALTH_LIMIT_S:.0f} s beside the stalled sockets":
+            attacked.all_within(HEALTH_LIMIT_S),
+        **{f"/healthz answered in under {HEALTH_LIMIT_S:.0f} s under the {kind} flood": probe.all_within(HEALTH_LIMIT_S)
+           for kind, (_, probe, _) in flooded.items()},
     }
     rows = [(name, r) for name, r in results.items()] + \
         [(f"{name}, {STALLED_SOCKETS} sockets stalled", r) for name, r in attacked_results.items()] + \
@@ -313,9 +316,10 @@ def main() -> None:
         f"stalled, {attacked.summary()}. Stalled sockets still open, unanswered, at the end: {held} of "
         f"{STALLED_SOCKETS}.",
         "",
-        *(f"- {kind} flood (8 connections, {sent.get('bytes', 0) / 1e6:,.0f} MB sent over "
-          f"{sent.get('connections', 0):,} connections) beside the {STALLED_SOCKETS} stalled sockets: /healthz "
-          f"{probe.summary()}." for kind, (_, probe, sent) in flooded.items()),
+        *(f"- {kind} flood (8 connections at a time, {sent['connections']:,} opened; the clients wrote "
+          f"{sent['bytes'] / 1e6:,.0f} MB, which the server read in part: it closes each connection at its "
+          f"limit) beside the {STALLED_SOCKETS} stalled sockets: /healthz {probe.summary()}."
+          for kind, (_, probe, sent) in flooded.items()),
         "",
         f"| worker | resident memory at 0 s | at {args.settle} s | at {args.seconds} s | peak | growth from "
         f"{args.settle} s |",

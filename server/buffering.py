@@ -54,12 +54,14 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from epiformer.server.server_config import ServerConfig, body_limit_message
 
 MAX_HEADER_BYTES = 64 * 1024    # from a request's first byte to the end of its head (or of its trailers)
-READ_PER_EVENT = 64 * 1024      # bytes read from one connection before the loop serves the others
+READ_PER_EVENT = 64 * 1024      # bytes read from one connection before the loop serves the others ...
+CHUNKED_READ_PER_EVENT = 4096   # ... while it sends a chunked body (followed chunk by chunk: about 1 ms)
 LINGER_S = 2.0                  # how long a closed connection's unread input is drained ...
 LINGER_BYTES = 64 * 1024        # ... and how much of it at most (gunicorn's close_graceful drains as much)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEX_DIGITS = b"0123456789abcdefABCDEF"
 BARE_LF = re.compile(rb"(?<!\r)\n")
+PLAIN_SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,16})\r\n")
 
 
 def _reply(status: str, message: str = "") -> bytes:
@@ -126,6 +128,11 @@ class RequestFramer:
         return bool(self.request is not None and self.request._expected_100_continue and not whole)
 
     @property
+    def chunked(self) -> bool:
+        """A chunked body (or its trailers) is being followed."""
+        return self.state in ("chunked", "trailers")
+
+    @property
     def holding(self) -> bool:
         """Bytes of a request not yet taken are held (a partial one, or a pipelined next one)."""
         return len(self.buf) > self.start
@@ -136,7 +143,7 @@ class RequestFramer:
         if self.end is None:
             if self.state == "head":
                 self._scan_head()
-            if self.state in ("chunked", "trailers"):
+            if self.chunked:
                 self._scan_chunked()
         return self.end is not None and len(self.buf) >= self.end
 
@@ -205,19 +212,25 @@ class RequestFramer:
             if self.chunk_end is not None:              # a chunk's data, then its CRLF
                 if len(buf) < self.chunk_end + 2:
                     break
-                if buf[self.chunk_end:self.chunk_end + 2] != b"\r\n":
+                if not buf.startswith(b"\r\n", self.chunk_end):
                     raise ChunkMissingTerminator(bytes(buf[self.chunk_end:self.chunk_end + 2]))
                 self.pos = self.line_start = self.chunk_end + 2
                 self.chunk_end = None
             elif self.state == "chunked":              # a chunk-size line
-                line_end = buf.find(b"\r\n", self.pos)
-                self.scanned += (line_end + 2 if line_end >= 0 else len(buf)) - self.pos
-                if line_end < 0:
-                    if len(buf) - self.line_start > self.chunk_line_limit:
-                        raise InvalidChunkSize(b"line over %d bytes with no terminator" % self.chunk_line_limit)
-                    self.pos = max(self.line_start, len(buf) - 1)
-                    break
-                size = chunk_size(bytes(buf[self.line_start:line_end]))
+                plain = PLAIN_SIZE_LINE.match(buf, self.line_start)
+                if plain:                               # hex digits only: the common case, in one call
+                    line_end = plain.end() - 2
+                    size = int(plain[1], 16)
+                    self.scanned += line_end + 2 - self.pos
+                else:
+                    line_end = buf.find(b"\r\n", self.pos)
+                    self.scanned += (line_end + 2 if line_end >= 0 else len(buf)) - self.pos
+                    if line_end < 0:
+                        if len(buf) - self.line_start > self.chunk_line_limit:
+                            raise InvalidChunkSize(b"line over %d bytes with no terminator" % self.chunk_line_limit)
+                        self.pos = max(self.line_start, len(buf) - 1)
+                        break
+                    size = chunk_size(bytes(buf[self.line_start:line_end]))
                 self.data_bytes += size
                 if self.data_bytes > self.max_body:
                     raise TooLarge()
@@ -342,9 +355,9 @@ class BufferingWorker(ThreadWorker):
             self._on_readable(conn, conn.sock)
 
     def _on_readable(self, conn: Connection, _sock: socket.socket) -> None:
-        """One read of at most READ_PER_EVENT, so that one client cannot hold the loop."""
+        """One read, small enough that one client cannot hold the loop."""
         try:
-            data = conn.sock.recv(READ_PER_EVENT)
+            data = conn.sock.recv(CHUNKED_READ_PER_EVENT if conn.framer.chunked else READ_PER_EVENT)
         except BlockingIOError:
             return
         except OSError:

@@ -3,10 +3,11 @@ benchmark (bench/bench_load.py imports this module)."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import socket
 import threading
 from collections import Counter
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 STALLS = [
@@ -75,33 +76,44 @@ def still_waiting(sockets: list[socket.socket]) -> int:
     return waiting
 
 
-@contextlib.contextmanager
-def flooding(base: str, kind: str, count: int = 8) -> Iterator[Counter]:
-    """``count`` connections sending ``FLOODS[kind]`` while the block runs, each opening a new
-    connection whenever the server closes its own; yields the counts of bytes sent and of
-    connections opened."""
-    url = urlsplit(base)
+def _flood(host: str, port: int, kind: str, count: int, stop: Any, written: Any, opened: Any) -> None:
+    """The flooding process: ``count`` threads, each sending ``FLOODS[kind]`` on a connection
+    and opening a new one whenever the server closes its own, until ``stop`` is set."""
     head, piece = FLOODS[kind]
-    sent: Counter = Counter()
-    lock, stop = threading.Lock(), threading.Event()
 
     def flood() -> None:
         while not stop.is_set():
-            with contextlib.suppress(OSError), socket.create_connection((url.hostname, url.port), timeout=5) as sock:
-                with lock:
-                    sent["connections"] += 1
+            with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=5) as sock:
+                with opened.get_lock():
+                    opened.value += 1
                 sock.sendall(head)
                 while not stop.is_set():
                     sock.sendall(piece)
-                    with lock:
-                        sent["bytes"] += len(piece)
+                    with written.get_lock():
+                        written.value += len(piece)
 
     senders = [threading.Thread(target=flood, daemon=True) for _ in range(count)]
     for sender in senders:
         sender.start()
+    for sender in senders:
+        sender.join()
+
+
+@contextlib.contextmanager
+def flooding(base: str, kind: str, count: int = 8) -> Iterator[Counter]:
+    """``count`` connections sending ``FLOODS[kind]`` while the block runs, from a process of
+    their own (so that they take no time from the caller's threads); yields a Counter that holds,
+    once the block ends, the bytes the clients wrote and the connections they opened."""
+    url = urlsplit(base)
+    context = multiprocessing.get_context("spawn")
+    stop, written, opened = context.Event(), context.Value("q", 0), context.Value("q", 0)
+    process = context.Process(target=_flood, args=(url.hostname, url.port, kind, count, stop, written, opened),
+                              daemon=True)
+    process.start()
+    sent: Counter = Counter()
     try:
         yield sent
     finally:
         stop.set()
-        for sender in senders:
-            sender.join()
+        process.join()
+        sent.update(bytes=written.value, connections=opened.value)
