@@ -17,6 +17,10 @@ nginx-light and wrk; installed with apt-get when run as root, as the project's s
   them). Variants come four
   to a 128 bp bin, so with the cache (512 windows) a bin's reference window runs once and later
   variants run only their alternate allele; without it (0 windows) every query runs both.
+* Turns: one gunicorn worker with its default limits answers a lone 1 kb /api/ism request
+  (timed beside the same mutagenesis through the library), then single-variant queries from a
+  second loopback address (127.0.0.2), alone and while the first keeps three 1 kb ISM requests
+  running: the batcher takes each address's work in turn, a large request in pieces of a batch.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +55,12 @@ from epiformer.model.config import preset  # noqa: E402
 from epiformer.model.model_set import load_model_set  # noqa: E402
 from epiformer.model.network import Epiformer  # noqa: E402
 from epiformer.precompute import PrecomputeOptions, precompute  # noqa: E402
+from epiformer.server.server_config import SERVER_BATCH_SIZE  # noqa: E402
 from epiformer.server import gunicorn_command  # noqa: E402
 from epiformer.trackhub import build_hub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+ISM_BP = 1000               # the turns measurement: an ISM request of this many bases
 RANGE_SCRIPT = """
 math.randomseed(1)
 request = function()
@@ -218,6 +225,71 @@ def library_rate(paths: dict[str, Path], model: Path, variants: list[str]) -> fl
         return len(parsed) / (time.perf_counter() - started)
 
 
+def post(port: int, path: str, body: dict, source: str = "127.0.0.1") -> tuple[int, float]:
+    """POST ``body`` as JSON from the loopback address ``source``: (status, seconds)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300, source_address=(source, 0))
+    try:
+        started = time.perf_counter()
+        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def ism_regions(fasta: Path, count: int) -> list[tuple[str, int, int]]:
+    """``count`` regions of ISM_BP (0-based, end excluded), each in a window of its own."""
+    with Genome(fasta) as genome:
+        chrom = next(iter(genome.chrom_sizes))
+    return [(chrom, 100_000 + 20_000 * k, 100_000 + 20_000 * k + ISM_BP) for k in range(count)]
+
+
+def turns(port: int, fasta: Path, queries: list[str], alone_count: int) -> dict:
+    """A lone ISM_BP /api/ism request's seconds, then single-variant queries from 127.0.0.2 one by
+    one, each in a 128 bp bin not asked before (so its reference window runs): ``alone_count`` alone, then more while 127.0.0.1 runs
+    three ISM_BP /api/ism requests at once, until the first of them answers. Their latencies (s)
+    and the ISM requests' statuses."""
+    regions = [{"region": f"{chrom}:{start + 1}-{end}"} for chrom, start, end in ism_regions(fasta, 4)]
+    status, lone = post(port, "/api/ism", regions[0])
+    if status != 200:
+        raise RuntimeError(f"/api/ism answered {status}")
+    bins = {}
+    for variant in queries:
+        chrom, pos, *_ = variant.split(":")
+        bins.setdefault((chrom, (int(pos) - 1) // 128), variant)
+    fresh = iter(bins.values())
+    alone = [post(port, "/api/variants", {"variants": [next(fresh)]}, "127.0.0.2")[1] for _ in range(alone_count)]
+    flood_statuses: list[int] = []
+    flooders = [threading.Thread(target=lambda r=region: flood_statuses.append(post(port, "/api/ism", r)[0]))
+                for region in regions[1:]]
+    for thread in flooders:
+        thread.start()
+    flooded = []
+    for variant in fresh:
+        if flood_statuses:
+            break
+        flooded.append(post(port, "/api/variants", {"variants": [variant]}, "127.0.0.2")[1])
+    for thread in flooders:
+        thread.join()
+    if not flood_statuses or len(flooded) == len(bins) - alone_count:
+        raise RuntimeError("the queries ran out before an ISM request answered: ask for more")
+    return {"lone": lone, "alone": alone, "flooded": flooded, "flood_statuses": flood_statuses}
+
+
+def library_ism_seconds(paths: dict[str, Path], model: Path) -> float:
+    """Seconds of the same ISM_BP mutagenesis through the library alone (its local runner, the
+    server's batch size), for the server's lone /api/ism to be read against."""
+    from epiformer.inference.predictor import open_predictor
+    from epiformer.inference.settings import ModelSetOptions
+    from epiformer.variants.mutagenesis import saturation_mutagenesis
+    from epiformer.variants.scorer import VariantScorer
+
+    settings = InferenceSettings(device="cpu", batch_size=SERVER_BATCH_SIZE, conservation=str(paths["conservation"]))
+    with open_predictor(ModelSetOptions((str(model),)), paths["fasta"], settings) as predictor:
+        return saturation_mutagenesis(VariantScorer(predictor), *ism_regions(paths["fasta"], 1)[0]).seconds
+
+
 def served_demo(tmp: Path) -> tuple[dict[str, Path], Path, Path]:
     """A 1 Mb demo genome, a randomly initialised tiny model (speed does not depend on the
     weights), its precompute in tmp/pre and hub in tmp/hub: (demo paths, model, hub)."""
@@ -236,6 +308,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run (default: 10)")
     parser.add_argument("--variants", type=int, default=96, help="variant queries per run (default: 96)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the variant runs (median kept)")
+    parser.add_argument("--fair-queries", type=int, default=8,
+                        help="single-variant queries of the turns measurement alone, before the ISM requests (default: 8)")
     parser.add_argument("--write", metavar="BENCHMARKS.md")
     args = parser.parse_args()
     subprocess.run([str(ROOT / "scripts" / "system-deps.sh"), "nginx=nginx-light", "wrk=wrk"], check=True)
@@ -293,6 +367,13 @@ def main() -> None:
                          "non_200": sum(r["non_200"] for r in results)}       # non-200 answers of every round
                    for key, results in sorted(runs.items(), key=lambda item: (-item[0][0], item[0][1]))}
         ceiling = library_rate(paths, model, variant_list(paths["fasta"], args.variants, seed=16))
+        server = start_gunicorn({**base_env, "EPIFORMER_WORKERS": "1", "EPIFORMER_MODELS": str(model),
+                                 "EPIFORMER_DEVICE": "cpu"}, port)
+        try:
+            fair = turns(port, paths["fasta"], variant_list(paths["fasta"], 4 * 2000, seed=5)[::4], args.fair_queries)
+        finally:
+            stop(server)
+        library_ism = library_ism_seconds(paths, model)
 
     gunicorn_rps = next(iter(files.values()))["rps"]
     lines = [
@@ -319,6 +400,18 @@ def main() -> None:
         f"The same {args.variants} SNVs scored in this process through the library, groups batched as the "
         f"server's batcher gathers them (no HTTP, no waiting for a batch to fill): {ceiling:.1f} variants/s, the "
         "ceiling without HTTP and without the clients' own work on the same cores.",
+    ]
+    alone, flooded = np.array(fair["alone"]) * 1000, np.array(fair["flooded"]) * 1000
+    lines += [
+        "",
+        f"Turns (one gunicorn worker, its default limits): a lone {ISM_BP} bp /api/ism request "
+        f"({3 * ISM_BP:,} substitutions, run by the batcher in pieces of {SERVER_BATCH_SIZE} windows) took "
+        f"{fair['lone']:.1f} s; the same mutagenesis through the library alone, {library_ism:.1f} s "
+        f"({fair['lone'] / library_ism:.2f}x). Single-variant queries from a second address, one by one, each in "
+        f"a 128 bp bin of its own: alone, p50 {np.median(alone):.0f} ms, max {alone.max():.0f} ms "
+        f"({len(alone)} queries); while the first address runs three {ISM_BP} bp /api/ism requests at once, "
+        f"p50 {np.median(flooded):.0f} ms, max {flooded.max():.0f} ms ({len(flooded)} queries, until the first ISM "
+        f"answer; the ISM answers: {', '.join(f'{n} x {s}' for s, n in sorted(Counter(fair['flood_statuses']).items()))}).",
     ]
     publish("server", lines, args.write)
 
