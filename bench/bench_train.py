@@ -1,17 +1,27 @@
-"""Held-out accuracy of the tiny model on the demo genome: the `make demo` recipe, the previous one,
-the demo recipe with each of its choices undone in turn or with conservation dropout added, and a
-longer recipe.
+"""Held-out accuracy of the tiny model on families of synthetic genomes: recipes chosen on the
+development genomes, judged on evaluation genomes that the choice never saw.
 
-    python bench/bench_train.py                       # every recipe, print the table
+    python bench/bench_train.py                       # every genome and recipe, print the tables
     python bench/bench_train.py --write BENCHMARKS.md
+    python bench/bench_train.py --scale 0.25 --recipes demo poisson    # a quick look
 
-All train from scratch on the same demo genome and shards (train chr1-chr2, validation chr3),
-then report on the test chromosome (chr4): Pearson R of log2(x+1) over every bin, the
-cell-type-specific R (log2(x+1) centred across cell types, over bins where one is at least
-epiformer.training.metrics.SPECIFIC_MIN), the wall time of training, and for the demo VCF's
-motif-disrupting variants in the cell types their element is open in the share of SAD with the
-true change's sign and SAD's Spearman correlation with it, and how well |SAD| ranks them above
-the neutral variants (AUROC per cell type: mean and lowest).
+The genomes (GENOMES) come from `epiformer demo-data`'s generator: the demo genome, and genomes of
+drawn grammars (epiformer.demo.grammar: other JASPAR motif sets, 3 to 12 cell types, factors too
+weak to open an element alone, a factor shared by every cell type, two distinct factors acting
+together within a spacing, weaker and noisier tracks, 3 to 6 Mb of sequence), each from its own
+fixed seed. Every recipe (RECIPES) trains from scratch (training seed 0) on each development
+genome's shards (8,192 bp windows every 4,096 bp; train chr1-chr2, validation chr3) and is
+scored on its test chromosome (chr4): Pearson R of log2(x+1) over every bin, the cell-type-
+specific R (log2(x+1) centred across cell types, over bins where one is at least
+epiformer.training.metrics.SPECIFIC_MIN), and for the genome's VCF of motif-disrupting variants
+in the cell types their element is open in, the share of SAD with the true change's sign and
+SAD's Spearman correlation with it, and how well |SAD| ranks them above the neutral variants
+(AUROC, mean over cell types).
+
+The chosen recipe is the one with the highest mean cell-type-specific R over the development
+genomes whose worst genome is no lower than the `make demo` recipe's worst (the `make demo` recipe
+when none is). The evaluation genomes then train the `make demo` recipe, the chosen one and the
+longer recipe, and the second table reports them per genome, with the mean and the worst.
 """
 from __future__ import annotations
 
@@ -20,16 +30,19 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import publish  # noqa: E402
 
-from epiformer.demo.demo_pipeline import DEMO_TRAINING, dataset_parameters
-from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data
-from epiformer.demo.variant_truth import SIGN_MIN_EFFECT, variant_auroc, variant_sign_metrics
+from epiformer.demo.demo_pipeline import DEMO_TRAINING, dataset_parameters  # noqa: E402
+from epiformer.demo.grammar import BRAIN, Grammar, drawn_grammar  # noqa: E402
+from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data  # noqa: E402
+from epiformer.demo.variant_truth import SIGN_MIN_EFFECT, variant_auroc, variant_sign_metrics  # noqa: E402
 from epiformer.inference.predictor import open_predictor  # noqa: E402
 from epiformer.inference.settings import InferenceSettings, ModelSetOptions  # noqa: E402
 from epiformer.training.datasets import generate_datasets  # noqa: E402
@@ -38,89 +51,187 @@ from epiformer.training.trainer import evaluate, load_train_config, train  # noq
 from epiformer.variants.score_job import ScoreOptions, score_variant_file  # noqa: E402
 from epiformer.variants.scorer import VariantScorer  # noqa: E402
 
-# Each row changes the `make demo` recipe in one way, to show what each of its choices brings.
-RECIPES = {
+
+@dataclass(frozen=True)
+class GenomeDesign:
+    """One genome of the family: its set, seed, grammar (the demo's, or one drawn with the seed:
+    ``cell_types`` > 0), size (the demo's chromosome proportions) and tracks."""
+
+    name: str
+    role: str                   # "development" or "evaluation"
+    seed: int
+    cell_types: int = 0         # 0: the demo's brain grammar
+    sites_needed: int = 2
+    spacing: int = 40
+    size_mb: float = 6.0
+    depth: float = 25.0
+    peak_scale: float = 1.0
+
+    @property
+    def grammar(self) -> Grammar:
+        return drawn_grammar(self.seed, self.cell_types, 2, self.sites_needed, self.spacing) if self.cell_types \
+            else BRAIN
+
+    def spec(self, scale: float) -> DemoSpec:
+        """The generator's settings, the sizes times ``scale``."""
+        factor = self.size_mb * 1e6 * scale / sum(DemoSpec().chrom_sizes.values())
+        sizes = {chrom: int(round(size * factor / 1000)) * 1000 for chrom, size in DemoSpec().chrom_sizes.items()}
+        return DemoSpec(seed=self.seed, chrom_sizes=sizes, grammar=self.grammar, depth=self.depth,
+                        peak_scale=self.peak_scale)
+
+    def describe(self) -> str:
+        kind = (f"drawn grammar ({self.cell_types} x 2 factors of their own and one shared; {self.sites_needed} sites "
+                f"to open, or 2 distinct within {self.spacing} bp)" if self.cell_types
+                else "the demo's brain grammar (8 cell types)")
+        return f"{self.name}: {kind}, {self.size_mb:g} Mb, depth {self.depth:g}, peaks x{self.peak_scale:g}, seed {self.seed}"
+
+
+GENOMES = [
+    GenomeDesign("demo", "development", 0),
+    GenomeDesign("dev-5ct", "development", 11, cell_types=5, size_mb=4.0),
+    GenomeDesign("dev-8ct-noisy", "development", 12, cell_types=8, sites_needed=3, size_mb=5.0, depth=10.0,
+                 peak_scale=0.7),
+    GenomeDesign("eval-3ct", "evaluation", 21, cell_types=3, spacing=0, size_mb=3.0, depth=15.0),
+    GenomeDesign("eval-6ct-weak", "evaluation", 22, cell_types=6, sites_needed=3, size_mb=4.0, depth=8.0,
+                 peak_scale=0.6),
+    GenomeDesign("eval-12ct", "evaluation", 23, cell_types=12, spacing=60, size_mb=6.0),
+]
+
+# Candidate recipes: the `make demo` recipe and one change each.
+RECIPES: dict[str, dict[str, Any]] = {
     "demo": DEMO_TRAINING,
-    "before": {"preset": "tiny", "num_epoches": 4, "batch_size": 16, "learning_rate": 2e-3, "min_lr": 1e-4,
-               "warmup_epoches": 0.5, "num_workers": 1, "loss": "poisson"},
     "poisson": {**DEMO_TRAINING, "loss": "poisson"},
     "dropout": {**DEMO_TRAINING, "att_dropout": 0.4, "enc_dropout": 0.4, "ptw_dropout": 0.1},
     "cons_dropout": {**DEMO_TRAINING, "cons_dropout": 0.3},
-    "long": {**DEMO_TRAINING, "num_epoches": 12},
 }
-TITLES = {"demo": "`make demo` recipe", "before": "the previous `make demo` recipe",
-          "poisson": "without the multinomial term", "dropout": "with the preset's dropout",
-          "cons_dropout": "with conservation dropout", "long": "longer"}
+LONG = {**DEMO_TRAINING, "num_epoches": 14}
+TITLES = {"demo": "`make demo` recipe", "poisson": "without the multinomial term",
+          "dropout": "with the preset's dropout", "cons_dropout": "with conservation dropout", "long": "longer"}
+METRICS = [("test_r", "test R"), ("specific_r", "cell-type-specific R"), ("sign", "SAD sign right"),
+           ("spearman", "SAD Spearman"), ("auroc", "variant AUROC")]
 
 
 def recipe_label(name: str, settings: dict) -> str:
-    """The row's title and how its settings differ from the `make demo` recipe's."""
+    """The recipe's title and how its settings differ from the `make demo` recipe's."""
     changed = [f"{k}={settings.get(k, 'unset')}" for k in {**DEMO_TRAINING, **settings}
                if DEMO_TRAINING.get(k) != settings.get(k)]
-    return TITLES[name] + (f": {', '.join(changed)}" if changed else "")
+    return TITLES[name] + (f" ({', '.join(changed)})" if changed else "")
+
+
+class Family:
+    """Each genome's data and shards, made once, in a temporary folder."""
+
+    def __init__(self, folder: Path, scale: float) -> None:
+        self.folder, self.scale = folder, scale
+        self.made: dict[str, dict] = {}
+
+    def data(self, design: GenomeDesign) -> dict:
+        if design.name not in self.made:
+            paths = make_demo_data(self.folder / design.name / "data", design.spec(self.scale))
+            params = dataset_parameters(paths, seq_len=8192, stride=4096, nchunk=500)
+            generate_datasets(params, self.folder / design.name / "ds" / design.name, workers=2, progress=False)
+            self.made[design.name] = paths
+        return self.made[design.name]
+
+    def run(self, design: GenomeDesign, recipe_name: str, recipe: dict) -> dict[str, float]:
+        """Train ``recipe`` on the genome and score it on the test chromosome and the VCF."""
+        paths, home = self.data(design), self.folder / design.name
+        run = home / recipe_name
+        started = time.perf_counter()
+        train(load_train_config(None, **recipe, seed=0), home / "ds", run, progress=False)
+        minutes = (time.perf_counter() - started) / 60
+        checkpoint = f"{run}.best_corr.pth.tar"
+        test = evaluate(checkpoint, home / "ds", split="test")
+        scores = Path(f"{run}.variants.tsv")
+        inference = InferenceSettings(device="cpu", conservation=str(paths["conservation"]))
+        with open_predictor(ModelSetOptions((checkpoint,)), paths["fasta"], inference) as predictor:
+            score_variant_file(VariantScorer(predictor), paths["variants"], scores.with_suffix(""),
+                               ScoreOptions(progress=False, log=lambda _: None))
+        signs = variant_sign_metrics(scores, paths["variants"])
+        result = {"test_r": test[-1]["pearson_log2"], "specific_r": test[-1]["specific_r"],
+                  "sign": signs["sign_accuracy"], "spearman": signs["spearman"],
+                  "auroc": variant_auroc(scores, paths["variants"])["mean"], "minutes": minutes,
+                  "pairs": signs["pairs"], "specific_bins": test[-1]["specific_bins"]}
+        print(f"{design.name} {recipe_name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
+        return result
+
+
+def summary(results: dict[str, dict[str, float]], key: str) -> tuple[float, float]:
+    """Mean and worst of one metric over genomes."""
+    values = [r[key] for r in results.values()]
+    return float(np.mean(values)), float(np.min(values))
+
+
+def table(title: str, designs: list[GenomeDesign], runs: dict[str, dict[str, dict]], labels: dict[str, str]) -> list[str]:
+    """Per recipe: each genome's cell-type-specific R and SAD sign, then each metric's mean (worst)."""
+    lines = [title, "", "| recipe | " + " | ".join(f"{d.name}: specific R, sign" for d in designs) + " | "
+             + " | ".join(f"{label} mean (worst)" for _, label in METRICS) + " | minutes per run |",
+             "| --- |" + " ---: |" * (len(designs) + len(METRICS) + 1)]
+    for name, results in runs.items():
+        cells = [f"{results[d.name]['specific_r']:.3f}, {results[d.name]['sign']:.0%}" for d in designs]
+        stats = []
+        for key, _ in METRICS:
+            mean, worst = summary(results, key)
+            stats.append(f"{mean:.0%} ({worst:.0%})" if key == "sign" else f"{mean:.3f} ({worst:.3f})")
+        minutes = np.mean([r["minutes"] for r in results.values()])
+        lines.append(f"| {labels[name]} | " + " | ".join(cells + stats) + f" | {minutes:.1f} |")
+    return lines
+
+
+def choose(runs: dict[str, dict[str, dict]]) -> str:
+    """The recipe with the best mean cell-type-specific R whose worst genome is no lower than the
+    `make demo` recipe's worst."""
+    floor = summary(runs["demo"], "specific_r")[1]
+    allowed = [name for name, results in runs.items() if summary(results, "specific_r")[1] >= floor]
+    return max(allowed, key=lambda name: summary(runs[name], "specific_r")[0])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
-                        help="rows to run (default: all)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="the `make demo` recipe is also run with these seeds (the other rows with seed 0)")
+                        help="candidate recipes tried on the development genomes (default: all; demo is always in)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="genome sizes times this (default: 1; smaller for a quick look)")
     parser.add_argument("--write", metavar="BENCHMARKS.md")
     args = parser.parse_args()
-    runs = [(name, 0) for name in args.recipes]
-    if "demo" in args.recipes:
-        runs[args.recipes.index("demo") + 1: args.recipes.index("demo") + 1] = [("demo", s) for s in args.seeds if s]
+    candidates = {"demo": RECIPES["demo"], **{name: RECIPES[name] for name in args.recipes}}
+    development = [d for d in GENOMES if d.role == "development"]
+    evaluation = [d for d in GENOMES if d.role == "evaluation"]
+    labels = {name: recipe_label(name, recipe) for name, recipe in {**candidates, "long": LONG}.items()}
 
-    rows, demo_runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        paths = make_demo_data(tmp / "data", DemoSpec())
-        params = dataset_parameters(paths, seq_len=8192, stride=4096, nchunk=500)
-        generate_datasets(params, tmp / "ds" / "demo", workers=2, progress=False)
-        inference = InferenceSettings(device="cpu", conservation=str(paths["conservation"]))
-        for name, seed in runs:
-            recipe, run = RECIPES[name], tmp / f"{name}.{seed}"
-            start = time.perf_counter()
-            train(load_train_config(None, **recipe, seed=seed), tmp / "ds", run, progress=False)
-            minutes = (time.perf_counter() - start) / 60
-            checkpoint = str(run) + ".best_corr.pth.tar"
-            test = evaluate(checkpoint, tmp / "ds", split="test")
-            scores = Path(f"{run}.variants.tsv")
-            with open_predictor(ModelSetOptions((checkpoint,)), paths["fasta"], inference) as predictor:
-                score_variant_file(VariantScorer(predictor), paths["variants"], scores.with_suffix(""),
-                                   ScoreOptions(progress=False, log=lambda _: None))
-            auroc = variant_auroc(scores, paths["variants"])
-            signs = variant_sign_metrics(scores, paths["variants"])
-            lowest = min(v for k, v in auroc.items() if k != "mean")
-            specific = ", ".join(f"{r['target']} {r['specific_r']:.2f}" for r in test[:-1])
-            label = recipe_label(name, recipe) + (f" (seed {seed})" if seed else "")
-            rows.append(f"| {label} | {recipe['num_epoches']} | {minutes:.1f} "
-                        f"| **{test[-1]['pearson_log2']:.3f}** | **{test[-1]['specific_r']:.3f}** ({specific}) "
-                        f"| {signs['sign_accuracy']:.1%} | {signs['spearman']:.3f} | {auroc['mean']:.3f} ({lowest:.3f}) |")
-            print(rows[-1], flush=True)
-            if name == "demo":
-                demo_runs.append((test[-1]["pearson_log2"], test[-1]["specific_r"], signs["sign_accuracy"]))
-    summary = []
-    if len(demo_runs) > 1:
-        r, specific, sign = np.array(demo_runs).T
-        summary = ["", f"The `make demo` recipe over {len(demo_runs)} seeds: mean test R {r.mean():.3f} "
-                   f"({r.min():.3f}-{r.max():.3f}), cell-type-specific R {specific.mean():.3f} "
-                   f"({specific.min():.3f}-{specific.max():.3f}), SAD sign right {sign.mean():.1%} "
-                   f"({sign.min():.1%}-{sign.max():.1%})."]
+        family = Family(Path(tmp), args.scale)
+        dev_runs = {name: {d.name: family.run(d, name, recipe) for d in development}
+                    for name, recipe in candidates.items()}
+        chosen = choose(dev_runs)
+        judged = {"demo": RECIPES["demo"], chosen: candidates[chosen], "long": LONG}
+        eval_runs = {name: {d.name: family.run(d, name, recipe) for d in evaluation} for name, recipe in judged.items()}
+
+    demo_mean, demo_worst = summary(eval_runs["demo"], "specific_r")
+    chosen_mean, chosen_worst = summary(eval_runs[chosen], "specific_r")
+    verdict = ("the `make demo` recipe is the development set's choice" if chosen == "demo" else
+               f"the development set chose {labels[chosen]}: on the evaluation genomes its mean cell-type-specific R "
+               f"is {chosen_mean:.3f} against {demo_mean:.3f} and its worst {chosen_worst:.3f} against "
+               f"{demo_worst:.3f}, so it is " + ("kept" if chosen_mean > demo_mean and chosen_worst >= demo_worst
+                                                   else "not kept"))
     publish("training", [
-        f"tiny preset, demo genome (8,192 bp windows every 4,096 bp), {os.cpu_count()} CPU cores, training from "
-        "scratch; on the held-out test chromosome: Pearson R of log2(x+1) over every bin, and the cell-type-specific "
-        f"R (log2(x+1) centred across cell types, over the {test[-1]['specific_bins']:,} bins where one is at least "
-        f"{SPECIFIC_MIN:g}). Variants: the demo VCF's motif-disrupting variants in each cell type their element is "
-        f"open in ({signs['pairs']} pairs): SAD with the true change's sign (pairs with a true change of at least "
-        f"{SIGN_MIN_EFFECT:g}) and SAD's Spearman correlation with it; and |SAD|'s AUROC against the neutral variants.",
+        f"tiny preset, {os.cpu_count()} CPU cores, training from scratch (seed 0) on each genome's shards "
+        f"(8,192 bp windows every 4,096 bp, train chr1-chr2, validation chr3); on its held-out test chromosome "
+        f"(chr4): Pearson R of log2(x+1) over every bin, the cell-type-specific R (log2(x+1) centred across cell "
+        f"types, over bins where one is at least {SPECIFIC_MIN:g}); on its VCF's motif-disrupting variants in each "
+        f"cell type their element is open in: SAD with the true change's sign (true change at least "
+        f"{SIGN_MIN_EFFECT:g}) and SAD's Spearman correlation with it; |SAD|'s AUROC against its neutral variants "
+        f"(mean over cell types). Genome sizes x{args.scale:g}.",
         "",
-        "| recipe | epochs | training minutes | mean test R | cell-type-specific R (per cell type) "
-        "| SAD sign right | SAD Spearman | variant AUROC mean (lowest) |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
-        *rows,
-        *summary,
+        "Genomes (`epiformer demo-data`; each from its own seed):",
+        "",
+        *(f"- {d.role}: {d.describe()}" for d in GENOMES),
+        "",
+        *table("Development genomes (the recipe is chosen here):", development, dev_runs, labels),
+        "",
+        *table("Evaluation genomes (never seen by the choice):", evaluation, eval_runs, labels),
+        "",
+        f"Choice: {verdict}.",
     ], args.write)
 
 

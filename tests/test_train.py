@@ -15,8 +15,15 @@ from epiformer.cli import main
 from epiformer.inference.settings import InferenceSettings
 from epiformer.model.config import ConfigError
 from epiformer.training.datasets import DatasetError, DatasetParameters, ShardDataset, generate_datasets
-from epiformer.training.metrics import SPECIFIC_MIN, TrackMetrics, multinomial_loss, training_loss
-from epiformer.training.trainer import evaluate, load_train_config, lr_factor, train
+from epiformer.training.metrics import (
+    SPECIFIC_MIN,
+    SPECIFICITY_STARTED,
+    TrackMetrics,
+    multinomial_loss,
+    specificity_not_started,
+    training_loss,
+)
+from epiformer.training.trainer import evaluate, load_train_config, lr_factor, plot_learning_curves, train
 
 from .helpers import free_port
 
@@ -196,6 +203,23 @@ def test_specific_r_covers_active_bins_only_and_matches_numpy():
     assert np.isnan(single.compute()["specific"][0]), "one target has no cell-type-specific part"
 
 
+def test_a_run_that_has_not_begun_to_learn_specificity_is_told_so(tmp_path):
+    """After two epochs below SPECIFICITY_STARTED a run is told so (the epoch line and the plot's
+    title: see the one-process run); once an epoch reaches it, or with one target (NaN), not."""
+    def epochs(*specific):
+        return [{"epoch": i, "train_loss": 1.0, "valid_loss": 1.0, "valid_pearson_mean": 0.6,
+                 "valid_pearson": [0.6, 0.6], "valid_specific_mean": r, "valid_specific": [r, r]}
+                for i, r in enumerate(specific)]
+
+    assert specificity_not_started(epochs(0.01)) is None, "one epoch is too early to tell"
+    warning = specificity_not_started(epochs(0.01, 0.04, 0.03))
+    assert warning and "not learned yet" in warning and "3 epochs" in warning and "0.040" in warning
+    assert specificity_not_started(epochs(0.02, SPECIFICITY_STARTED, 0.05)) is None
+    assert specificity_not_started(epochs(float("nan"), float("nan"))) is None
+    plot_learning_curves(epochs(0.01, 0.02), ["A", "B"], tmp_path / "stuck.png")
+    assert (tmp_path / "stuck.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_multinomial_loss_rewards_the_right_share_of_each_bin():
     observed, _ = specific_case()
     target = torch.tensor(observed)
@@ -243,10 +267,13 @@ def test_best_corr_can_keep_the_most_cell_type_specific_epoch(dataset, tmp_path)
         "a resumed run ranks its epochs by the metric it is given"
 
 
-def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path):
+def test_one_process_run_writes_checkpoints_metrics_and_plot(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("epiformer.training.metrics.SPECIFICITY_STARTED", 1.01)    # out of reach: always told
     cfg = load_train_config(None, **{**SMALL, "num_epoches": 2})
-    record = train(cfg, dataset, tmp_path / "run", progress=False)
+    record = train(cfg, dataset, tmp_path / "run", progress=True)
     assert record["epoch"] == 1 and len(record["valid_pearson"]) == 8
+    first, second = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert "not learned yet" not in first and "cell-type specificity not learned yet" in second
     for name in ("last", "best_loss", "best_corr"):
         model = load_model(tmp_path / f"run.{name}.pth.tar")
         assert model.target_names == ["HIP", "ASCT", "OPC", "OGC", "MGC", "VIP", "ITL23", "ET"]

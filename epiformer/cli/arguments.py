@@ -131,3 +131,14 @@ def shift_list(value: str) -> tuple[int, ...]:
 
 def chrom_list(value: str | None) -> list[str]:
     return [c for c in (value or "").replace(",", " ").split() if c]
+
+
+def positive_float(value: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value!r}")
+    return number

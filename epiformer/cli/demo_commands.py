@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from epiformer.cli.arguments import positive_float
+from epiformer.demo.synthetic_genome import DEPTH
+
 
 EPILOG_DEMO = """examples:
   epiformer demo -o demo_out
@@ -13,6 +16,11 @@ EPILOG_DEMO = """examples:
 EPILOG_DEMO_DATA = """examples:
   epiformer demo-data -o demo_data
   epiformer demo-data -o big_demo --size-mb 20 --chroms 6 --seed 7
+  epiformer demo-data -o other --grammar drawn --cell-types 6 --sites-needed 3 --depth 10 --peak-scale 0.6
+
+A drawn grammar (--grammar drawn) takes its cell types' factors from the packaged JASPAR
+matrices with --seed: each cell type has factors of its own too weak to open an element alone,
+one factor is shared by all, and two distinct factors within --spacing bp act together.
 """
 
 
@@ -23,9 +31,13 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _demo_data(args: argparse.Namespace) -> None:
+    from epiformer.demo.grammar import BRAIN, drawn_grammar
     from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data
 
-    paths = make_demo_data(args.outdir, DemoSpec.scaled(args.size_mb, args.chroms, args.seed))
+    grammar = BRAIN if args.grammar == "demo" else drawn_grammar(
+        args.seed, args.cell_types, args.factors_per_cell_type, args.sites_needed, args.spacing)
+    paths = make_demo_data(args.outdir, DemoSpec.scaled(args.size_mb, args.chroms, args.seed, grammar=grammar,
+                                                        depth=args.depth, peak_scale=args.peak_scale))
     print(f"wrote the demo genome and tracks to {args.outdir}: "
           + ", ".join(p.name for p in paths.values()) + ", one .bw and .peaks.bed per cell type")
 
@@ -57,4 +69,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo_data.add_argument("--size-mb", type=float, default=6.0, help="total genome size in Mb (default: 6)")
     demo_data.add_argument("--chroms", type=int, default=4, help="number of chromosomes (default: 4)")
     demo_data.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    design = demo_data.add_argument_group("genome design")
+    design.add_argument("--grammar", choices=["demo", "drawn"], default="demo",
+                        help="the demo's brain cell types and factors, or a grammar drawn with --seed (default: demo)")
+    design.add_argument("--cell-types", type=int, choices=range(3, 13), default=5, metavar="3-12",
+                        help="cell types of a drawn grammar (default: 5)")
+    design.add_argument("--factors-per-cell-type", type=int, choices=range(1, 5), default=2, metavar="1-4",
+                        help="factors of each cell type's own in a drawn grammar (default: 2)")
+    design.add_argument("--sites-needed", type=int, choices=[2, 3], default=2,
+                        help="sites of a cell type's factors an element needs to open, unless two distinct "
+                             "ones lie within --spacing (drawn grammar; default: 2)")
+    design.add_argument("--spacing", type=int, choices=range(0, 151), default=40, metavar="0-150",
+                        help="bp within which two distinct factors act together; 0: anywhere in the element "
+                             "(drawn grammar; default: 40)")
+    design.add_argument("--depth", type=positive_float, default=DEPTH,
+                        help=f"read depth of the tracks' count noise; lower is noisier (default: {DEPTH:g})")
+    design.add_argument("--peak-scale", type=positive_float, default=1.0,
+                        help="peak heights relative to the background; lower is weaker (default: 1)")
     demo_data.set_defaults(func=_demo_data)

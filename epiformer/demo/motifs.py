@@ -82,5 +82,12 @@ def read_jaspar(path: str | os.PathLike) -> dict[str, Motif]:
 
 
 def demo_motifs() -> dict[str, Motif]:
-    """The JASPAR 2024 matrices shipped with the package (see epiformer/demo/data/README.md)."""
+    """The demo genome's JASPAR 2024 matrices (see epiformer/demo/data/README.md)."""
     return read_jaspar(Path(str(resources.files("epiformer.demo") / "data" / "demo_motifs.jaspar")))
+
+
+def packaged_motifs() -> dict[str, Motif]:
+    """Every matrix the package ships: the demo's and one per further factor family, from which
+    drawn grammars choose (epiformer.demo.grammar)."""
+    drawn = read_jaspar(Path(str(resources.files("epiformer.demo") / "data" / "drawn_motifs.jaspar")))
+    return {**drawn, **demo_motifs()}

@@ -12,50 +12,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from epiformer.demo.motifs import Motif, demo_motifs
+from epiformer.demo.grammar import BRAIN, Grammar
+from epiformer.demo.motifs import Motif, packaged_motifs
 from epiformer.genome.encoding import BASES, reverse_complement, sequence_codes
 from epiformer.genome.reader import index_fasta
 from epiformer.io.writing import atomic_path, bigwig_writer
 
-CELL_TYPES: dict[str, str] = {
-    "HIP": "hippocampal neurons",
-    "ASCT": "astrocytes",
-    "OPC": "oligodendrocyte precursor cells",
-    "OGC": "oligodendrocytes",
-    "MGC": "microglia",
-    "VIP": "VIP interneurons",
-    "ITL23": "L2/3 intratelencephalic neurons",
-    "ET": "L5 extratelencephalic neurons",
-}
-
-
-# How strongly a bound factor opens chromatin in each cell type (absent = 0).
-FACTOR_ACTIVITY: dict[str, dict[str, float]] = {
-    "SPI1": {"MGC": 1.0},
-    "IRF8": {"MGC": 0.7},
-    "SOX10": {"OPC": 0.7, "OGC": 1.0},
-    "OLIG2": {"OPC": 1.0, "OGC": 0.4},
-    "NFIA": {"ASCT": 1.0, "OPC": 0.2},
-    "SOX9": {"ASCT": 0.8, "OPC": 0.2},
-    "NEUROD1": {"HIP": 1.0, "ITL23": 0.3, "ET": 0.4},
-    "MEF2C": {"HIP": 0.3, "VIP": 0.6, "ITL23": 0.7, "ET": 0.5, "MGC": 0.3},
-    "DLX2": {"VIP": 1.0},
-    "FEZF2": {"ET": 1.0},
-    "RORB": {"ITL23": 1.0},
-    "FOS::JUN": {ct: 0.25 for ct in CELL_TYPES},
-}
-
-
-CELL_TYPE_FACTORS = [f for f in FACTOR_ACTIVITY if f != "FOS::JUN"]
+CELL_TYPES: dict[str, str] = BRAIN.cell_types    # the demo genome's
 
 
 BLOCK = 10          # signal bigWigs are written in 10 bp steps
 
 
-DEPTH = 25.0        # pseudo read depth of the count noise
+DEPTH = 25.0        # pseudo read depth of the demo's count noise
 
 
 CLIP = 32           # clip written to targets.txt
@@ -74,15 +47,23 @@ class DemoSpec:
     gc_decoys: float = 60
     conserved_decoys: float = 25
     repeats: float = 150
+    grammar: Grammar = BRAIN            # cell types, factors and how sites open enhancers
+    depth: float = DEPTH                # read depth of the count noise (lower: noisier tracks)
+    peak_scale: float = 1.0             # peak heights relative to the background (lower: weaker peaks)
+
+    def __post_init__(self) -> None:
+        if self.depth <= 0 or self.peak_scale <= 0:
+            raise ValueError(f"depth and peak_scale must be positive, got {self.depth} and {self.peak_scale}")
 
     @classmethod
-    def scaled(cls, total_mb: float = 6.0, n_chroms: int = 4, seed: int = 0) -> "DemoSpec":
-        """``n_chroms`` chromosomes of decreasing size adding up to ``total_mb`` megabases."""
+    def scaled(cls, total_mb: float = 6.0, n_chroms: int = 4, seed: int = 0, **options: Any) -> "DemoSpec":
+        """``n_chroms`` chromosomes of decreasing size adding up to ``total_mb`` megabases (and any
+        other field as ``options``)."""
         if n_chroms < 1 or total_mb <= 0:
             raise ValueError("need at least one chromosome and a positive size")
         weights = np.linspace(1.0, 0.4, n_chroms)
         sizes = np.round(weights / weights.sum() * total_mb * 1e6 / 1000).astype(int) * 1000
-        return cls(seed=seed, chrom_sizes={f"chr{i + 1}": int(s) for i, s in enumerate(sizes)})
+        return cls(seed=seed, chrom_sizes={f"chr{i + 1}": int(s) for i, s in enumerate(sizes)}, **options)
 
 
 @dataclass
@@ -97,26 +78,13 @@ class Element:
     qualities: list[float] = field(default_factory=list)  # each site's score relative to its motif's best
 
 
-def enhancer_heights(factors: list[str], qualities: list[float]) -> np.ndarray:
-    """An enhancer's peak height per cell type from its sites' factors and qualities: each site
-    drives its factor's activity in the cell type times its quality; two distinct factors that
-    both drive a cell type act together (x1.6); the height saturates at 2.2."""
-    heights = np.zeros(len(CELL_TYPES), dtype=np.float32)
-    for i, ct in enumerate(CELL_TYPES):
-        contributions = [FACTOR_ACTIVITY[f].get(ct, 0.0) * q for f, q in zip(factors, qualities)]
-        drive = sum(contributions)
-        if len({f for f, c in zip(factors, contributions) if c > 0.15}) >= 2:
-            drive *= 1.6
-        heights[i] = 2.2 * (1.0 - np.exp(-1.1 * drive))
-    return heights
-
-
 class _ChromosomeBuilder:
     """Builds one chromosome's sequence, conservation, elements and signal."""
 
     def __init__(self, name: str, size: int, spec: DemoSpec, motifs: dict[str, Motif],
                  rng: np.random.Generator) -> None:
         self.name, self.size, self.spec, self.motifs, self.rng = name, size, spec, motifs, rng
+        self.grammar = spec.grammar
         self.codes = self._background_sequence()
         self.conservation = self._background_conservation()
         self.occupied = np.zeros(size, dtype=bool)
@@ -179,6 +147,8 @@ class _ChromosomeBuilder:
 
     def _plant(self, factor: str, lo: int, hi: int, conserved_p: float, min_score: float = 0.6) -> tuple | None:
         motif = self.motifs[factor]
+        if hi - motif.width <= lo:
+            return None
         site = motif.sample(self.rng, min_relative_score=min_score)
         strand = 1 if self.rng.random() < 0.5 else -1
         written = site if strand == 1 else reverse_complement(site)
@@ -207,7 +177,7 @@ class _ChromosomeBuilder:
                 continue
             center = start + 300
             lo, hi = center - 150, center + 150
-            heights = np.zeros(len(CELL_TYPES), dtype=np.float32)
+            heights = np.zeros(len(self.grammar.cell_types), dtype=np.float32)
             element = Element(kind, self.name, center, heights)
             if kind == "promoter":
                 gc_rich = self.rng.random(500) < 0.7
@@ -216,7 +186,7 @@ class _ChromosomeBuilder:
                 self.conservation[center - 250: center + 250] = self.rng.uniform(0.3, 0.6, 500)
                 planted = [self._plant(f, lo, hi, 0.9) for f in ("SP1", "SP1", "NRF1")]
                 strength = sum(p[4] for p in planted if p)
-                heights[:] = 1.2 * strength / 2.5 * self.rng.uniform(0.85, 1.15, len(CELL_TYPES))
+                heights[:] = 1.2 * strength / 2.5 * self.rng.uniform(0.85, 1.15, len(heights))
             elif kind == "ctcf":
                 planted = [self._plant("CTCF", lo, hi, 0.9)]
                 heights[:] = 0.8 * (planted[0][4] if planted[0] else 0.0)
@@ -236,16 +206,18 @@ class _ChromosomeBuilder:
             self.elements.append(element)
 
     def _plant_enhancer(self, lo: int, hi: int, heights: np.ndarray) -> list:
-        """1-3 cell-type factor sites (often of one lineage), sometimes AP-1; heights from activity."""
-        primary = CELL_TYPE_FACTORS[int(self.rng.integers(len(CELL_TYPE_FACTORS)))]
-        lineage = [f for f in CELL_TYPE_FACTORS
-                   if set(FACTOR_ACTIVITY[f]) & set(FACTOR_ACTIVITY[primary])]
-        n_sites = int(self.rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
-        factors = [primary] + [str(self.rng.choice(lineage)) for _ in range(n_sites - 1)]
-        if self.rng.random() < 0.3:
-            factors.append("FOS::JUN")
-        planted = [p for p in (self._plant(f, lo, hi, 0.75) for f in factors) if p]
-        heights[:] = enhancer_heights([p[0] for p in planted], [p[4] for p in planted])
+        """The sites the grammar plans (with spacing, each further one near the one before with
+        its ``near_p``); heights from the grammar."""
+        grammar, planted = self.grammar, []
+        for factor in grammar.plan(self.rng):
+            near = planted and grammar.spacing and self.rng.random() < grammar.near_p
+            start = planted[-1][1] if near else None
+            site = self._plant(factor, lo, hi, 0.75) if start is None else self._plant(
+                factor, max(lo, start - grammar.spacing), min(hi, start + grammar.spacing + self.motifs[factor].width),
+                0.75)
+            if site:
+                planted.append(site)
+        heights[:] = grammar.heights([p[0] for p in planted], [p[4] for p in planted], [p[1] for p in planted])
         return planted
 
     def add_repeats(self) -> None:
@@ -261,8 +233,9 @@ class _ChromosomeBuilder:
     def signal(self) -> np.ndarray:
         """(cell types, blocks of 10 bp) noisy coverage: background + peaks + blacklist artefacts."""
         n_blocks = -(-self.size // BLOCK)
-        expected = np.full((len(CELL_TYPES), n_blocks), 0.03, dtype=np.float64)
-        expected *= self.rng.uniform(0.7, 1.3, (len(CELL_TYPES), 1))
+        n_targets = len(self.grammar.cell_types)
+        expected = np.full((n_targets, n_blocks), 0.03, dtype=np.float64)
+        expected *= self.rng.uniform(0.7, 1.3, (n_targets, 1))
         offsets = np.arange(-60, 61)
         shape = np.exp(-0.5 * (offsets * BLOCK / 140.0) ** 2)
         for element in self.elements:
@@ -270,12 +243,13 @@ class _ChromosomeBuilder:
                 continue
             blocks = element.center // BLOCK + offsets
             keep = (blocks >= 0) & (blocks < n_blocks)
-            expected[:, blocks[keep]] += element.heights[:, None] * shape[keep]
+            expected[:, blocks[keep]] += self.spec.peak_scale * element.heights[:, None] * shape[keep]
         for start, end in self.blacklist:
-            expected[:, start // BLOCK: end // BLOCK] += 3.0 * self.rng.uniform(0.5, 1.5, len(CELL_TYPES))[:, None]
+            expected[:, start // BLOCK: end // BLOCK] += 3.0 * self.rng.uniform(0.5, 1.5, n_targets)[:, None]
         for start, end in self.gaps:
             expected[:, start // BLOCK: -(-end // BLOCK)] = 0.0
-        return (self.rng.poisson(expected * DEPTH) / DEPTH).astype(np.float32)
+        depth = self.spec.depth
+        return (self.rng.poisson(expected * depth) / depth).astype(np.float32)
 
     def sequence(self) -> str:
         return np.frombuffer(b"ACGTN", np.uint8)[self.codes].tobytes().decode()
@@ -287,7 +261,7 @@ def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> d
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
-    motifs = demo_motifs()
+    motifs = packaged_motifs()
     builders = []
     for name, size in spec.chrom_sizes.items():
         builder = _ChromosomeBuilder(name, size, spec, motifs, rng)
@@ -322,7 +296,7 @@ def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> d
 
     signals = [b.signal() for b in builders]
     target_lines = ["index\tidentifier\tfile\tclip\tsum_stat\tdescription\tpeak"]
-    for i, (cell_type, description) in enumerate(CELL_TYPES.items()):
+    for i, (cell_type, description) in enumerate(spec.grammar.cell_types.items()):
         bigwig, peaks = outdir / f"{cell_type}.bw", outdir / f"{cell_type}.peaks.bed"
         with bigwig_writer(bigwig, header) as bw:
             for b, signal in zip(builders, signals):
@@ -351,7 +325,7 @@ def make_demo_data(outdir: str | os.PathLike, spec: DemoSpec | None = None) -> d
             f"\t0\t.\n" for b in builders for e in sorted(b.elements, key=lambda e: e.center)))
 
     with atomic_path(paths["variants"]) as tmp:
-        tmp.write_text(_demo_vcf(builders, motifs, rng))
+        tmp.write_text(_demo_vcf(builders, motifs, spec.grammar, rng))
     return paths
 
 
@@ -386,9 +360,10 @@ def _edited_site_quality(seq: str, motif: Motif, start: int, strand: int, edit: 
     return best
 
 
-def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng: np.random.Generator) -> str:
+def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], grammar: Grammar,
+              rng: np.random.Generator) -> str:
     """VCF of motif-disrupting and neutral SNVs and small indels, with the truth in INFO/TRUTH."""
-    names = list(CELL_TYPES)
+    names = list(grammar.cell_types)
     records = []
     for b in builders:
         seq = b.sequence()
@@ -396,7 +371,7 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
         rng.shuffle(strong)
         for n, element in enumerate(strong[:40]):
             hit = max(range(len(element.sites)), key=lambda k: max(
-                FACTOR_ACTIVITY.get(element.sites[k][0], {}).values(), default=0))
+                grammar.activity.get(element.sites[k][0], {}).values(), default=0))
             factor, start, site, strand = element.sites[hit]
             motif = motifs[factor]
             active = [i for i, h in enumerate(element.heights) if h >= 0.5]
@@ -418,7 +393,8 @@ def _demo_vcf(builders: list[_ChromosomeBuilder], motifs: dict[str, Motif], rng:
                 record = (b.name, pos, seq[pos - 1], seq[pos - 1] + insert)
             quality = min(element.qualities[hit], _edited_site_quality(seq, motif, start, strand, record[1:]))
             qualities = [quality if k == hit else q for k, q in enumerate(element.qualities)]
-            effect = enhancer_heights([x[0] for x in element.sites], qualities) - element.heights
+            effect = grammar.heights([x[0] for x in element.sites], qualities,
+                                     [x[1] for x in element.sites]) - element.heights
             info = (f"TRUTH=disrupting;MOTIF={factor};CELLTYPES={','.join(names[i] for i in active) or '.'};"
                     f"EFFECT={','.join(f'{effect[i]:.3f}' for i in active) or '.'}")
             records.append((*record, info))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from epiformer.demo.synthetic_genome import CELL_TYPES
 from epiformer.io.reading import read_table
 
 
@@ -28,17 +27,21 @@ def read_variant_truth(vcf: str | os.PathLike) -> dict[str, dict]:
 
 def variant_auroc(scores_tsv: str | os.PathLike, vcf: str | os.PathLike) -> dict[str, float]:
     """How well |SAD| ranks the demo VCF's motif-disrupting variants above its neutral ones: per
-    cell type, the AUROC of the disrupting variants of elements open in it against all neutral
-    variants (INFO/TRUTH and INFO/CELLTYPES hold the truth), and ``mean`` over cell types."""
+    cell type of the scores (its ``<cell type>.sad`` column) that has both, the AUROC of the
+    disrupting variants of elements open in it against all neutral variants (INFO/TRUTH and
+    INFO/CELLTYPES hold the truth), and ``mean`` over those cell types."""
     truth = read_variant_truth(vcf)
     header, *rows = read_table(scores_tsv)[1]
     out = {}
-    for cell in CELL_TYPES:
-        column = header.index(f"{cell}.sad")
+    for column, name in enumerate(header):
+        if not name.endswith(".sad"):
+            continue
+        cell = name.removesuffix(".sad")
         pos = np.array([abs(float(r[column])) for r in rows
                         if truth[r[0]]["kind"] == "disrupting" and cell in truth[r[0]]["effects"]])
         neg = np.array([abs(float(r[column])) for r in rows if truth[r[0]]["kind"] == "neutral"])
-        out[cell] = float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+        if pos.size and neg.size:
+            out[cell] = float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
     out["mean"] = float(np.mean(list(out.values())))
     return out
 

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 SPECIFIC_MIN = 0.5
 LOSSES = ("poisson", "poisson_multinomial")
+SPECIFICITY_STARTED = 0.1     # a validation cell-type-specific R from which a run has begun to learn it
+SPECIFICITY_GRACE = 2         # epochs a run gets before it is said not to have begun
 
 
 def poisson_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +112,22 @@ def _pearson(n, p, t, pp, tt, pt) -> torch.Tensor:
     var_p = (pp / n_safe - (p / n_safe) ** 2).clamp_min(0)
     var_t = (tt / n_safe - (t / n_safe) ** 2).clamp_min(0)
     return cov / torch.sqrt(var_p * var_t).clamp_min(1e-12)
+
+
+def specificity_not_started(history: list[dict]) -> str | None:
+    """A warning when a run has trained ``SPECIFICITY_GRACE`` epochs or more and its validation
+    cell-type-specific R (``valid_specific_mean`` of each epoch's record) has never reached
+    ``SPECIFICITY_STARTED``: it predicts about the same track for every cell type. None otherwise,
+    and for runs with one target (no specific R)."""
+    values = [h.get("valid_specific_mean", math.nan) for h in history]
+    if len(values) < SPECIFICITY_GRACE or all(math.isnan(v) for v in values):
+        return None
+    best = max(v for v in values if not math.isnan(v))
+    if best >= SPECIFICITY_STARTED:
+        return None
+    return (f"cell-type specificity not learned yet: the validation cell-type-specific R has stayed below "
+            f"{SPECIFICITY_STARTED:g} for {len(values)} epochs (best {best:.3f}), so the cell types' predicted "
+            "tracks barely differ")
 
 
 def nan_mean(values: list[float]) -> float:

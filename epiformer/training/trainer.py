@@ -35,7 +35,15 @@ from epiformer.model.config import ConfigError, ModelConfig, preset, read_config
 from epiformer.model.network import Epiformer
 from epiformer.parallel import torchrun as dist_utils
 from epiformer.training.datasets import DatasetError, ShardDataset, SplitOptions, dataset_has_conservation, open_split
-from epiformer.training.metrics import LOSSES, SPECIFIC_MIN, TrackMetrics, nan_mean, training_loss
+from epiformer.training.metrics import (
+    LOSSES,
+    SPECIFIC_MIN,
+    SPECIFICITY_STARTED,
+    TrackMetrics,
+    nan_mean,
+    specificity_not_started,
+    training_loss,
+)
 
 
 @dataclass
@@ -245,6 +253,9 @@ def plot_learning_curves(history: list[dict], target_names: list[str], path: Pat
         ax.set(xlabel="epoch", ylabel="Pearson R, log2(x+1)" + (" centred across targets" if ax is ax_s else ""),
                title=title)
         ax.legend(fontsize=7, ncol=2)
+    ax_s.axhline(SPECIFICITY_STARTED, color="grey", ls=":", lw=1)
+    if specificity_not_started(history):
+        ax_s.set_title("cell-type specificity not learned yet", color="tab:red")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -387,10 +398,11 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 _write_history(Path(f"{outprefix}.metrics.jsonl"), history)
                 plot_learning_curves(history, targets, Path(f"{outprefix}.learning_curves.png"))
                 if progress:
+                    warning = specificity_not_started(history)
                     print(f"epoch {epoch + 1}/{cfg.num_epoches}: train loss {record['train_loss']:.4f}, "
                           f"valid loss {record['valid_loss']:.4f}, valid R {record['valid_pearson_mean']:.3f}, "
                           f"cell-type-specific R {record['valid_specific_mean']:.3f} "
-                          f"({record['seconds']:.0f} s)", flush=True)
+                          f"({record['seconds']:.0f} s)" + (f"; {warning}" if warning else ""), flush=True)
             dist_utils.barrier(ctx)
         return record
     finally:
