@@ -79,11 +79,13 @@ class GenomeDesign:
         return DemoSpec(seed=self.seed, chrom_sizes=sizes, grammar=self.grammar, depth=self.depth,
                         peak_scale=self.peak_scale)
 
-    def describe(self) -> str:
-        kind = (f"drawn grammar ({self.cell_types} x 2 factors of their own and one shared; {self.sites_needed} sites "
-                f"to open, or 2 distinct within {self.spacing} bp)" if self.cell_types
+    def describe(self, scale: float) -> str:
+        together = f"within {self.spacing} bp" if self.spacing else "anywhere in the element"
+        kind = (f"drawn grammar ({self.cell_types} cell types x 2 factors of their own, one factor shared; "
+                f"{self.sites_needed} sites to open, or 2 distinct factors {together})" if self.cell_types
                 else "the demo's brain grammar (8 cell types)")
-        return f"{self.name}: {kind}, {self.size_mb:g} Mb, depth {self.depth:g}, peaks x{self.peak_scale:g}, seed {self.seed}"
+        size = sum(self.spec(scale).chrom_sizes.values()) / 1e6
+        return f"{self.name}: {kind}, {size:.2g} Mb, depth {self.depth:g}, peaks x{self.peak_scale:g}, seed {self.seed}"
 
 
 GENOMES = [
@@ -103,10 +105,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "poisson": {**DEMO_TRAINING, "loss": "poisson"},
     "dropout": {**DEMO_TRAINING, "att_dropout": 0.4, "enc_dropout": 0.4, "ptw_dropout": 0.1},
     "cons_dropout": {**DEMO_TRAINING, "cons_dropout": 0.3},
+    "multinomial_30": {**DEMO_TRAINING, "multinomial_weight": 30.0},
 }
-LONG = {**DEMO_TRAINING, "num_epoches": 14}
+LONG = {**DEMO_TRAINING, "num_epoches": 12}
 TITLES = {"demo": "`make demo` recipe", "poisson": "without the multinomial term",
-          "dropout": "with the preset's dropout", "cons_dropout": "with conservation dropout", "long": "longer"}
+          "dropout": "with the preset's dropout", "cons_dropout": "with conservation dropout",
+          "multinomial_30": "the multinomial term weighted 3x", "long": "longer"}
 METRICS = [("test_r", "test R"), ("specific_r", "cell-type-specific R"), ("sign", "SAD sign right"),
            ("spearman", "SAD Spearman"), ("auroc", "variant AUROC")]
 
@@ -225,7 +229,7 @@ def main() -> None:
         "",
         "Genomes (`epiformer demo-data`; each from its own seed):",
         "",
-        *(f"- {d.role}: {d.describe()}" for d in GENOMES),
+        *(f"- {d.role}: {d.describe(args.scale)}" for d in GENOMES),
         "",
         *table("Development genomes (the recipe is chosen here):", development, dev_runs, labels),
         "",
