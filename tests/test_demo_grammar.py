@@ -115,3 +115,7 @@ def test_demo_data_draws_a_grammar_and_refuses_bad_options(tmp_path):
     for flag, value in [("--cell-types", "13"), ("--depth", "0"), ("--peak-scale", "-1"), ("--sites-needed", "1")]:
         result = subprocess.run(command[:-2] + [flag, value], capture_output=True, text=True)
         assert result.returncode == 2 and flag in result.stderr and "Traceback" not in result.stderr, result.stderr
+    demo = [sys.executable, "-m", "epiformer.cli", "demo-data", "-o", str(tmp_path / "demo"), "--cell-types", "4"]
+    result = subprocess.run(demo, capture_output=True, text=True)
+    assert result.returncode == 2 and "--cell-types" in result.stderr and "--grammar drawn" in result.stderr, \
+        "a drawn grammar's option is refused with the demo's grammar, not ignored"

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 
 from epiformer.cli.arguments import positive_float
+from epiformer.demo.grammar import drawn_grammar
 from epiformer.demo.synthetic_genome import DEPTH
 
 
@@ -30,12 +32,20 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.outdir, seed=args.seed, device=args.device)
 
 
+DRAWN_OPTIONS = ("cell_types", "factors_per_cell_type", "sites_needed", "spacing")   # drawn_grammar's
+DRAWN_DEFAULTS = {name: inspect.signature(drawn_grammar).parameters[name].default for name in DRAWN_OPTIONS}
+
+
 def _demo_data(args: argparse.Namespace) -> None:
-    from epiformer.demo.grammar import BRAIN, drawn_grammar
+    from epiformer.demo.grammar import BRAIN
+    from epiformer.errors import UserError
     from epiformer.demo.synthetic_genome import DemoSpec, make_demo_data
 
-    grammar = BRAIN if args.grammar == "demo" else drawn_grammar(
-        args.seed, args.cell_types, args.factors_per_cell_type, args.sites_needed, args.spacing)
+    design = {name: getattr(args, name) for name in DRAWN_OPTIONS if getattr(args, name) is not None}
+    if args.grammar == "demo" and design:
+        raise UserError(", ".join("--" + name.replace("_", "-") for name in design)
+                        + " shape a drawn grammar: add --grammar drawn")
+    grammar = BRAIN if args.grammar == "demo" else drawn_grammar(args.seed, **design)
     paths = make_demo_data(args.outdir, DemoSpec.scaled(args.size_mb, args.chroms, args.seed, grammar=grammar,
                                                         depth=args.depth, peak_scale=args.peak_scale))
     print(f"wrote the demo genome and tracks to {args.outdir}: "
@@ -72,16 +82,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     design = demo_data.add_argument_group("genome design")
     design.add_argument("--grammar", choices=["demo", "drawn"], default="demo",
                         help="the demo's brain cell types and factors, or a grammar drawn with --seed (default: demo)")
-    design.add_argument("--cell-types", type=int, choices=range(3, 13), default=5, metavar="3-12",
-                        help="cell types of a drawn grammar (default: 5)")
-    design.add_argument("--factors-per-cell-type", type=int, choices=range(1, 5), default=2, metavar="1-4",
-                        help="factors of each cell type's own in a drawn grammar (default: 2)")
-    design.add_argument("--sites-needed", type=int, choices=[2, 3], default=2,
+    design.add_argument("--cell-types", type=int, choices=range(3, 13), metavar="3-12",
+                        help=f"cell types of a drawn grammar (default: {DRAWN_DEFAULTS['cell_types']})")
+    design.add_argument("--factors-per-cell-type", type=int, choices=range(1, 5), metavar="1-4",
+                        help="factors of each cell type's own in a drawn grammar "
+                             f"(default: {DRAWN_DEFAULTS['factors_per_cell_type']})")
+    design.add_argument("--sites-needed", type=int, choices=[2, 3],
                         help="sites of a cell type's factors an element needs to open, unless two distinct "
-                             "ones lie within --spacing (drawn grammar; default: 2)")
-    design.add_argument("--spacing", type=int, choices=range(0, 151), default=40, metavar="0-150",
+                             f"ones lie within --spacing (drawn grammar; default: {DRAWN_DEFAULTS['sites_needed']})")
+    design.add_argument("--spacing", type=int, choices=range(0, 151), metavar="0-150",
                         help="bp within which two distinct factors act together; 0: anywhere in the element "
-                             "(drawn grammar; default: 40)")
+                             f"(drawn grammar; default: {DRAWN_DEFAULTS['spacing']})")
     design.add_argument("--depth", type=positive_float, default=DEPTH,
                         help=f"read depth of the tracks' count noise; lower is noisier (default: {DEPTH:g})")
     design.add_argument("--peak-scale", type=positive_float, default=1.0,
