@@ -22,8 +22,16 @@ from epiformer.training.metrics import (
     multinomial_loss,
     specificity_not_started,
     training_loss,
+    window_is_specific,
 )
-from epiformer.training.trainer import evaluate, load_train_config, lr_factor, plot_learning_curves, train
+from epiformer.training.trainer import (
+    WeightedDistributedSampler,
+    evaluate,
+    load_train_config,
+    lr_factor,
+    plot_learning_curves,
+    train,
+)
 
 from .helpers import free_port
 
@@ -111,6 +119,10 @@ def test_recipe_original_sets_the_original_settings_and_explicit_ones_win(tmp_pa
         load_train_config(None, best_corr_metric="spearman")
     with pytest.raises(ConfigError, match=r"cons_dropout must be in \[0, 1\], got 1.5"):
         load_train_config(None, cons_dropout=1.5)
+    with pytest.raises(ConfigError, match=r"ema_decay must be in \[0, 1\), got 1.0"):
+        load_train_config(None, ema_decay=1.0)
+    with pytest.raises(ConfigError, match="specific_oversample must be at least 1, got 0.5"):
+        load_train_config(None, specific_oversample=0.5)
     with pytest.raises(ConfigError, match="schedule_per must be step or epoch"):
         load_train_config(None, schedule_per="batch")
 
@@ -249,6 +261,78 @@ def test_cons_dropout_leaves_a_window_its_sequence_only(dataset):
     half = ShardDataset.from_manifest(dataset, "train", cons_dropout=0.5)
     scaled = [bool(half[i][0].max() > 1.0) for i in range(40)]
     assert 5 < sum(scaled) < 35, "each window draws its own"
+
+
+def test_a_window_is_specific_where_one_cell_type_stands_above_the_others():
+    shared = np.full((4, 10), 0.1)
+    shared[:, 5] = 20.0
+    assert not window_is_specific(shared), "a peak open in every cell type alike"
+    one = shared.copy()
+    one[2, 5] = 80.0
+    assert window_is_specific(one)
+    small = np.full((4, 10), 0.1)
+    small[1, 3] = 4.0
+    assert window_is_specific(small)
+    assert not window_is_specific(small, specific_min=5.0), "below specific_min no bin is active"
+    masked = one.copy()
+    masked[0, 5] = np.nan
+    assert not window_is_specific(masked), "a bin with a NaN target is not scored"
+    assert not window_is_specific(one[2:3]), "one target has no specific part"
+
+
+def test_weighted_sampler_draws_heavier_windows_more_and_splits_them_over_ranks():
+    weights = np.array([1.0] * 90 + [9.0] * 10)
+    ranks = [WeightedDistributedSampler(weights, 2, rank, seed=3) for rank in (0, 1)]
+    drawn = [list(s) for s in ranks]
+    assert [len(d) for d in drawn] == [50, 50] == [len(s) for s in ranks]
+    both = np.array(drawn[0] + drawn[1])
+    assert 0.3 < (both >= 90).mean() < 0.7, "10 windows of weight 9 against 90 of weight 1: about half"
+    again = WeightedDistributedSampler(weights, 2, 0, seed=3)
+    assert list(again) == drawn[0], "the same seed and epoch draw the same windows"
+    again.set_epoch(1)
+    assert list(again) != drawn[0], "each epoch draws anew"
+
+
+def test_specific_oversample_draws_windows_with_specific_peaks_more_often(dataset, tmp_path, capsys):
+    train_ds = ShardDataset.from_manifest(dataset, "train")
+    specific = [window_is_specific(t) for t in train_ds.window_targets()]
+    assert len(specific) == len(train_ds) and 0 < sum(specific) < len(specific)
+    for i in (0, len(train_ds) - 1):
+        np.testing.assert_array_equal(list(train_ds.window_targets())[i], train_ds.window(i)[2])
+    cfg = load_train_config(None, **{**SMALL, "specific_oversample": 4.0})
+    train(cfg, dataset, tmp_path / "run", progress=True)
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("specific_oversample")]
+    assert said == [f"specific_oversample: {sum(specific):,} of {len(specific):,} training windows hold a "
+                    "cell-type-specific peak and are drawn 4x as often"]
+
+
+def test_ema_weights_are_validated_saved_and_resumed(dataset, tmp_path, monkeypatch):
+    settings = {**EXACT, "num_epoches": 2, "ema_decay": 0.9}
+    train(load_train_config(None, **settings), dataset, tmp_path / "full", progress=False)
+    full = torch.load(tmp_path / "full.last.pth.tar", weights_only=True)
+    steps = 2 * (len(ShardDataset.from_manifest(dataset, "train")) // 8)
+    assert full["ema_updates"] == steps, "one update per optimizer step"
+    key = next(k for k, v in full["state_dict"].items() if v.is_floating_point() and v.dim() > 1)
+    assert not torch.equal(full["state_dict"][key], full["train_state_dict"][key]), \
+        "the checkpoint's weights are the average, not the last step's"
+    model = load_model(tmp_path / "full.last.pth.tar")
+    torch.testing.assert_close(model.state_dict()[key], full["state_dict"][key])
+    rows = evaluate(tmp_path / "full.last.pth.tar", dataset, split="valid")
+    assert rows[-1]["pearson_log2"] == pytest.approx(full["history"][-1]["valid_pearson_mean"], abs=1e-4), \
+        "validation scored the weights the checkpoint holds"
+
+    def stop(*args):
+        raise InterruptedError("stopped after the first epoch's checkpoints")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("epiformer.training.trainer.plot_learning_curves", stop)
+        with pytest.raises(InterruptedError):
+            train(load_train_config(None, **settings), dataset, tmp_path / "cut", progress=False)
+    train(load_train_config(None, **settings), dataset, tmp_path / "cut", resume=True, progress=False)
+    cut = torch.load(tmp_path / "cut.last.pth.tar", weights_only=True)
+    for name in ("state_dict", "train_state_dict"):
+        for k, value in full[name].items():
+            torch.testing.assert_close(cut[name][k], value, rtol=0, atol=1e-6)
 
 
 def test_best_corr_can_keep_the_most_cell_type_specific_epoch(dataset, tmp_path):

@@ -761,9 +761,20 @@ class ShardDataset:
             cons = h5["conservation"][row].astype(np.float32) if self.has_conservation else \
                 np.zeros(self.seq_len, np.float32)
             codes = h5["sequence"][row]
-        if self.target_index is not None:
-            targets = targets[self.target_index: self.target_index + 1]
-        return codes, cons, targets, name
+        return codes, cons, self._chosen_targets(targets), name
+
+    def _chosen_targets(self, targets: np.ndarray) -> np.ndarray:
+        return targets if self.target_index is None else targets[self.target_index: self.target_index + 1]
+
+    def window_targets(self):
+        """Each window's targets, in order, without augmentation (a shard's block at a time)."""
+        for shard_index, shard in enumerate(self._shards):
+            if shard.original is not None:
+                start = int(self._offsets[shard_index])
+                yield from (self.window(start + k)[2] for k in range(len(shard.rows)))
+                continue
+            block = self._file(shard_index)["targets"][:]
+            yield from (self._chosen_targets(block[row]) for row in shard.rows)
 
     def __getitem__(self, index: int):
         import torch

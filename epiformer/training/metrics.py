@@ -24,6 +24,7 @@ SPECIFIC_MIN = 0.5
 LOSSES = ("poisson", "poisson_multinomial")
 SPECIFICITY_STARTED = 0.1     # a validation cell-type-specific R from which a run has begun to learn it
 SPECIFICITY_GRACE = 2         # epochs a run gets before it is said not to have begun
+SPECIFIC_PEAK = 1.0           # log2(x+1) above the bin's mean over targets that makes a peak cell-type-specific
 
 
 def poisson_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,6 +129,20 @@ def specificity_not_started(history: list[dict]) -> str | None:
     return (f"cell-type specificity not learned yet: the validation cell-type-specific R has stayed below "
             f"{SPECIFICITY_STARTED:g} for {len(values)} epochs (best {best:.3f}), so the cell types' predicted "
             "tracks barely differ")
+
+
+def window_is_specific(targets, specific_min: float = SPECIFIC_MIN) -> bool:
+    """Whether a window's (targets, bins) observations hold a cell-type-specific peak: an active
+    bin (some target at least ``specific_min``, none NaN) where one target's log2(x+1) is at least
+    :data:`SPECIFIC_PEAK` above the bin's mean over the targets. Never with one target."""
+    import numpy as np
+
+    targets = np.asarray(targets, np.float64)
+    if targets.shape[0] < 2:
+        return False
+    active = (targets.max(0) >= specific_min) & ~np.isnan(targets).any(0)
+    logged = np.log2(np.clip(targets[:, active], 0, None) + 1)
+    return bool(((logged - logged.mean(0)).max(0, initial=-np.inf) >= SPECIFIC_PEAK).any())
 
 
 def nan_mean(values: list[float]) -> float:

@@ -43,6 +43,7 @@ from epiformer.training.metrics import (
     nan_mean,
     specificity_not_started,
     training_loss,
+    window_is_specific,
 )
 
 
@@ -58,7 +59,12 @@ class TrainConfig:
     ``cons_dropout`` sets a training window's conservation to 0 with that probability, so the
     sequence must carry the signal. ``best_corr_metric`` chooses what ``best_corr`` keeps: the
     highest validation ``pearson`` or cell-type-``specific`` R (over bins where some target is at
-    least ``specific_min``; :mod:`epiformer.training.metrics`).
+    least ``specific_min``; :mod:`epiformer.training.metrics`). ``specific_oversample`` draws
+    training windows that hold a cell-type-specific peak (:func:`~epiformer.training.metrics.
+    window_is_specific`) that many times as often as the others. ``ema_decay`` above 0 keeps an
+    exponential moving average of the weights, updated after each optimizer step, which is
+    validated and saved as the checkpoints' weights (the trained weights stay in ``last`` for
+    ``--resume``).
     """
 
     recipe: str = "default"
@@ -79,6 +85,8 @@ class TrainConfig:
     cons_dropout: float = 0.0
     loss: str = "poisson_multinomial"
     multinomial_weight: float = 10.0
+    specific_oversample: float = 1.0
+    ema_decay: float = 0.0
     best_corr_metric: str = "pearson"
     specific_min: float = SPECIFIC_MIN
     sync_bn: bool = False
@@ -162,7 +170,49 @@ def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -
         raise ConfigError(f"cons_dropout must be in [0, 1], got {cfg.cons_dropout}")
     if cfg.multinomial_weight < 0:
         raise ConfigError(f"multinomial_weight must be at least 0, got {cfg.multinomial_weight}")
+    if cfg.specific_oversample < 1:
+        raise ConfigError(f"specific_oversample must be at least 1, got {cfg.specific_oversample}")
+    if not 0 <= cfg.ema_decay < 1:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     return cfg
+
+
+class WeightedDistributedSampler(torch.utils.data.Sampler):
+    """Each epoch, ``len(weights)`` windows (rounded down to a multiple of the ranks) drawn with
+    replacement in proportion to ``weights``, from a generator seeded by ``seed`` and the epoch, so
+    every rank draws the same list and takes its own share of it."""
+
+    def __init__(self, weights: np.ndarray, num_replicas: int, rank: int, seed: int = 0) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        self.per_rank = len(weights) // num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.per_rank * self.num_replicas, replacement=True,
+                                  generator=generator)
+        return iter(drawn[self.rank::self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def training_sampler(train_ds: ShardDataset, cfg: TrainConfig, ctx: dist_utils.DistributedContext):
+    """The training windows' sampler: every window once per epoch, shuffled, or with
+    ``specific_oversample`` above 1 the windows with a cell-type-specific peak drawn that many
+    times as often."""
+    if cfg.specific_oversample == 1:
+        return torch.utils.data.DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
+                                                   shuffle=True, seed=cfg.seed, drop_last=True)
+    specific = np.array([window_is_specific(targets, cfg.specific_min) for targets in train_ds.window_targets()])
+    if ctx.is_main:
+        print(f"specific_oversample: {int(specific.sum()):,} of {len(specific):,} training windows hold a "
+              f"cell-type-specific peak and are drawn {cfg.specific_oversample:g}x as often", flush=True)
+    return WeightedDistributedSampler(np.where(specific, cfg.specific_oversample, 1.0), ctx.world_size, ctx.rank,
+                                      cfg.seed)
 
 
 class IndexSampler(torch.utils.data.Sampler):
@@ -301,8 +351,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
             model = dist_utils.convert_sync_batchnorm(model, ctx.device)
         optimizer = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer](
             model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
-                                                      shuffle=True, seed=cfg.seed, drop_last=True)
+        sampler = training_sampler(train_ds, cfg, ctx)
         loader_opts = {"num_workers": cfg.num_workers, "pin_memory": ctx.device.type == "cuda"}
         train_loader = torch.utils.data.DataLoader(train_ds, batch_size=per_rank, sampler=sampler,
                                                    drop_last=True, **loader_opts)
@@ -318,11 +367,14 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, warmup, total_steps, cfg.min_lr / cfg.learning_rate))
 
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+            use_buffers=True) if cfg.ema_decay else None
         start_epoch, history = 0, []
         best = {"loss": math.inf, "corr": -math.inf}
         if resume:
             start_epoch, history, best = _resume(paths["last"], model, optimizer, scheduler, targets,
-                                                 model_cfg, ctx)
+                                                 model_cfg, ctx, ema)
             scores = [h.get(f"valid_{cfg.best_corr_metric}_mean", math.nan) for h in history]
             best["corr"] = max((v for v in scores if not math.isnan(v)), default=-math.inf)
         else:
@@ -356,6 +408,8 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 if last_micro:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
+                    if ema is not None:
+                        ema.update_parameters(raw_model)
                     if cfg.schedule_per == "step":
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -364,7 +418,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
             if cfg.schedule_per == "epoch":
                 scheduler.step()
             dist_utils.all_reduce_sum(train_sum, ctx)
-            valid = evaluate_loader(model, valid_loader, model_cfg.crop_size, len(targets), ctx,
+            valid = evaluate_loader(model if ema is None else ema.module, valid_loader, model_cfg.crop_size, len(targets), ctx,
                                     cfg.bf16 and ctx.device.type == "cuda", cfg.specific_min)
             record = {
                 "epoch": epoch, "train_loss": float(train_sum[0] / train_sum[2].clamp_min(1)),
@@ -389,12 +443,15 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
                 state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "rng_states": rng_states, "history": history, "best": best,
                          "train_config": dataclasses.asdict(cfg), "dataset": str(dataset)}
+                if ema is not None:
+                    state.update(train_state_dict=raw_model.state_dict(), ema_updates=int(ema.n_averaged))
+                weights = raw_model if ema is None else ema.module
                 metrics = {k: record[k] for k in ("valid_loss", "valid_pearson_mean", "valid_pearson",
                                                   "valid_specific_mean", "valid_specific", "specific_min")}
-                save_checkpoint(paths["last"], raw_model, genome=genome, metrics=metrics, **state)
+                save_checkpoint(paths["last"], weights, genome=genome, metrics=metrics, **state)
                 for key, name in (("loss", "best_loss"), ("corr", "best_corr")):
                     if improved[key]:
-                        save_checkpoint(paths[name], raw_model, genome=genome, metrics=metrics, **state)
+                        save_checkpoint(paths[name], weights, genome=genome, metrics=metrics, **state)
                 _write_history(Path(f"{outprefix}.metrics.jsonl"), history)
                 plot_learning_curves(history, targets, Path(f"{outprefix}.learning_curves.png"))
                 if progress:
@@ -417,15 +474,19 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _resume(path: Path, model: nn.Module, optimizer, scheduler, targets: list[str], model_cfg: ModelConfig,
-            ctx: dist_utils.DistributedContext) -> tuple[int, list, dict]:
-    """Restore weights, optimizer, scheduler and every rank's random state from ``last``."""
+            ctx: dist_utils.DistributedContext, ema=None) -> tuple[int, list, dict]:
+    """Restore weights (and their moving average), optimizer, scheduler and every rank's random
+    state from ``last``."""
     ckpt = read_checkpoint(path)
     if ckpt.get("target_names") != targets:
         raise DatasetError(f"checkpoint {path} was trained on targets {ckpt.get('target_names')}, "
                            f"the dataset has {targets}")
     if ModelConfig.from_dict(ckpt["param"]) != model_cfg:
         raise ConfigError(f"checkpoint {path} has another model configuration than this run")
-    model.load_state_dict(ckpt["state_dict"])
+    model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
+    if ema is not None and "ema_updates" in ckpt:
+        ema.module.load_state_dict(ckpt["state_dict"])
+        ema.n_averaged.fill_(ckpt["ema_updates"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     states = ckpt["rng_states"]
