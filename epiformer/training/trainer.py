@@ -200,15 +200,16 @@ class WeightedDistributedSampler(torch.utils.data.Sampler):
         return self.per_rank
 
 
-def training_sampler(train_ds: ShardDataset, cfg: TrainConfig, ctx: dist_utils.DistributedContext):
+def training_sampler(train_ds: ShardDataset, cfg: TrainConfig, ctx: dist_utils.DistributedContext,
+                     verbose: bool = True):
     """The training windows' sampler: every window once per epoch, shuffled, or with
     ``specific_oversample`` above 1 the windows with a cell-type-specific peak drawn that many
-    times as often."""
+    times as often (their count printed when ``verbose``)."""
     if cfg.specific_oversample == 1:
         return torch.utils.data.DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
                                                    shuffle=True, seed=cfg.seed, drop_last=True)
     specific = np.array([window_is_specific(targets, cfg.specific_min) for targets in train_ds.window_targets()])
-    if ctx.is_main:
+    if verbose and ctx.is_main:
         print(f"specific_oversample: {int(specific.sum()):,} of {len(specific):,} training windows hold a "
               f"cell-type-specific peak and are drawn {cfg.specific_oversample:g}x as often", flush=True)
     return WeightedDistributedSampler(np.where(specific, cfg.specific_oversample, 1.0), ctx.world_size, ctx.rank,
@@ -351,7 +352,7 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
             model = dist_utils.convert_sync_batchnorm(model, ctx.device)
         optimizer = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer](
             model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        sampler = training_sampler(train_ds, cfg, ctx)
+        sampler = training_sampler(train_ds, cfg, ctx, verbose=progress)
         loader_opts = {"num_workers": cfg.num_workers, "pin_memory": ctx.device.type == "cuda"}
         train_loader = torch.utils.data.DataLoader(train_ds, batch_size=per_rank, sampler=sampler,
                                                    drop_last=True, **loader_opts)
