@@ -103,19 +103,20 @@ GENOMES = [
 RECIPES: dict[str, dict[str, Any]] = {
     "demo": DEMO_TRAINING,
     "poisson": {**DEMO_TRAINING, "loss": "poisson"},
-    "dropout": {**DEMO_TRAINING, "att_dropout": 0.4, "enc_dropout": 0.4, "ptw_dropout": 0.1},
+    "uniform": {**DEMO_TRAINING, "specific_oversample": 1.0},
+    "oversample_6": {**DEMO_TRAINING, "specific_oversample": 6.0},
     "cons_dropout": {**DEMO_TRAINING, "cons_dropout": 0.3},
+    "dropout": {**DEMO_TRAINING, "att_dropout": 0.4, "enc_dropout": 0.4, "ptw_dropout": 0.1},
     "multinomial_30": {**DEMO_TRAINING, "multinomial_weight": 30.0},
     "ema": {**DEMO_TRAINING, "ema_decay": 0.98},
-    "specific_x3": {**DEMO_TRAINING, "specific_oversample": 3.0},
-    "ema_specific_x3": {**DEMO_TRAINING, "ema_decay": 0.98, "specific_oversample": 3.0},
 }
 LONG_EPOCHS = 12
 TITLES = {"demo": "`make demo` recipe", "poisson": "without the multinomial term",
-          "dropout": "with the preset's dropout", "cons_dropout": "with conservation dropout",
+          "uniform": "every window drawn alike (the previous `make demo` recipe)",
+          "oversample_6": "windows with a specific peak drawn 6x as often",
+          "cons_dropout": "with conservation dropout", "dropout": "with the preset's dropout",
           "multinomial_30": "the multinomial term weighted 3x", "ema": "a moving average of the weights",
-          "specific_x3": "windows with a specific peak drawn 3x as often",
-          "ema_specific_x3": "both: moving average, specific windows 3x", "long": "the chosen recipe, longer"}
+          "long": "the chosen recipe, longer"}
 METRICS = [("test_r", "test R"), ("specific_r", "cell-type-specific R"), ("sign", "SAD sign right"),
            ("spearman", "SAD Spearman"), ("auroc", "variant AUROC")]
 

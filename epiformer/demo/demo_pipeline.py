@@ -27,7 +27,7 @@ DEMO_INTERPRET_PEAKS = 100     # predicted peaks the demo's contribution tracks 
 # choice brings.
 DEMO_TRAINING = {"preset": "tiny", "num_epoches": 7, "batch_size": 16, "learning_rate": 3e-3,
                  "min_lr": 1e-4, "warmup_epoches": 0.5, "num_workers": 1,
-                 "att_dropout": 0.1, "enc_dropout": 0.1, "ptw_dropout": 0.05}
+                 "att_dropout": 0.1, "enc_dropout": 0.1, "ptw_dropout": 0.05, "specific_oversample": 3.0}
 
 
 def run_demo(outdir: str | os.PathLike, seed: int = 0, device: str = "auto") -> dict:
