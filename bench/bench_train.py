@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ class GenomeDesign:
     depth: float = 25.0
     peak_scale: float = 1.0
 
-    @property
+    @cached_property
     def grammar(self) -> Grammar:
         return drawn_grammar(self.seed, self.cell_types, 2, self.sites_needed, self.spacing) if self.cell_types \
             else BRAIN
