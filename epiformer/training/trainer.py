@@ -419,7 +419,8 @@ def train(cfg: TrainConfig, dataset: str | os.PathLike, outprefix: str | os.Path
             if cfg.schedule_per == "epoch":
                 scheduler.step()
             dist_utils.all_reduce_sum(train_sum, ctx)
-            valid = evaluate_loader(model if ema is None else ema.module, valid_loader, model_cfg.crop_size, len(targets), ctx,
+            validated = model if ema is None else ema.module
+            valid = evaluate_loader(validated, valid_loader, model_cfg.crop_size, len(targets), ctx,
                                     cfg.bf16 and ctx.device.type == "cuda", cfg.specific_min)
             record = {
                 "epoch": epoch, "train_loss": float(train_sum[0] / train_sum[2].clamp_min(1)),
