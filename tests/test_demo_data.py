@@ -162,3 +162,25 @@ def test_an_edit_beside_a_site_leaves_it_whole_and_one_inside_breaks_it():
     assert _edited_site_quality(seq, motif, start, 1, inside) < whole - 0.3
     minus = flank + _rc(site) + flank
     assert _edited_site_quality(minus, motif, start, -1, (start + 1, minus[start], minus[start])) == pytest.approx(whole)
+
+
+def test_sign_metrics_tell_a_missed_site_from_an_opposite_answer(tmp_path):
+    from epiformer.demo.variant_truth import variant_sign_metrics
+
+    vcf = tmp_path / "truth.vcf"
+    vcf.write_text("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + "".join(
+        f"chr1\t{n + 1}\tv{n}\tA\tC\t.\tPASS\tTRUTH=disrupting;MOTIF=M;CELLTYPES=A;EFFECT={effect}\n"
+        for n, effect in enumerate([-0.5, -0.5, -0.5, -0.5, -0.01])) +
+        "chr1\t9\tn1\tA\tC\t.\tPASS\tTRUTH=neutral;MOTIF=.;CELLTYPES=.;EFFECT=.\n")
+
+    def metrics(sads: list[float]) -> dict:
+        scores = tmp_path / "scores.tsv"
+        scores.write_text("id\tA.sad\n" + "".join(f"v{n}\t{s}\n" for n, s in enumerate(sads)) + "n1\t0.0\n")
+        return variant_sign_metrics(scores, vcf)
+
+    missed = metrics([-0.4, -0.2, -0.3, 0.003, 0.9])      # the last pair's change is too small to sign
+    assert missed["sign_accuracy"] == 0.75 and missed["pairs"] == 5
+    assert missed["wrong_sign_size"] == pytest.approx(0.01)
+    opposite = metrics([-0.4, -0.2, -0.3, 0.3, 0.9])
+    assert opposite["wrong_sign_size"] == pytest.approx(1.0)
+    assert np.isnan(metrics([-0.4, -0.2, -0.3, -0.1, 0.9])["wrong_sign_size"])

@@ -53,7 +53,9 @@ def variant_sign_metrics(scores_tsv: str | os.PathLike, vcf: str | os.PathLike) 
     """Whether SAD says *where* a variant acts: over each motif-disrupting variant and each cell
     type its element is open in, ``sign_accuracy`` (the share of pairs with a true change of at
     least :data:`SIGN_MIN_EFFECT` whose SAD has the same sign), ``spearman`` (of SAD with the
-    true change, INFO/EFFECT, over every pair) and ``pairs``."""
+    true change, INFO/EFFECT, over every pair), ``pairs``, and ``wrong_sign_size``: the median
+    |SAD| of the wrong-sign pairs over that of the right-sign ones — near 0 when the model misses
+    those sites (no response), near 1 when it answers them with the opposite sign."""
     from epiformer.training.metrics import spearman
 
     truth = read_variant_truth(vcf)
@@ -67,5 +69,8 @@ def variant_sign_metrics(scores_tsv: str | os.PathLike, vcf: str | os.PathLike) 
     sad, effect = np.array(sad), np.array(effect)
     signed = np.abs(effect) >= SIGN_MIN_EFFECT
     right = np.sign(sad[signed]) == np.sign(effect[signed])
+    size = np.abs(sad[signed])
+    wrong_sign_size = (float(np.median(size[~right]) / np.median(size[right]))
+                       if right.any() and not right.all() and np.median(size[right]) > 0 else float("nan"))
     return {"sign_accuracy": float(right.mean()) if right.size else float("nan"),
-            "spearman": spearman(sad, effect), "pairs": int(sad.size)}
+            "spearman": spearman(sad, effect), "pairs": int(sad.size), "wrong_sign_size": wrong_sign_size}
