@@ -231,16 +231,18 @@ def main() -> None:
         labels["long"] = recipe_label("long", judged["long"])
         eval_runs = {name: {d.name: family.run(d, name, recipe) for d in evaluation} for name, recipe in judged.items()}
 
+    specific = {name: summary(results, "specific_r") for name, results in eval_runs.items()}
+    sign = {name: summary(results, "sign") for name, results in eval_runs.items()}
+
     def against_demo(name: str) -> str:
         """How ``name`` compares with the `make demo` recipe on the evaluation genomes."""
-        (mean, worst), (demo_mean, demo_worst) = (summary(eval_runs[r], "specific_r") for r in (name, "demo"))
-        (sign, sign_worst), (demo_sign, demo_sign_worst) = (summary(eval_runs[r], "sign") for r in (name, "demo"))
+        (mean, worst), (demo_mean, demo_worst) = specific[name], specific["demo"]
+        (sign_mean, sign_worst), (demo_sign, demo_sign_worst) = sign[name], sign["demo"]
         return (f"on the evaluation genomes its mean cell-type-specific R is {mean:.3f} against the `make demo` "
-                f"recipe's {demo_mean:.3f} and its worst {worst:.3f} against {demo_worst:.3f} (SAD sign {sign:.0%} "
-                f"({sign_worst:.0%}) against {demo_sign:.0%} ({demo_sign_worst:.0%}))")
+                f"recipe's {demo_mean:.3f} and its worst {worst:.3f} against {demo_worst:.3f} (SAD sign "
+                f"{sign_mean:.0%} ({sign_worst:.0%}) against {demo_sign:.0%} ({demo_sign_worst:.0%}))")
 
-    (chosen_mean, chosen_worst), (demo_mean, demo_worst) = (summary(eval_runs[r], "specific_r") for r in (chosen, "demo"))
-    kept = chosen_mean > demo_mean and chosen_worst >= demo_worst
+    kept = specific[chosen][0] > specific["demo"][0] and specific[chosen][1] >= specific["demo"][1]
     verdict = ("the `make demo` recipe is the development set's choice" if chosen == "demo" else
                f"the development set chose {labels[chosen]}: {against_demo(chosen)}, so it is "
                + ("kept" if kept else "not kept"))
